@@ -1,0 +1,191 @@
+// The only reader of process.env. Validates every DOORMAN_* setting once, against schemas built from the
+// settings table, and returns one frozen Config. A bad value throws ConfigError naming the variable.
+import { z } from 'zod'
+import { SETTINGS, keyFor, type Setting } from './table.js'
+import { ConfigError } from '../core/errors.js'
+
+export { SETTINGS, annotationFor, keyFor } from './table.js'
+
+export interface AppProbe {
+  httpGet?: { path?: string, port: number | string, host?: string, scheme?: string, httpHeaders?: Array<{ name: string, value: string }> }
+  tcpSocket?: { port: number | string, host?: string }
+  grpc?: { port: number, service?: string }
+  timeoutSeconds?: number
+}
+
+export interface Config {
+  inboundPort: number
+  outboundPort: number
+  adminPort: number
+  bindHost: string
+  appPort: number
+  appHost: string
+  service: string
+  cluster: string
+  zone: string
+  maxConcurrency: number
+  limitMode: 'static' | 'adaptive'
+  limitMin: number
+  criticalPaths: readonly string[]
+  lowPaths: readonly string[]
+  criticalReserve: number
+  maxQueue: number
+  queueTimeout: number
+  upstreamTimeout: number
+  maxUpgrades: number
+  maxHeaderSize: number
+  headersTimeout: number
+  registry: string
+  advertiseHost: string
+  registryTtl: number
+  registerDelay: number
+  warmup: number
+  warmupAggression: number
+  warmupMinWeight: number
+  drainDelay: number
+  drainQuiet: number
+  drainTimeout: number
+  appProbes: Readonly<Record<string, AppProbe>>
+  livenessStall: number
+  readinessStall: number
+  appStall: number
+  appCheckInterval: number
+  adminToken: string
+  nodeIp: string
+  logLevel: string
+  webhookPort: number
+  webhookCert: string
+  webhookKey: string
+  checkInterval: number
+  checkTimeout: number
+  checkFailures: number
+  checkSuccesses: number
+  checkMaxEject: number
+  checkMode: 'full' | 'recover-only' | 'off'
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** Parses `250ms`, `5s`, `1.5m`, `2h` or a bare number of milliseconds into milliseconds. */
+export function parseDuration (text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text)
+  if (m === null) return undefined
+  const ms = Number(m[1]) * UNITS[m[2] ?? 'ms']
+  return Number.isFinite(ms) ? Math.round(ms) : undefined
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+const intText = z.string().trim().regex(/^\d+$/)
+
+const probeSchema = z.object({
+  httpGet: z.object({
+    path: z.string().optional(),
+    port: z.union([z.number().int(), z.string()]),
+    host: z.string().optional(),
+    scheme: z.string().optional(),
+    httpHeaders: z.array(z.object({ name: z.string(), value: z.string() })).optional()
+  }).optional(),
+  tcpSocket: z.object({ port: z.union([z.number().int(), z.string()]), host: z.string().optional() }).optional(),
+  grpc: z.object({ port: z.number().int(), service: z.string().optional() }).optional(),
+  timeoutSeconds: z.number().positive().optional()
+}).passthrough().refine((p) => p.httpGet !== undefined || p.tcpSocket !== undefined || p.grpc !== undefined, 'a probe needs httpGet, tcpSocket or grpc')
+
+const probesSchema = z.record(z.string().regex(/^\/app-health\/[^/]+\/(livez|readyz|startupz)$/, 'keys are /app-health/<container>/<livez|readyz|startupz>'), probeSchema)
+
+function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
+  switch (s.kind) {
+    case 'port':
+      return { schema: intText.transform(Number).pipe(z.number().int().min(0).max(65535)), accepts: 'a port number from 0 to 65535' }
+    case 'int':
+      return { schema: intText.transform(Number).pipe(z.number().int().min(1).max(Number.MAX_SAFE_INTEGER)), accepts: 'a whole number of at least 1' }
+    case 'count':
+      return { schema: intText.transform(Number).pipe(z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)), accepts: 'a whole number of at least 0' }
+    case 'percent':
+      return { schema: z.string().trim().regex(/^\d+(\.\d+)?$/).transform(Number).pipe(z.number().min(0).max(100)), accepts: 'a percentage from 0 to 100' }
+    case 'number':
+      return { schema: z.string().trim().regex(/^\d+(\.\d+)?$/).transform(Number).pipe(z.number().positive().finite()), accepts: 'a positive number such as 1.0' }
+    case 'duration':
+      return { schema: z.string().transform((v, ctx) => { const d = parseDuration(v); if (d === undefined) { ctx.addIssue({ code: 'custom', message: 'bad duration' }); return z.NEVER } return d }), accepts: 'a duration such as 250ms, 5s or 2m' }
+    case 'enum':
+      return { schema: z.enum(s.values as [string, ...string[]]), accepts: `one of ${(s.values ?? []).join(', ')}` }
+    case 'level':
+      return { schema: z.enum(LEVELS as [string, ...string[]]), accepts: `one of ${LEVELS.join(', ')}` }
+    case 'list':
+      return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^\//, 'globs start with /'))), accepts: 'comma-separated path globs starting with / (such as /checkout/*)' }
+    case 'json':
+      return {
+        schema: z.string().transform((v, ctx) => {
+          if (v.trim() === '') return {}
+          try { return JSON.parse(v) as unknown } catch { ctx.addIssue({ code: 'custom', message: 'bad JSON' }); return z.NEVER }
+        }).pipe(probesSchema),
+        accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc'
+      }
+    case 'registry':
+      return { schema: z.string().trim().regex(/^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+)$/), accepts: 'memory, redis://…, rediss://…, redis+sentinel://… or redis+cluster://…' }
+    case 'host':
+      return { schema: z.string().trim().regex(/^[A-Za-z0-9.:\-[\]]+$/), accepts: 'a host name or IP address' }
+    case 'path':
+    case 'string':
+      return { schema: z.string(), accepts: 'text' }
+  }
+}
+
+function show (value: string, secret: boolean | undefined): string {
+  return secret === true ? '<redacted>' : JSON.stringify(value)
+}
+
+export interface LoadOptions {
+  /** Check that the sidecar's required settings are present (`doorman run`). */
+  sidecar?: boolean
+}
+
+/** Reads the environment (process.env unless given) into a frozen Config, or throws ConfigError. */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOptions = {}): Readonly<Config> {
+  const out: Record<string, unknown> = {}
+  for (const s of SETTINGS) {
+    let raw = env[s.env]
+    if (s.env === 'DOORMAN_ADVERTISE_HOST' && (raw === undefined || raw === '')) raw = env.POD_IP !== undefined && env.POD_IP !== '' ? env.POD_IP : '127.0.0.1'
+    const { schema, accepts } = schemaFor(s)
+    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'json')) {
+      if (s.default === undefined) {
+        if (s.required === true && opts.sidecar === true) throw new ConfigError(s.env, `${s.env} is required: expected ${accepts}`)
+        out[keyFor(s.env)] = undefined
+        continue
+      }
+      raw = s.default
+    }
+    const r = schema.safeParse(raw)
+    if (!r.success) {
+      const detail = r.error.issues.map((i) => i.message).filter((m) => m !== 'bad duration' && m !== 'bad JSON' && !m.startsWith('Invalid')).join('; ')
+      throw new ConfigError(s.env, `${s.env}: got ${show(raw, s.secret)}; expected ${accepts}${detail !== '' ? ` (${detail})` : ''}`)
+    }
+    out[keyFor(s.env)] = r.data
+  }
+  const cfg = out as unknown as Config
+  if (cfg.limitMin > cfg.maxConcurrency) throw new ConfigError('DOORMAN_LIMIT_MIN', `DOORMAN_LIMIT_MIN: got ${cfg.limitMin}; expected at most DOORMAN_MAX_CONCURRENCY (${cfg.maxConcurrency})`)
+  if (opts.sidecar === true && cfg.registry !== 'memory' && cfg.service === '') throw new ConfigError('DOORMAN_SERVICE', 'DOORMAN_SERVICE is required when DOORMAN_REGISTRY is not memory: expected a service name')
+  if (cfg.drainQuiet <= 0) throw new ConfigError('DOORMAN_DRAIN_QUIET', `DOORMAN_DRAIN_QUIET: got ${cfg.drainQuiet}ms; expected a duration above 0`)
+  if (cfg.checkTimeout <= 0) throw new ConfigError('DOORMAN_CHECK_TIMEOUT', 'DOORMAN_CHECK_TIMEOUT: got 0; expected a duration above 0')
+  for (const k of ['queueTimeout', 'upstreamTimeout', 'headersTimeout', 'registryTtl', 'checkInterval'] as const) {
+    if (cfg[k] <= 0) {
+      const s = SETTINGS.find((x) => keyFor(x.env) === k) as Setting
+      throw new ConfigError(s.env, `${s.env}: got 0; expected a duration above 0`)
+    }
+  }
+  return Object.freeze(cfg)
+}
+
+/** The effective config for the start-up log line, secrets redacted. */
+export function describeConfig (cfg: Readonly<Config>): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const s of SETTINGS) {
+    const k = keyFor(s.env)
+    const v = (cfg as unknown as Record<string, unknown>)[k]
+    out[k] = s.secret === true && v !== '' && v !== 'memory' ? redactUrl(String(v)) : v
+  }
+  return out
+}
+
+function redactUrl (v: string): string {
+  return v.replace(/\/\/[^@/]*@/, '//<redacted>@').replace(/^(?!redis|rediss|memory).+$/, '<redacted>')
+}

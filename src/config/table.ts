@@ -1,0 +1,108 @@
+// The one table of doorman's settings. The config schema (src/config/index.ts), the injector's annotation
+// mapping and docs/configuration.md are all derived from it, so a setting exists in exactly one place.
+
+export type Kind =
+  | 'port' // 0..65535
+  | 'int' // positive integer (>= 1)
+  | 'count' // non-negative integer (>= 0)
+  | 'percent' // 0..100
+  | 'number' // positive finite number
+  | 'duration' // 250ms, 5s, 2m, 1h (a bare number is milliseconds)
+  | 'string'
+  | 'host'
+  | 'list' // comma-separated, empty entries dropped
+  | 'json'
+  | 'enum'
+  | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster://
+  | 'level' // pino level
+  | 'path' // a file path
+
+export type Scope = 'sidecar' | 'checker' | 'webhook' | 'all'
+
+export interface Setting {
+  /** Environment variable name. */
+  readonly env: string
+  readonly kind: Kind
+  /** Default as a string, parsed like a user value; undefined = no default. */
+  readonly default?: string
+  /** Required for `doorman run` (the sidecar). */
+  readonly required?: boolean
+  readonly values?: readonly string[]
+  readonly scope: Scope
+  /** False for settings the injector must not copy from annotations (it sets them itself). */
+  readonly annotatable?: boolean
+  /** Secrets are redacted from logs. */
+  readonly secret?: boolean
+  readonly doc: string
+}
+
+export const SETTINGS: readonly Setting[] = Object.freeze([
+  // Ports
+  { env: 'DOORMAN_INBOUND_PORT', kind: 'port', default: '7080', scope: 'sidecar', doc: 'Business traffic from outside the pod, proxied to the app.' },
+  { env: 'DOORMAN_OUTBOUND_PORT', kind: 'port', default: '7081', scope: 'sidecar', doc: "The app's calls to other services, load-balanced over the registry (loopback only; 0 = off)." },
+  { env: 'DOORMAN_ADMIN_PORT', kind: 'port', default: '7090', scope: 'all', doc: 'The admin / probe lane: probes, metrics, state and drain, on its own thread.' },
+  { env: 'DOORMAN_BIND_HOST', kind: 'host', default: '0.0.0.0', scope: 'sidecar', doc: 'Address the inbound and admin listeners bind to (the outbound listener always binds loopback).' },
+  // The app
+  { env: 'DOORMAN_APP_PORT', kind: 'port', required: true, scope: 'sidecar', doc: "The app's port on `DOORMAN_APP_HOST`." },
+  { env: 'DOORMAN_APP_HOST', kind: 'host', default: '127.0.0.1', scope: 'sidecar', doc: "The app's host (normally loopback: the app shares the pod's network)." },
+  { env: 'DOORMAN_SERVICE', kind: 'string', default: '', scope: 'sidecar', doc: 'Service name (required when a registry other than `memory` is set).' },
+  { env: 'DOORMAN_CLUSTER', kind: 'string', default: 'default', scope: 'sidecar', doc: 'Cluster (placement group) within the service.' },
+  { env: 'DOORMAN_ZONE', kind: 'string', default: '', scope: 'sidecar', doc: 'Zone within the service.' },
+  // Limits
+  { env: 'DOORMAN_MAX_CONCURRENCY', kind: 'int', default: '100', scope: 'sidecar', doc: 'Most business requests in flight to the app at once.' },
+  { env: 'DOORMAN_LIMIT_MODE', kind: 'enum', values: ['static', 'adaptive'], default: 'static', scope: 'sidecar', doc: "`static` (the limit is `DOORMAN_MAX_CONCURRENCY`) or `adaptive` (the limit follows the app's latency between `DOORMAN_LIMIT_MIN` and `DOORMAN_MAX_CONCURRENCY`)." },
+  { env: 'DOORMAN_LIMIT_MIN', kind: 'int', default: '4', scope: 'sidecar', doc: 'Floor of the adaptive limit.' },
+  { env: 'DOORMAN_CRITICAL_PATHS', kind: 'list', default: '', scope: 'sidecar', doc: 'Comma-separated path globs (`/checkout/*`) of critical requests: they get reserved capacity and go first.' },
+  { env: 'DOORMAN_LOW_PATHS', kind: 'list', default: '', scope: 'sidecar', doc: 'Comma-separated path globs of low-priority requests: shed first under pressure.' },
+  { env: 'DOORMAN_CRITICAL_RESERVE', kind: 'percent', default: '20', scope: 'sidecar', doc: 'Percent of the limit only critical requests may use (applies when `DOORMAN_CRITICAL_PATHS` is set).' },
+  { env: 'DOORMAN_MAX_QUEUE', kind: 'count', default: '100', scope: 'sidecar', doc: 'Most requests waiting for a slot; beyond it: shed at once.' },
+  { env: 'DOORMAN_QUEUE_TIMEOUT', kind: 'duration', default: '1s', scope: 'sidecar', doc: 'Longest wait for a slot; beyond it: shed.' },
+  { env: 'DOORMAN_UPSTREAM_TIMEOUT', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Longest wait for the app's response headers." },
+  { env: 'DOORMAN_MAX_UPGRADES', kind: 'int', default: '1000', scope: 'sidecar', doc: 'Most upgraded (WebSocket) connections open at once; a separate cap from the request limit.' },
+  { env: 'DOORMAN_MAX_HEADER_SIZE', kind: 'int', default: '16384', scope: 'sidecar', doc: 'Largest request head in bytes; larger ones are answered 431 and never reach the app.' },
+  { env: 'DOORMAN_HEADERS_TIMEOUT', kind: 'duration', default: '10s', scope: 'sidecar', doc: 'Longest time a client may take to send a request head; slower ones are answered 408.' },
+  // Registry
+  { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`.' },
+  { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },
+  { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this.' },
+  { env: 'DOORMAN_REGISTER_DELAY', kind: 'duration', default: '0s', scope: 'sidecar', doc: 'Extra wait after the app is ready before registering.' },
+  // Warmup
+  { env: 'DOORMAN_WARMUP', kind: 'duration', default: '60s', scope: 'sidecar', doc: 'Slow-start window after registration (0 = off).' },
+  { env: 'DOORMAN_WARMUP_AGGRESSION', kind: 'number', default: '1.0', scope: 'sidecar', doc: 'Warmup curve exponent (1 = linear).' },
+  { env: 'DOORMAN_WARMUP_MIN_WEIGHT', kind: 'percent', default: '10', scope: 'sidecar', doc: 'Weight floor in percent during warmup.' },
+  // Drain
+  { env: 'DOORMAN_DRAIN_DELAY', kind: 'duration', default: '5s', scope: 'sidecar', doc: 'After drain starts, keep serving (flagged) at least this long while endpoints propagate.' },
+  { env: 'DOORMAN_DRAIN_QUIET', kind: 'duration', default: '1s', scope: 'sidecar', doc: '...and until no new request has arrived for this long (exit on quiet, not on a timer).' },
+  { env: 'DOORMAN_DRAIN_TIMEOUT', kind: 'duration', default: '25s', scope: 'sidecar', doc: 'Longest wait for in-flight requests before closing.' },
+  // Probes
+  { env: 'DOORMAN_APP_PROBES', kind: 'json', default: '', scope: 'sidecar', annotatable: false, doc: "JSON of the app's original probes, written by the injector (`{\"/app-health/app/livez\":{\"httpGet\":{...}}}`)." },
+  { env: 'DOORMAN_LIVENESS_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: "`/livez` fails when doorman's main event loop has made no progress for this long." },
+  { env: 'DOORMAN_READINESS_STALL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "`/readyz` fails while doorman's main event loop has made no progress for this long." },
+  { env: 'DOORMAN_APP_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: '`/app-health/<c>/livez` fails when the app has work in flight and completes none for this long.' },
+  { env: 'DOORMAN_APP_CHECK_INTERVAL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "How often the lane checks the app's readiness before and while serving." },
+  // Admin
+  { env: 'DOORMAN_ADMIN_TOKEN', kind: 'string', default: '', scope: 'all', secret: true, annotatable: false, doc: 'Bearer token for mutating admin calls from off-pod; loopback needs none.' },
+  { env: 'DOORMAN_NODE_IP', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: "The node's address (downward API `status.hostIP`, set by the injector): kubelet's preStop `httpGet` to `/drain` comes from it and is accepted without a token." },
+  { env: 'DOORMAN_LOG_LEVEL', kind: 'level', default: 'info', scope: 'all', doc: 'pino log level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.' },
+  // Webhook
+  { env: 'DOORMAN_WEBHOOK_PORT', kind: 'port', default: '8443', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: HTTPS port.' },
+  { env: 'DOORMAN_WEBHOOK_CERT', kind: 'path', default: '/etc/doorman/tls/tls.crt', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM certificate file (reloaded when it changes).' },
+  { env: 'DOORMAN_WEBHOOK_KEY', kind: 'path', default: '/etc/doorman/tls/tls.key', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM key file (reloaded when it changes).' },
+  // Checker
+  { env: 'DOORMAN_CHECK_INTERVAL', kind: 'duration', default: '3s', scope: 'checker', annotatable: false, doc: '`doorman checker`: round period.' },
+  { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout." },
+  { env: 'DOORMAN_CHECK_FAILURES', kind: 'int', default: '3', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive failures that eject an instance.' },
+  { env: 'DOORMAN_CHECK_SUCCESSES', kind: 'int', default: '2', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive successes that recover an instance.' },
+  { env: 'DOORMAN_CHECK_MAX_EJECT', kind: 'percent', default: '33', scope: 'checker', annotatable: false, doc: "`doorman checker`: protection threshold, most percent of a service's cluster ejected at once." },
+  { env: 'DOORMAN_CHECK_MODE', kind: 'enum', values: ['full', 'recover-only', 'off'], default: 'full', scope: 'checker', annotatable: false, doc: '`doorman checker`: `full`, `recover-only` (never ejects), `off`.' },
+] satisfies Setting[])
+
+/** `DOORMAN_MAX_CONCURRENCY` → `doorman.io/max-concurrency`. */
+export function annotationFor (env: string): string {
+  return 'doorman.io/' + env.replace(/^DOORMAN_/, '').toLowerCase().replace(/_/g, '-')
+}
+
+/** `DOORMAN_MAX_CONCURRENCY` → `maxConcurrency`. */
+export function keyFor (env: string): string {
+  return env.replace(/^DOORMAN_/, '').toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())
+}

@@ -1,0 +1,116 @@
+// Every error doorman raises, each with a stable code, a default message and the HTTP status it maps to.
+// docs/errors.md lists them all (a test keeps the two in step).
+
+export class DoormanError extends Error {
+  readonly code: string
+  readonly status: number
+  constructor (code: string, message: string, status: number, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'DoormanError'
+    this.code = code
+    this.status = status
+  }
+}
+
+/** A bad or missing setting; the entry point exits 78 with the message. */
+export class ConfigError extends DoormanError {
+  readonly variable: string
+  constructor (variable: string, message: string) {
+    super('DOORMAN_ERR_CONFIG', message, 500)
+    this.name = 'ConfigError'
+    this.variable = variable
+  }
+}
+
+/** The app refused or reset the connection, or closed it before answering. */
+export class UpstreamConnectError extends DoormanError {
+  constructor (cause?: unknown) {
+    super('DOORMAN_ERR_UPSTREAM_CONNECT', 'the app refused or reset the connection', 502, { cause })
+  }
+}
+
+/** The app did not send response headers within DOORMAN_UPSTREAM_TIMEOUT. */
+export class UpstreamTimeoutError extends DoormanError {
+  constructor (cause?: unknown) {
+    super('DOORMAN_ERR_UPSTREAM_TIMEOUT', 'the app did not answer in time', 504, { cause })
+  }
+}
+
+/** The app sent a response doorman could not parse or pass on. */
+export class UpstreamProtocolError extends DoormanError {
+  constructor (cause?: unknown) {
+    super('DOORMAN_ERR_UPSTREAM_PROTOCOL', 'the app sent a malformed response', 502, { cause })
+  }
+}
+
+/** Too many upgraded (WebSocket) connections are open. */
+export class UpgradeLimitError extends DoormanError {
+  constructor () {
+    super('DOORMAN_ERR_UPGRADE_LIMIT', 'too many upgraded connections', 503)
+  }
+}
+
+/** The outbound lane knows no instance of the requested service. */
+export class NoInstanceError extends DoormanError {
+  constructor (service: string) {
+    super('DOORMAN_ERR_NO_INSTANCE', `no instance of service ${JSON.stringify(service)} is available`, 503)
+  }
+}
+
+/** The outbound request named no service. */
+export class NoServiceError extends DoormanError {
+  constructor () {
+    super('DOORMAN_ERR_NO_SERVICE', 'the request names no service (Host header or absolute-form URL)', 400)
+  }
+}
+
+/** Any other failure while proxying. */
+export class InternalError extends DoormanError {
+  constructor (cause?: unknown) {
+    super('DOORMAN_ERR_INTERNAL', 'internal proxy error', 502, { cause })
+  }
+}
+
+/** Every code, for docs and tests. */
+export const ERROR_CODES = [
+  'DOORMAN_ERR_CONFIG',
+  'DOORMAN_ERR_UPSTREAM_CONNECT',
+  'DOORMAN_ERR_UPSTREAM_TIMEOUT',
+  'DOORMAN_ERR_UPSTREAM_PROTOCOL',
+  'DOORMAN_ERR_UPGRADE_LIMIT',
+  'DOORMAN_ERR_NO_INSTANCE',
+  'DOORMAN_ERR_NO_SERVICE',
+  'DOORMAN_ERR_INTERNAL'
+] as const
+
+/** Maps an undici / socket error to doorman's error, in one place. */
+export function classifyUpstreamError (err: unknown): DoormanError {
+  if (err instanceof DoormanError) return err
+  const e = err as { code?: string, name?: string } | undefined
+  switch (e?.code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return new UpstreamTimeoutError(err)
+    case 'ECONNREFUSED':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'ENOTFOUND':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_CLOSED':
+    case 'UND_ERR_DESTROYED':
+      return new UpstreamConnectError(err)
+    case 'HPE_INVALID_CONSTANT':
+    case 'HPE_INVALID_HEADER_TOKEN':
+    case 'UND_ERR_INVALID_ARG':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+      return new UpstreamProtocolError(err)
+    default:
+      if (typeof e?.code === 'string' && e.code.startsWith('HPE_')) return new UpstreamProtocolError(err)
+      return new InternalError(err)
+  }
+}

@@ -1,0 +1,123 @@
+// Header rewriting on the proxy path, over raw (flat) header arrays: no per-request objects beyond the output array.
+import { randomUUID } from 'node:crypto'
+
+/** Hop-by-hop request headers never forwarded (RFC 9110 §7.6.1), plus the ones undici refuses to send. */
+const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'trailer', 'proxy-authorization', 'expect', 'http2-settings'])
+/** Hop-by-hop response headers. `trailer` stays: it announces the trailers doorman passes on. */
+const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'proxy-authenticate'])
+
+/** Extra header names listed in a Connection header value, lower-cased; null when there are none. */
+function connectionTokens (value: string): Set<string> | null {
+  let set: Set<string> | null = null
+  for (const t of value.split(',')) {
+    const name = t.trim().toLowerCase()
+    if (name !== '' && name !== 'close' && name !== 'keep-alive') (set ??= new Set()).add(name)
+  }
+  return set
+}
+
+export interface ForwardInfo {
+  /** The client's address, appended to x-forwarded-for. */
+  remoteAddress: string
+  /** `http` or `https`. */
+  proto: string
+}
+
+export interface RequestHeaders {
+  headers: string[]
+  requestId: string
+  hasBody: boolean
+}
+
+/**
+ * Builds the header list sent to the app from a request's rawHeaders: hop-by-hop headers dropped (including those
+ * named in Connection), x-forwarded-for appended, x-forwarded-proto/-host added when absent, x-request-id kept or made.
+ */
+export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeaders {
+  const out: string[] = []
+  let named: Set<string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') named = connectionTokens(raw[i + 1])
+  }
+  let xff: string | null = null
+  let requestId = ''
+  let host = ''
+  let hasProto = false
+  let hasXfHost = false
+  let hasBody = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    const lower = name.toLowerCase()
+    const value = raw[i + 1]
+    if (REQUEST_DROP.has(lower)) {
+      if (lower === 'transfer-encoding') hasBody = true
+      continue
+    }
+    if (named !== null && named.has(lower)) continue
+    switch (lower) {
+      case 'x-forwarded-for':
+        xff = xff === null ? value : `${xff}, ${value}`
+        continue
+      case 'x-request-id':
+        if (requestId === '') requestId = value
+        break
+      case 'host':
+        host = value
+        break
+      case 'x-forwarded-proto':
+        hasProto = true
+        break
+      case 'x-forwarded-host':
+        hasXfHost = true
+        break
+      case 'content-length':
+        if (value !== '0') hasBody = true
+        break
+    }
+    out.push(name, value)
+  }
+  out.push('x-forwarded-for', xff === null ? info.remoteAddress : `${xff}, ${info.remoteAddress}`)
+  if (!hasProto) out.push('x-forwarded-proto', info.proto)
+  if (!hasXfHost && host !== '') out.push('x-forwarded-host', host)
+  if (requestId === '') {
+    requestId = randomUUID()
+    out.push('x-request-id', requestId)
+  }
+  return { headers: out, requestId, hasBody }
+}
+
+/**
+ * Builds the header list sent to the client from the app's raw response headers (Buffers, as undici gives them),
+ * dropping hop-by-hop headers, and appending `extra` (flat name/value pairs). Adds x-request-id when the app did not.
+ */
+export function responseHeaders (raw: Buffer[], requestId: string, extra: readonly string[] | null): string[] {
+  const out: string[] = []
+  let named: Set<string> | null = null
+  let sawRequestId = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toString('latin1')
+    const lower = name.toLowerCase()
+    const value = raw[i + 1].toString('latin1')
+    if (RESPONSE_DROP.has(lower)) {
+      if (lower === 'connection') named = connectionTokens(value)
+      continue
+    }
+    if (lower === 'x-request-id') sawRequestId = true
+    out.push(name, value)
+  }
+  if (named !== null) {
+    for (let i = out.length - 2; i >= 0; i -= 2) {
+      if (named.has(out[i].toLowerCase())) out.splice(i, 2)
+    }
+  }
+  if (!sawRequestId) out.push('x-request-id', requestId)
+  if (extra !== null) for (const h of extra) out.push(h)
+  return out
+}
+
+/** Trailers from undici's raw form (flat name/value) to what ServerResponse.addTrailers takes. */
+export function trailerPairs (raw: Array<Buffer | string>): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  for (let i = 0; i < raw.length; i += 2) out.push([raw[i].toString(), raw[i + 1].toString()])
+  return out
+}

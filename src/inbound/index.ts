@@ -1,0 +1,417 @@
+// The inbound listener: business traffic → drain gate → limiter → the app, over an undici Pool with keep-alive.
+// Bodies stream both ways with backpressure; WebSocket and other upgrades go through http-proxy under their own cap.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { Pool } from 'undici'
+import httpProxy from 'http-proxy'
+import type { Logger } from '../core/log.js'
+import { classifyUpstreamError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
+import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
+import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
+import { Metrics } from '../metrics/index.js'
+import { requestHeaders, responseHeaders, trailerPairs } from './headers.js'
+
+export interface InboundOptions {
+  appHost: string
+  appPort: number
+  port: number
+  host: string
+  limiter: Limiter
+  metrics: Metrics
+  log: Logger
+  upstreamTimeout: number
+  /** Pool size: the most requests that can ever be in flight (the limit's ceiling). */
+  connections: number
+  maxUpgrades: number
+  maxHeaderSize: number
+  headersTimeout: number
+  criticalPaths?: readonly string[]
+  lowPaths?: readonly string[]
+}
+
+const DRAIN_HEADERS = ['x-doorman-draining', '1', 'connection', 'close'] as const
+
+/** Counts that drain and the lane read. */
+export interface InboundStats {
+  /** Requests that reached the limiter. */
+  arrived: number
+  /** Requests answered by the app (any status). */
+  completed: number
+  /** Requests that failed between doorman and the app. */
+  failed: number
+  /** Requests cut by destroy() (drain timeout). */
+  cut: number
+  /** performance.now() of the last request arrival. */
+  lastArrival: number
+  /** performance.now() of the last completion by the app. */
+  lastCompletion: number
+}
+
+export class Inbound {
+  readonly server: http.Server
+  readonly pool: Pool
+  readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0, lastCompletion: 0 }
+  #opts: InboundOptions
+  #limiter: Limiter
+  #metrics: Metrics
+  #log: Logger
+  #debug: boolean
+  #classify: (path: string) => Priority
+  #origin: string
+  #wsProxy: httpProxy
+  #upgrades = new Set<Duplex>()
+  #exchanges = new Set<Exchange>()
+  #draining = false
+  #closed = false
+  #extra: readonly string[] | null = null
+  /** Called on each request arrival (drain's quiet detection listens). */
+  onArrival: (() => void) | null = null
+
+  constructor (opts: InboundOptions) {
+    this.#opts = opts
+    this.#limiter = opts.limiter
+    this.#metrics = opts.metrics
+    this.#log = opts.log
+    this.#debug = opts.log.isLevelEnabled('debug')
+    this.#classify = classifier(opts.criticalPaths ?? [], opts.lowPaths ?? [])
+    this.#origin = `http://${opts.appHost.includes(':') ? `[${opts.appHost}]` : opts.appHost}:${opts.appPort}`
+    this.pool = new Pool(this.#origin, {
+      connections: opts.connections,
+      pipelining: 1,
+      headersTimeout: opts.upstreamTimeout,
+      bodyTimeout: Math.max(opts.upstreamTimeout, 300_000),
+      keepAliveTimeout: 4_000,
+      connect: { timeout: Math.min(opts.upstreamTimeout, 10_000) }
+    })
+    this.#wsProxy = httpProxy.createProxyServer({ target: this.#origin, ws: true, xfwd: true })
+    this.#wsProxy.on('error', (err, _req, resOrSocket) => {
+      Metrics.inc(this.#metrics.upstreamErrors, 'upgrade')
+      this.#log.warn({ err }, 'upgrade proxy error')
+      const s = resOrSocket as Duplex | ServerResponse | undefined
+      if (s !== undefined && 'writeHead' in s) respondError(s, classifyUpstreamError(err))
+      else if (s !== undefined) respondOnSocket(s, 502, 'DOORMAN_ERR_UPSTREAM_CONNECT')
+    })
+    this.server = http.createServer({
+      maxHeaderSize: opts.maxHeaderSize,
+      headersTimeout: opts.headersTimeout,
+      requestTimeout: 0,
+      keepAliveTimeout: 5_000,
+      connectionsCheckingInterval: Math.min(1_000, opts.headersTimeout),
+      requireHostHeader: true,
+      insecureHTTPParser: false
+    })
+    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, false) })
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, true) })
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => { this.#clientError(err, socket) })
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { this.#upgrade(req, socket, head) })
+    opts.metrics.readings.upgrades = () => this.#upgrades.size
+  }
+
+  async listen (): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(this.#opts.port, this.#opts.host, () => { this.server.off('error', reject); resolve() })
+    })
+    return (this.server.address() as { port: number }).port
+  }
+
+  get draining (): boolean { return this.#draining }
+  get upgrades (): number { return this.#upgrades.size }
+
+  /** Flags every response from now on (x-doorman-draining, connection: close) and closes idle keep-alive sockets. */
+  startDraining (): void {
+    if (this.#draining) return
+    this.#draining = true
+    this.#extra = DRAIN_HEADERS
+    this.server.closeIdleConnections()
+  }
+
+  /** Stops accepting connections; requests arriving later on open connections are shed `draining-closed`. */
+  stopAccepting (): void {
+    this.startDraining()
+    this.#closed = true
+    this.server.close()
+    this.server.closeIdleConnections()
+    this.#limiter.shedAll('draining-closed')
+  }
+
+  /** Asks every upgraded connection to close: a WebSocket close frame (1001 going away) where it is one. */
+  closeUpgrades (): void {
+    for (const s of this.#upgrades) closeFrame(s)
+  }
+
+  /** Cuts what is left: in-flight exchanges and upgraded sockets. Returns how many were cut. */
+  destroy (): number {
+    let cut = 0
+    for (const ex of this.#exchanges) { ex.cut(); cut++ }
+    for (const s of this.#upgrades) { s.destroy(); cut++ }
+    this.stats.cut += cut
+    this.server.closeAllConnections()
+    this.server.close()
+    return cut
+  }
+
+  async close (): Promise<void> {
+    this.#closed = true
+    await new Promise<void>((resolve) => { this.server.close(() => { resolve() }); this.server.closeIdleConnections() })
+    this.#wsProxy.close()
+    await this.pool.close()
+  }
+
+  #handle (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const stats = this.stats
+    stats.arrived++
+    stats.lastArrival = performance.now()
+    this.onArrival?.()
+    if (this.#closed) {
+      this.#shed(res, 'draining-closed')
+      return
+    }
+    const url = req.url as string
+    if (url.charCodeAt(0) !== 47 /* / */) {
+      Metrics.inc(this.#metrics.clientErrors, 'bad-target')
+      respondOnSocket(req.socket, 400, 'DOORMAN_ERR_BAD_REQUEST')
+      return
+    }
+    const ex = new Exchange(this, req, res, expectContinue)
+    const grant = this.#limiter.acquire(this.#classify(url), ex.onGrant)
+    if (grant === true) ex.dispatch()
+    else if (typeof grant === 'string') this.#shed(res, grant)
+    else ex.wait(grant)
+  }
+
+  #shed (res: ServerResponse, reason: ShedReason): void {
+    Metrics.inc(this.#metrics.shed, reason)
+    Metrics.inc(this.#metrics.requests, 503)
+    respondShed(res, reason, this.#extra === null ? undefined : this.#extra as string[])
+  }
+
+  #clientError (err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) { socket.destroy(); return }
+    const status = clientErrorStatus(err.code)
+    Metrics.inc(this.#metrics.clientErrors, status === 431 ? 'header-overflow' : status === 408 ? 'headers-timeout' : 'malformed')
+    if (this.#debug) this.#log.debug({ code: err.code, status }, 'malformed request refused')
+    respondOnSocket(socket, status, status === 431 ? 'DOORMAN_ERR_HEADER_OVERFLOW' : status === 408 ? 'DOORMAN_ERR_HEADERS_TIMEOUT' : 'DOORMAN_ERR_BAD_REQUEST')
+  }
+
+  #upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.#closed) { respondOnSocket(socket, 503, 'DOORMAN_ERR_DRAINING'); return }
+    if (this.#upgrades.size >= this.#opts.maxUpgrades) {
+      const err = new UpgradeLimitError()
+      Metrics.inc(this.#metrics.shed, 'upgrade-limit')
+      respondOnSocket(socket, err.status, err.code)
+      return
+    }
+    this.#upgrades.add(socket)
+    socket.once('close', () => { this.#upgrades.delete(socket) })
+    this.#wsProxy.ws(req, socket, head)
+  }
+
+  // --- called by Exchange ---
+  /** @internal */ get origin (): string { return this.#origin }
+  /** @internal */ get extraHeaders (): readonly string[] | null { return this.#extra }
+  /** @internal */ track (ex: Exchange): void { this.#exchanges.add(ex) }
+  /** @internal */ finish (ex: Exchange, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean): void {
+    this.#exchanges.delete(ex)
+    const now = performance.now()
+    const m = this.#metrics
+    if (outcome === 'ok') {
+      this.stats.completed++
+      this.stats.lastCompletion = now
+    } else if (outcome === 'error') {
+      this.stats.failed++
+      Metrics.inc(m.upstreamErrors, timedOut ? 'timeout' : err?.code === 'DOORMAN_ERR_UPSTREAM_CONNECT' ? 'connect' : err?.code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL' ? 'protocol' : 'other')
+    }
+    if (status !== 0) Metrics.inc(m.requests, status)
+    m.duration.observe((now - startedAt) / 1000)
+    if (this.#debug) this.#log.debug({ status, ms: Math.round(now - startedAt), outcome, err: err?.code }, 'request')
+  }
+
+  /** @internal */ get limiter (): Limiter { return this.#limiter }
+  /** @internal */ get metrics (): Metrics { return this.#metrics }
+  /** @internal */ get log (): Logger { return this.#log }
+}
+
+/** Sends a WebSocket close frame (1001, going away) and ends the socket. */
+function closeFrame (s: Duplex): void {
+  if (!s.writable) return
+  // FIN + close opcode, payload length 2, status 1001; servers send unmasked frames.
+  s.end(Buffer.from([0x88, 0x02, 0x03, 0xe9]))
+}
+
+const IDLE = 0
+const QUEUED = 1
+const ACTIVE = 2
+const DONE = 3
+
+/** One proxied request: its slot, its undici dispatch (legacy handler API: raw headers, fewest allocations). */
+class Exchange {
+  #in: Inbound
+  #req: IncomingMessage
+  #res: ServerResponse
+  #expectContinue: boolean
+  #state = IDLE
+  #waiter: Waiter | null = null
+  #abort: ((err?: Error) => void) | null = null
+  #start = performance.now()
+  #sent = 0
+  #status = 0
+  #requestId = ''
+  #timedOut = false
+  #paused = false
+
+  constructor (inbound: Inbound, req: IncomingMessage, res: ServerResponse, expectContinue: boolean) {
+    this.#in = inbound
+    this.#req = req
+    this.#res = res
+    this.#expectContinue = expectContinue
+    res.once('close', this.#onClientClose)
+  }
+
+  /** Limiter callback for a queued request. */
+  onGrant = (reason: ShedReason | null): void => {
+    this.#waiter = null
+    if (reason !== null) {
+      this.#state = DONE
+      const m = this.#in.metrics
+      Metrics.inc(m.shed, reason)
+      Metrics.inc(m.requests, 503)
+      const extra = this.#in.extraHeaders
+      respondShed(this.#res, reason, extra === null ? undefined : extra as string[])
+      return
+    }
+    if (this.#state === DONE) { this.#in.limiter.release(); return }
+    this.dispatch()
+  }
+
+  wait (w: Waiter): void {
+    this.#state = QUEUED
+    this.#waiter = w
+  }
+
+  dispatch (): void {
+    this.#state = ACTIVE
+    this.#in.track(this)
+    const req = this.#req
+    const socket = req.socket
+    const h = requestHeaders(req.rawHeaders, { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http' })
+    this.#requestId = h.requestId
+    if (this.#expectContinue) this.#res.writeContinue()
+    this.#sent = performance.now()
+    try {
+      this.#in.pool.dispatch({
+        path: req.url as string,
+        method: req.method as string,
+        headers: h.headers,
+        body: h.hasBody ? req : null,
+        idempotent: false,
+        blocking: true
+      }, this)
+    } catch (err) {
+      this.onError(err as Error)
+    }
+  }
+
+  /** The client went away: leave the queue, or abort the upstream request. */
+  #onClientClose = (): void => {
+    if (this.#res.writableFinished) return
+    if (this.#state === QUEUED) {
+      this.#state = DONE
+      if (this.#waiter !== null) this.#in.limiter.cancel(this.#waiter)
+      Metrics.inc(this.#in.metrics.clientErrors, 'abort-queued')
+      return
+    }
+    if (this.#state === ACTIVE) {
+      Metrics.inc(this.#in.metrics.clientErrors, 'abort')
+      this.#fail()
+    }
+  }
+
+  /** Drain timeout: cut this request. */
+  cut (): void {
+    if (this.#state !== ACTIVE) return
+    this.#fail()
+    this.#res.destroy()
+  }
+
+  /** Ends an exchange the client abandoned (or drain cut): no response, no latency sample. */
+  #fail (): void {
+    if (this.#state !== ACTIVE) return
+    this.#state = DONE
+    const abort = this.#abort
+    this.#abort = null
+    // No latency sample: the exchange did not finish normally.
+    this.#in.limiter.release(-1, false)
+    this.#in.finish(this, this.#status, this.#start, 'aborted', null, false)
+    if (abort !== null) abort(new Error('client gone'))
+  }
+
+  // --- undici DispatchHandler (legacy form) ---
+  onConnect (abort: (err?: Error) => void): void {
+    if (this.#state !== ACTIVE) { abort(new Error('client gone')); return }
+    this.#abort = abort
+  }
+
+  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (this.#state !== ACTIVE) return true
+    if (statusCode < 200) return true
+    this.#status = statusCode
+    const res = this.#res
+    if (res.destroyed) { this.#fail(); return true }
+    const headers = responseHeaders(rawHeaders, this.#requestId, this.#in.extraHeaders)
+    res.writeHead(statusCode, statusText, headers)
+    this.#resume = resume
+    // The app's own latency: from send to response head. 5xx counts as a drop signal.
+    const rtt = performance.now() - this.#sent
+    this.#rtt = rtt
+    return true
+  }
+
+  #resume: (() => void) | null = null
+  #rtt = -1
+  #onDrain = (): void => {
+    this.#paused = false
+    this.#resume?.()
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (this.#state !== ACTIVE) return true
+    const res = this.#res
+    if (res.destroyed) { this.#fail(); return true }
+    if (!res.write(chunk) && !this.#paused) {
+      this.#paused = true
+      res.once('drain', this.#onDrain)
+      return false
+    }
+    return !this.#paused
+  }
+
+  onComplete (trailers: Array<Buffer | string> | null): void {
+    if (this.#state !== ACTIVE) return
+    this.#state = DONE
+    this.#abort = null
+    const res = this.#res
+    if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
+    res.end()
+    this.#in.limiter.release(this.#rtt, this.#status >= 500)
+    this.#in.finish(this, this.#status, this.#start, 'ok', null, false)
+  }
+
+  onError (err: Error): void {
+    if (this.#state !== ACTIVE) return
+    const mapped = classifyUpstreamError(err)
+    this.#timedOut = mapped.status === 504
+    this.#state = DONE
+    this.#abort = null
+    this.#in.limiter.release(-1, this.#timedOut)
+    this.#in.finish(this, this.#res.headersSent ? this.#status : mapped.status, this.#start, 'error', mapped, this.#timedOut)
+    if (this.#res.headersSent) {
+      this.#res.destroy()
+    } else {
+      const extra = this.#in.extraHeaders
+      respondError(this.#res, mapped, extra === null ? ['x-request-id', this.#requestId] : ['x-request-id', this.#requestId, ...extra])
+    }
+    if (mapped.code === 'DOORMAN_ERR_INTERNAL') this.#in.log.error({ err }, 'proxy error')
+  }
+}

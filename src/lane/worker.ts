@@ -1,0 +1,222 @@
+// The lane thread: the admin/probe server on its own event loop. It answers probes from shared memory, runs the
+// app's own probes over connections of its own, and asks the main thread only for metrics (with a timeout).
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import { parentPort, workerData } from 'node:worker_threads'
+import { timingSafeEqual } from 'node:crypto'
+import { Registry, Gauge, Histogram, Counter } from 'prom-client'
+import { SharedState, S, T, PHASES, nowMs } from './shared.js'
+import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, render, ProgressTracker, type Check } from './probes.js'
+import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
+import type { LaneData, ToLane, FromLane } from './messages.js'
+import { statusPage } from './status-page.js'
+
+const data = workerData as LaneData
+const port = parentPort as NonNullable<typeof parentPort>
+const state = new SharedState(data.buffer)
+const cfg = data.settings
+const target = { host: cfg.appHost, port: cfg.appPort }
+const send = (m: FromLane): void => { port.postMessage(m) }
+
+// --- metrics owned by the lane ---
+const registry = new Registry()
+const probeDuration = new Histogram({
+  name: 'doorman_probe_duration_seconds',
+  help: 'Time the lane took to answer a probe, by probe.',
+  labelNames: ['probe'],
+  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+  registers: [registry]
+})
+const probeFailures = new Counter({ name: 'doorman_probe_failures_total', help: 'Probes answered with a failure, by probe.', labelNames: ['probe'], registers: [registry] })
+let lastReady = false
+// eslint-disable-next-line no-new
+new Gauge({ name: 'doorman_ready', help: '1 when the lane reports the pod ready for traffic.', registers: [registry], collect () { this.set(Number(lastReady)) } })
+// eslint-disable-next-line no-new
+new Gauge({ name: 'doorman_main_loop_stall_seconds', help: "Age of the main thread's last heartbeat, as the lane sees it.", registers: [registry], collect () { this.set(state.heartbeatAge() / 1000) } })
+let maxStall = 0
+// eslint-disable-next-line no-new
+new Gauge({ name: 'doorman_main_loop_max_stall_seconds', help: "Longest main-thread heartbeat gap the lane has seen.", registers: [registry], collect () { this.set(maxStall / 1000) } })
+// eslint-disable-next-line no-new
+new Gauge({ name: 'doorman_app_ready', help: '1 while the app passes its readiness check.', registers: [registry], collect () { this.set(state.get(S.APP_READY)) } })
+
+// --- the app's checks, on the lane's own timer ---
+const progress = new ProgressTracker(state, cfg)
+const probesByKind = (kind: string): Array<[string, NonNullable<LaneData['settings']['appProbes'][string]>]> =>
+  Object.entries(cfg.appProbes).filter(([path]) => path.endsWith('/' + kind))
+
+async function checkAll (kind: 'startupz' | 'readyz'): Promise<ProbeResult> {
+  const probes = probesByKind(kind)
+  if (probes.length === 0) return await tcpProbe(cfg.appHost, cfg.appPort, 1000)
+  const results = await Promise.all(probes.map(async ([, p]) => await runProbe(p, target)))
+  const bad = results.find((r) => !r.ok)
+  return bad ?? { ok: true, detail: results.map((r) => r.detail).join(', ') }
+}
+
+let appCheckRunning = false
+async function appCheck (): Promise<void> {
+  if (appCheckRunning) return
+  appCheckRunning = true
+  try {
+    if (!state.flag(S.APP_STARTED)) {
+      const hasStartup = probesByKind('startupz').length > 0
+      const r = await checkAll(hasStartup ? 'startupz' : 'readyz')
+      if (!r.ok) { state.set(S.APP_READY, 0); return }
+      state.set(S.APP_STARTED, 1)
+      if (!hasStartup) { state.set(S.APP_READY, 1); return }
+    }
+    const r = await checkAll('readyz')
+    state.set(S.APP_READY, r.ok ? 1 : 0)
+  } finally {
+    appCheckRunning = false
+  }
+}
+const appTimer = setInterval(() => { void appCheck() }, cfg.appCheckInterval)
+void appCheck()
+const progressTimer = setInterval(() => {
+  const now = nowMs()
+  progress.sample(now)
+  const age = state.heartbeatAge(now)
+  if (age > maxStall) maxStall = age
+}, 50)
+
+// --- metrics from the main thread, with a timeout ---
+let nextId = 1
+const pendingMetrics = new Map<number, (text: string | null) => void>()
+async function mainMetrics (): Promise<string | null> {
+  const id = nextId++
+  return await new Promise((resolve) => {
+    const timer = setTimeout(() => { pendingMetrics.delete(id); resolve(null) }, 1000)
+    pendingMetrics.set(id, (text) => { clearTimeout(timer); resolve(text) })
+    send({ type: 'metrics', id })
+  })
+}
+
+port.on('message', (m: ToLane) => {
+  if (m.type === 'metrics') { pendingMetrics.get(m.id)?.(m.text); pendingMetrics.delete(m.id) } else if (m.type === 'close') { void shutdown() }
+})
+
+// --- the server ---
+function isLoopback (addr: string | undefined): boolean {
+  if (addr === undefined) return false
+  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.')
+}
+
+function tokenOk (header: string | undefined): boolean {
+  if (cfg.adminToken === '' || header === undefined) return false
+  const m = /^Bearer\s+(.+)$/i.exec(header)
+  if (m === null) return false
+  const a = Buffer.from(m[1])
+  const b = Buffer.from(cfg.adminToken)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+function drainAllowed (req: IncomingMessage): boolean {
+  const addr = req.socket.remoteAddress
+  if (isLoopback(addr)) return true
+  if (cfg.nodeIp !== '' && (addr === cfg.nodeIp || addr === `::ffff:${cfg.nodeIp}`)) return true
+  return tokenOk(req.headers.authorization)
+}
+
+function reply (res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' })
+  res.end(body)
+}
+
+function probe (res: ServerResponse, name: string, started: number, checks: Check[], verbose: boolean): void {
+  const r = render(checks, verbose, name)
+  if (name === 'readyz') lastReady = r.status === 200
+  if (r.status !== 200) probeFailures.inc({ probe: name })
+  reply(res, r.status, r.body)
+  probeDuration.observe({ probe: name }, (performance.now() - started) / 1000)
+}
+
+export function stateJson (): Record<string, unknown> {
+  const now = nowMs()
+  const drainStarted = state.time(T.DRAIN_STARTED)
+  const registeredAt = state.time(T.REGISTERED_AT)
+  const ready = readinessChecks(state, cfg, now).every((c) => c.ok)
+  return {
+    ...data.info,
+    phase: PHASES[state.get(S.PHASE)] ?? 'serving',
+    ready,
+    live: livenessChecks(state, cfg, now).every((c) => c.ok),
+    limit: state.get(S.LIMIT),
+    baseLimit: state.get(S.BASE_LIMIT),
+    inflight: state.get(S.INFLIGHT),
+    queued: state.get(S.QUEUED),
+    arrived: state.get(S.ARRIVED),
+    completed: state.get(S.COMPLETED),
+    failed: state.get(S.FAILED),
+    shed: state.get(S.SHED),
+    upgrades: state.get(S.UPGRADES),
+    app: { started: state.flag(S.APP_STARTED), ready: state.flag(S.APP_READY) },
+    registration: { required: state.flag(S.REGISTRY_REQUIRED), registered: state.flag(S.REGISTERED), registryUp: state.flag(S.REGISTRY_UP), registeredAt: registeredAt === 0 ? null : new Date(registeredAt).toISOString() },
+    warmup: { progress: state.get(S.WARMUP_PROGRESS) / 10000, weight: state.get(S.WEIGHT) / 100 },
+    drain: drainStarted === 0
+      ? null
+      : { startedAt: new Date(drainStarted).toISOString(), elapsedMs: Math.round(now - drainStarted), inflightAtStart: state.get(S.DRAIN_INFLIGHT_AT_START), served: state.get(S.DRAIN_SERVED), cut: state.get(S.DRAIN_CUT) },
+    mainLoop: { heartbeatAgeMs: Math.round(state.heartbeatAge(now)), maxStallMs: Math.round(maxStall) }
+  }
+}
+
+async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const started = performance.now()
+  const url = req.url ?? '/'
+  const q = url.indexOf('?')
+  const path = q === -1 ? url : url.slice(0, q)
+  const verbose = q !== -1 && /(^|&)verbose(=|&|$)/.test(url.slice(q + 1))
+  const now = nowMs()
+  if (req.method === 'GET' || req.method === 'HEAD') {
+    switch (path) {
+      case '/livez': probe(res, 'livez', started, livenessChecks(state, cfg, now), verbose); return
+      case '/readyz': probe(res, 'readyz', started, readinessChecks(state, cfg, now), verbose); return
+      case '/startupz': probe(res, 'startupz', started, startupChecks(state), verbose); return
+      case '/state': reply(res, 200, JSON.stringify(stateJson()) + '\n', 'application/json'); return
+      case '/': reply(res, 200, statusPage(), 'text/html; charset=utf-8'); return
+      case '/metrics': {
+        const [main, lane] = await Promise.all([mainMetrics(), registry.metrics()])
+        const body = (main ?? '# doorman: the main thread did not answer within 1s; lane metrics only\n') + lane
+        reply(res, 200, body, registry.contentType)
+        return
+      }
+    }
+    const m = /^\/app-health\/([^/]+)\/(livez|readyz|startupz)$/.exec(path)
+    if (m !== null) {
+      const own = cfg.appProbes[path]
+      const name = `app-${m[2]}`
+      if (m[2] === 'livez') {
+        const ownCheck = own === undefined ? null : await runProbe(own, target).then((r) => ({ name: 'app-probe', ok: r.ok, detail: r.detail }))
+        probe(res, name, started, appLivenessChecks(progress, ownCheck, nowMs()), verbose)
+        return
+      }
+      const r = own === undefined ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(own, target)
+      probe(res, name, started, [{ name: 'app-probe', ok: r.ok, detail: r.detail }], verbose)
+      return
+    }
+  }
+  if (req.method === 'POST' && path === '/drain') {
+    if (!drainAllowed(req)) { reply(res, 403, 'forbidden: POST /drain needs loopback, the node address, or Authorization: Bearer <DOORMAN_ADMIN_TOKEN>\n'); return }
+    send({ type: 'drain', source: req.socket.remoteAddress ?? 'unknown' })
+    reply(res, 202, JSON.stringify({ phase: PHASES[state.get(S.PHASE)] === 'serving' ? 'draining' : PHASES[state.get(S.PHASE)] }) + '\n', 'application/json')
+    return
+  }
+  reply(res, 404, 'not found\n')
+}
+
+const server = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: 5_000, requestTimeout: 10_000 }, (req, res) => {
+  handle(req, res).catch((err: Error) => { if (!res.headersSent) reply(res, 500, `lane error: ${err.message}\n`); else res.destroy() })
+})
+server.on('clientError', (_err, socket) => { socket.destroy() })
+server.listen(cfg.adminPort, cfg.bindHost, () => {
+  state.set(S.LANE_UP, 1)
+  send({ type: 'listening', port: (server.address() as { port: number }).port })
+})
+server.on('error', (err) => { send({ type: 'error', message: err.message, code: (err as NodeJS.ErrnoException).code }) })
+
+async function shutdown (): Promise<void> {
+  clearInterval(appTimer)
+  clearInterval(progressTimer)
+  state.set(S.LANE_UP, 0)
+  server.closeAllConnections()
+  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
+  port.close()
+}

@@ -1,0 +1,290 @@
+// The concurrency limiter: an in-flight count under a limit, then bounded FIFO queues (one per priority class)
+// with a shared wait timeout. It knows nothing of HTTP: callers acquire, and release when the app has answered.
+import { FixedLimit, type LimitAlgorithm } from './algorithm.js'
+
+export { FixedLimit, type LimitAlgorithm } from './algorithm.js'
+
+export const CRITICAL = 0
+export const NORMAL = 1
+export const LOW = 2
+export type Priority = typeof CRITICAL | typeof NORMAL | typeof LOW
+
+export type ShedReason = 'queue-full' | 'queue-timeout' | 'low-priority' | 'draining-closed' | 'warmup'
+
+/** Called once a queued request is granted a slot (null) or shed (the reason). */
+export type GrantCallback = (reason: ShedReason | null) => void
+
+export interface Timers {
+  now: () => number
+  setTimeout: (fn: () => void, ms: number) => unknown
+  clearTimeout: (handle: unknown) => void
+}
+
+const realTimers: Timers = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => { const t = setTimeout(fn, ms); t.unref(); return t },
+  clearTimeout: (h) => { clearTimeout(h as NodeJS.Timeout) }
+}
+
+export interface LimiterOptions {
+  /** The limit algorithm; a FixedLimit of `limit` when absent. */
+  algorithm?: LimitAlgorithm
+  limit?: number
+  maxQueue: number
+  /** Longest wait in the queue, in milliseconds. */
+  queueTimeout: number
+  /** Percent of the limit that only critical requests may use (0 = none reserved). */
+  criticalReserve?: number
+  timers?: Timers
+}
+
+const QUEUED = 0
+const GRANTED = 1
+const SHED = 2
+const CANCELLED = 3
+
+export class Waiter {
+  state = QUEUED
+  constructor (readonly priority: Priority, readonly deadline: number, readonly cb: GrantCallback) {}
+}
+
+/** A FIFO with O(1) push/shift and lazy removal of cancelled entries. */
+class Fifo {
+  #items: Array<Waiter | undefined> = []
+  #head = 0
+  push (w: Waiter): void { this.#items.push(w) }
+  /** The oldest still-queued waiter, dropping cancelled ones on the way. */
+  peek (): Waiter | undefined {
+    while (this.#head < this.#items.length) {
+      const w = this.#items[this.#head] as Waiter
+      if (w.state === QUEUED) return w
+      this.#items[this.#head++] = undefined
+    }
+    this.#compact()
+    return undefined
+  }
+  shift (): Waiter | undefined {
+    const w = this.peek()
+    if (w !== undefined) { this.#items[this.#head++] = undefined; this.#compact() }
+    return w
+  }
+  /** The newest still-queued waiter (for eviction), dropping cancelled ones from the tail. */
+  popNewest (): Waiter | undefined {
+    while (this.#items.length > this.#head) {
+      const w = this.#items.pop() as Waiter
+      if (w.state === QUEUED) return w
+    }
+    this.#compact()
+    return undefined
+  }
+  #compact (): void {
+    if (this.#head === this.#items.length) { this.#items = []; this.#head = 0 } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head); this.#head = 0
+    }
+  }
+}
+
+export class Limiter {
+  #algorithm: LimitAlgorithm
+  #scale = 1
+  #effective = 1
+  #nonCritical = 1
+  #reserve: number
+  #inflight = 0
+  #queued = 0
+  #queuedByPriority = [0, 0, 0]
+  readonly #queues = [new Fifo(), new Fifo(), new Fifo()]
+  readonly #maxQueue: number
+  readonly #queueTimeout: number
+  readonly #timers: Timers
+  #timer: unknown = null
+  #timerAt = Infinity
+  /** Counters for metrics; read, never reset. */
+  readonly stats = { granted: 0, queuedTotal: 0, shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0 } as Record<string, number>, maxInflightSeen: 0, limitChanges: 0 }
+  /** Called whenever the effective limit changes. */
+  onLimitChange: ((limit: number) => void) | null = null
+
+  constructor (opts: LimiterOptions) {
+    this.#algorithm = opts.algorithm ?? new FixedLimit(opts.limit ?? 100)
+    this.#maxQueue = opts.maxQueue
+    this.#queueTimeout = opts.queueTimeout
+    this.#reserve = opts.criticalReserve ?? 0
+    this.#timers = opts.timers ?? realTimers
+    this.#recompute()
+  }
+
+  get inflight (): number { return this.#inflight }
+  get queued (): number { return this.#queued }
+  /** The limit in force now (the algorithm's limit scaled by the warmup/drain factor). */
+  get limit (): number { return this.#effective }
+  /** The algorithm's own limit, before scaling. */
+  get baseLimit (): number { return this.#algorithm.limit }
+  get algorithm (): LimitAlgorithm { return this.#algorithm }
+  get scale (): number { return this.#scale }
+
+  /** Sets a static limit (replaces the algorithm's value when it is a FixedLimit). */
+  setLimit (limit: number): void {
+    if (this.#algorithm instanceof FixedLimit) this.#algorithm.set(limit)
+    else this.#algorithm = new FixedLimit(limit)
+    this.#recompute()
+  }
+
+  /** Scales the limit by a factor in (0, 1] (warmup ramp); the result is never below 1. */
+  setScale (factor: number): void {
+    this.#scale = Math.min(1, Math.max(0, factor))
+    this.#recompute()
+  }
+
+  #recompute (): void {
+    const before = this.#effective
+    const eff = Math.max(1, Math.floor(this.#algorithm.limit * this.#scale))
+    this.#effective = eff
+    this.#nonCritical = this.#reserve > 0 ? Math.max(1, eff - Math.ceil(eff * this.#reserve / 100)) : eff
+    if (eff !== before) {
+      this.stats.limitChanges++
+      this.onLimitChange?.(eff)
+    }
+    if (eff > before) this.#grant()
+  }
+
+  #cap (p: Priority): number { return p === CRITICAL ? this.#effective : this.#nonCritical }
+
+  /**
+   * Asks for a slot. Returns true when granted at once (the caller must call release()), a ShedReason when the
+   * request is shed at once, or a Waiter whose callback runs later with null (granted) or a reason (shed).
+   */
+  acquire (priority: Priority, cb: GrantCallback): true | ShedReason | Waiter {
+    if (this.#inflight < this.#cap(priority) && this.#noneWaitingAtOrAbove(priority)) {
+      this.#take()
+      return true
+    }
+    if (priority === LOW && (this.#queuedByPriority[CRITICAL] + this.#queuedByPriority[NORMAL] > 0 || this.#queued >= this.#maxQueue)) {
+      this.stats.shed['low-priority']++
+      return 'low-priority'
+    }
+    if (this.#queued >= this.#maxQueue) {
+      // Make room by shedding the newest low-priority waiter: low requests go first under pressure.
+      const victim = this.#queues[LOW].popNewest()
+      if (victim === undefined) {
+        this.stats.shed['queue-full']++
+        return 'queue-full'
+      }
+      this.#shed(victim, 'low-priority')
+    }
+    const w = new Waiter(priority, this.#timers.now() + this.#queueTimeout, cb)
+    this.#queues[priority].push(w)
+    this.#queued++
+    this.#queuedByPriority[priority]++
+    this.stats.queuedTotal++
+    if (w.deadline < this.#timerAt) this.#arm(w.deadline)
+    return w
+  }
+
+  /** Removes a waiter that no longer wants its slot (its client went away). No callback runs. */
+  cancel (w: Waiter): void {
+    if (w.state !== QUEUED) return
+    w.state = CANCELLED
+    this.#queued--
+    this.#queuedByPriority[w.priority]--
+  }
+
+  /**
+   * Frees a slot. `rttMs` is the app's own latency for the request (negative when there is no sample: a client
+   * abort); `dropped` marks an app failure (5xx, timeout), a congestion signal for adaptive limits.
+   */
+  release (rttMs = -1, dropped = false): void {
+    this.#inflight--
+    if (rttMs >= 0 || dropped) {
+      const before = this.#algorithm.limit
+      this.#algorithm.update(this.#timers.now(), rttMs, this.#inflight + 1, dropped)
+      if (this.#algorithm.limit !== before) this.#recompute()
+    }
+    this.#grant()
+  }
+
+  #noneWaitingAtOrAbove (p: Priority): boolean {
+    const q = this.#queuedByPriority
+    return p === CRITICAL ? q[CRITICAL] === 0 : p === NORMAL ? q[CRITICAL] + q[NORMAL] === 0 : this.#queued === 0
+  }
+
+  #take (): void {
+    this.#inflight++
+    this.stats.granted++
+    if (this.#inflight > this.stats.maxInflightSeen) this.stats.maxInflightSeen = this.#inflight
+  }
+
+  #grant (): void {
+    while (this.#queued > 0) {
+      let w = this.#queues[CRITICAL].peek()
+      if (w === undefined || this.#inflight >= this.#effective) {
+        if (this.#inflight >= this.#nonCritical) return
+        w = this.#queues[NORMAL].peek() ?? this.#queues[LOW].peek()
+        if (w === undefined) return
+      }
+      this.#queues[w.priority].shift()
+      this.#queued--
+      this.#queuedByPriority[w.priority]--
+      w.state = GRANTED
+      this.#take()
+      w.cb(null)
+    }
+  }
+
+  #shed (w: Waiter, reason: ShedReason): void {
+    w.state = SHED
+    this.#queued--
+    this.#queuedByPriority[w.priority]--
+    this.stats.shed[reason] = (this.stats.shed[reason] ?? 0) + 1
+    w.cb(reason)
+  }
+
+  #arm (at: number): void {
+    if (this.#timer !== null) this.#timers.clearTimeout(this.#timer)
+    this.#timerAt = at
+    this.#timer = this.#timers.setTimeout(() => { this.#expire() }, Math.max(0, at - this.#timers.now()) + 1)
+  }
+
+  #expire (): void {
+    this.#timer = null
+    this.#timerAt = Infinity
+    const now = this.#timers.now()
+    let next = Infinity
+    for (const q of this.#queues) {
+      for (let w = q.peek(); w !== undefined; w = q.peek()) {
+        if (w.deadline > now) { if (w.deadline < next) next = w.deadline; break }
+        q.shift()
+        this.#shed(w, 'queue-timeout')
+      }
+    }
+    if (next !== Infinity) this.#arm(next)
+  }
+
+  /** Sheds every queued request (drain's closing phase). */
+  shedAll (reason: ShedReason): void {
+    for (const q of this.#queues) {
+      for (let w = q.shift(); w !== undefined; w = q.shift()) this.#shed(w, reason)
+    }
+  }
+}
+
+/** Compiles comma-separated path globs (`*` matches any run of characters) into one matcher. */
+export function compileGlobs (globs: readonly string[]): ((path: string) => boolean) | null {
+  if (globs.length === 0) return null
+  const src = globs.map((g) => '^' + g.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*') + '$').join('|')
+  const re = new RegExp(src)
+  return (path) => re.test(path)
+}
+
+/** Sorts a request path into a priority class. */
+export function classifier (critical: readonly string[], low: readonly string[]): (path: string) => Priority {
+  const isCritical = compileGlobs(critical)
+  const isLow = compileGlobs(low)
+  if (isCritical === null && isLow === null) return () => NORMAL
+  return (url) => {
+    const q = url.indexOf('?')
+    const path = q === -1 ? url : url.slice(0, q)
+    if (isCritical?.(path) === true) return CRITICAL
+    if (isLow?.(path) === true) return LOW
+    return NORMAL
+  }
+}

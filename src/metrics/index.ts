@@ -1,0 +1,80 @@
+// The one prom-client Registry and every metric definition. The hot path bumps plain counters; point-in-time
+// values and labelled counters are copied into prom-client in collect(), so a request costs no label hashing.
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+
+/** Point-in-time readings the metrics pull from the modules that own them. */
+export interface Readings {
+  inflight?: () => number
+  queued?: () => number
+  limit?: () => number
+  draining?: () => boolean
+  warmupWeight?: () => number
+  registryUp?: () => boolean
+  upgrades?: () => number
+  drainServed?: () => number
+  drainCut?: () => number
+}
+
+function counterMap (): Map<string, number> { return new Map() }
+
+export class Metrics {
+  readonly registry = new Registry()
+  /** Hot-path counters (plain numbers), copied into prom-client at scrape time. */
+  readonly requests = new Map<number, number>()
+  readonly shed = counterMap()
+  readonly upstreamErrors = counterMap()
+  readonly clientErrors = counterMap()
+  readonly duration: Histogram
+  readonly readings: Readings = {}
+
+  constructor (opts: { defaults?: boolean } = {}) {
+    const registry = this.registry
+    const r = this.readings
+    const requests = this.requests
+    const shed = this.shed
+    const upstreamErrors = this.upstreamErrors
+    const clientErrors = this.clientErrors
+    const gauge = (name: string, help: string, read: () => number | undefined): void => {
+      // eslint-disable-next-line no-new
+      new Gauge({ name, help, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
+    }
+    gauge('doorman_inflight_requests', 'Business requests in flight to the app.', () => r.inflight?.())
+    gauge('doorman_queued_requests', 'Business requests waiting for a concurrency slot.', () => r.queued?.())
+    gauge('doorman_concurrency_limit', 'The concurrency limit in force (after warmup/drain scaling).', () => r.limit?.())
+    gauge('doorman_draining', '1 while the instance drains.', () => r.draining === undefined ? undefined : Number(r.draining()))
+    gauge('doorman_warmup_weight', 'The weight this instance publishes, in percent (100 = fully warm).', () => r.warmupWeight?.())
+    gauge('doorman_registry_up', '1 while the registry is reachable.', () => r.registryUp === undefined ? undefined : Number(r.registryUp()))
+    gauge('doorman_upgraded_connections', 'Upgraded (WebSocket) connections open.', () => r.upgrades?.())
+
+    const copy = (c: Counter<string>, label: string, m: Map<string | number, number>): void => {
+      c.reset()
+      for (const [k, v] of m) c.inc({ [label]: String(k) }, v)
+    }
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_requests_total', help: 'Business requests answered, by status code.', labelNames: ['code'], registers: [registry], collect () { copy(this, 'code', requests) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_shed_total', help: 'Requests shed before reaching the app, by reason.', labelNames: ['reason'], registers: [registry], collect () { copy(this, 'reason', shed) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_upstream_errors_total', help: 'Failures talking to the app, by kind.', labelNames: ['kind'], registers: [registry], collect () { copy(this, 'kind', upstreamErrors) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_client_errors_total', help: 'Malformed or abandoned client requests, by kind (never reach the app).', labelNames: ['kind'], registers: [registry], collect () { copy(this, 'kind', clientErrors) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_drain_served_total', help: 'Requests completed while draining.', registers: [registry], collect () { const v = r.drainServed?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_drain_cut_total', help: 'Requests and upgraded connections cut at the drain deadline.', registers: [registry], collect () { const v = r.drainCut?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
+    this.duration = new Histogram({
+      name: 'doorman_request_duration_seconds',
+      help: 'Business request duration through doorman, from arrival to the end of the response.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry]
+    })
+    if (opts.defaults !== false) collectDefaultMetrics({ register: registry, prefix: '' })
+  }
+
+  /** Bumps a hot-path counter. */
+  static inc<K> (m: Map<K, number>, key: K, by = 1): void {
+    m.set(key, (m.get(key) ?? 0) + by)
+  }
+
+  async text (): Promise<string> { return await this.registry.metrics() }
+}

@@ -1,0 +1,159 @@
+// Wires the sidecar's modules together: limiter → inbound, the lane and its heartbeat, and the drain.
+// It never exits the process: run() resolves with the exit code once the sidecar has stopped.
+import type { Config } from './config/index.js'
+import { describeConfig } from './config/index.js'
+import type { Logger } from './core/log.js'
+import { Limiter, FixedLimit } from './limiter/index.js'
+import { Metrics } from './metrics/index.js'
+import { Inbound } from './inbound/index.js'
+import { Lane, S, T } from './lane/index.js'
+import { Drainer, CLOSED, DRAINING, type DrainResult } from './drain/index.js'
+import { version } from './core/version.js'
+
+export class Sidecar {
+  readonly cfg: Readonly<Config>
+  readonly log: Logger
+  readonly metrics: Metrics
+  readonly limiter: Limiter
+  readonly inbound: Inbound
+  readonly lane: Lane
+  readonly drainer: Drainer
+  #stopped: Promise<number>
+  #resolveStopped!: (code: number) => void
+  #stopping = false
+
+  constructor (cfg: Readonly<Config>, log: Logger) {
+    this.cfg = cfg
+    this.log = log
+    this.metrics = new Metrics()
+    this.limiter = new Limiter({
+      algorithm: new FixedLimit(cfg.maxConcurrency),
+      maxQueue: cfg.maxQueue,
+      queueTimeout: cfg.queueTimeout,
+      criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0
+    })
+    this.inbound = new Inbound({
+      appHost: cfg.appHost,
+      appPort: cfg.appPort,
+      port: cfg.inboundPort,
+      host: cfg.bindHost,
+      limiter: this.limiter,
+      metrics: this.metrics,
+      log: log.child({ component: 'inbound' }),
+      upstreamTimeout: cfg.upstreamTimeout,
+      connections: cfg.maxConcurrency,
+      maxUpgrades: cfg.maxUpgrades,
+      maxHeaderSize: cfg.maxHeaderSize,
+      headersTimeout: cfg.headersTimeout,
+      criticalPaths: cfg.criticalPaths,
+      lowPaths: cfg.lowPaths
+    })
+    this.lane = new Lane({
+      settings: {
+        adminPort: cfg.adminPort,
+        bindHost: cfg.bindHost,
+        appHost: cfg.appHost,
+        appPort: cfg.appPort,
+        appProbes: cfg.appProbes,
+        livenessStall: cfg.livenessStall,
+        readinessStall: cfg.readinessStall,
+        appStall: cfg.appStall,
+        appCheckInterval: cfg.appCheckInterval,
+        adminToken: cfg.adminToken,
+        nodeIp: cfg.nodeIp
+      },
+      info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency },
+      log: log.child({ component: 'lane' }),
+      metrics: async () => await this.metrics.text(),
+      onDrain: (source) => { void this.drain(`lane:${source}`) }
+    })
+    const inbound = this.inbound
+    const limiter = this.limiter
+    this.drainer = new Drainer({
+      delay: cfg.drainDelay,
+      quiet: cfg.drainQuiet,
+      timeout: cfg.drainTimeout,
+      log: log.child({ component: 'drain' }),
+      target: {
+        pending: () => ({ inflight: limiter.inflight, queued: limiter.queued, upgrades: inbound.upgrades }),
+        lastArrival: () => inbound.stats.lastArrival,
+        completed: () => inbound.stats.completed,
+        startDraining: () => { inbound.startDraining() },
+        stopAccepting: () => { inbound.stopAccepting() },
+        closeUpgrades: () => { inbound.closeUpgrades() },
+        destroy: () => inbound.destroy()
+      },
+      onPhase: (phase) => {
+        const st = this.lane.state
+        st.set(S.PHASE, phase)
+        if (phase === DRAINING) st.setTime(T.DRAIN_STARTED, performance.timeOrigin + performance.now())
+        this.lane.flush()
+      }
+    })
+    const m = this.metrics
+    m.readings.inflight = () => limiter.inflight
+    m.readings.queued = () => limiter.queued
+    m.readings.limit = () => limiter.limit
+    m.readings.draining = () => this.drainer.started && this.drainer.phase !== CLOSED
+    m.readings.drainServed = () => this.drainer.progress.served
+    m.readings.drainCut = () => this.drainer.progress.cut
+    this.lane.publish((st) => {
+      st.set(S.INFLIGHT, limiter.inflight)
+      st.set(S.QUEUED, limiter.queued)
+      st.set(S.LIMIT, limiter.limit)
+      st.set(S.BASE_LIMIT, limiter.baseLimit)
+      st.set(S.COMPLETED, inbound.stats.completed)
+      st.set(S.ARRIVED, inbound.stats.arrived)
+      st.set(S.FAILED, inbound.stats.failed)
+      let shed = 0
+      for (const v of m.shed.values()) shed += v
+      st.set(S.SHED, shed)
+      st.set(S.UPGRADES, inbound.upgrades)
+      const d = this.drainer.progress
+      st.set(S.DRAIN_INFLIGHT_AT_START, d.inflightAtStart)
+      st.set(S.DRAIN_SERVED, d.served)
+      st.set(S.DRAIN_CUT, d.cut)
+    })
+    this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
+  }
+
+  /** Starts the lane, then the business listeners. Resolves with the bound ports. */
+  async start (): Promise<{ inbound: number, admin: number }> {
+    const cfg = this.cfg
+    this.log.info({ version, config: describeConfig(cfg) }, 'doorman starting')
+    const admin = await this.lane.start()
+    const inbound = await this.inbound.listen()
+    this.lane.state.set(S.LISTENING, 1)
+    this.lane.state.set(S.REGISTRY_UP, 1)
+    this.lane.state.set(S.WEIGHT, 10000)
+    this.lane.state.set(S.WARMUP_PROGRESS, 10000)
+    this.lane.flush()
+    this.log.info({ inbound, admin, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
+    return { inbound, admin }
+  }
+
+  /** Drains, then stops everything; resolves with the drain's outcome. Idempotent. */
+  async drain (source: string): Promise<DrainResult> {
+    const result = await this.drainer.start(source)
+    await this.#stop(0)
+    return result
+  }
+
+  /** Resolves with the exit code once the sidecar has stopped. */
+  get stopped (): Promise<number> { return this.#stopped }
+
+  async #stop (code: number): Promise<void> {
+    if (this.#stopping) return
+    this.#stopping = true
+    await this.inbound.close().catch((err: unknown) => { this.log.warn({ err }, 'inbound close failed') })
+    await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
+    this.log.info({ code }, 'doorman stopped')
+    this.#resolveStopped(code)
+  }
+
+  /** Stops at once without draining (start-up failures, tests). */
+  async destroy (): Promise<void> {
+    this.inbound.destroy()
+    await this.#stop(1)
+  }
+}

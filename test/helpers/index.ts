@@ -1,0 +1,138 @@
+// Shared test helpers: real servers on port 0, real child processes, polling with deadlines. Every process or
+// server started here is stopped in the test's teardown.
+import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
+import http from 'node:http'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import path from 'node:path'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export const CLI = path.join(ROOT, 'dist', 'cli.js')
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** A port that was free a moment ago (for servers that can't take port 0, such as redis-server). */
+export async function freePort (host = '127.0.0.1'): Promise<number> {
+  const s = net.createServer()
+  s.listen(0, host)
+  await once(s, 'listening')
+  const { port } = s.address() as net.AddressInfo
+  await new Promise((resolve) => s.close(resolve))
+  return port
+}
+
+/** Polls `fn` until it returns a truthy value or the deadline passes (then throws with `what`). */
+export async function waitFor<T> (what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>
+    } catch (err) { last = err }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last !== undefined ? `: ${String(last)}` : ''}`)
+    await new Promise((resolve) => setTimeout(resolve, everyMs))
+  }
+}
+
+export interface Response { status: number, headers: http.IncomingHttpHeaders, body: string }
+
+/** One HTTP request on a fresh connection (no agent pooling), resolving with the whole body. */
+export async function request (port: number, opts: { path?: string, method?: string, headers?: http.OutgoingHttpHeaders, body?: string | Buffer, host?: string, localAddress?: string, timeout?: number } = {}): Promise<Response> {
+  return await new Promise((resolve, reject) => {
+    const req = http.request({ host: opts.host ?? '127.0.0.1', port, path: opts.path ?? '/', method: opts.method ?? 'GET', headers: opts.headers, agent: false, localAddress: opts.localAddress, timeout: opts.timeout ?? 30_000 }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }) })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => { req.destroy(new Error('request timed out')) })
+    req.on('error', reject)
+    req.end(opts.body)
+  })
+}
+
+/** Sends raw bytes on a new socket and resolves with everything read until the server closes (or timeout). */
+export async function rawRequest (port: number, data: string | Buffer, timeoutMs = 5000): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1')
+    const chunks: Buffer[] = []
+    const timer = setTimeout(() => { s.destroy(); resolve(Buffer.concat(chunks).toString()) }, timeoutMs)
+    s.on('data', (c: Buffer) => chunks.push(c))
+    s.on('end', () => { clearTimeout(timer); s.destroy(); resolve(Buffer.concat(chunks).toString()) })
+    s.on('error', (err) => { clearTimeout(timer); if (chunks.length > 0) resolve(Buffer.concat(chunks).toString()); else reject(err) })
+    s.write(data)
+  })
+}
+
+/** An http.Server on 127.0.0.1:0, closed in teardown. */
+export async function startServer (t: Teardown, handler: http.RequestListener, setup?: (s: http.Server) => void): Promise<{ server: http.Server, port: number }> {
+  const server = http.createServer(handler)
+  setup?.(server)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(async () => { server.closeAllConnections(); await new Promise((resolve) => server.close(resolve)) })
+  return { server, port: (server.address() as net.AddressInfo).port }
+}
+
+export interface Child {
+  proc: ChildProcess
+  /** Everything written to stdout and stderr so far. */
+  output: () => string
+  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  kill: (sig?: NodeJS.Signals) => void
+}
+
+/** Spawns a node process (killed in teardown if still running). */
+export function spawnNode (t: Teardown, args: string[], env: Record<string, string> = {}, opts: { stdin?: string } = {}): Child {
+  const proc = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+  proc.stderr?.on('data', (c: Buffer) => { out += c.toString() })
+  if (opts.stdin !== undefined) proc.stdin?.end(opts.stdin)
+  else proc.stdin?.end()
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('exit', (code, signal) => { resolve({ code, signal }) })
+  })
+  const kill = (sig: NodeJS.Signals = 'SIGKILL'): void => { if (proc.exitCode === null && proc.signalCode === null) proc.kill(sig) }
+  t.teardown(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      try { process.kill(proc.pid as number, 'SIGCONT') } catch {}
+      proc.kill('SIGKILL')
+      await exited
+    }
+  })
+  return { proc, output: () => out, exited, kill }
+}
+
+export interface Doorman extends Child {
+  inbound: number
+  admin: number
+  outbound: number
+}
+
+/** Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes. */
+export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean } = {}): Promise<Doorman> {
+  const inbound = env.DOORMAN_INBOUND_PORT !== undefined ? Number(env.DOORMAN_INBOUND_PORT) : await freePort()
+  const admin = env.DOORMAN_ADMIN_PORT !== undefined ? Number(env.DOORMAN_ADMIN_PORT) : await freePort()
+  const outbound = env.DOORMAN_OUTBOUND_PORT !== undefined ? Number(env.DOORMAN_OUTBOUND_PORT) : 0
+  const child = spawnNode(t, [CLI, 'run'], {
+    DOORMAN_BIND_HOST: '127.0.0.1',
+    DOORMAN_LOG_LEVEL: 'warn',
+    ...env,
+    DOORMAN_INBOUND_PORT: String(inbound),
+    DOORMAN_ADMIN_PORT: String(admin),
+    DOORMAN_OUTBOUND_PORT: String(outbound)
+  })
+  let exitedEarly = false
+  void child.exited.then(() => { exitedEarly = true })
+  await waitFor('doorman /startupz', async () => {
+    if (exitedEarly) throw new Error(`doorman exited: ${child.output()}`)
+    return (await request(admin, { path: '/startupz', timeout: 1000 })).status === 200
+  }, 15_000)
+  if (opts.waitReady !== false) {
+    await waitFor('doorman /readyz', async () => (await request(admin, { path: '/readyz', timeout: 1000 })).status === 200, 15_000)
+  }
+  return { ...child, inbound, admin, outbound }
+}
