@@ -81,7 +81,6 @@ const BAD: Array<[string, string]> = [
   ['DOORMAN_LOG_LEVEL', 'loud'],
   ['DOORMAN_CHECK_MODE', 'sometimes'],
   ['DOORMAN_CRITICAL_PATHS', 'checkout'],
-  ['DOORMAN_LIMIT_MIN', '500']
 ]
 
 function configError (fn: () => unknown): ConfigError | null {
@@ -96,6 +95,8 @@ t.test('each bad value is refused naming its variable', async (t) => {
     t.match(err?.message, new RegExp(`^${name}: got .*; expected `), 'the message names the value and what is accepted')
   }
   t.equal(configError(() => loadConfig({}, { sidecar: true }))?.variable, 'DOORMAN_APP_PORT')
+  t.equal(configError(() => loadConfig({ DOORMAN_APP_PORT: '1', DOORMAN_LIMIT_MODE: 'adaptive', DOORMAN_LIMIT_MIN: '500' }))?.variable, 'DOORMAN_LIMIT_MIN')
+  t.equal(loadConfig({ DOORMAN_APP_PORT: '1', DOORMAN_MAX_CONCURRENCY: '2' }).limitMin, 2, 'a static limit under the default floor is fine')
   t.equal(configError(() => loadConfig({ DOORMAN_APP_PORT: '1', DOORMAN_REGISTRY: 'redis://127.0.0.1:1' }, { sidecar: true }))?.variable, 'DOORMAN_SERVICE')
 })
 

@@ -162,6 +162,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
     out[keyFor(s.env)] = r.data
   }
   const cfg = out as unknown as Config
+  // The floor only matters for adaptive limits; a static limit below the default floor is fine.
+  if (cfg.limitMode === 'static' && cfg.limitMin > cfg.maxConcurrency) cfg.limitMin = cfg.maxConcurrency
   if (cfg.limitMin > cfg.maxConcurrency) throw new ConfigError('DOORMAN_LIMIT_MIN', `DOORMAN_LIMIT_MIN: got ${cfg.limitMin}; expected at most DOORMAN_MAX_CONCURRENCY (${cfg.maxConcurrency})`)
   if (opts.sidecar === true && cfg.registry !== 'memory' && cfg.service === '') throw new ConfigError('DOORMAN_SERVICE', 'DOORMAN_SERVICE is required when DOORMAN_REGISTRY is not memory: expected a service name')
   if (cfg.drainQuiet <= 0) throw new ConfigError('DOORMAN_DRAIN_QUIET', `DOORMAN_DRAIN_QUIET: got ${cfg.drainQuiet}ms; expected a duration above 0`)

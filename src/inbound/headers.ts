@@ -6,9 +6,8 @@ const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 't
 /** Hop-by-hop response headers. `trailer` stays: it announces the trailers doorman passes on. */
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'proxy-authenticate'])
 
-/** Extra header names listed in a Connection header value, lower-cased; null when there are none. */
-function connectionTokens (value: string): Set<string> | null {
-  let set: Set<string> | null = null
+/** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
+function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
   for (const t of value.split(',')) {
     const name = t.trim().toLowerCase()
     if (name !== '' && name !== 'close' && name !== 'keep-alive') (set ??= new Set()).add(name)
@@ -37,7 +36,7 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   const out: string[] = []
   let named: Set<string> | null = null
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') named = connectionTokens(raw[i + 1])
+    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') named = connectionTokens(raw[i + 1], named)
   }
   let xff: string | null = null
   let requestId = ''
@@ -99,7 +98,7 @@ export function responseHeaders (raw: Buffer[], requestId: string, extra: readon
     const lower = name.toLowerCase()
     const value = raw[i + 1].toString('latin1')
     if (RESPONSE_DROP.has(lower)) {
-      if (lower === 'connection') named = connectionTokens(value)
+      if (lower === 'connection') named = connectionTokens(value, named)
       continue
     }
     if (lower === 'x-request-id') sawRequestId = true
