@@ -1,0 +1,127 @@
+// The registry's data model and its one interface. Two implementations: memory (one process) and Redis.
+// The registry is never on the request path: consumers keep a local view fed by watch().
+
+/**
+ * `starting`: registered but the app is not ready (not routable); `warming`: routable, ramping its weight;
+ * `up`: routable at full weight; `draining`: leaving, consumers stop sending new requests at once;
+ * `ejected`: a health checker took it out (the instance's own state is kept underneath and returns on recovery).
+ */
+export type InstanceState = 'starting' | 'up' | 'warming' | 'draining' | 'ejected'
+/** The states an instance sets for itself (`ejected` is set by a checker, through setEjected). */
+export type OwnState = Exclude<InstanceState, 'ejected'>
+
+export const STATES: readonly InstanceState[] = ['starting', 'up', 'warming', 'draining', 'ejected']
+
+export interface Warmup {
+  /** Slow-start window in milliseconds (0 = no warmup). */
+  window: number
+  /** Curve exponent (1 = linear). */
+  aggression: number
+  /** Weight floor during warmup, in percent. */
+  minWeight: number
+  /** Progress through the window, 0..1, computed by the instance on its own clock when it last wrote. */
+  progress: number
+}
+
+export interface Instance {
+  /** Unique per process run. */
+  id: string
+  service: string
+  cluster: string
+  zone: string
+  /** `host:port` of the instance's inbound port (IPv6 hosts in brackets). */
+  address: string
+  adminPort: number
+  /** Epoch milliseconds when the instance's doorman started (its own clock). */
+  startedAt: number
+  /** Epoch milliseconds when it registered (its own clock): the warmup window starts here. */
+  registeredAt: number
+  warmup: Warmup
+  /** The weight the instance publishes now, in percent (100 = fully warm). */
+  weight: number
+  /** The effective state: `ejected` when a checker ejected it, unless it is draining. */
+  state: InstanceState
+  /** True while a checker holds it ejected. */
+  ejected: boolean
+  /** Epoch milliseconds of the instance's last write (its own clock; for display only). */
+  updatedAt: number
+  /** Revision: grows with every write (the store's clock), so a watcher keeps the newest of two reports. */
+  rev: number
+}
+
+/** The fields an instance (or a checker) may change after registering. */
+export interface InstancePatch {
+  state?: OwnState
+  weight?: number
+  progress?: number
+  updatedAt?: number
+}
+
+/** What a watcher is told: the whole current view of the service, and what changed. */
+export type Change =
+  | { type: 'snapshot' }
+  | { type: 'put', instance: Instance, previous: Instance | undefined }
+  | { type: 'delete', id: string, previous: Instance | undefined }
+
+export type WatchListener = (view: ReadonlyMap<string, Instance>, change: Change) => void
+
+export interface Watch {
+  readonly service: string
+  /** The current view (id → instance). */
+  readonly view: ReadonlyMap<string, Instance>
+  /** Resolves once the first full listing has been applied. */
+  readonly ready: Promise<void>
+  /** True once the first full listing has been applied. */
+  readonly synced: boolean
+  /** Stops watching (idempotent). */
+  close: () => void
+}
+
+export interface Registry {
+  readonly kind: 'memory' | 'redis' | 'file'
+  /** True while the backing store is reachable (always true for memory). */
+  readonly up: boolean
+  /** Called on every reachability change; returns an unsubscribe function. */
+  onStatus: (fn: (up: boolean) => void) => () => void
+  /** Resolves true once the store is reachable, false after `timeoutMs`. */
+  waitUp: (timeoutMs: number) => Promise<boolean>
+  /** Writes the whole instance (replacing any earlier record of its id) with a TTL, and tells watchers. */
+  register: (inst: Instance, ttl: number) => Promise<void>
+  /**
+   * Extends the instance's TTL; with a non-empty patch, also writes it and tells watchers. Resolves false when the
+   * instance is not in the registry (it expired, or the store lost it): the caller registers it again.
+   */
+  heartbeat: (service: string, id: string, ttl: number, patch?: InstancePatch) => Promise<boolean>
+  /** Writes the patch and tells watchers at once (TTL unchanged). False when the instance is not registered. */
+  update: (service: string, id: string, patch: InstancePatch) => Promise<boolean>
+  /** A checker's verdict: holds the instance `ejected`, or releases it. False when it is not registered. */
+  setEjected: (service: string, id: string, ejected: boolean) => Promise<boolean>
+  /** Removes the instance and tells watchers at once. */
+  deregister: (service: string, id: string) => Promise<void>
+  /** Services with at least one registered instance (sorted). */
+  services: () => Promise<string[]>
+  /** The service's instances now (sorted by id). */
+  list: (service: string) => Promise<Instance[]>
+  /** Keeps a live view of the service: pushed changes, plus a periodic full resync. */
+  watch: (service: string, fn?: WatchListener) => Watch
+  /** Closes connections and watches. */
+  close: () => Promise<void>
+}
+
+/** Effective state from the instance's own state and a checker's ejection: draining wins, then ejection. */
+export function effectiveState (own: OwnState, ejected: boolean): InstanceState {
+  if (own === 'draining') return 'draining'
+  return ejected ? 'ejected' : own
+}
+
+/** True for states that take new requests. */
+export function routable (state: InstanceState): boolean {
+  return state === 'up' || state === 'warming'
+}
+
+/** Service names: what a Host header can carry (lower-case letters, digits, `-`, `.`, `_`), 1..253 characters. */
+export const SERVICE_NAME = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/
+
+export function checkService (service: string): void {
+  if (!SERVICE_NAME.test(service)) throw new Error(`bad service name ${JSON.stringify(service)}: expected lower-case letters, digits, '.', '-' or '_'`)
+}

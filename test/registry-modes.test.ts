@@ -1,0 +1,56 @@
+// The Redis registry against a real Sentinel and a real three-node Cluster, both started from the redis-server here.
+import t from 'tap'
+import { RedisRegistry, parseRegistryUrl, type Instance, type RedisTarget } from '../src/registry/index.js'
+import { waitFor } from './helpers/index.js'
+import { startSentinel, startCluster, redisCommand } from './helpers/redis.js'
+
+function instance (service: string, id: string): Instance {
+  const now = Date.now()
+  return { id, service, cluster: 'default', zone: '', address: '127.0.0.1:1', adminPort: 2, startedAt: now, registeredAt: now, warmup: { window: 0, aggression: 1, minWeight: 10, progress: 1 }, weight: 100, state: 'up', ejected: false, updatedAt: now, rev: 0 }
+}
+
+async function exercise (t: Tap.Test, url: string): Promise<RedisRegistry> {
+  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 1000 })
+  t.teardown(async () => { await reg.close() })
+  t.ok(await reg.waitUp(10_000), 'connected')
+  const services = ['orders', 'payments', 'users', 'search', 'cart']
+  const views = services.map((s) => reg.watch(s))
+  t.teardown(() => { for (const v of views) v.close() })
+  await Promise.all(views.map(async (v) => { await v.ready }))
+  for (const s of services) await reg.register(instance(s, `${s}-1`), 10_000)
+  for (let i = 0; i < services.length; i++) {
+    await waitFor(`watch ${services[i]}`, () => views[i].view.has(`${services[i]}-1`), 5000)
+  }
+  t.same(await reg.services(), [...services].sort())
+  t.equal(await reg.heartbeat('orders', 'orders-1', 10_000, { state: 'draining' }), true)
+  await waitFor('draining pushed', () => views[0].view.get('orders-1')?.state === 'draining', 5000)
+  t.equal(await reg.setEjected('cart', 'cart-1', true), true)
+  await waitFor('ejection pushed', () => views[4].view.get('cart-1')?.state === 'ejected', 5000)
+  await reg.deregister('users', 'users-1')
+  await waitFor('deregistration pushed', () => !views[2].view.has('users-1'), 5000)
+  t.same(await reg.list('users'), [])
+  return reg
+}
+
+t.test('Sentinel: the registry finds the master through the sentinel', async (t) => {
+  const { master, url } = await startSentinel(t)
+  await exercise(t, url)
+  t.match(await redisCommand(master.port, 'EXISTS', 'doorman:{orders}:i:orders-1'), /^:1/, 'the records live on the master the sentinel names')
+})
+
+t.test('Cluster: every service keeps its keys in one slot; services spread over the nodes', async (t) => {
+  const { ports, url } = await startCluster(t)
+  await exercise(t, url)
+  // Each service's keys sit on exactly one node (the hash tag), and the five services use more than one node.
+  const owners = new Set<number>()
+  for (const s of ['orders', 'payments', 'search', 'cart']) {
+    const holders: number[] = []
+    for (const p of ports) if ((await redisCommand(p, 'SISMEMBER', `doorman:{${s}}:ids`, `${s}-1`)).startsWith(':1')) holders.push(p)
+    t.equal(holders.length, 1, `${s}'s id set lives on one node`)
+    const slotInfo = await redisCommand(ports[0], 'CLUSTER', 'KEYSLOT', `doorman:{${s}}:ids`)
+    const slotInst = await redisCommand(ports[0], 'CLUSTER', 'KEYSLOT', `doorman:{${s}}:i:${s}-1`)
+    t.equal(slotInfo, slotInst, `${s}: ids and records share a slot`)
+    owners.add(holders[0])
+  }
+  t.ok(owners.size > 1, `services spread over ${owners.size} nodes`)
+})

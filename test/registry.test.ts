@@ -1,0 +1,250 @@
+// The registry interface, run against both implementations: memory, and Redis on a private redis-server.
+import t from 'tap'
+import { MemoryRegistry, RedisRegistry, parseRegistryUrl, type Instance, type Registry, type RedisTarget, type Change } from '../src/registry/index.js'
+import { waitFor } from './helpers/index.js'
+import { startRedis } from './helpers/redis.js'
+
+let seq = 0
+function instance (service: string, over: Partial<Instance> = {}): Instance {
+  seq++
+  const now = Date.now()
+  return {
+    id: `i-${seq}-${Math.random().toString(36).slice(2, 8)}`,
+    service,
+    cluster: 'default',
+    zone: 'z1',
+    address: `127.0.0.1:${10_000 + seq}`,
+    adminPort: 20_000 + seq,
+    startedAt: now - 1000,
+    registeredAt: now,
+    warmup: { window: 8000, aggression: 1, minWeight: 10, progress: 0 },
+    weight: 10,
+    state: 'warming',
+    ejected: false,
+    updatedAt: now,
+    rev: 0,
+    ...over
+  }
+}
+
+function redisRegistry (url: string, resyncMs = 5000): RedisRegistry {
+  return new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs, commandTimeout: 2000 })
+}
+
+type Factory = (t: Tap.Test) => Promise<{ reg: Registry, other: () => Registry }>
+
+// Each implementation: `reg` writes, `other` is a second client of the same store (for memory, the same object).
+const IMPLS: Array<[string, Factory]> = [
+  ['memory', async (t) => {
+    const reg = new MemoryRegistry()
+    t.teardown(async () => { await reg.close() })
+    return { reg, other: () => reg }
+  }],
+  ['redis', async (t) => {
+    const server = await startRedis(t, ['--notify-keyspace-events', 'Ex'])
+    const reg = redisRegistry(server.url)
+    t.teardown(async () => { await reg.close() })
+    t.ok(await reg.waitUp(5000), 'connected')
+    return {
+      reg,
+      other: () => {
+        const o = redisRegistry(server.url)
+        t.teardown(async () => { await o.close() })
+        return o
+      }
+    }
+  }]
+]
+
+for (const [name, make] of IMPLS) {
+  t.test(`${name}: register, list, services, deregister`, async (t) => {
+    const { reg, other } = await make(t)
+    const o = other()
+    await o.waitUp(5000)
+    const a = instance('orders')
+    const b = instance('orders', { zone: 'z2', state: 'up', weight: 100, warmup: { window: 0, aggression: 1, minWeight: 10, progress: 1 } })
+    await reg.register(a, 10_000)
+    await reg.register(b, 10_000)
+    await reg.register(instance('payments'), 10_000)
+    const listed = await o.list('orders')
+    t.same(listed.map((i) => i.id), [a.id, b.id].sort())
+    const la = listed.find((i) => i.id === a.id) as Instance
+    t.match(la, { service: 'orders', cluster: 'default', zone: 'z1', address: a.address, adminPort: a.adminPort, startedAt: a.startedAt, registeredAt: a.registeredAt, weight: 10, state: 'warming', ejected: false })
+    t.same(la.warmup, a.warmup)
+    t.ok(la.rev > 0, 'the store stamps a revision')
+    t.same(await o.services(), ['orders', 'payments'])
+    t.same(await o.list('nothing-here'), [])
+    await reg.deregister('orders', a.id)
+    t.same((await o.list('orders')).map((i) => i.id), [b.id])
+    await reg.deregister('payments', (await o.list('payments'))[0].id)
+    t.same(await o.services(), ['orders'])
+    await t.rejects(reg.register(instance('Bad Name!'), 1000), /bad service name/)
+  })
+
+  t.test(`${name}: watchers learn of changes within milliseconds`, async (t) => {
+    const { reg, other } = await make(t)
+    const o = other()
+    const changes: Array<{ change: Change, at: number }> = []
+    const w = o.watch('orders', (_view, change) => { changes.push({ change, at: performance.now() }) })
+    t.teardown(() => { w.close() })
+    await w.ready
+    t.equal(w.view.size, 0)
+    const a = instance('orders')
+    const t0 = performance.now()
+    await reg.register(a, 10_000)
+    const put = await waitFor('put event', () => changes.find((c) => c.change.type === 'put'), 5000)
+    const latency = put.at - t0
+    t.comment(`${name}: register → watcher ${latency.toFixed(1)} ms`)
+    t.ok(latency < 1000, `the watcher learned within 1 s (${latency.toFixed(1)} ms)`)
+    t.equal(w.view.get(a.id)?.state, 'warming')
+
+    // A heartbeat with a patch is pushed; one without is not.
+    const before = changes.length
+    t.equal(await reg.heartbeat('orders', a.id, 10_000), true)
+    t.equal(await reg.heartbeat('orders', a.id, 10_000, { weight: 55, progress: 0.5, updatedAt: Date.now() }), true)
+    await waitFor('weight 55', () => w.view.get(a.id)?.weight === 55, 5000)
+    t.equal(w.view.get(a.id)?.warmup.progress, 0.5)
+    t.equal(changes.length, before + 1, 'only the heartbeat that changed something was pushed')
+
+    // draining is pushed at once
+    const t1 = performance.now()
+    t.equal(await reg.update('orders', a.id, { state: 'draining' }), true)
+    await waitFor('draining', () => w.view.get(a.id)?.state === 'draining', 5000)
+    t.comment(`${name}: draining → watcher ${(performance.now() - t1).toFixed(1)} ms`)
+
+    const t2 = performance.now()
+    await reg.deregister('orders', a.id)
+    await waitFor('delete', () => !w.view.has(a.id), 5000)
+    const delLatency = performance.now() - t2
+    t.ok(delLatency < 1000, `deregistration reached the watcher within 1 s (${delLatency.toFixed(1)} ms)`)
+    t.ok(changes.some((c) => c.change.type === 'delete' && c.change.id === a.id))
+  })
+
+  t.test(`${name}: heartbeats keep an instance; without them it expires`, async (t) => {
+    const { reg, other } = await make(t)
+    const o = other()
+    const w = o.watch('orders')
+    t.teardown(() => { w.close() })
+    await w.ready
+    const ttl = 600
+    const a = instance('orders')
+    const b = instance('orders')
+    await reg.register(a, ttl)
+    await reg.register(b, ttl)
+    // Heartbeat `a` every ttl/3 for about 3 TTLs; `b` gets none.
+    const started = Date.now()
+    let beats = 0
+    while (Date.now() - started < ttl * 3) {
+      t.equal(await reg.heartbeat('orders', a.id, ttl), true)
+      beats++
+      await new Promise((resolve) => setTimeout(resolve, ttl / 3))
+    }
+    const ids = (await o.list('orders')).map((i) => i.id)
+    t.same(ids, [a.id], `the heartbeating instance stayed (${beats} beats), the silent one expired`)
+    await waitFor('the watcher drops the expired instance', () => !w.view.has(b.id) && w.view.has(a.id), 5000)
+    // Once expired, a heartbeat says so: the caller must register again.
+    await waitFor('a expires', async () => (await o.list('orders')).length === 0, 5000)
+    t.equal(await reg.heartbeat('orders', a.id, ttl), false)
+    t.equal(await reg.update('orders', a.id, { state: 'up' }), false)
+    t.equal(await reg.setEjected('orders', a.id, true), false)
+  })
+
+  t.test(`${name}: a checker ejects and restores; draining wins`, async (t) => {
+    const { reg, other } = await make(t)
+    const checker = other()
+    const w = checker.watch('orders')
+    t.teardown(() => { w.close() })
+    await w.ready
+    const a = instance('orders', { state: 'up', weight: 100 })
+    await reg.register(a, 10_000)
+    await waitFor('registered', () => w.view.has(a.id), 5000)
+    t.equal(await checker.setEjected('orders', a.id, true), true)
+    await waitFor('ejected', () => w.view.get(a.id)?.state === 'ejected', 5000)
+    t.equal(w.view.get(a.id)?.ejected, true)
+    // The instance's own heartbeats (with patches) don't undo an ejection.
+    await reg.heartbeat('orders', a.id, 10_000, { weight: 100, updatedAt: Date.now() })
+    t.equal((await checker.list('orders'))[0].state, 'ejected')
+    t.equal(await checker.setEjected('orders', a.id, false), true)
+    await waitFor('restored', () => w.view.get(a.id)?.state === 'up', 5000)
+    await checker.setEjected('orders', a.id, true)
+    await reg.update('orders', a.id, { state: 'draining' })
+    await waitFor('draining over ejected', () => w.view.get(a.id)?.state === 'draining', 5000)
+    t.equal(w.view.get(a.id)?.ejected, true)
+  })
+
+  t.test(`${name}: a new watcher starts from the current listing`, async (t) => {
+    const { reg, other } = await make(t)
+    const a = instance('orders')
+    await reg.register(a, 10_000)
+    const o = other()
+    const w = o.watch('orders')
+    t.teardown(() => { w.close() })
+    await w.ready
+    t.equal(w.synced, true)
+    t.same([...w.view.keys()], [a.id])
+    w.close()
+    w.close()
+  })
+}
+
+t.test('redis: watchers catch expiries by resync when keyspace events are off', async (t) => {
+  const server = await startRedis(t)
+  const reg = redisRegistry(server.url, 300)
+  t.teardown(async () => { await reg.close() })
+  await reg.waitUp(5000)
+  const w = reg.watch('orders')
+  t.teardown(() => { w.close() })
+  await w.ready
+  const a = instance('orders')
+  await reg.register(a, 300)
+  await waitFor('seen', () => w.view.has(a.id), 5000)
+  await waitFor('expired and resynced away', () => !w.view.has(a.id), 5000)
+})
+
+t.test('redis: an outage keeps the last view, reports down, and recovers', async (t) => {
+  const server = await startRedis(t)
+  const reg = redisRegistry(server.url, 300)
+  t.teardown(async () => { await reg.close() })
+  await reg.waitUp(5000)
+  const statuses: boolean[] = []
+  reg.onStatus((up) => { statuses.push(up) })
+  const w = reg.watch('orders')
+  t.teardown(() => { w.close() })
+  const a = instance('orders')
+  await reg.register(a, 60_000)
+  await waitFor('seen', () => w.view.has(a.id), 5000)
+
+  await server.kill()
+  await waitFor('reported down', () => !reg.up, 5000)
+  // Commands fail fast instead of queueing; the view keeps what it had.
+  const t0 = performance.now()
+  await t.rejects(reg.heartbeat('orders', a.id, 60_000))
+  t.ok(performance.now() - t0 < 2500, 'a command fails within the command timeout while Redis is down')
+  await new Promise((resolve) => setTimeout(resolve, 700))
+  t.ok(w.view.has(a.id), 'the view survives failed resyncs')
+
+  await server.restart()
+  await waitFor('reported up again', () => reg.up, 10_000)
+  t.same(statuses.slice(0, 2), [false, true])
+  // Redis came back empty: the instance is gone, the heartbeat says so, and registering again restores it.
+  t.equal(await reg.heartbeat('orders', a.id, 60_000), false)
+  await waitFor('the resync drops the lost instance', () => !w.view.has(a.id), 5000)
+  await reg.register(a, 60_000)
+  await waitFor('seen again', () => w.view.has(a.id), 5000)
+})
+
+t.test('redis: with keyspace events on, watchers learn of an expiry well before the resync', async (t) => {
+  const server = await startRedis(t, ['--notify-keyspace-events', 'Ex'])
+  const reg = redisRegistry(server.url, 60_000)
+  t.teardown(async () => { await reg.close() })
+  await reg.waitUp(5000)
+  const w = reg.watch('orders')
+  t.teardown(() => { w.close() })
+  await w.ready
+  const a = instance('orders')
+  await reg.register(a, 300)
+  await waitFor('seen', () => w.view.has(a.id), 5000)
+  const t0 = performance.now()
+  await waitFor('expiry event', () => !w.view.has(a.id), 10_000)
+  t.comment(`expiry seen ${(performance.now() - t0).toFixed(0)} ms after registering with a 300 ms TTL`)
+})
