@@ -220,7 +220,7 @@ export class RedisRegistry implements Registry {
     this.client = createClient(opts.target, timeout, false)
     this.#scripts = this.client as unknown as Scripts
     this.#sub = createClient(opts.target, timeout, true)
-    this.client.on('ready', () => { this.#setUp(true) })
+    this.client.on('ready', () => { this.#setUp(true); void this.#watchExpiries() })
     this.client.on('close', () => { this.#setUp(false) })
     this.client.on('end', () => { this.#setUp(false) })
     // Errors surface through status changes and failed commands; an 'error' listener keeps them from throwing.
@@ -367,13 +367,18 @@ export class RedisRegistry implements Registry {
   async #onSubscriberReady (): Promise<void> {
     // After a (re)connect: messages may have been missed, so list everything again; and look for expiry events.
     this.#resyncAll()
-    if (this.target.mode === 'cluster' || this.#expiryPattern !== null) return
+    await this.#watchExpiries()
+  }
+
+  /** Subscribes to expiry events when the server publishes them (needs both connections up; runs once). */
+  async #watchExpiries (): Promise<void> {
+    if (this.target.mode === 'cluster' || this.#expiryPattern !== null || this.#closed) return
+    if (this.client.status !== 'ready' || this.#sub.status !== 'ready') return
     try {
       const cfg = await this.client.config('GET', 'notify-keyspace-events') as string[]
       const flags = cfg[1] ?? ''
-      if ((flags.includes('E') && (flags.includes('x') || flags.includes('A'))) && !this.#closed) {
-        const db = this.target.db
-        this.#expiryPattern = `__keyevent@${db}__:expired`
+      if ((flags.includes('E') && (flags.includes('x') || flags.includes('A'))) && !this.#closed && this.#expiryPattern === null) {
+        this.#expiryPattern = `__keyevent@${this.target.db}__:expired`
         await this.#sub.psubscribe(this.#expiryPattern)
       }
     } catch {
