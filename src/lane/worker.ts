@@ -71,6 +71,7 @@ async function appCheck (): Promise<void> {
 }
 const appTimer = setInterval(() => { void appCheck() }, cfg.appCheckInterval)
 void appCheck()
+progress.sample(nowMs())
 const progressTimer = setInterval(() => {
   const now = nowMs()
   progress.sample(now)
@@ -185,7 +186,9 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
       const name = `app-${m[2]}`
       if (m[2] === 'livez') {
         const ownCheck = own === undefined ? null : await runProbe(own, target).then((r) => ({ name: 'app-probe', ok: r.ok, detail: r.detail }))
-        probe(res, name, started, appLivenessChecks(progress, ownCheck, nowMs()), verbose)
+        const at = nowMs()
+        progress.sample(at)
+        probe(res, name, started, appLivenessChecks(progress, ownCheck, at), verbose)
         return
       }
       const r = own === undefined ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(own, target)

@@ -113,11 +113,11 @@ export interface Doorman extends Child {
 }
 
 /** Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes. */
-export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean } = {}): Promise<Doorman> {
+export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean, args?: string[] } = {}): Promise<Doorman> {
   const inbound = env.DOORMAN_INBOUND_PORT !== undefined ? Number(env.DOORMAN_INBOUND_PORT) : await freePort()
   const admin = env.DOORMAN_ADMIN_PORT !== undefined ? Number(env.DOORMAN_ADMIN_PORT) : await freePort()
   const outbound = env.DOORMAN_OUTBOUND_PORT !== undefined ? Number(env.DOORMAN_OUTBOUND_PORT) : 0
-  const child = spawnNode(t, [CLI, 'run'], {
+  const child = spawnNode(t, opts.args ?? [CLI, 'run'], {
     DOORMAN_BIND_HOST: '127.0.0.1',
     DOORMAN_LOG_LEVEL: 'warn',
     ...env,
@@ -135,4 +135,20 @@ export async function startDoorman (t: Teardown, env: Record<string, string>, op
     await waitFor('doorman /readyz', async () => (await request(admin, { path: '/readyz', timeout: 1000 })).status === 200, 15_000)
   }
   return { ...child, inbound, admin, outbound }
+}
+
+/** Starts a fixture app (a node script that prints `{"port":N}` on its first stdout line) as a child process. */
+export async function startFixtureApp (t: Teardown, script: string, env: Record<string, string> = {}): Promise<Child & { port: number }> {
+  const child = spawnNode(t, [path.join(ROOT, 'test', 'fixtures', script)], env)
+  const port = await waitFor(`${script} to listen`, () => {
+    const m = /\{"port":(\d+)\}/.exec(child.output())
+    return m === null ? null : Number(m[1])
+  }, 10_000)
+  return { ...child, port }
+}
+
+/** GET a JSON document. */
+export async function getJson<T = Record<string, unknown>> (port: number, p: string): Promise<T> {
+  const res = await request(port, { path: p, timeout: 5000 })
+  return JSON.parse(res.body) as T
 }

@@ -1,0 +1,82 @@
+// Probe semantics as pure functions of the shared state and a clock.
+import t from 'tap'
+import { SharedState, S, T } from '../src/lane/shared.js'
+import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, render } from '../src/lane/probes.js'
+
+const cfg = { livenessStall: 10_000, readinessStall: 1000, appStall: 5000 }
+const ok = (checks: Array<{ ok: boolean }>): boolean => checks.every((c) => c.ok)
+
+function fresh (now: number): SharedState {
+  const s = new SharedState()
+  s.setTime(T.HEARTBEAT, now)
+  return s
+}
+
+t.test('startup needs only doorman itself', async (t) => {
+  const s = fresh(1000)
+  t.notOk(ok(startupChecks(s)))
+  s.set(S.LANE_UP, 1)
+  s.set(S.LISTENING, 1)
+  t.ok(ok(startupChecks(s)), 'the app is not consulted')
+})
+
+t.test('liveness is about the main loop only', async (t) => {
+  const s = fresh(1000)
+  t.ok(ok(livenessChecks(s, cfg, 1000 + 9_999)))
+  t.notOk(ok(livenessChecks(s, cfg, 1000 + 10_000)))
+  s.set(S.PHASE, 1)
+  t.ok(ok(livenessChecks(s, cfg, 2000)), 'draining is alive')
+})
+
+t.test('readiness: app started and ready, registered when required, serving, loop fresh', async (t) => {
+  const s = fresh(1000)
+  s.set(S.LISTENING, 1)
+  t.notOk(ok(readinessChecks(s, cfg, 1000)))
+  s.set(S.APP_STARTED, 1)
+  s.set(S.APP_READY, 1)
+  t.ok(ok(readinessChecks(s, cfg, 1000)))
+  s.set(S.REGISTRY_REQUIRED, 1)
+  t.notOk(ok(readinessChecks(s, cfg, 1000)), 'waits for registration')
+  s.set(S.REGISTERED, 1)
+  t.ok(ok(readinessChecks(s, cfg, 1000)))
+  t.notOk(ok(readinessChecks(s, cfg, 2000)), 'a stale heartbeat is unready')
+  s.set(S.PHASE, 1)
+  t.notOk(ok(readinessChecks(s, cfg, 1000)), 'draining is unready')
+})
+
+t.test('app progress: busy is not dead, stuck is', async (t) => {
+  const s = fresh(0)
+  const p = new ProgressTracker(s, cfg)
+  p.sample(0)
+  s.set(S.INFLIGHT, 5)
+  for (let now = 100; now <= 4900; now += 100) { s.setTime(T.HEARTBEAT, now); p.sample(now) }
+  t.ok(ok(appLivenessChecks(p, null, 4900)), 'within the window')
+  for (let now = 5000; now <= 5200; now += 100) { s.setTime(T.HEARTBEAT, now); p.sample(now) }
+  t.notOk(ok(appLivenessChecks(p, null, 5200)), 'in flight and nothing completed for the window')
+  s.set(S.COMPLETED, 1)
+  s.setTime(T.HEARTBEAT, 5300)
+  p.sample(5300)
+  t.ok(ok(appLivenessChecks(p, null, 5300)), 'a completion is progress')
+  const failing = { name: 'app-probe', ok: false, detail: 'timed out' }
+  t.ok(ok(appLivenessChecks(p, failing, 5400)), 'its own probe failing while it completes requests: busy, not dead')
+  t.notOk(ok(appLivenessChecks(p, failing, 5300 + 5000)), 'its own probe failing and nothing completed: dead')
+  s.set(S.INFLIGHT, 0)
+  p.sample(20_000)
+  t.ok(ok(appLivenessChecks(p, null, 20_000)), 'idle is not stalled')
+})
+
+t.test('a stale main loop does not blame the app', async (t) => {
+  const s = fresh(0)
+  const p = new ProgressTracker(s, cfg)
+  s.set(S.INFLIGHT, 3)
+  p.sample(0)
+  p.sample(8000)
+  t.ok(ok(appLivenessChecks(p, null, 8000)), 'counters are stale, so no verdict against the app')
+})
+
+t.test('render', async (t) => {
+  const checks = [{ name: 'a', ok: true, detail: 'fine' }, { name: 'b', ok: false, detail: 'broken' }]
+  t.same(render([checks[0]], false, 'x'), { status: 200, body: 'ok\n' })
+  t.same(render(checks, false, 'x'), { status: 503, body: 'b: broken\n' })
+  t.equal(render(checks, true, 'readyz').body, '[+]a ok: fine\n[-]b failed: broken\nreadyz check failed\n')
+})
