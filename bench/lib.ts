@@ -1,0 +1,182 @@
+// Shared pieces of the benchmark: child processes (the app, the baseline proxy, doorman, the load generator), the
+// CPU time of a process from /proc, free ports, percentiles and table formatting.
+import { fork, spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { readFileSync, existsSync } from 'node:fs'
+import net from 'node:net'
+import http from 'node:http'
+import { once } from 'node:events'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { LoadRequest, LoadResult } from './load.js'
+
+export type { LoadResult } from './load.js'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+export const ROOT = path.resolve(HERE, '../..')
+export const CLI = path.join(ROOT, 'dist', 'cli.js')
+
+const children = new Set<ChildProcess>()
+
+/** Kills every child this run started (called at exit and on interrupt). */
+export function killAll (): void {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  children.clear()
+}
+process.on('exit', killAll)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { killAll(); process.exit(130) })
+
+function track (c: ChildProcess): ChildProcess {
+  children.add(c)
+  c.once('exit', () => { children.delete(c) })
+  return c
+}
+
+/** Forks one of the bench's own scripts and waits for its first IPC message (`{ port }`). */
+async function forkScript (script: string, env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number }> {
+  const proc = track(fork(path.join(HERE, script), [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+  const [msg] = await once(proc, 'message') as [{ port: number }]
+  return { proc, port: msg.port }
+}
+
+export async function startApp (): Promise<{ proc: ChildProcess, port: number }> { return await forkScript('app.js') }
+
+export async function startHttpProxy (appPort: number): Promise<{ proc: ChildProcess, port: number }> {
+  return await forkScript('http-proxy.js', { BENCH_APP_PORT: String(appPort) })
+}
+
+export async function freePort (): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1')
+  await once(s, 'listening')
+  const { port } = s.address() as net.AddressInfo
+  await new Promise((resolve) => s.close(resolve))
+  return port
+}
+
+export interface Sample { status: number, ms: number }
+
+/** One GET on a fresh connection (as kubelet probes), timed from before connect to the end of the body. */
+export async function get (port: number, urlPath: string, timeoutMs = 5000): Promise<Sample> {
+  const t0 = process.hrtime.bigint()
+  return await new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout: timeoutMs }, (res) => {
+      res.resume()
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - t0) / 1e6 }) })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => { req.destroy(new Error(`GET ${urlPath} timed out`)) })
+    req.on('error', reject)
+  })
+}
+
+export async function sleep (ms: number): Promise<void> { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+/** Polls until `fn` resolves true, or throws after the deadline. */
+export async function until (what: string, fn: () => Promise<boolean>, timeoutMs = 15_000, fatal: () => string | null = () => null): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const why = fatal()
+    if (why !== null) throw new Error(`${why} (waiting for ${what})`)
+    try { if (await fn()) return } catch {}
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+export interface Doorman { proc: ChildProcess, port: number, admin: number, stop: () => Promise<void> }
+
+/**
+ * Starts `doorman run` (the built CLI) in front of the app and waits for /readyz. `nodeArgs` go to node (e.g.
+ * `--cpu-prof`); `stop()` sends SIGTERM and waits for the exit, so profiles get written.
+ */
+export async function startDoorman (appPort: number, env: Record<string, string>, nodeArgs: string[] = []): Promise<Doorman> {
+  const port = await freePort()
+  const admin = await freePort()
+  const proc = track(spawn(process.execPath, [...nodeArgs, CLI, 'run'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      DOORMAN_BIND_HOST: '127.0.0.1',
+      DOORMAN_APP_PORT: String(appPort),
+      DOORMAN_INBOUND_PORT: String(port),
+      DOORMAN_ADMIN_PORT: String(admin),
+      DOORMAN_OUTBOUND_PORT: '0',
+      DOORMAN_LOG_LEVEL: 'warn',
+      DOORMAN_WARMUP: '0s',
+      DOORMAN_DRAIN_DELAY: '0s',
+      DOORMAN_DRAIN_QUIET: '10ms',
+      DOORMAN_DRAIN_TIMEOUT: '2s',
+      ...env
+    },
+    stdio: ['ignore', 'inherit', 'inherit']
+  }))
+  const exited = once(proc, 'exit')
+  await until('doorman /readyz', async () => (await get(admin, '/readyz', 1000)).status === 200, 15_000,
+    () => proc.exitCode !== null ? `doorman exited with code ${String(proc.exitCode)}` : null)
+  const stop = async (): Promise<void> => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return
+    proc.kill('SIGTERM')
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(timer)
+  }
+  return { proc, port, admin, stop }
+}
+
+/** The load generator: one long-lived autocannon process, asked over IPC. */
+export class Load {
+  readonly #proc = track(fork(path.join(HERE, 'load.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+  async run (req: LoadRequest): Promise<LoadResult> {
+    this.#proc.send(req)
+    const [msg] = await once(this.#proc, 'message') as [LoadResult & { error?: string }]
+    if (msg.error !== undefined) throw new Error(`autocannon: ${msg.error}`)
+    return msg
+  }
+
+  close (): void { this.#proc.disconnect() }
+}
+
+let clockTicks = 0
+/** The process's CPU time (all its threads, user + system) in microseconds, or NaN where /proc is missing. */
+export function cpuMicros (pid: number): number {
+  const file = `/proc/${pid}/stat`
+  if (!existsSync(file)) return NaN
+  if (clockTicks === 0) {
+    try { clockTicks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100 } catch { clockTicks = 100 }
+  }
+  const stat = readFileSync(file, 'latin1')
+  // Fields after the command name (which may hold spaces) start at field 3 (state); utime is 14, stime 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) * 1e6 / clockTicks
+}
+
+export function median (xs: number[]): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+/** Nearest-rank percentile (p in 0..100). */
+export function percentile (xs: number[], p: number): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p / 100 * s.length) - 1))]
+}
+
+/** A Markdown table (readable as plain text too). Right-aligns every column but the first `left` ones. */
+export function table (head: string[], rows: string[][], left = 1): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  const line = (r: string[]): string => '| ' + r.map((c, i) => i < left ? c.padEnd(w[i]) : c.padStart(w[i])).join(' | ') + ' |'
+  const rule = '|' + w.map((n, i) => i < left ? ` ${'-'.repeat(n)} ` : ` ${'-'.repeat(n - 1)}: `).join('|') + '|'
+  return [line(head), rule, ...rows.map(line)].join('\n')
+}
+
+export function fmt (n: number, digits = 0): string { return Number.isFinite(n) ? n.toFixed(digits) : 'n/a' }
+
+/** One line on the machine and its load, for the record. */
+export function machine (): string {
+  const cpus = os.cpus()
+  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ')
+  return `${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${os.platform()} ${os.release()}, node ${process.version}, load average ${load}`
+}

@@ -1,0 +1,33 @@
+// The load generator's process: runs autocannon on request from the runner (over IPC), so the load generator never
+// shares an event loop with anything being measured.
+import autocannon from 'autocannon'
+
+export interface LoadRequest { url: string, connections: number, duration: number }
+export interface LoadResult {
+  requests: number
+  seconds: number
+  p50: number
+  p99: number
+  non2xx: number
+  errors: number
+  timeouts: number
+}
+
+process.on('message', (msg: LoadRequest) => {
+  const started = process.hrtime.bigint()
+  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, pipelining: 1, timeout: 10 }, (err, r) => {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9
+    if (err !== null && err !== undefined) { process.send?.({ error: String(err) }); return }
+    const out: LoadResult = {
+      requests: r.requests.total,
+      seconds,
+      p50: r.latency.p50,
+      p99: r.latency.p99,
+      non2xx: r.non2xx,
+      errors: r.errors,
+      timeouts: r.timeouts
+    }
+    process.send?.(out)
+  })
+})
+process.on('disconnect', () => { process.exit(0) })

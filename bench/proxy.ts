@@ -1,0 +1,117 @@
+// The proxy section: direct to the app, through http-proxy and through doorman, in alternation, at 50 and 200
+// connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request.
+import type { Options, Section, Check } from './run.js'
+import { Load, startApp, startHttpProxy, startDoorman, cpuMicros, median, table, fmt, type LoadResult } from './lib.js'
+
+interface Scenario { id: string, route: string, path: string, connections: number }
+const SCENARIOS: Scenario[] = [
+  { id: 'fast/50', route: 'fast', path: '/', connections: 50 },
+  { id: 'fast/200', route: 'fast', path: '/', connections: 200 },
+  { id: '20ms/50', route: '20 ms', path: '/slow', connections: 50 },
+  { id: '20ms/200', route: '20 ms', path: '/slow', connections: 200 }
+]
+const TARGETS = ['direct', 'http-proxy', 'doorman'] as const
+type Target = typeof TARGETS[number]
+/** doorman's limit here: above the largest connection count, so nothing queues or sheds. */
+const LIMIT = 256
+
+class Cell {
+  requests = 0
+  seconds = 0
+  cpu = 0
+  p50: number[] = []
+  p99: number[] = []
+  bad = 0
+  add (r: LoadResult, cpu: number): void {
+    this.requests += r.requests
+    this.seconds += r.seconds
+    this.cpu += cpu
+    this.p50.push(r.p50)
+    this.p99.push(r.p99)
+    this.bad += r.non2xx + r.errors + r.timeouts
+  }
+
+  get rps (): number { return this.requests / this.seconds }
+  get cpuPerRequest (): number { return this.cpu / this.requests }
+}
+
+export const proxySection: Section = {
+  name: 'proxy',
+  title: 'Proxy overhead: direct vs http-proxy vs doorman',
+  async run (opts: Options): Promise<Check[]> {
+    const app = await startApp()
+    const baseline = await startHttpProxy(app.port)
+    const nodeArgs = opts.profileDir !== null ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : []
+    const doorman = await startDoorman(app.port, { DOORMAN_MAX_CONCURRENCY: String(LIMIT), DOORMAN_MAX_QUEUE: String(LIMIT) }, nodeArgs)
+    const load = new Load()
+    const ports: Record<Target, number> = { direct: app.port, 'http-proxy': baseline.port, doorman: doorman.port }
+    const pids: Record<Target, number | undefined> = { direct: undefined, 'http-proxy': baseline.proc.pid, doorman: doorman.proc.pid }
+    const cells = new Map<string, Cell>()
+    const key = (s: Scenario, t: Target): string => `${s.id}/${t}`
+    const unknown = opts.scenarios?.filter((id) => !SCENARIOS.some((s) => s.id === id)) ?? []
+    if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')}; scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`)
+    const scenarios = SCENARIOS.filter((s) => opts.scenarios?.includes(s.id) ?? true)
+    try {
+      for (let round = -1; round < opts.rounds; round++) {
+        const warm = round < 0
+        process.stdout.write(warm ? '  warm-up round' : `  round ${round + 1}/${opts.rounds}`)
+        for (const s of scenarios) {
+          for (let k = 0; k < TARGETS.length; k++) {
+            // Rotate the order each round so no target always runs first (or right after the same one).
+            const t = TARGETS[(k + Math.max(round, 0)) % TARGETS.length]
+            const pid = pids[t]
+            const before = pid === undefined ? NaN : cpuMicros(pid)
+            const r = await load.run({ url: `http://127.0.0.1:${ports[t]}${s.path}`, connections: s.connections, duration: warm ? opts.warmup : opts.duration })
+            const cpu = pid === undefined ? NaN : cpuMicros(pid) - before
+            if (warm) continue
+            let c = cells.get(key(s, t))
+            if (c === undefined) cells.set(key(s, t), c = new Cell())
+            c.add(r, cpu)
+          }
+          process.stdout.write('.')
+        }
+        process.stdout.write('\n')
+      }
+    } finally {
+      load.close()
+      await doorman.stop()
+      baseline.proc.kill()
+      app.proc.kill()
+    }
+
+    const rows: string[][] = []
+    for (const s of scenarios) {
+      for (const t of TARGETS) {
+        const c = cells.get(key(s, t)) as Cell
+        rows.push([s.route, String(s.connections), t, fmt(c.rps), fmt(median(c.p50), 1), fmt(median(c.p99), 1), t === 'direct' ? '—' : fmt(c.cpuPerRequest, 1), c.bad === 0 ? '0' : String(c.bad)])
+      }
+    }
+    console.log('\n' + table(['route', 'conns', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'errors/non-2xx'], rows, 3))
+
+    const ratios: string[][] = []
+    for (const s of scenarios) {
+      const d = cells.get(key(s, 'direct')) as Cell
+      const h = cells.get(key(s, 'http-proxy')) as Cell
+      const m = cells.get(key(s, 'doorman')) as Cell
+      ratios.push([s.route, String(s.connections), fmt(m.rps / d.rps, 2), fmt(m.rps / h.rps, 2), fmt(m.cpuPerRequest / h.cpuPerRequest, 2)])
+    }
+    console.log('\n' + table(['route', 'conns', 'doorman/direct req/s', 'doorman/http-proxy req/s', 'doorman/http-proxy CPU per req'], ratios, 2))
+
+    const cell = (id: string, t: Target): Cell | undefined => cells.get(`${id}/${t}`)
+    const checks: Check[] = []
+    const fm = cell('fast/50', 'doorman')
+    const fh = cell('fast/50', 'http-proxy')
+    if (fm !== undefined && fh !== undefined) {
+      checks.push({ what: 'doorman CPU/req ≤ 0.55 × http-proxy (fast, 50 conns)', value: fm.cpuPerRequest / fh.cpuPerRequest, ok: (v) => v <= 0.55 })
+      checks.push({ what: 'doorman req/s ≥ 1.7 × http-proxy (fast, 50 conns)', value: fm.rps / fh.rps, ok: (v) => v >= 1.7 })
+    }
+    const sm = cell('20ms/200', 'doorman')
+    const sd = cell('20ms/200', 'direct')
+    if (sm !== undefined && sd !== undefined) {
+      checks.push({ what: 'doorman req/s ≥ 0.95 × direct (20 ms, 200 conns)', value: sm.rps / sd.rps, ok: (v) => v >= 0.95 })
+    }
+    const bad = [...cells.values()].reduce((n, c) => n + c.bad, 0)
+    if (bad > 0) checks.push({ what: 'no errors or non-2xx answers', value: bad, ok: () => false })
+    return checks
+  }
+}

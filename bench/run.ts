@@ -1,0 +1,89 @@
+// `npm run bench`: runs the benchmark sections in order and prints their tables, then every target checked.
+// Usage: npm run bench -- [--only proxy,lane] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
+import { parseArgs } from 'node:util'
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
+import { proxySection } from './proxy.js'
+import { laneSection } from './lane.js'
+import { machine, fmt, killAll } from './lib.js'
+
+export interface Options {
+  /** Measured rounds per cell (after one warm-up round). */
+  rounds: number
+  /** Seconds per measured run. */
+  duration: number
+  /** Seconds per warm-up run. */
+  warmup: number
+  /** Seconds of probing under load in the lane section. */
+  laneSeconds: number
+  /** The proxy section's scenarios to run (`fast/50`, `20ms/200`, …), or null for all. */
+  scenarios: string[] | null
+  /** Where doorman writes a V8 CPU profile (--cpu-prof), or null for none. */
+  profileDir: string | null
+}
+
+/** A target a section checks: `value` against `ok`, printed PASS/FAIL at the end. */
+export interface Check { what: string, value: number, ok: (v: number) => boolean, unit?: string }
+
+/** A part of the benchmark: sets up its own processes, prints its tables, returns its checks. */
+export interface Section { name: string, title: string, run: (opts: Options) => Promise<Check[]> }
+
+/**
+ * The sections, run in this order. A new benchmark (e.g. the adaptive limiter's) is a module exporting a Section,
+ * added to this list; `--only NAME` runs it alone.
+ */
+const SECTIONS: Section[] = [
+  proxySection,
+  laneSection
+]
+
+function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }
+
+async function main (): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      only: { type: 'string' },
+      rounds: { type: 'string', default: '3' },
+      duration: { type: 'string', default: '2' },
+      warmup: { type: 'string', default: '1' },
+      'lane-seconds': { type: 'string', default: '8' },
+      scenario: { type: 'string' },
+      profile: { type: 'string' }
+    }
+  })
+  const opts: Options = {
+    rounds: Number(values.rounds),
+    duration: Number(values.duration),
+    warmup: Number(values.warmup),
+    laneSeconds: Number(values['lane-seconds']),
+    scenarios: values.scenario === undefined ? null : list(values.scenario),
+    profileDir: values.profile === undefined ? null : path.resolve(values.profile)
+  }
+  for (const [k, v] of Object.entries(opts)) {
+    if (typeof v === 'number' && !(v > 0)) throw new Error(`--${k} must be a positive number`)
+  }
+  if (opts.profileDir !== null) mkdirSync(opts.profileDir, { recursive: true })
+  const only = values.only === undefined ? undefined : list(values.only)
+  const unknown = only?.filter((n) => !SECTIONS.some((s) => s.name === n)) ?? []
+  if (unknown.length > 0) throw new Error(`unknown section ${unknown.join(', ')}; sections: ${SECTIONS.map((s) => s.name).join(', ')}`)
+  const sections = only === undefined ? SECTIONS : SECTIONS.filter((s) => only.includes(s.name))
+
+  console.log(`doorman bench — ${machine()}`)
+  console.log(`reproduce: npm run bench -- ${process.argv.slice(2).join(' ')}`.trimEnd())
+  const checks: Check[] = []
+  for (const s of sections) {
+    console.log(`\n## ${s.title}\n`)
+    const started = performance.now()
+    checks.push(...await s.run(opts))
+    console.log(`\n(${s.name}: ${fmt((performance.now() - started) / 1000)} s)`)
+  }
+  console.log('\n## Targets\n')
+  for (const c of checks) console.log(`${c.ok(c.value) ? 'PASS' : 'FAIL'}  ${c.what}: ${fmt(c.value, 2)}${c.unit !== undefined ? ` ${c.unit}` : ''}`)
+  return 0
+}
+
+main().then((code) => { killAll(); process.exit(code) }, (err: unknown) => {
+  console.error(err)
+  killAll()
+  process.exit(1)
+})
