@@ -96,9 +96,9 @@ port.on('message', (m: ToLane) => {
 })
 
 // --- the server ---
+/** The pod's own loopback: other containers of the pod call from here. Other 127/8 addresses are not trusted. */
 function isLoopback (addr: string | undefined): boolean {
-  if (addr === undefined) return false
-  return addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.')
+  return addr === '127.0.0.1' || addr === '::1' || addr === '::ffff:127.0.0.1'
 }
 
 function tokenOk (header: string | undefined): boolean {
