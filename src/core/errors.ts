@@ -71,7 +71,10 @@ export class InternalError extends DoormanError {
   }
 }
 
-/** Every code, for docs and tests. */
+/**
+ * Every code, for docs and tests. The last four are answered on the raw socket for requests Node's parser refused
+ * (400, 431, 408) or upgrades arriving after the listeners closed (503); they have no class of their own.
+ */
 export const ERROR_CODES = [
   'DOORMAN_ERR_CONFIG',
   'DOORMAN_ERR_UPSTREAM_CONNECT',
@@ -80,7 +83,11 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_UPGRADE_LIMIT',
   'DOORMAN_ERR_NO_INSTANCE',
   'DOORMAN_ERR_NO_SERVICE',
-  'DOORMAN_ERR_INTERNAL'
+  'DOORMAN_ERR_INTERNAL',
+  'DOORMAN_ERR_BAD_REQUEST',
+  'DOORMAN_ERR_HEADER_OVERFLOW',
+  'DOORMAN_ERR_HEADERS_TIMEOUT',
+  'DOORMAN_ERR_DRAINING'
 ] as const
 
 /** Maps an undici / socket error to doorman's error, in one place. */
