@@ -10,13 +10,15 @@ import { startServer, startDoorman, request, rawRequest, waitFor, freePort } fro
 interface Seen { method: string, url: string, headers: http.IncomingHttpHeaders, rawHeaders: string[], bodyHash: string, bodyLength: number }
 
 /** An app that records what it saw and answers by path. */
-async function startApp (t: Tap.Test): Promise<{ port: number, seen: Seen[] }> {
+async function startApp (t: Tap.Test): Promise<{ port: number, seen: Seen[], receiving: number }> {
   const seen: Seen[] = []
+  const state = { port: 0, seen, receiving: 0 }
   const { port } = await startServer(t, (req, res) => {
     const h = createHash('sha256')
     let n = 0
-    req.on('data', (c: Buffer) => { h.update(c); n += c.length })
+    req.on('data', (c: Buffer) => { h.update(c); n += c.length; if (n === c.length) state.receiving++ })
     req.on('end', () => {
+      if (n > 0) state.receiving--
       const digest = h.digest('hex')
       seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, bodyHash: digest, bodyLength: n })
       const url = new URL(req.url ?? '/', 'http://x')
@@ -62,7 +64,8 @@ async function startApp (t: Tap.Test): Promise<{ port: number, seen: Seen[] }> {
       }
     })
   })
-  return { port, seen }
+  state.port = port
+  return state
 }
 
 t.test('forwarding', async (t) => {
@@ -102,8 +105,10 @@ t.test('forwarding', async (t) => {
     t.equal(down.hash, down.expected, 'download intact')
   })
 
-  t.test('chunked request bodies stream through', async (t) => {
+  t.test('chunked request bodies stream through, without waiting for the whole body', async (t) => {
     const chunks = [randomBytes(10_000), randomBytes(50_000), randomBytes(3)]
+    const seenBefore = app.seen.length
+    let firstBytesAtApp = false
     const res = await new Promise<{ headers: http.IncomingHttpHeaders, body: string }>((resolve, reject) => {
       const req = http.request({ host: '127.0.0.1', port: dm.inbound, path: '/echo', method: 'POST', agent: false, headers: { 'transfer-encoding': 'chunked' } }, (r) => {
         let b = ''
@@ -111,14 +116,18 @@ t.test('forwarding', async (t) => {
         r.on('end', () => { resolve({ headers: r.headers, body: b }) })
       })
       req.on('error', reject)
-      req.flushHeaders()
-      let i = 0
-      const next = (): void => { if (i < chunks.length) { req.write(chunks[i++]); setImmediate(next) } else req.end() }
-      next()
+      req.write(chunks[0])
+      // The rest is sent only once the app has started receiving: doorman must not wait for the whole body.
+      waitFor('the app to receive the first bytes', () => app.receiving > 0).then(() => {
+        firstBytesAtApp = true
+        req.write(chunks[1])
+        req.end(chunks[2])
+      }, reject)
     })
-    t.equal(res.headers['x-body-sha256'], createHash('sha256').update(Buffer.concat(chunks)).digest('hex'))
-    const seen = app.seen.at(-1) as Seen
-    t.equal(seen.headers['transfer-encoding'], 'chunked', `the app received a chunked body (${JSON.stringify(seen.headers)})`)
+    t.ok(firstBytesAtApp, 'the app received the first chunk before the client sent the rest')
+    t.equal(res.headers['x-body-sha256'], createHash('sha256').update(Buffer.concat(chunks)).digest('hex'), 'the body arrived intact')
+    const seen = app.seen[seenBefore]
+    t.equal(seen.headers['transfer-encoding'], 'chunked', 'the app received it chunked')
   })
 
   t.test('Expect: 100-continue', async (t) => {
