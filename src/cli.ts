@@ -39,7 +39,7 @@ async function main (argv: string[]): Promise<number> {
   const load = COMMANDS[name]
   if (load === undefined) {
     process.stderr.write(`doorman: unknown command ${JSON.stringify(name)}\n\n${USAGE}`)
-    return 64
+    return 1
   }
   const mod = await load()
   return await mod.command(args)
