@@ -8,7 +8,8 @@ export type Command = (args: string[]) => Promise<number>
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   run: async () => await import('./main.js'),
   drain: async () => await import('./drain/cli.js'),
-  instances: async () => await import('./registry/cli.js')
+  instances: async () => await import('./registry/cli.js'),
+  demo: async () => await import('./demo/index.js')
 }
 
 const USAGE = `usage: doorman [command] [options]

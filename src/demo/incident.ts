@@ -1,0 +1,240 @@
+// Scenario 1, the incident of seed 001, replayed twice with real processes: two pods of the example app behind a
+// Service, traffic doubled (the 50% → 100% cut-over), then the downstream's latency jumps from ~10 ms to ~500 ms.
+// Once with kubelet probing the app directly (its /health waits for a worker like any request), once with doorman
+// in each pod (a concurrency limit below the app's pool, probes answered on doorman's lane, the app's own probe
+// rewritten onto the lane).
+import path from 'node:path'
+import { Downstream } from './downstream.js'
+import { LoadGenerator, type Endpoint } from './load.js'
+import { Container, Pod, PodWatch, appProbes, freePort, startApp, startDoorman } from './procs.js'
+import type { ContainerEvent, ProbeRecord } from './kubelet.js'
+import { sleep, waitUntil } from './time.js'
+import type { IncidentPlan, IncidentRun, IncidentSample, Marker, Progress } from './results.js'
+
+export const INCIDENT_FULL: IncidentPlan = {
+  pods: 2,
+  workers: 20,
+  executor: 8,
+  limit: 12,
+  maxQueue: 20,
+  queueTimeoutMs: 1000,
+  startupMs: 1500,
+  clientTimeoutMs: 5000,
+  baseRate: 20,
+  doubledRate: 40,
+  normalLatencyMs: 10,
+  slowLatencyMs: 500,
+  doubleAtMs: 3000,
+  slowAtMs: 6000,
+  recoverAtMs: 17_000,
+  endMs: 23_000,
+  sampleMs: 500,
+  probe: { periodMs: 1000, timeoutMs: 1000, failureThreshold: 3 }
+}
+
+export const INCIDENT_SHORT: IncidentPlan = {
+  ...INCIDENT_FULL,
+  startupMs: 1000,
+  doubleAtMs: 1500,
+  slowAtMs: 3000,
+  recoverAtMs: 10_500,
+  endMs: 13_000
+}
+
+export function phaseAt (plan: IncidentPlan, ms: number): string {
+  if (ms < plan.doubleAtMs) return 'baseline'
+  if (ms < plan.slowAtMs) return 'traffic doubled'
+  if (ms < plan.recoverAtMs) return 'downstream slow'
+  return 'recovery'
+}
+
+interface RunOptions {
+  signal?: AbortSignal
+  withDoorman: boolean
+  plan: IncidentPlan
+  logDir: string
+  onSample: (s: IncidentSample, p: Progress) => void
+}
+
+interface PodParts {
+  pod: Pod
+  watch: PodWatch
+  app: Container
+  endpoint: Endpoint
+  adminPort: number | null
+}
+
+async function buildPod (i: number, o: RunOptions, downstream: string): Promise<PodParts> {
+  const { plan } = o
+  const name = `pod-${i + 1}`
+  const watch = new PodWatch()
+  const appPort = await freePort()
+  const tag = o.withDoorman ? 'with' : 'without'
+  const app = (): ReturnType<typeof startApp> => startApp({
+    name, port: appPort, downstream, workers: plan.workers, executor: plan.executor, startupMs: plan.startupMs, logDir: path.join(o.logDir, `incident-${tag}`)
+  }, watch.onStats)
+  const grace = 500
+  if (!o.withDoorman) {
+    const probes = appProbes(appPort, plan.probe, { startup: '/health', liveness: '/health', readiness: '/health' })
+    const c = new Container({ name: 'app', start: app, ...probes, terminationGraceMs: grace })
+    const pod = new Pod(name, [c])
+    return { pod, watch, app: c, endpoint: { name, port: appPort, ready: () => pod.ready }, adminPort: null }
+  }
+  const inboundPort = await freePort()
+  const adminPort = await freePort()
+  const own = { httpGet: { path: '/health', port: appPort }, timeoutSeconds: plan.probe.timeoutMs / 1000 }
+  const sidecar = new Container({
+    name: 'doorman',
+    start: () => startDoorman({
+      name: `${name}-doorman`,
+      appPort,
+      inboundPort,
+      adminPort,
+      logDir: path.join(o.logDir, `incident-${tag}`),
+      env: {
+        DOORMAN_SERVICE: 'evaluate',
+        DOORMAN_MAX_CONCURRENCY: String(plan.limit),
+        DOORMAN_MAX_QUEUE: String(plan.maxQueue),
+        DOORMAN_QUEUE_TIMEOUT: `${plan.queueTimeoutMs}ms`,
+        DOORMAN_WARMUP: '0s',
+        DOORMAN_DRAIN_DELAY: '0s',
+        DOORMAN_DRAIN_QUIET: '100ms',
+        DOORMAN_DRAIN_TIMEOUT: '1s',
+        DOORMAN_APP_CHECK_INTERVAL: '500ms',
+        // What the injector writes: the app's own probes, now run by the lane over a connection of their own.
+        DOORMAN_APP_PROBES: JSON.stringify({ '/app-health/app/startupz': own, '/app-health/app/livez': own, '/app-health/app/readyz': own })
+      }
+    }),
+    ...appProbes(adminPort, plan.probe, { startup: '/startupz', liveness: '/livez', readiness: '/readyz' }),
+    terminationGraceMs: grace
+  })
+  // The app container's probes, rewritten by the injector onto the lane.
+  const probes = appProbes(adminPort, plan.probe, { startup: '/app-health/app/startupz', liveness: '/app-health/app/livez', readiness: '/app-health/app/readyz' })
+  const c = new Container({ name: 'app', start: app, ...probes, terminationGraceMs: grace })
+  const pod = new Pod(name, [sidecar, c])
+  return { pod, watch, app: c, endpoint: { name, port: inboundPort, ready: () => pod.ready }, adminPort }
+}
+
+interface LaneState { inflight: number, limit: number, queued: number, shed: number }
+
+async function laneState (port: number): Promise<LaneState | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/state`, { signal: AbortSignal.timeout(400) })
+    return await res.json() as LaneState
+  } catch {
+    return null
+  }
+}
+
+
+export async function runIncident (o: RunOptions): Promise<IncidentRun> {
+  const { plan } = o
+  const downstream = new Downstream({ tagLatencyMs: plan.normalLatencyMs })
+  const url = await downstream.listen()
+  const parts: PodParts[] = []
+  const markers: Marker[] = []
+  let t0 = 0
+  let ending = false
+  const rel = (at: number): number => t0 === 0 ? 0 : (at - t0) / 1000
+  const load = new LoadGenerator({ endpoints: () => parts.map((p) => p.endpoint), path: '/evaluate', timeoutMs: plan.clientTimeoutMs })
+  try {
+    for (let i = 0; i < plan.pods; i++) parts.push(await buildPod(i, o, url))
+    for (const p of parts) {
+      p.app.liveness?.on('result', (r: ProbeRecord) => { if (t0 !== 0) p.watch.onProbe(r) })
+      for (const c of p.pod.containers) {
+        c.on('event', (e: ContainerEvent) => {
+          if (e.type === 'exited' && c === p.app) p.watch.stats = null
+          if (t0 === 0 || ending) return
+          if (e.type === 'killed') markers.push({ t: rel(e.at), kind: 'restart', label: `${p.pod.name} ${c.spec.name} restarted`, detail: e.reason })
+          if (e.type === 'ready') markers.push({ t: rel(e.at), kind: e.ready ? 'ready' : 'unready', label: `${p.pod.name} ${c.spec.name} ${e.ready ? 'ready' : 'not ready'}` })
+        })
+      }
+      p.pod.start()
+    }
+    await waitUntil('every pod to be ready', () => parts.every((p) => p.pod.ready), 30_000, o.signal)
+
+    // The run's clock starts with the traffic.
+    t0 = Date.now()
+    load.rate = plan.baseRate
+    load.start()
+    const timeline: IncidentSample[] = []
+    const lane = new Map<string, LaneState>()
+    let zeroReadyMs = 0
+    for (let next = plan.sampleMs; next <= plan.endMs; next += plan.sampleMs) {
+      const wait = t0 + next - Date.now()
+      await sleep(wait, o.signal)
+      const ms = Date.now() - t0
+      // The script: traffic doubles, then the downstream slows down, then recovers.
+      load.rate = ms >= plan.doubleAtMs ? plan.doubledRate : plan.baseRate
+      downstream.tagLatencyMs = ms >= plan.slowAtMs && ms < plan.recoverAtMs ? plan.slowLatencyMs : plan.normalLatencyMs
+      for (const p of parts) {
+        if (p.adminPort !== null) void laneState(p.adminPort).then((s) => { if (s !== null) lane.set(p.pod.name, s) })
+      }
+      const b = load.take()
+      const pods = parts.map((p) => {
+        const w = p.watch.take()
+        const ls = lane.get(p.pod.name)
+        return {
+          name: p.pod.name,
+          ready: p.pod.ready,
+          up: p.app.proc !== null && p.watch.stats !== null,
+          busy: w.busy,
+          max: plan.workers,
+          queued: p.watch.stats?.queued ?? 0,
+          execBusy: p.watch.stats?.execBusy ?? 0,
+          execQueued: p.watch.stats?.execQueued ?? 0,
+          probeMs: w.probeMs,
+          probeFailed: w.probeFailed,
+          restarts: p.pod.restarts,
+          doorman: ls === undefined ? null : { inflight: ls.inflight, limit: ls.limit, queued: ls.queued, shed: ls.shed }
+        }
+      })
+      const readyPods = pods.filter((p) => p.ready).length
+      if (readyPods === 0) zeroReadyMs += plan.sampleMs
+      const sample: IncidentSample = {
+        t: Math.round(ms / 100) / 10,
+        phase: phaseAt(plan, ms),
+        rate: load.rate,
+        downstreamMs: downstream.tagLatencyMs,
+        sent: b.sent,
+        ok: b.ok,
+        shed: b.shed,
+        failed: b.failed,
+        p99: Math.round(b.p99),
+        readyPods,
+        restarts: parts.reduce((n, p) => n + p.pod.restarts, 0),
+        pods
+      }
+      timeline.push(sample)
+      o.onSample(sample, { doneMs: ms, totalMs: plan.endMs })
+    }
+    load.stop()
+    await load.settled()
+    ending = true
+    const durationMs = Date.now() - t0
+    const probes = parts.map((p) => p.app.liveness?.stats ?? { probes: 0, failures: 0, maxMs: 0 })
+    return {
+      withDoorman: o.withDoorman,
+      durationMs,
+      totals: { ...load.totals, kinds: { ...load.totals.kinds } },
+      restarts: parts.reduce((n, p) => n + p.pod.restarts, 0),
+      restartsByPod: Object.fromEntries(parts.map((p) => [p.pod.name, p.pod.restarts])),
+      probe: {
+        count: probes.reduce((n, s) => n + s.probes, 0),
+        failures: probes.reduce((n, s) => n + s.failures, 0),
+        maxMs: Math.round(Math.max(...timeline.flatMap((s) => s.pods.map((p) => p.probeMs ?? 0)))),
+        timeoutMs: plan.probe.timeoutMs
+      },
+      maxBusy: Math.max(...timeline.flatMap((s) => s.pods.map((p) => p.busy))),
+      workers: plan.workers,
+      limit: o.withDoorman ? plan.limit : null,
+      zeroReadySeconds: zeroReadyMs / 1000,
+      markers: markers.sort((a, b) => a.t - b.t),
+      timeline
+    }
+  } finally {
+    load.close()
+    await Promise.all(parts.map(async (p) => { await p.pod.stop() }))
+    await downstream.close()
+  }
+}

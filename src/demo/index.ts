@@ -1,0 +1,94 @@
+// `doorman demo`: the seed incident replayed with real processes on loopback, without and with doorman, then a
+// rollout under load; live progress in the terminal, then a verdict, an HTML report and results.json.
+import fs from 'node:fs'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { version } from '../core/version.js'
+import { INCIDENT_FULL, INCIDENT_SHORT, runIncident } from './incident.js'
+import { ROLLOUT_FULL, ROLLOUT_SHORT, runRollout } from './rollout.js'
+import { renderReport } from './report.js'
+import { verdict, type Results } from './results.js'
+import { Live } from './terminal.js'
+import { Interrupted } from './time.js'
+
+const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|rollout]
+
+  --short        a quicker run (about a minute) with the same story, for tests and CI
+  --out DIR      where to write index.html, results.json and logs/ (default ./doorman-demo-report)
+  --only NAME    run one scenario: incident or rollout
+  --plain        plain progress lines even on a terminal
+`
+
+export async function command (args: string[]): Promise<number> {
+  let values
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        short: { type: 'boolean', default: false },
+        quick: { type: 'boolean', default: false },
+        out: { type: 'string', default: 'doorman-demo-report' },
+        only: { type: 'string' },
+        plain: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false }
+      },
+      strict: true
+    }).values
+  } catch (err) {
+    process.stderr.write(`doorman demo: ${(err as Error).message}\n\n${USAGE}`)
+    return 64
+  }
+  if (values.help) { process.stdout.write(USAGE); return 0 }
+  if (values.only !== undefined && values.only !== 'incident' && values.only !== 'rollout') {
+    process.stderr.write(`doorman demo: --only takes incident or rollout, got ${JSON.stringify(values.only)}\n`)
+    return 64
+  }
+  const short = values.short || values.quick
+  const out = path.resolve(values.out)
+  const logDir = path.join(out, 'logs')
+  fs.rmSync(logDir, { recursive: true, force: true })
+  fs.mkdirSync(logDir, { recursive: true })
+
+  const live = new Live(process.stdout, values.plain ? { tty: false } : {})
+  const s = live.s
+  const abort = new AbortController()
+  const onSignal = (): void => { abort.abort() }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  const started = Date.now()
+  const incidentPlan = short ? INCIDENT_SHORT : INCIDENT_FULL
+  const rolloutPlan = short ? ROLLOUT_SHORT : ROLLOUT_FULL
+  const partial: Omit<Results, 'verdict'> = { version, mode: short ? 'short' : 'full', startedAt: new Date(started).toISOString(), durationMs: 0, incident: null, rollout: null }
+  live.line(s.bold('doorman demo') + s.dim(` — seed 001 replayed with real processes on loopback (${partial.mode} mode; logs in ${path.relative(process.cwd(), logDir) || logDir})`))
+  try {
+    if (values.only !== 'rollout') {
+      live.stage(`1/3  incident without doorman: kubelet probes the app's /health, which needs a worker like any request`)
+      const without = await runIncident({ withDoorman: false, plan: incidentPlan, logDir, signal: abort.signal, onSample: (x, p) => { live.incident(x, p) } })
+      live.done(`  → ${without.restarts > 0 ? s.red(`${without.restarts} restart(s)`) : '0 restarts'}, ${without.totals.failed} failed of ${without.totals.sent} requests`)
+      live.stage(`2/3  incident with doorman: limit ${incidentPlan.limit} below the pool of ${incidentPlan.workers}, probes on doorman's lane`)
+      const withD = await runIncident({ withDoorman: true, plan: incidentPlan, logDir, signal: abort.signal, onSample: (x, p) => { live.incident(x, p) } })
+      live.done(`  → ${withD.restarts === 0 ? s.green('0 restarts') : s.red(`${withD.restarts} restart(s)`)}, ${withD.totals.failed} failed, ${withD.totals.shed} shed of ${withD.totals.sent} requests`)
+      partial.incident = { plan: incidentPlan, without, with: withD }
+    }
+    if (values.only !== 'incident') {
+      live.stage(`3/3  rollout: ${rolloutPlan.instances} instances behind a consumer doorman, drained and replaced in turn under load`)
+      const run = await runRollout({ plan: rolloutPlan, logDir, signal: abort.signal, onSample: (x, p, note) => { live.rollout(x, p, note) } })
+      live.done(run.skipped !== null ? `  → not run: ${run.skipped}` : `  → ${run.totals.failed === 0 ? s.green('0 failed') : s.red(`${run.totals.failed} failed`)} of ${run.totals.sent} requests, ${run.replaced.length} instances replaced`)
+      partial.rollout = { plan: rolloutPlan, run }
+    }
+  } catch (err) {
+    if (err instanceof Interrupted) { live.line('\ninterrupted: every process the demo started has been stopped'); return 130 }
+    throw err
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+  partial.durationMs = Date.now() - started
+  const results: Results = { ...partial, verdict: verdict(partial) }
+  fs.writeFileSync(path.join(out, 'results.json'), JSON.stringify(results, null, 2) + '\n')
+  const report = path.join(out, 'index.html')
+  fs.writeFileSync(report, renderReport(results))
+  live.verdict(results, report)
+  return results.verdict.pass ? 0 : 1
+}

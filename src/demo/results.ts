@@ -1,0 +1,163 @@
+// The demo's machine-readable results (`results.json` beside the report) and the verdict computed from them.
+import type { FailKind } from './load.js'
+
+export interface ProbeTimingsPlan { periodMs: number, timeoutMs: number, failureThreshold: number }
+
+export interface IncidentPlan {
+  pods: number
+  /** The app's request worker pool (Tomcat's max threads) and its inner executor. */
+  workers: number
+  executor: number
+  /** doorman's concurrency limit, below the worker pool; its queue bound and queue timeout. */
+  limit: number
+  maxQueue: number
+  queueTimeoutMs: number
+  startupMs: number
+  clientTimeoutMs: number
+  baseRate: number
+  doubledRate: number
+  normalLatencyMs: number
+  slowLatencyMs: number
+  doubleAtMs: number
+  slowAtMs: number
+  recoverAtMs: number
+  endMs: number
+  sampleMs: number
+  probe: ProbeTimingsPlan
+}
+
+export interface Progress { doneMs: number, totalMs: number }
+
+export interface Marker {
+  /** Seconds since the run's traffic started. */
+  t: number
+  kind: 'restart' | 'ready' | 'unready' | 'drain' | 'start' | 'registered' | 'stopped'
+  label: string
+  detail?: string
+}
+
+export interface Totals {
+  sent: number
+  ok: number
+  shed: number
+  failed: number
+  kinds: Partial<Record<FailKind, number>>
+}
+
+export interface PodSample {
+  name: string
+  ready: boolean
+  /** The app process is running and reporting. */
+  up: boolean
+  busy: number
+  max: number
+  queued: number
+  execBusy: number
+  execQueued: number
+  /** Slowest liveness probe of the app container in this interval (null: none ran). */
+  probeMs: number | null
+  probeFailed: boolean
+  restarts: number
+  doorman: { inflight: number, limit: number, queued: number, shed: number } | null
+}
+
+export interface IncidentSample {
+  /** Seconds since the traffic started. */
+  t: number
+  phase: string
+  rate: number
+  downstreamMs: number
+  sent: number
+  ok: number
+  shed: number
+  failed: number
+  p99: number
+  readyPods: number
+  restarts: number
+  pods: PodSample[]
+}
+
+export interface IncidentRun {
+  withDoorman: boolean
+  durationMs: number
+  totals: Totals
+  restarts: number
+  restartsByPod: Record<string, number>
+  probe: { count: number, failures: number, maxMs: number, timeoutMs: number }
+  maxBusy: number
+  workers: number
+  limit: number | null
+  zeroReadySeconds: number
+  markers: Marker[]
+  timeline: IncidentSample[]
+}
+
+export interface RolloutPlan {
+  instances: number
+  rate: number
+  warmupMs: number
+  drainDelayMs: number
+  /** Pause between one instance's replacement and the next. */
+  settleMs: number
+  sampleMs: number
+  tailMs: number
+}
+
+export interface RolloutSample {
+  t: number
+  sent: number
+  ok: number
+  shed: number
+  failed: number
+  p99: number
+  /** Successful answers in this interval, by instance. */
+  byInstance: Record<string, number>
+  /** Each live instance's published warmup weight in percent (from its lane). */
+  weights: Record<string, number>
+}
+
+export interface RolloutRun {
+  /** Empty when the rollout could not run; `skipped` then says why. */
+  skipped: string | null
+  durationMs: number
+  totals: Totals
+  instances: string[]
+  replaced: Array<{ old: string, new: string, drainStartedT: number, drainDoneT: number }>
+  markers: Marker[]
+  timeline: RolloutSample[]
+  /** For each new instance: its share of traffic in successive windows after it started taking traffic. */
+  shareRise: Record<string, number[]>
+}
+
+export interface Check { name: string, pass: boolean, detail: string }
+
+export interface Results {
+  version: string
+  mode: 'full' | 'short'
+  startedAt: string
+  durationMs: number
+  incident: { plan: IncidentPlan, without: IncidentRun, with: IncidentRun } | null
+  rollout: { plan: RolloutPlan, run: RolloutRun } | null
+  verdict: { pass: boolean, checks: Check[] }
+}
+
+/** The verdict the demo stands on: the seed's restarts without doorman, none with it, a lossless rollout. */
+export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: Check[] } {
+  const checks: Check[] = []
+  if (r.incident !== null) {
+    const { without, with: withD } = r.incident
+    checks.push({ name: 'restarts without doorman', pass: without.restarts > 0, detail: `${without.restarts} restart(s): kubelet killed busy-but-alive pods` })
+    checks.push({ name: 'restarts with doorman', pass: withD.restarts === 0, detail: `${withD.restarts} restart(s)` })
+    checks.push({ name: 'failed requests with doorman', pass: withD.totals.failed < without.totals.failed, detail: `${withD.totals.failed} failed with doorman vs ${without.totals.failed} without (${withD.totals.shed} shed with 503 + retry-after)` })
+  }
+  if (r.rollout !== null) {
+    const run = r.rollout.run
+    if (run.skipped !== null) {
+      checks.push({ name: 'rollout', pass: false, detail: `not run: ${run.skipped}` })
+    } else {
+      checks.push({ name: 'failed requests in the rollout', pass: run.totals.failed === 0, detail: `${run.totals.failed} failed of ${run.totals.sent}` })
+      checks.push({ name: 'instances replaced', pass: run.replaced.length === r.rollout.plan.instances, detail: `${run.replaced.length} of ${r.rollout.plan.instances}` })
+    }
+  }
+  return { pass: checks.length > 0 && checks.every((c) => c.pass), checks }
+}

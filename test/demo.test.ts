@@ -1,0 +1,96 @@
+// `doorman demo --short`: runs the whole demo with real processes, then checks its machine-readable results (not
+// its wording) and opens its report in headless Chromium.
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { CLI, spawnNode } from './helpers/index.js'
+import { launchBrowser } from './helpers/browser.js'
+import type { Results } from '../src/demo/results.js'
+
+t.test('doorman demo --short', async (t) => {
+  t.saveFixture = true
+  const dir = t.testdir({})
+  const out = path.join(dir, 'report')
+  const started = Date.now()
+  const demo = spawnNode(t, [CLI, 'demo', '--short', '--out', out])
+  const { code } = await demo.exited
+  const took = Date.now() - started
+  t.equal(code, 0, 'the demo exits 0 when its verdict holds', { output: demo.output().slice(-3000) })
+  t.ok(took < 100_000, `short mode runs in well under the full demo's budget (${took} ms)`)
+
+  const results = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as Results
+  t.equal(results.mode, 'short')
+  t.equal(results.verdict.pass, true, 'the verdict passes', { checks: results.verdict.checks })
+
+  t.test('incident', async (t) => {
+    const inc = results.incident
+    if (inc === null) { t.fail('no incident results'); return }
+    const { without, with: withD, plan } = inc
+    t.ok(without.restarts > 0, `without doorman kubelet restarts busy pods (${without.restarts})`)
+    t.equal(withD.restarts, 0, 'with doorman nothing is restarted')
+    t.ok(without.probe.failures > 0, 'without doorman liveness probes fail')
+    t.equal(withD.probe.failures, 0, 'with doorman no liveness probe fails')
+    t.ok(withD.probe.maxMs < plan.probe.timeoutMs / 2, `with doorman probes answer well inside the timeout (${withD.probe.maxMs} ms)`)
+    t.equal(without.maxBusy, plan.workers, "without doorman the app's worker pool fills up")
+    t.ok(withD.maxBusy <= plan.limit, `with doorman the app never has more than the limit busy (${withD.maxBusy} <= ${plan.limit})`)
+    t.ok(withD.totals.shed > 0, 'with doorman the excess is shed')
+    t.ok(withD.totals.failed < without.totals.failed, `fewer failed requests with doorman (${withD.totals.failed} vs ${without.totals.failed})`)
+    t.ok(without.zeroReadySeconds >= withD.zeroReadySeconds, 'doorman never leaves fewer pods ready')
+    for (const run of [without, withD]) {
+      const { sent, ok, shed, failed } = run.totals
+      t.equal(ok + shed + failed, sent, 'every request sent has an outcome')
+      t.ok(run.timeline.length >= plan.endMs / plan.sampleMs - 1, 'a sample every interval')
+      const sampled = run.timeline.reduce((n, s) => n + s.sent, 0)
+      t.equal(sampled, sent, 'the timeline accounts for every request sent')
+      t.equal(run.timeline[run.timeline.length - 1]?.restarts, run.restarts, 'the timeline ends at the run\'s restart count')
+      t.equal(run.markers.filter((m) => m.kind === 'restart').length, run.restarts, 'one restart marker per restart')
+    }
+  })
+
+  t.test('rollout', async (t) => {
+    const r = results.rollout
+    if (r === null) { t.fail('no rollout results'); return }
+    t.equal(r.run.skipped, null, 'the rollout ran')
+    t.equal(r.run.totals.failed, 0, 'no request failed during the rollout')
+    t.equal(r.run.replaced.length, r.plan.instances, 'every instance was replaced')
+  })
+
+  t.test('the report in headless Chromium', async (t) => {
+    const browser = await launchBrowser(t)
+    const page = await browser.newPage({ viewport: { width: 1200, height: 900 } })
+    const errors: string[] = []
+    page.on('pageerror', (err) => { errors.push(err.message) })
+    // Nothing may be fetched: the report is one self-contained file.
+    const fetched: string[] = []
+    page.on('request', (req) => { if (!req.url().startsWith('file:')) fetched.push(req.url()) })
+    await page.goto('file://' + path.join(out, 'index.html'))
+    t.equal(await page.locator('#verdict').getAttribute('data-pass'), 'true', 'the verdict banner shows a pass')
+    const charts = await page.locator('svg.chart').evaluateAll((svgs) => svgs.map((svg) => {
+      const box = svg.getBoundingClientRect()
+      const marks = [...svg.querySelectorAll('path.series, g.layer rect, g.series circle')]
+      return {
+        id: svg.id,
+        width: box.width,
+        height: box.height,
+        marks: marks.length,
+        // A drawn mark has a real size on screen.
+        drawn: marks.filter((m) => { const b = (m as SVGGraphicsElement).getBBox(); return b.width > 0 || b.height > 0 }).length
+      }
+    }))
+    const ids = charts.map((c) => c.id)
+    for (const id of ['incident-without-requests', 'incident-with-requests', 'incident-without-workers', 'incident-with-workers', 'incident-without-probe', 'incident-with-probe', 'incident-without-ready', 'incident-with-ready', 'rollout-share', 'rollout-requests']) {
+      t.ok(ids.includes(id), `chart ${id} is in the report`)
+    }
+    for (const c of charts) {
+      t.ok(c.width > 200 && c.height > 100, `${c.id} is laid out (${Math.round(c.width)}×${Math.round(c.height)})`)
+      t.ok(c.drawn > 0, `${c.id} has data drawn (${c.drawn} of ${c.marks} marks)`)
+    }
+    const restarts = await page.locator('#incident-without-ready g.marker').count()
+    t.equal(restarts, results.incident?.without.restarts, 'one restart marker per restart on the chart')
+    t.same(errors, [], 'no script errors')
+    t.same(fetched, [], 'nothing fetched from anywhere')
+    const shot = path.join(dir, 'report.png')
+    await page.screenshot({ path: shot, fullPage: true })
+    t.ok(fs.statSync(shot).size > 10_000, `screenshot saved: ${shot}`)
+  })
+})
