@@ -17,6 +17,71 @@ export interface Readings {
 
 function counterMap (): Map<string, number> { return new Map() }
 
+type HistogramData = Awaited<ReturnType<Histogram['get']>>
+interface Exposed { name: string, help: string, type: 'histogram', aggregator: 'sum', values: Array<{ value: number, metricName: string, exemplar?: null, labels: Record<string, string | number> }> }
+
+/**
+ * A histogram without labels for the request path: observe() is a bucket scan and three additions (prom-client's
+ * own observe hashes labels and allocates a closure per call). Scrapes read it in the same exposition format.
+ */
+export class FastHistogram extends Histogram {
+  readonly #name: string
+  readonly #help: string
+  readonly #bounds: number[]
+  readonly #counts: Float64Array
+  #sum = 0
+  #count = 0
+  /** After reset() nothing is exposed until the next observation, as prom-client does. */
+  #cleared = false
+
+  constructor (cfg: { name: string, help: string, buckets: number[], registers: Registry[] }) {
+    super({ name: cfg.name, help: cfg.help, buckets: cfg.buckets, registers: cfg.registers })
+    this.#name = cfg.name
+    this.#help = cfg.help
+    this.#bounds = [...cfg.buckets].sort((a, b) => a - b)
+    this.#counts = new Float64Array(this.#bounds.length)
+    // prom-client assigns observe in its constructor; this one takes a bare value (or ignored labels and a value).
+    this.observe = ((a: unknown, b?: number): void => {
+      const value = typeof a === 'number' ? a : b as number
+      if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${String(value)}`)
+      const bounds = this.#bounds
+      for (let i = 0; i < bounds.length; i++) {
+        if (value <= bounds[i]) { this.#counts[i]++; break }
+      }
+      this.#sum += value
+      this.#count++
+      this.#cleared = false
+    }) as Histogram['observe']
+  }
+
+  override reset (): void {
+    super.reset()
+    if (!(#counts in this)) return // prom-client's constructor calls reset() before these fields exist
+    this.#counts.fill(0)
+    this.#sum = 0
+    this.#count = 0
+    this.#cleared = true
+  }
+
+  override async get (): Promise<HistogramData> { return this.getForPromString() as unknown as HistogramData }
+
+  /** What the registry reads at scrape time: cumulative buckets, +Inf, sum and count. */
+  getForPromString (): Exposed {
+    const bucket = `${this.#name}_bucket`
+    const values: Exposed['values'] = []
+    if (this.#cleared) return { name: this.#name, help: this.#help, type: 'histogram', values, aggregator: 'sum' }
+    let acc = 0
+    for (let i = 0; i < this.#bounds.length; i++) {
+      acc += this.#counts[i]
+      values.push({ value: acc, metricName: bucket, exemplar: null, labels: { le: this.#bounds[i] } })
+    }
+    values.push({ value: this.#count, metricName: bucket, exemplar: null, labels: { le: '+Inf' } })
+    values.push({ value: this.#sum, metricName: `${this.#name}_sum`, labels: {} })
+    values.push({ value: this.#count, metricName: `${this.#name}_count`, labels: {} })
+    return { name: this.#name, help: this.#help, type: 'histogram', values, aggregator: 'sum' }
+  }
+}
+
 export class Metrics {
   readonly registry = new Registry()
   /** Hot-path counters (plain numbers), copied into prom-client at scrape time. */
@@ -24,7 +89,7 @@ export class Metrics {
   readonly shed = counterMap()
   readonly upstreamErrors = counterMap()
   readonly clientErrors = counterMap()
-  readonly duration: Histogram
+  readonly duration: FastHistogram
   readonly readings: Readings = {}
 
   constructor (opts: { defaults?: boolean } = {}) {
@@ -62,7 +127,7 @@ export class Metrics {
     new Counter({ name: 'doorman_drain_served_total', help: 'Requests completed while draining.', registers: [registry], collect () { const v = r.drainServed?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_drain_cut_total', help: 'Requests and upgraded connections cut at the drain deadline.', registers: [registry], collect () { const v = r.drainCut?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
-    this.duration = new Histogram({
+    this.duration = new FastHistogram({
       name: 'doorman_request_duration_seconds',
       help: 'Business request duration through doorman, from arrival to the end of the response.',
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
