@@ -9,7 +9,9 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   run: async () => await import('./main.js'),
   drain: async () => await import('./drain/cli.js'),
   instances: async () => await import('./registry/cli.js'),
-  demo: async () => await import('./demo/index.js')
+  demo: async () => await import('./demo/index.js'),
+  inject: async () => await import('./inject/cli.js'),
+  webhook: async () => await import('./inject/webhook.js')
 }
 
 const USAGE = `usage: doorman [command] [options]

@@ -56,6 +56,8 @@ export interface Config {
   webhookPort: number
   webhookCert: string
   webhookKey: string
+  sidecarImage: string
+  sidecarMode: 'native' | 'container'
   checkInterval: number
   checkTimeout: number
   checkFailures: number

@@ -88,6 +88,8 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_WEBHOOK_PORT', kind: 'port', default: '8443', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: HTTPS port.' },
   { env: 'DOORMAN_WEBHOOK_CERT', kind: 'path', default: '/etc/doorman/tls/tls.crt', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM certificate file (reloaded when it changes).' },
   { env: 'DOORMAN_WEBHOOK_KEY', kind: 'path', default: '/etc/doorman/tls/tls.key', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM key file (reloaded when it changes).' },
+  { env: 'DOORMAN_SIDECAR_IMAGE', kind: 'string', default: '', scope: 'webhook', annotatable: false, doc: '`doorman webhook` and `doorman inject`: the sidecar image (empty = `doorman:<version of the injector>`).' },
+  { env: 'DOORMAN_SIDECAR_MODE', kind: 'enum', values: ['native', 'container'], default: 'native', scope: 'webhook', annotatable: false, doc: '`doorman webhook` and `doorman inject`: `native` (an init container with `restartPolicy: Always`, Kubernetes 1.29+) or `container` (a plain container).' },
   // Checker
   { env: 'DOORMAN_CHECK_INTERVAL', kind: 'duration', default: '3s', scope: 'checker', annotatable: false, doc: '`doorman checker`: round period.' },
   { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout." },

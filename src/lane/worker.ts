@@ -3,6 +3,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { parentPort, workerData } from 'node:worker_threads'
 import { timingSafeEqual } from 'node:crypto'
+import { once } from 'node:events'
 import { Registry, Gauge, Histogram, Counter } from 'prom-client'
 import { SharedState, S, T, PHASES, nowMs } from './shared.js'
 import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, render, ProgressTracker, type Check } from './probes.js'
@@ -77,6 +78,7 @@ const progressTimer = setInterval(() => {
   progress.sample(now)
   const age = state.heartbeatAge(now)
   if (age > maxStall) maxStall = age
+  if (drainWaiters.size > 0) answerDrainWaiters()
 }, 50)
 
 // --- metrics from the main thread, with a timeout ---
@@ -159,6 +161,21 @@ export function stateJson (): Record<string, unknown> {
   }
 }
 
+// Callers of /drain?wait=1, answered when the drain has finished (or when the lane stops).
+const drainWaiters = new Set<ServerResponse>()
+function answerDrainWaiters (stopping = false): Array<Promise<unknown>> {
+  const phase = PHASES[state.get(S.PHASE)] ?? 'serving'
+  if (phase !== 'closed' && !stopping) return []
+  const sent = [...drainWaiters].map(async (res) => {
+    const finished = once(res, 'finish').catch(() => {})
+    if (phase === 'closed') reply(res, 200, JSON.stringify({ phase, cut: state.get(S.DRAIN_CUT) }) + '\n', 'application/json')
+    else reply(res, 503, JSON.stringify({ phase, error: 'the sidecar stopped before the drain finished' }) + '\n', 'application/json')
+    await finished
+  })
+  drainWaiters.clear()
+  return sent
+}
+
 async function handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now()
   const url = req.url ?? '/'
@@ -196,9 +213,13 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
       return
     }
   }
-  if (req.method === 'POST' && path === '/drain') {
-    if (!drainAllowed(req)) { reply(res, 403, 'forbidden: POST /drain needs loopback, the node address, or Authorization: Bearer <DOORMAN_ADMIN_TOKEN>\n'); return }
+  // `?wait=1` answers only once drained: the injected preStop hook is a kubelet httpGet (a GET), and kubelet sends
+  // the app SIGTERM when the hook returns. A GET must ask to wait, so a stray GET never starts a drain.
+  const wait = q !== -1 && /(^|&)wait(=1|=true)?(&|$)/.test(url.slice(q + 1))
+  if (path === '/drain' && (req.method === 'POST' || (req.method === 'GET' && wait))) {
+    if (!drainAllowed(req)) { reply(res, 403, 'forbidden: /drain needs loopback, the node address, or Authorization: Bearer <DOORMAN_ADMIN_TOKEN>\n'); return }
     send({ type: 'drain', source: req.socket.remoteAddress ?? 'unknown' })
+    if (wait) { drainWaiters.add(res); res.once('close', () => drainWaiters.delete(res)); answerDrainWaiters(); return }
     reply(res, 202, JSON.stringify({ phase: PHASES[state.get(S.PHASE)] === 'serving' ? 'draining' : PHASES[state.get(S.PHASE)] }) + '\n', 'application/json')
     return
   }
@@ -219,6 +240,8 @@ async function shutdown (): Promise<void> {
   clearInterval(appTimer)
   clearInterval(progressTimer)
   state.set(S.LANE_UP, 0)
+  const answered = answerDrainWaiters(true)
+  if (answered.length > 0) await Promise.race([Promise.all(answered), new Promise((resolve) => setTimeout(resolve, 500))])
   server.closeAllConnections()
   await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
   port.close()
