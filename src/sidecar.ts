@@ -9,6 +9,8 @@ import { Inbound } from './inbound/index.js'
 import { Lane, S, T } from './lane/index.js'
 import { Drainer, CLOSED, DRAINING, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
+import { openRegistry, type Registry } from './registry/index.js'
+import { Registration, instanceId } from './registry/registration.js'
 
 export class Sidecar {
   readonly cfg: Readonly<Config>
@@ -18,6 +20,8 @@ export class Sidecar {
   readonly inbound: Inbound
   readonly lane: Lane
   readonly drainer: Drainer
+  readonly registry: Registry
+  readonly registration: Registration
   #stopped: Promise<number>
   #resolveStopped!: (code: number) => void
   #stopping = false
@@ -26,6 +30,18 @@ export class Sidecar {
     this.cfg = cfg
     this.log = log
     this.metrics = new Metrics()
+    this.registry = openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)) })
+    this.registration = new Registration({
+      registry: cfg.service !== '' ? this.registry : null,
+      id: instanceId(),
+      service: cfg.service,
+      cluster: cfg.cluster,
+      zone: cfg.zone,
+      warmup: { window: cfg.warmup, aggression: cfg.warmupAggression, minWeight: cfg.warmupMinWeight },
+      ttl: cfg.registryTtl,
+      delay: cfg.registerDelay,
+      log: log.child({ component: 'registration' })
+    })
     this.limiter = new Limiter({
       algorithm: new FixedLimit(cfg.maxConcurrency),
       maxQueue: cfg.maxQueue,
@@ -83,6 +99,7 @@ export class Sidecar {
         closeUpgrades: () => { inbound.closeUpgrades() },
         destroy: () => inbound.destroy()
       },
+      deregister: async () => { await this.registration.drain() },
       onPhase: (phase) => {
         const st = this.lane.state
         st.set(S.PHASE, phase)
@@ -97,6 +114,10 @@ export class Sidecar {
     m.readings.draining = () => this.drainer.started && this.drainer.phase !== CLOSED
     m.readings.drainServed = () => this.drainer.progress.served
     m.readings.drainCut = () => this.drainer.progress.cut
+    const registration = this.registration
+    m.readings.warmupWeight = () => registration.weight()
+    m.readings.registryUp = () => registration.registryUp
+    m.readings.registryEvents = () => registration.events
     this.lane.publish((st) => {
       st.set(S.INFLIGHT, limiter.inflight)
       st.set(S.QUEUED, limiter.queued)
@@ -113,7 +134,17 @@ export class Sidecar {
       st.set(S.DRAIN_INFLIGHT_AT_START, d.inflightAtStart)
       st.set(S.DRAIN_SERVED, d.served)
       st.set(S.DRAIN_CUT, d.cut)
+      // Registration follows the app's readiness as the lane sees it; the warmup ramps the inbound limit too.
+      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY))
+      const now = Date.now()
+      limiter.setScale(registration.factor(now))
+      st.set(S.REGISTERED, Number(registration.registered))
+      st.set(S.REGISTRY_UP, Number(registration.registryUp))
+      st.set(S.WEIGHT, Math.round(registration.weight(now) * 100))
+      st.set(S.WARMUP_PROGRESS, Math.round(registration.progress(now) * 10000))
+      if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)
     })
+    registration.onChange = () => { this.lane.flush() }
     this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
   }
 
@@ -123,10 +154,10 @@ export class Sidecar {
     this.log.info({ version, config: describeConfig(cfg) }, 'doorman starting')
     const admin = await this.lane.start()
     const inbound = await this.inbound.listen()
+    const host = cfg.advertiseHost.includes(':') ? `[${cfg.advertiseHost}]` : cfg.advertiseHost
+    this.registration.setEndpoint(`${host}:${inbound}`, admin)
     this.lane.state.set(S.LISTENING, 1)
-    this.lane.state.set(S.REGISTRY_UP, 1)
-    this.lane.state.set(S.WEIGHT, 10000)
-    this.lane.state.set(S.WARMUP_PROGRESS, 10000)
+    this.lane.state.set(S.REGISTRY_REQUIRED, 1)
     this.lane.flush()
     this.log.info({ inbound, admin, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
     return { inbound, admin }
@@ -145,6 +176,8 @@ export class Sidecar {
   async #stop (code: number): Promise<void> {
     if (this.#stopping) return
     this.#stopping = true
+    await this.registration.close()
+    await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
     await this.inbound.close().catch((err: unknown) => { this.log.warn({ err }, 'inbound close failed') })
     await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
     this.log.info({ code }, 'doorman stopped')

@@ -13,6 +13,8 @@ export interface Readings {
   upgrades?: () => number
   drainServed?: () => number
   drainCut?: () => number
+  /** The registration's events so far (register, reregister, heartbeat, update, deregister, error). */
+  registryEvents?: () => ReadonlyMap<string, number>
 }
 
 function counterMap (): Map<string, number> { return new Map() }
@@ -127,6 +129,8 @@ export class Metrics {
     new Counter({ name: 'doorman_drain_served_total', help: 'Requests completed while draining.', registers: [registry], collect () { const v = r.drainServed?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_drain_cut_total', help: 'Requests and upgraded connections cut at the drain deadline.', registers: [registry], collect () { const v = r.drainCut?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_registry_events_total', help: "This instance's registry writes, by event (register, reregister, heartbeat, update, deregister, error).", labelNames: ['event'], registers: [registry], collect () { const ev = r.registryEvents?.(); if (ev !== undefined) copy(this, 'event', ev as Map<string, number>) } })
     this.duration = new FastHistogram({
       name: 'doorman_request_duration_seconds',
       help: 'Business request duration through doorman, from arrival to the end of the response.',

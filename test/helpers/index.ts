@@ -120,6 +120,8 @@ export async function startDoorman (t: Teardown, env: Record<string, string>, op
   const child = spawnNode(t, opts.args ?? [CLI, 'run'], {
     DOORMAN_BIND_HOST: '127.0.0.1',
     DOORMAN_LOG_LEVEL: 'warn',
+    // No warmup ramp of the inbound limit unless a test asks for one: limits under test are the configured ones.
+    DOORMAN_WARMUP: '0',
     ...env,
     DOORMAN_INBOUND_PORT: String(inbound),
     DOORMAN_ADMIN_PORT: String(admin),
