@@ -1,8 +1,24 @@
-// Scenario 2, the rollout: instances behind a consumer doorman, drained and replaced in turn under load.
-import type { Progress, RolloutPlan, RolloutRun, RolloutSample } from './results.js'
+// Scenario 2, the rollout (seed 003): three instances of the example app, each with its doorman, registered in a
+// registry that every process shares; a consumer doorman in front balances over them through its outbound lane.
+// Under steady load each old instance is replaced in turn, as a Deployment's rolling update does it: the new pod
+// starts, registers once ready and warms up (its share of traffic rises over its warmup window); the old pod is
+// terminated (SIGTERM: doorman drains, is deregistered first thing, flags its responses, waits for quiet), then its
+// app stops. The load generator counts every request: none may fail.
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { Downstream } from './downstream.js'
+import { LoadGenerator } from './load.js'
+import { Container, Pod, appProbes, freePort, startApp, startDoorman, DIST } from './procs.js'
+import { sleep, waitUntil } from './time.js'
+import type { Marker, Progress, RolloutPlan, RolloutRun, RolloutSample } from './results.js'
 
 export const ROLLOUT_FULL: RolloutPlan = { instances: 3, rate: 60, warmupMs: 6000, drainDelayMs: 1500, settleMs: 1000, sampleMs: 500, tailMs: 3000 }
 export const ROLLOUT_SHORT: RolloutPlan = { ...ROLLOUT_FULL, warmupMs: 3000, drainDelayMs: 1000, settleMs: 500, tailMs: 1500 }
+
+const SERVICE = 'evaluate'
+const PROBE = { periodMs: 1000, timeoutMs: 1000, failureThreshold: 3 }
 
 interface RunOptions {
   plan: RolloutPlan
@@ -11,6 +27,306 @@ interface RunOptions {
   onSample: (s: RolloutSample, p: Progress, note: string) => void
 }
 
-export async function runRollout (_o: RunOptions): Promise<RolloutRun> {
-  return { skipped: 'needs the outbound lane and a registry shared between processes', durationMs: 0, totals: { sent: 0, ok: 0, shed: 0, failed: 0, kinds: {} }, instances: [], replaced: [], markers: [], timeline: [], shareRise: {} }
+interface SharedRegistry { url: string, kind: string, close: () => Promise<void> }
+
+async function canConnect (port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1')
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => { resolve(false) })
+  })
+}
+
+/** Does this build's registry accept `url`? Asks `doorman instances`, which opens the registry like the sidecar. */
+async function registryWorks (url: string): Promise<boolean> {
+  const child = spawn(process.execPath, [path.join(DIST, 'cli.js'), 'instances', SERVICE, '--json'], { stdio: 'ignore', env: { DOORMAN_REGISTRY: url, DOORMAN_LOG_LEVEL: 'silent' } })
+  const [code] = await new Promise<[number | null]>((resolve) => { child.once('exit', (c) => { resolve([c]) }); child.once('error', () => { resolve([1]) }) })
+  return code === 0
+}
+
+/**
+ * A registry every process of the demo can share. The embedded `memory` registry lives inside one process, so the
+ * demo uses a file registry in the report folder when this build has one, else a private redis-server (on a free
+ * port, nothing saved) when one is installed; otherwise the rollout can't run and says why.
+ */
+async function sharedRegistry (logDir: string): Promise<SharedRegistry | string> {
+  const dir = path.join(logDir, '..', 'registry')
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(dir, { recursive: true })
+  const fileUrl = `file://${dir}`
+  if (await registryWorks(fileUrl)) return { url: fileUrl, kind: 'file', close: async () => {} }
+  const port = await freePort()
+  const fd = fs.openSync(path.join(logDir, 'redis.log'), 'a')
+  let proc: ChildProcess
+  try {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', fd, fd] })
+  } finally {
+    fs.closeSync(fd)
+  }
+  const failed = await new Promise<boolean>((resolve) => {
+    proc.once('error', () => { resolve(true) })
+    proc.once('spawn', () => { resolve(false) })
+  })
+  if (failed) return 'it needs a registry shared by several processes: this build has no file registry and redis-server is not installed'
+  try {
+    const deadline = Date.now() + 10_000
+    while (!(await canConnect(port))) {
+      if (Date.now() > deadline || proc.exitCode !== null) throw new Error('redis-server did not start')
+      await sleep(50)
+    }
+  } catch (err) {
+    proc.kill('SIGKILL')
+    return `the demo's redis-server did not start: ${(err as Error).message}`
+  }
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    kind: 'redis',
+    close: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      const exited = new Promise((resolve) => { proc.once('exit', resolve) })
+      proc.kill('SIGTERM')
+      await exited
+    }
+  }
+}
+
+interface Instance {
+  name: string
+  pod: Pod
+  doorman: Container
+  adminPort: number
+}
+
+interface LaneState { warmup?: { weight: number, progress: number }, registration?: { registered: boolean }, phase?: string }
+
+async function laneState (port: number): Promise<LaneState | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/state`, { signal: AbortSignal.timeout(400) })
+    return await res.json() as LaneState
+  } catch {
+    return null
+  }
+}
+
+export async function runRollout (o: RunOptions): Promise<RolloutRun> {
+  const { plan } = o
+  const empty = (skipped: string): RolloutRun => ({ skipped, durationMs: 0, totals: { sent: 0, ok: 0, shed: 0, failed: 0, kinds: {} }, instances: [], replaced: [], markers: [], timeline: [], shareRise: {} })
+  const registry = await sharedRegistry(o.logDir)
+  if (typeof registry === 'string') return empty(registry)
+
+  const logDir = path.join(o.logDir, 'rollout')
+  const downstream = new Downstream()
+  const url = await downstream.listen()
+  const live: Instance[] = []
+  const all: Instance[] = []
+  const markers: Marker[] = []
+  let consumer: Container | null = null
+  let t0 = 0
+  const rel = (): number => t0 === 0 ? 0 : Math.round((Date.now() - t0) / 100) / 10
+  let lg: LoadGenerator | null = null
+  const stub = net.createServer((sock) => { sock.destroy() })
+
+  const startInstance = async (name: string, warmupMs: number): Promise<Instance> => {
+    const appPort = await freePort()
+    const inboundPort = await freePort()
+    const adminPort = await freePort()
+    const own = { httpGet: { path: '/health', port: appPort }, timeoutSeconds: 1 }
+    const doorman = new Container({
+      name: 'doorman',
+      start: () => startDoorman({
+        name: `${name}-doorman`,
+        appPort,
+        inboundPort,
+        adminPort,
+        logDir,
+        env: {
+          DOORMAN_SERVICE: SERVICE,
+          DOORMAN_REGISTRY: registry.url,
+          DOORMAN_ADVERTISE_HOST: '127.0.0.1',
+          DOORMAN_REGISTRY_TTL: '3s',
+          DOORMAN_MAX_CONCURRENCY: '50',
+          DOORMAN_WARMUP: `${warmupMs}ms`,
+          DOORMAN_DRAIN_DELAY: `${plan.drainDelayMs}ms`,
+          DOORMAN_DRAIN_QUIET: '300ms',
+          DOORMAN_DRAIN_TIMEOUT: '10s',
+          DOORMAN_APP_CHECK_INTERVAL: '250ms',
+          DOORMAN_APP_PROBES: JSON.stringify({ '/app-health/app/startupz': own, '/app-health/app/livez': own, '/app-health/app/readyz': own })
+        }
+      }),
+      ...appProbes(adminPort, PROBE, { startup: '/startupz', liveness: '/livez', readiness: '/readyz' }),
+      // SIGTERM starts doorman's drain; the grace period covers it.
+      terminationGraceMs: 20_000
+    })
+    const app = new Container({
+      name: 'app',
+      start: () => startApp({ name, port: appPort, downstream: url, workers: 64, executor: 32, startupMs: 300, logDir }, () => {}),
+      ...appProbes(adminPort, PROBE, { startup: '/app-health/app/startupz', liveness: '/app-health/app/livez', readiness: '/app-health/app/readyz' }),
+      terminationGraceMs: 2000
+    })
+    const pod = new Pod(name, [doorman, app])
+    const inst: Instance = { name, pod, doorman, adminPort }
+    all.push(inst)
+    pod.start()
+    return inst
+  }
+
+  const registered = async (inst: Instance): Promise<boolean> => (await laneState(inst.adminPort))?.registration?.registered === true
+
+  try {
+    // The starting fleet has been up for a long time: no warmup.
+    const names = Array.from({ length: plan.instances }, (_, i) => String.fromCharCode(97 + i))
+    for (const n of names) live.push(await startInstance(`v1-${n}`, 0))
+    const consumerApp = await freePort()
+    const outbound = await freePort()
+    const consumerAdmin = await freePort()
+    // The consumer's own app is not part of the story: the load generator plays it, calling through the outbound lane.
+    await new Promise<void>((resolve) => { stub.listen(consumerApp, '127.0.0.1', resolve) })
+    consumer = new Container({
+      name: 'consumer',
+      start: () => startDoorman({
+        name: 'consumer-doorman',
+        appPort: consumerApp,
+        // The consumer's inbound listener plays no part here: any free port.
+        inboundPort: 0,
+        adminPort: consumerAdmin,
+        outboundPort: outbound,
+        logDir,
+        env: { DOORMAN_SERVICE: 'frontend', DOORMAN_REGISTRY: registry.url, DOORMAN_REGISTRY_TTL: '3s', DOORMAN_WARMUP: '0s', DOORMAN_DRAIN_DELAY: '0s', DOORMAN_DRAIN_QUIET: '100ms' }
+      }),
+      terminationGraceMs: 2000
+    })
+    consumer.start()
+    await waitUntil('the first instances to be ready', () => live.every((i) => i.pod.ready), 30_000, o.signal)
+    const consumerReady = await pollUntil(async () => (await laneState(consumerAdmin)) !== null, 15_000, o.signal)
+    if (!consumerReady) throw new Error('the consumer doorman did not start (see logs/rollout/consumer-doorman.log)')
+    const outboundWorks = await pollUntil(async () => await probeOutbound(outbound), 10_000, o.signal)
+    if (!outboundWorks) return empty('the consumer doorman\'s outbound lane does not route by service name in this build (see logs/rollout/consumer-doorman.log)')
+
+    const outboundEndpoint = { name: 'consumer', port: outbound, ready: () => true }
+    const load = new LoadGenerator({ endpoints: () => [outboundEndpoint], path: '/evaluate', timeoutMs: 5000, headers: { host: SERVICE } })
+    lg = load
+    t0 = Date.now()
+    load.rate = plan.rate
+    load.start()
+
+    const timeline: RolloutSample[] = []
+    const weights = new Map<string, number>()
+    let note = 'steady: three warm instances'
+    let sampling = true
+    const estimate = plan.instances * (plan.warmupMs + plan.drainDelayMs + 2500 + plan.settleMs) + plan.tailMs + plan.settleMs
+    const sampler = (async () => {
+      for (let next = plan.sampleMs; sampling; next += plan.sampleMs) {
+        await sleep(t0 + next - Date.now(), o.signal)
+        for (const inst of live) {
+          void laneState(inst.adminPort).then((s) => { if (s?.warmup !== undefined) weights.set(inst.name, s.warmup.weight) })
+        }
+        const b = load.take()
+        const w: Record<string, number> = {}
+        for (const inst of live) w[inst.name] = weights.get(inst.name) ?? 0
+        const sample: RolloutSample = { t: Math.round(next / 100) / 10, sent: b.sent, ok: b.ok, shed: b.shed, failed: b.failed, p99: Math.round(b.p99), byInstance: b.byInstance, weights: w }
+        timeline.push(sample)
+        o.onSample(sample, { doneMs: next, totalMs: Math.max(estimate, next) }, note)
+      }
+    })()
+
+    const replaced: RolloutRun['replaced'] = []
+    await sleep(plan.settleMs, o.signal)
+    for (let i = 0; i < plan.instances; i++) {
+      const old = live[0] as Instance
+      const name = `v2-${names[i] as string}`
+      note = `${name} starting`
+      markers.push({ t: rel(), kind: 'start', label: `${name} started` })
+      const fresh = await startInstance(name, plan.warmupMs)
+      await pollUntil(async () => fresh.pod.ready && await registered(fresh), 30_000, o.signal)
+      markers.push({ t: rel(), kind: 'registered', label: `${name} registered, warming up` })
+      live.push(fresh)
+      // The rolling update moves on once the new pod is ready: the old one is terminated now.
+      note = `${old.name} draining, ${name} warming up`
+      const drainStartedT = rel()
+      markers.push({ t: drainStartedT, kind: 'drain', label: `${old.name} drains` })
+      await old.doorman.stop()
+      await old.pod.stop()
+      const drainDoneT = rel()
+      markers.push({ t: drainDoneT, kind: 'stopped', label: `${old.name} stopped` })
+      live.splice(live.indexOf(old), 1)
+      weights.delete(old.name)
+      replaced.push({ old: old.name, new: name, drainStartedT, drainDoneT })
+      // Like minReadySeconds: the next replacement waits until this one is warm.
+      note = `${name} warming up`
+      await pollUntil(async () => (await laneState(fresh.adminPort))?.warmup?.progress === 1, plan.warmupMs + 10_000, o.signal)
+      await sleep(plan.settleMs, o.signal)
+    }
+    note = 'steady: three new instances'
+    await sleep(plan.tailMs, o.signal)
+    load.stop()
+    sampling = false
+    await sampler
+    await load.settled()
+    const rest = load.take()
+    const last = timeline[timeline.length - 1]
+    if (last !== undefined) { last.sent += rest.sent; last.ok += rest.ok; last.shed += rest.shed; last.failed += rest.failed }
+    const durationMs = Date.now() - t0
+    return {
+      skipped: null,
+      durationMs,
+      totals: { ...load.totals, kinds: { ...load.totals.kinds } },
+      instances: all.map((i) => i.name),
+      replaced,
+      markers,
+      timeline,
+      shareRise: shareRise(timeline, replaced.map((r) => r.new), markers, plan)
+    }
+  } finally {
+    lg?.close()
+    await Promise.all(all.map(async (i) => { await i.pod.stop() }))
+    await consumer?.stop()
+    await downstream.close()
+    await registry.close()
+    stub.close()
+  }
+}
+
+async function pollUntil (fn: () => Promise<boolean>, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await fn()) return true
+    if (Date.now() > deadline) return false
+    await sleep(100, signal)
+  }
+}
+
+/** One request through the consumer's outbound lane by service name: does it reach an instance? */
+async function probeOutbound (port: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/evaluate`, { headers: { host: SERVICE }, signal: AbortSignal.timeout(2000) })
+    await res.arrayBuffer()
+    return res.status === 200 && res.headers.get('x-instance') !== null
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Each new instance's share of the traffic in one-second windows, from its registration to the end of its warmup
+ * (plus a second): it should rise.
+ */
+function shareRise (timeline: RolloutSample[], fresh: string[], markers: Marker[], plan: RolloutPlan): Record<string, number[]> {
+  const out: Record<string, number[]> = {}
+  for (const name of fresh) {
+    const from = markers.find((m) => m.kind === 'registered' && m.label.startsWith(name + ' '))?.t
+    if (from === undefined) continue
+    const to = from + plan.warmupMs / 1000 + 1
+    const shares: number[] = []
+    for (let w = from; w < to; w += 1) {
+      let mine = 0
+      let total = 0
+      for (const s of timeline) {
+        if (s.t <= w || s.t > w + 1) continue
+        for (const [n, c] of Object.entries(s.byInstance)) { total += c; if (n === name) mine += c }
+      }
+      if (total > 0) shares.push(Math.round((1000 * mine) / total) / 10)
+    }
+    out[name] = shares
+  }
+  return out
 }
