@@ -1,0 +1,22 @@
+# doorman: one image for the sidecar (`run`, the default), `webhook`, `checker`, `inject` and the rest.
+#   docker build -t doorman:0.1.0 .
+# Build stage: all dependencies, compile TypeScript (npm ci runs the `prepare` script), then drop the dev ones.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json ./
+COPY src ./src
+RUN npm ci --no-audit --no-fund \
+ && npm prune --omit=dev
+
+# Runtime stage: production dependencies and the compiled code only, run as a non-root user.
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+# uid/gid 1000 is the image's `node` user; numeric, so Kubernetes can check runAsNonRoot (the injector sets the same).
+USER 1000:1000
+EXPOSE 7080 7081 7090 8443
+ENTRYPOINT ["node", "/app/dist/cli.js"]
+CMD ["run"]
