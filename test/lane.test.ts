@@ -3,11 +3,22 @@ import t from 'tap'
 import http from 'node:http'
 import path from 'node:path'
 import { startServer, startDoorman, startFixtureApp, request, waitFor, freePort, getJson, ROOT } from './helpers/index.js'
-import { Kubelet } from './helpers/kubelet.js'
+import { probeOnce, type ProbeRecord } from '../src/demo/kubelet.js'
 
 const BLOCKING = path.join(ROOT, 'test', 'fixtures', 'blocking-sidecar.mjs')
 
 interface Sample { at: number, path: string, status: number, ms: number }
+
+/** Probes one path as kubelet does (fresh connection, 1 s timeout) and keeps every record. */
+function kubeletProbe (port: number, path: string): { probe: () => Promise<ProbeRecord>, records: ProbeRecord[], failures: () => number } {
+  const records: ProbeRecord[] = []
+  return {
+    records,
+    probe: async () => { const r = await probeOnce({ port, path, timeoutMs: 1000 }); records.push(r); return r },
+    failures: () => records.filter((r) => !r.ok).length
+  }
+}
+const show = (records: ProbeRecord[]): string => records.map((r) => `${r.detail}:${Math.round(r.ms)}ms`).join(', ')
 
 /** Polls the given lane paths every `everyMs` until `stop()`; one new connection per probe, as kubelet does. */
 function pollLane (port: number, paths: string[], everyMs: number): { samples: Sample[], stop: () => Promise<void> } {
@@ -82,10 +93,10 @@ t.test('the seed incident: probes behind a saturated pool fail; on the lane they
   const app = await startFixtureApp(t, 'pool-app.mjs', { SLOTS: '20', WORK_MS: '400' })
   // Without doorman: kubelet probes the app's /health, which queues behind business requests for a worker.
   const direct = load(app.port, 80)
-  const kDirect = new Kubelet({ port: app.port, path: '/health', periodMs: 500, timeoutMs: 1000, failureThreshold: 3 })
+  const kDirect = kubeletProbe(app.port, '/health')
   for (let i = 0; i < 6; i++) await kDirect.probe()
   await direct.stop()
-  t.ok(kDirect.failures > 0, `probing the app directly fails under load (${kDirect.failures} of ${kDirect.records.length} timed out)`)
+  t.ok(kDirect.failures() > 0, `probing the app directly fails under load (${show(kDirect.records)})`)
 
   await waitFor('the app to drain its queue', async () => (await getJson<{ busy: number }>(app.port, '/stats')).busy === 0, 15_000)
   const probes = JSON.stringify({ '/app-health/app/livez': { httpGet: { path: '/health', port: app.port }, timeoutSeconds: 1 }, '/app-health/app/readyz': { httpGet: { path: '/health', port: app.port }, timeoutSeconds: 1 } })
@@ -94,11 +105,11 @@ t.test('the seed incident: probes behind a saturated pool fail; on the lane they
   t.ok(before.maxActive > 16, 'the direct phase had pushed the app past 16')
   await request(app.port, { path: '/stats/reset' })
   const viaDoorman = load(dm.inbound, 80)
-  const kubelets = ['/livez', '/readyz', '/app-health/app/livez', '/app-health/app/readyz'].map((p) => new Kubelet({ port: dm.admin, path: p, periodMs: 500, timeoutMs: 1000, failureThreshold: 3 }))
+  const kubelets = ['/livez', '/readyz', '/app-health/app/livez', '/app-health/app/readyz'].map((p) => kubeletProbe(dm.admin, p))
   for (let i = 0; i < 6; i++) await Promise.all(kubelets.map(async (k) => await k.probe()))
   await viaDoorman.stop()
   const appMax = (await getJson<{ maxActive: number }>(app.port, '/stats')).maxActive
-  for (const k of kubelets) t.equal(k.failures, 0, `no failed probe on the lane (${k.records.map((r) => `${r.status}:${Math.round(r.ms)}ms${r.ok ? '' : ` ${r.body.trim()}`}`).join(', ')})`)
+  for (const k of kubelets) t.equal(k.failures(), 0, `no failed probe on the lane (${show(k.records)})`)
   t.ok(appMax <= 16, `the app never saw more than 16 business requests at once (max ${appMax})`)
   t.ok((viaDoorman.statuses.get(200) ?? 0) > 0, 'business requests were served')
   const state = await getJson<{ limit: number }>(dm.admin, '/state')
@@ -136,7 +147,7 @@ t.test('a slow app that completes requests is busy, not dead, even when its own 
   const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_APP_PROBES: probes, DOORMAN_APP_STALL: '2s', DOORMAN_MAX_QUEUE: '100', DOORMAN_QUEUE_TIMEOUT: '10s' })
   const traffic = load(dm.inbound, 12)
   await waitFor('traffic flowing', () => (traffic.statuses.get(200) ?? 0) > 4)
-  const k = new Kubelet({ port: dm.admin, path: '/app-health/app/livez?verbose', periodMs: 300, timeoutMs: 1000, failureThreshold: 3 })
+  const k = kubeletProbe(dm.admin, '/app-health/app/livez')
   let ownProbeTimedOut = false
   for (let i = 0; i < 8; i++) {
     await k.probe()
@@ -145,7 +156,7 @@ t.test('a slow app that completes requests is busy, not dead, even when its own 
   }
   await traffic.stop()
   t.ok(ownProbeTimedOut, "the app's own probe timed out behind its busy workers")
-  t.equal(k.failures, 0, 'yet the rewritten liveness never failed')
+  t.equal(k.failures(), 0, `yet the rewritten liveness never failed (${show(k.records)})`)
 })
 
 t.test('/startupz passes while the app is still down (no deadlock with native sidecars)', async (t) => {
