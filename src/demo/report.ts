@@ -124,8 +124,17 @@ function rolloutCharts (run: RolloutRun): string {
   if (run.skipped !== null || run.timeline.length === 0) return ''
   const xMax = Math.ceil(run.timeline[run.timeline.length - 1]?.t ?? 1)
   const color = (n: string): string => C.instances[run.instances.indexOf(n) % C.instances.length] as string
-  const markers = run.markers.filter((m) => m.kind === 'drain' || m.kind === 'start').map((m) => ({ t: m.t, label: m.label, color: m.kind === 'drain' ? C.failed : C.limit }))
+  const markers = run.markers.filter((m) => m.kind === 'drain' || m.kind === 'registered').map((m) => ({ t: m.t, label: `${m.label} at ${m.t.toFixed(1)}s`, color: m.kind === 'drain' ? C.failed : C.limit, glyph: m.kind === 'drain' ? '▼' : '▲' }))
   const step = run.timeline.length > 1 ? (run.timeline[1]?.t ?? 1) - (run.timeline[0]?.t ?? 0) : 1
+  // Shares over one-second windows: half-second counts at a few dozen requests are too noisy to read.
+  const shareStep = Math.max(1, Math.round(1 / step)) * step
+  const windows: Array<{ t: number, counts: Record<string, number> }> = []
+  for (const s of run.timeline) {
+    const end = Math.ceil(s.t / shareStep - 1e-9) * shareStep
+    let w = windows[windows.length - 1]
+    if (w === undefined || w.t !== end) { w = { t: end, counts: {} }; windows.push(w) }
+    for (const [n, c] of Object.entries(s.byInstance)) w.counts[n] = (w.counts[n] ?? 0) + c
+  }
   const shares: ChartSpec = {
     id: 'rollout-share',
     title: 'Share of traffic by instance',
@@ -133,13 +142,13 @@ function rolloutCharts (run: RolloutRun): string {
     xMax,
     yMax: 100,
     stack: {
-      step,
+      step: shareStep,
       layers: run.instances.map((n) => ({
         name: n,
         color: color(n),
-        values: run.timeline.map((s) => {
-          const total = Object.values(s.byInstance).reduce((a, b) => a + b, 0)
-          return [s.t, total === 0 ? 0 : (100 * (s.byInstance[n] ?? 0)) / total] as [number, number]
+        values: windows.map((w) => {
+          const total = Object.values(w.counts).reduce((a, b) => a + b, 0)
+          return [w.t, total === 0 ? 0 : (100 * (w.counts[n] ?? 0)) / total] as [number, number]
         })
       }))
     },
@@ -166,7 +175,7 @@ function rolloutCharts (run: RolloutRun): string {
     series: run.instances.map((n) => ({ name: n, color: color(n), kind: 'line' as const, points: run.timeline.map((s) => [s.t, s.weights[n] ?? null] as [number, number | null]) })),
     markers
   }
-  return `<section class="pair"><h3>Traffic share during the rollout</h3><p class="note">Each old instance drains (red markers): it is deregistered, flags its responses, and the consumer stops picking it. Each new one (green markers) registers once ready and warms up: its share rises over its warmup window.</p>${chart(shares)}</section>
+  return `<section class="pair"><h3>Traffic share during the rollout</h3><p class="note">Each new instance registers once its app is ready (▲) and warms up: its share of traffic rises over its warmup window. The old one it replaces is then terminated (▼): doorman marks it draining in the registry first thing, flags its responses, serves until traffic is quiet, and exits; the consumer stops picking it at once.</p>${chart(shares)}</section>
 <section class="pair"><div class="sides"><figure>${chart(requests)}</figure><figure>${chart(weights)}</figure></div></section>`
 }
 
@@ -246,7 +255,7 @@ ${CHART_CSS}
 traffic. Traffic doubled after a cut-over, a downstream's latency jumped from ~10 ms to ~500 ms, a small inner executor
 became the bottleneck, the worker pool filled up, the probe queued behind business requests and timed out, and kubelet
 restarted both busy-but-alive pods: the zone went down. Here it runs twice with real processes on loopback: once with
-kubelet probing the app directly, once with doorman in each pod.</p>
+kubelet probing the app directly, once with doorman in each pod.${r.rollout !== null ? ` Then a rollout (seed 003): three instances behind a consumer doorman are replaced one by one under load; each new one warms up, each old one drains, and no request may fail.` : ''}</p>
 <h2>Verdict</h2>
 ${verdictTable(r)}
 ${r.incident !== null ? `<h2>Incident: without doorman (left) and with doorman (right)</h2>${setup(r)}\n${incidentCharts(r)}` : ''}

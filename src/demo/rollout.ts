@@ -6,6 +6,7 @@
 // app stops. The load generator counts every request: none may fail.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
 import { Downstream } from './downstream.js'
@@ -203,7 +204,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     if (!outboundWorks) return empty('the consumer doorman\'s outbound lane does not route by service name in this build (see logs/rollout/consumer-doorman.log)')
 
     const outboundEndpoint = { name: 'consumer', port: outbound, ready: () => true }
-    const load = new LoadGenerator({ endpoints: () => [outboundEndpoint], path: '/evaluate', timeoutMs: 5000, headers: { host: SERVICE } })
+    const load = new LoadGenerator({ endpoints: () => [outboundEndpoint], path: '/evaluate', timeoutMs: 10_000, headers: { host: SERVICE } })
     lg = load
     t0 = Date.now()
     load.rate = plan.rate
@@ -218,11 +219,12 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
       for (let next = plan.sampleMs; sampling; next += plan.sampleMs) {
         await sleep(t0 + next - Date.now(), o.signal)
         for (const inst of live) {
-          void laneState(inst.adminPort).then((s) => { if (s?.warmup !== undefined) weights.set(inst.name, s.warmup.weight) })
+          // A weight counts once the instance is registered: before that no consumer sees it.
+          void laneState(inst.adminPort).then((s) => { if (s?.warmup !== undefined && s.registration?.registered === true) weights.set(inst.name, s.warmup.weight) })
         }
         const b = load.take()
         const w: Record<string, number> = {}
-        for (const inst of live) w[inst.name] = weights.get(inst.name) ?? 0
+        for (const inst of live) { const v = weights.get(inst.name); if (v !== undefined) w[inst.name] = v }
         const sample: RolloutSample = { t: Math.round(next / 100) / 10, sent: b.sent, ok: b.ok, shed: b.shed, failed: b.failed, p99: Math.round(b.p99), byInstance: b.byInstance, weights: w }
         timeline.push(sample)
         o.onSample(sample, { doneMs: next, totalMs: Math.max(estimate, next) }, note)
@@ -297,13 +299,15 @@ async function pollUntil (fn: () => Promise<boolean>, timeoutMs: number, signal?
 
 /** One request through the consumer's outbound lane by service name: does it reach an instance? */
 async function probeOutbound (port: number): Promise<boolean> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/evaluate`, { headers: { host: SERVICE }, signal: AbortSignal.timeout(2000) })
-    await res.arrayBuffer()
-    return res.status === 200 && res.headers.get('x-instance') !== null
-  } catch {
-    return false
-  }
+  // node:http, not fetch: fetch does not let a caller set Host, and Host is how the outbound lane is addressed.
+  return await new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/evaluate', headers: { host: SERVICE }, agent: false, timeout: 2000 }, (res) => {
+      res.resume()
+      res.on('end', () => { resolve(res.statusCode === 200 && res.headers['x-instance'] !== undefined) })
+    })
+    req.on('timeout', () => { req.destroy() })
+    req.on('error', () => { resolve(false) })
+  })
 }
 
 /**

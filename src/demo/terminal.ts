@@ -111,17 +111,18 @@ export class Live {
 
   rollout (x: RolloutSample, p: Progress, note: string): void {
     const s = this.s
-    const names = Object.keys(x.weights)
+    const names = [...new Set([...Object.keys(x.weights), ...Object.keys(x.byInstance)])].sort()
+    const weight = (n: string): string => x.weights[n] === undefined ? 'not registered' : `${Math.round(x.weights[n] as number)}%`
     const total = Object.values(x.byInstance).reduce((a, b) => a + b, 0)
     const share = (n: string): string => total === 0 ? '-' : `${Math.round(100 * (x.byInstance[n] ?? 0) / total)}%`
     if (!this.#tty) {
       if (p.doneMs - this.#lastPlain < 2000) return
       this.#lastPlain = p.doneMs
-      this.#out.write(`  [${(p.doneMs / 1000).toFixed(1)}s] ${note} | ok ${x.ok} shed ${x.shed} failed ${x.failed} | ${names.map((n) => `${n} ${share(n)} (weight ${x.weights[n]}%)`).join(', ')}\n`)
+      this.#out.write(`  [${(p.doneMs / 1000).toFixed(1)}s] ${note} | ok ${x.ok} shed ${x.shed} failed ${x.failed} | ${names.map((n) => `${n} ${share(n)} (weight ${weight(n)})`).join(', ')}\n`)
       return
     }
     const rows = [['instance', 'share of traffic', 'weight']]
-    for (const n of names) rows.push([n, `${pad(share(n), 4)} ${bar(total === 0 ? 0 : (x.byInstance[n] ?? 0) / total, 12)}`, `${x.weights[n]}%`])
+    for (const n of names) rows.push([n, `${pad(share(n), 4)} ${bar(total === 0 ? 0 : (x.byInstance[n] ?? 0) / total, 12)}`, weight(n)])
     this.#draw([
       `  ${note}`,
       table(rows, s),
