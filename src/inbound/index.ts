@@ -162,7 +162,8 @@ export class Inbound {
   #handle (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
     const stats = this.stats
     stats.arrived++
-    stats.lastArrival = performance.now()
+    const now = performance.now()
+    stats.lastArrival = now
     this.onArrival?.()
     if (this.#closed) {
       this.#shed(res, 'draining-closed')
@@ -174,7 +175,7 @@ export class Inbound {
       respondOnSocket(req.socket, 400, 'DOORMAN_ERR_BAD_REQUEST')
       return
     }
-    const ex = new Exchange(this, req, res, expectContinue)
+    const ex = new Exchange(this, req, res, expectContinue, now)
     const grant = this.#limiter.acquire(this.#classify(url), ex.onGrant)
     if (grant === true) ex.dispatch()
     else if (typeof grant === 'string') this.#shed(res, grant)
@@ -254,19 +255,21 @@ class Exchange {
   #state = IDLE
   #waiter: Waiter | null = null
   #abort: ((err?: Error) => void) | null = null
-  #start = performance.now()
+  #start: number
   #sent = 0
   #status = 0
   #requestId = ''
   #timedOut = false
   #paused = false
 
-  constructor (inbound: Inbound, req: IncomingMessage, res: ServerResponse, expectContinue: boolean) {
+  constructor (inbound: Inbound, req: IncomingMessage, res: ServerResponse, expectContinue: boolean, arrivedAt: number) {
     this.#in = inbound
     this.#req = req
     this.#res = res
     this.#expectContinue = expectContinue
-    res.once('close', this.#onClientClose)
+    this.#start = arrivedAt
+    // A response emits 'close' once; on() spares the wrapper once() allocates.
+    res.on('close', this.#onClientClose)
   }
 
   /** Limiter callback for a queued request. */
