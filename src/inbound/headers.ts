@@ -6,6 +6,16 @@ const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 't
 /** Hop-by-hop response headers. `trailer` stays: it announces the trailers doorman passes on. */
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'proxy-authenticate'])
 
+/** A table by name length: 1 where some name of `names` has that length (names of other lengths can't match). */
+function lengthTable (names: Iterable<string>): Uint8Array {
+  const list = [...names]
+  const t = new Uint8Array(Math.max(...list.map((n) => n.length)) + 1)
+  for (const n of list) t[n.length] = 1
+  return t
+}
+/** Response header names worth lower-casing to compare: as long as a dropped one or x-request-id. */
+const RESPONSE_LENGTHS = lengthTable([...RESPONSE_DROP, 'x-request-id'])
+
 /** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
 function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
   for (const t of value.split(',')) {
@@ -95,14 +105,15 @@ export function responseHeaders (raw: Buffer[], requestId: string, extra: readon
   let sawRequestId = false
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toString('latin1')
-    const lower = name.toLowerCase()
-    const value = raw[i + 1].toString('latin1')
-    if (RESPONSE_DROP.has(lower)) {
-      if (lower === 'connection') named = connectionTokens(value, named)
-      continue
+    if (RESPONSE_LENGTHS[name.length] === 1) {
+      const lower = name.toLowerCase()
+      if (RESPONSE_DROP.has(lower)) {
+        if (lower === 'connection') named = connectionTokens(raw[i + 1].toString('latin1'), named)
+        continue
+      }
+      if (lower === 'x-request-id') sawRequestId = true
     }
-    if (lower === 'x-request-id') sawRequestId = true
-    out.push(name, value)
+    out.push(name, raw[i + 1].toString('latin1'))
   }
   if (named !== null) {
     for (let i = out.length - 2; i >= 0; i -= 2) {
