@@ -2,7 +2,13 @@
 // shares an event loop with anything being measured.
 import autocannon from 'autocannon'
 
-export interface LoadRequest { url: string, connections: number, duration: number }
+export interface LoadRequest {
+  url: string
+  connections: number
+  duration: number
+  /** Requests per second across all connections (open-ended when absent). */
+  rate?: number
+}
 export interface LoadResult {
   requests: number
   seconds: number
@@ -15,7 +21,7 @@ export interface LoadResult {
 
 process.on('message', (msg: LoadRequest) => {
   const started = process.hrtime.bigint()
-  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, pipelining: 1, timeout: 10 }, (err, r) => {
+  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, pipelining: 1, timeout: 10, overallRate: msg.rate }, (err, r) => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     if (err !== null && err !== undefined) { process.send?.({ error: String(err) }); return }
     const out: LoadResult = {
