@@ -13,8 +13,8 @@ function lengthTable (names: Iterable<string>): Uint8Array {
   for (const n of list) t[n.length] = 1
   return t
 }
-/** Response header names worth lower-casing to compare: as long as a dropped one or x-request-id. */
-const RESPONSE_LENGTHS = lengthTable([...RESPONSE_DROP, 'x-request-id'])
+/** Response header names worth lower-casing to compare: as long as a dropped one, x-request-id or content-length. */
+const RESPONSE_LENGTHS = lengthTable([...RESPONSE_DROP, 'x-request-id', 'content-length'])
 
 /** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
 function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
@@ -95,14 +95,22 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   return { headers: out, requestId, hasBody }
 }
 
+export interface ResponseHead {
+  headers: string[]
+  /** The app's content-length when it sent exactly one, as a valid number; -1 otherwise. */
+  contentLength: number
+}
+
 /**
  * Builds the header list sent to the client from the app's raw response headers (Buffers, as undici gives them),
  * dropping hop-by-hop headers, and appending `extra` (flat name/value pairs). Adds x-request-id when the app did not.
  */
-export function responseHeaders (raw: Buffer[], requestId: string, extra: readonly string[] | null): string[] {
+export function responseHeaders (raw: Buffer[], requestId: string, extra: readonly string[] | null): ResponseHead {
   const out: string[] = []
   let named: Set<string> | null = null
   let sawRequestId = false
+  let contentLength = -1
+  let lengths = 0
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toString('latin1')
     if (RESPONSE_LENGTHS[name.length] === 1) {
@@ -112,17 +120,26 @@ export function responseHeaders (raw: Buffer[], requestId: string, extra: readon
         continue
       }
       if (lower === 'x-request-id') sawRequestId = true
+      else if (lower === 'content-length') {
+        const value = raw[i + 1].toString('latin1')
+        contentLength = ++lengths === 1 && /^\d{1,15}$/.test(value) ? Number(value) : -1
+        out.push(name, value)
+        continue
+      }
     }
     out.push(name, raw[i + 1].toString('latin1'))
   }
   if (named !== null) {
     for (let i = out.length - 2; i >= 0; i -= 2) {
-      if (named.has(out[i].toLowerCase())) out.splice(i, 2)
+      if (named.has(out[i].toLowerCase())) {
+        if (out[i].length === 14 && out[i].toLowerCase() === 'content-length') contentLength = -1
+        out.splice(i, 2)
+      }
     }
   }
   if (!sawRequestId) out.push('x-request-id', requestId)
   if (extra !== null) for (const h of extra) out.push(h)
-  return out
+  return { headers: out, contentLength }
 }
 
 /** Trailers from undici's raw form (flat name/value) to what ServerResponse.addTrailers takes. */

@@ -362,8 +362,9 @@ class Exchange {
     this.#status = statusCode
     const res = this.#res
     if (res.destroyed) { this.#fail(); return true }
-    const headers = responseHeaders(rawHeaders, this.#requestId, this.#in.extraHeaders)
-    res.writeHead(statusCode, statusText, headers)
+    const head = responseHeaders(rawHeaders, this.#requestId, this.#in.extraHeaders)
+    this.#remaining = head.contentLength
+    res.writeHead(statusCode, statusText, head.headers)
     this.#resume = resume
     // The app's own latency: from send to response head. 5xx counts as a drop signal.
     const rtt = performance.now() - this.#sent
@@ -373,6 +374,10 @@ class Exchange {
 
   #resume: (() => void) | null = null
   #rtt = -1
+  /** Body bytes still to come when the app sent a content-length (-1: not known). */
+  #remaining = -1
+  /** The response was ended with the body's last bytes. */
+  #ended = false
   #onDrain = (): void => {
     this.#paused = false
     this.#resume?.()
@@ -382,6 +387,14 @@ class Exchange {
     if (this.#state !== ACTIVE) return true
     const res = this.#res
     if (res.destroyed) { this.#fail(); return true }
+    if (this.#remaining === chunk.length) {
+      // The last bytes of a content-length body: end() sends head and body in one write, as soon as write() would.
+      this.#remaining = 0
+      this.#ended = true
+      res.end(chunk)
+      return true
+    }
+    if (this.#remaining > 0) this.#remaining -= chunk.length
     if (!res.write(chunk) && !this.#paused) {
       this.#paused = true
       res.once('drain', this.#onDrain)
@@ -395,8 +408,10 @@ class Exchange {
     this.#state = DONE
     this.#abort = null
     const res = this.#res
-    if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
-    res.end()
+    if (!this.#ended) {
+      if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
+      res.end()
+    }
     this.#in.limiter.release(this.#rtt, this.#status >= 500)
     this.#in.finish(this, this.#status, this.#start, 'ok', null, false)
   }
