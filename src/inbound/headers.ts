@@ -15,6 +15,8 @@ function lengthTable (names: Iterable<string>): Uint8Array {
 }
 /** Response header names worth lower-casing to compare: as long as a dropped one, x-request-id or content-length. */
 const RESPONSE_LENGTHS = lengthTable([...RESPONSE_DROP, 'x-request-id', 'content-length'])
+/** Request header names worth lower-casing to compare (unless Connection names others): those handled below. */
+const REQUEST_LENGTHS = lengthTable([...REQUEST_DROP, 'x-forwarded-for', 'x-request-id', 'host', 'x-forwarded-proto', 'x-forwarded-host', 'content-length'])
 
 /** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
 function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
@@ -56,8 +58,9 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   let hasBody = false
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]
-    const lower = name.toLowerCase()
     const value = raw[i + 1]
+    if (named === null && REQUEST_LENGTHS[name.length] !== 1) { out.push(name, value); continue }
+    const lower = name.toLowerCase()
     if (REQUEST_DROP.has(lower)) {
       if (lower === 'transfer-encoding') hasBody = true
       continue
