@@ -2,7 +2,7 @@
 // them) while doorman's data path is saturated far above its limit (most requests shed at once, the main thread
 // busy), against the same probes on an idle doorman.
 import type { Options, Section, Check } from './run.js'
-import { Load, startApp, startDoorman, get, sleep, cpuMicros, percentile, table, fmt, type Sample } from './lib.js'
+import { Load, startApp, startDoorman, probe as probeOnce, sleep, cpuMicros, percentile, table, fmt, type Sample } from './lib.js'
 
 const LIMIT = 8
 const CONNECTIONS = 200
@@ -12,7 +12,7 @@ async function probe (admin: number, until: () => boolean, max = Infinity): Prom
   const out = new Map<string, Sample[]>([['/livez', []], ['/readyz', []]])
   for (let i = 0; i < max && !until(); i++) {
     const p = i % 2 === 0 ? '/livez' : '/readyz'
-    ;(out.get(p) as Sample[]).push(await get(admin, p, 2000))
+    ;(out.get(p) as Sample[]).push(await probeOnce(admin, p, 2000))
     await sleep(PROBE_EVERY_MS)
   }
   return out

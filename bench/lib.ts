@@ -69,6 +69,28 @@ export async function get (port: number, urlPath: string, timeoutMs = 5000): Pro
   })
 }
 
+/**
+ * One probe as kubelet sends it: a new connection, `GET path`, `Connection: close`, read to the end. Timed from
+ * before connect to the last byte, with a raw socket so the client adds as little as it can.
+ */
+export async function probe (port: number, urlPath: string, timeoutMs = 5000): Promise<Sample> {
+  const t0 = process.hrtime.bigint()
+  return await new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1')
+    let head = ''
+    const timer = setTimeout(() => { s.destroy(new Error(`probe ${urlPath} timed out`)) }, timeoutMs)
+    s.setNoDelay(true)
+    s.on('connect', () => { s.write(`GET ${urlPath} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.30\r\nConnection: close\r\n\r\n`) })
+    s.on('data', (c: Buffer) => { if (head.length < 16) head += c.toString('latin1') })
+    s.on('end', () => {
+      clearTimeout(timer)
+      s.destroy()
+      resolve({ status: Number(head.slice(9, 12)), ms: Number(process.hrtime.bigint() - t0) / 1e6 })
+    })
+    s.on('error', (err) => { clearTimeout(timer); reject(err) })
+  })
+}
+
 export async function sleep (ms: number): Promise<void> { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 /** Polls until `fn` resolves true, or throws after the deadline. */
