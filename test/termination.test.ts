@@ -201,7 +201,7 @@ async function checkOrder (t: Tap.Test, run: Run, clean: boolean): Promise<void>
   t.equal(run.during?.headers['x-doorman-draining'], '1', '...flagged so the client moves on')
 }
 
-const QUICK = { 'doorman.io/drain-delay': '1s', 'doorman.io/drain-quiet': '300ms', 'doorman.io/drain-timeout': '5s' }
+const QUICK = { 'doorman.io/drain-delay': '2s', 'doorman.io/drain-quiet': '300ms', 'doorman.io/drain-timeout': '5s' }
 
 t.test('native sidecar: the app\'s preStop drains doorman before the app gets SIGTERM', async (t) => {
   const run = await playPod(t, 'native', QUICK, '/slow')

@@ -93,7 +93,7 @@ t.test('doorman webhook over real HTTPS', async (t) => {
     DOORMAN_ADMIN_PORT: String(admin),
     DOORMAN_BIND_HOST: '127.0.0.1',
     DOORMAN_SIDECAR_IMAGE: 'registry.example/doorman:test',
-    DOORMAN_DRAIN_DELAY: '0s',
+    DOORMAN_DRAIN_DELAY: '2s',
     DOORMAN_LOG_LEVEL: 'warn'
   })
   let exited = false
@@ -203,8 +203,11 @@ t.test('doorman webhook over real HTTPS', async (t) => {
     t.equal(r.status, 200, 'reviews go on over the new certificate')
   })
 
-  await t.test('SIGTERM: not ready, then a clean exit', async (t) => {
+  await t.test('SIGTERM: not ready at once, still answering during the delay, then a clean exit', async (t) => {
     child.kill('SIGTERM')
+    await waitFor('/readyz 503', async () => (await request(admin, { path: '/readyz', timeout: 1000 })).status === 503, 5000)
+    const r = await post(port, readFileSync(path.join(dir, 'second.crt')), '/mutate', JSON.stringify(admissionReview(pod())))
+    t.equal(r.status, 200, 'reviews are still answered while endpoints propagate')
     const { code } = await child.exited
     t.equal(code, 0)
   })
