@@ -11,6 +11,7 @@ import { Drainer, CLOSED, DRAINING, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
 import { openRegistry, type Registry } from './registry/index.js'
 import { Registration, instanceId } from './registry/registration.js'
+import { Outbound } from './outbound/index.js'
 
 export class Sidecar {
   readonly cfg: Readonly<Config>
@@ -22,6 +23,8 @@ export class Sidecar {
   readonly drainer: Drainer
   readonly registry: Registry
   readonly registration: Registration
+  /** The app's calls to other services; null when DOORMAN_OUTBOUND_PORT is 0. */
+  readonly outbound: Outbound | null
   #stopped: Promise<number>
   #resolveStopped!: (code: number) => void
   #stopping = false
@@ -30,7 +33,7 @@ export class Sidecar {
     this.cfg = cfg
     this.log = log
     this.metrics = new Metrics()
-    this.registry = openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)) })
+    this.registry = openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), reconnectGraceMs: Math.max(cfg.registryTtl, 5000) })
     this.registration = new Registration({
       registry: cfg.service !== '' ? this.registry : null,
       id: instanceId(),
@@ -42,6 +45,16 @@ export class Sidecar {
       delay: cfg.registerDelay,
       log: log.child({ component: 'registration' })
     })
+    this.outbound = cfg.outboundPort === 0
+      ? null
+      : new Outbound({
+        port: cfg.outboundPort,
+        registry: this.registry,
+        metrics: this.metrics,
+        log: log.child({ component: 'outbound' }),
+        upstreamTimeout: cfg.upstreamTimeout,
+        outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject }
+      })
     this.limiter = new Limiter({
       algorithm: new FixedLimit(cfg.maxConcurrency),
       maxQueue: cfg.maxQueue,
@@ -154,12 +167,13 @@ export class Sidecar {
     this.log.info({ version, config: describeConfig(cfg) }, 'doorman starting')
     const admin = await this.lane.start()
     const inbound = await this.inbound.listen()
+    const outbound = this.outbound === null ? 0 : await this.outbound.listen()
     const host = cfg.advertiseHost.includes(':') ? `[${cfg.advertiseHost}]` : cfg.advertiseHost
     this.registration.setEndpoint(`${host}:${inbound}`, admin)
     this.lane.state.set(S.LISTENING, 1)
     this.lane.state.set(S.REGISTRY_REQUIRED, 1)
     this.lane.flush()
-    this.log.info({ inbound, admin, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
+    this.log.info({ inbound, admin, outbound: outbound === 0 ? 'off' : outbound, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
     return { inbound, admin }
   }
 
@@ -177,8 +191,9 @@ export class Sidecar {
     if (this.#stopping) return
     this.#stopping = true
     await this.registration.close()
-    await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
     await this.inbound.close().catch((err: unknown) => { this.log.warn({ err }, 'inbound close failed') })
+    await this.outbound?.close().catch((err: unknown) => { this.log.warn({ err }, 'outbound close failed') })
+    await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
     await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
     this.log.info({ code }, 'doorman stopped')
     this.#resolveStopped(code)
@@ -187,6 +202,7 @@ export class Sidecar {
   /** Stops at once without draining (start-up failures, tests). */
   async destroy (): Promise<void> {
     this.inbound.destroy()
+    this.outbound?.destroy()
     await this.#stop(1)
   }
 }

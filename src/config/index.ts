@@ -39,6 +39,9 @@ export interface Config {
   advertiseHost: string
   registryTtl: number
   registerDelay: number
+  outlierFailures: number
+  outlierEjectTime: number
+  outlierMaxEject: number
   warmup: number
   warmupAggression: number
   warmupMinWeight: number

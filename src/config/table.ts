@@ -66,6 +66,10 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },
   { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this.' },
   { env: 'DOORMAN_REGISTER_DELAY', kind: 'duration', default: '0s', scope: 'sidecar', doc: 'Extra wait after the app is ready before registering.' },
+  // Outbound lane: passive outlier ejection
+  { env: 'DOORMAN_OUTLIER_FAILURES', kind: 'int', default: '5', scope: 'sidecar', doc: 'Outbound lane: consecutive gateway failures (refused, reset, timeout, 502/503/504 other than a shed) that eject an instance.' },
+  { env: 'DOORMAN_OUTLIER_EJECT_TIME', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Outbound lane: how long an ejection lasts, times the instance's number of recent ejections (at most 10×)." },
+  { env: 'DOORMAN_OUTLIER_MAX_EJECT', kind: 'percent', default: '50', scope: 'sidecar', doc: "Outbound lane: protection threshold, most percent of a service's instances ejected at once (a service with one instance never loses it)." },
   // Warmup
   { env: 'DOORMAN_WARMUP', kind: 'duration', default: '60s', scope: 'sidecar', doc: 'Slow-start window after registration (0 = off).' },
   { env: 'DOORMAN_WARMUP_AGGRESSION', kind: 'number', default: '1.0', scope: 'sidecar', doc: 'Warmup curve exponent (1 = linear).' },

@@ -15,6 +15,8 @@ export interface Readings {
   drainCut?: () => number
   /** The registration's events so far (register, reregister, heartbeat, update, deregister, error). */
   registryEvents?: () => ReadonlyMap<string, number>
+  /** Registry instances by [service, state, count], for the services the outbound lane watches. */
+  instances?: () => Array<[string, string, number]>
 }
 
 function counterMap (): Map<string, number> { return new Map() }
@@ -91,6 +93,12 @@ export class Metrics {
   readonly shed = counterMap()
   readonly upstreamErrors = counterMap()
   readonly clientErrors = counterMap()
+  /** Outbound requests by `service\toutcome` (ok, error, no-instance, aborted, bad-request). */
+  readonly outbound = counterMap()
+  /** Outbound retries by `service\treason` (connect, reset, shed). */
+  readonly outboundRetries = counterMap()
+  /** Passive outlier ejections by service. */
+  readonly outboundEjections = counterMap()
   readonly duration: FastHistogram
   readonly readings: Readings = {}
 
@@ -129,6 +137,21 @@ export class Metrics {
     new Counter({ name: 'doorman_drain_served_total', help: 'Requests completed while draining.', registers: [registry], collect () { const v = r.drainServed?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_drain_cut_total', help: 'Requests and upgraded connections cut at the drain deadline.', registers: [registry], collect () { const v = r.drainCut?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
+    const copy2 = (c: Counter<string>, labels: [string, string], m: Map<string, number>): void => {
+      c.reset()
+      for (const [k, v] of m) { const tab = k.indexOf('\t'); c.inc({ [labels[0]]: k.slice(0, tab), [labels[1]]: k.slice(tab + 1) }, v) }
+    }
+    const outbound = this.outbound
+    const outboundRetries = this.outboundRetries
+    const outboundEjections = this.outboundEjections
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_requests_total', help: 'Requests from the app through the outbound lane, by service and outcome (ok, error, no-instance, aborted, bad-request).', labelNames: ['service', 'outcome'], registers: [registry], collect () { copy2(this, ['service', 'outcome'], outbound) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_retries_total', help: 'Outbound requests retried on another instance, by service and reason (connect, reset, shed).', labelNames: ['service', 'reason'], registers: [registry], collect () { copy2(this, ['service', 'reason'], outboundRetries) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_ejections_total', help: 'Instances ejected by the outbound lane after consecutive failures, by service.', labelNames: ['service'], registers: [registry], collect () { copy(this, 'service', outboundEjections) } })
+    // eslint-disable-next-line no-new
+    new Gauge({ name: 'doorman_registry_instances', help: 'Instances in the registry by service and state, for the services the outbound lane watches.', labelNames: ['service', 'state'], registers: [registry], collect () { const v = r.instances?.(); if (v === undefined) return; this.reset(); for (const [service, state, n] of v) this.set({ service, state }, n) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_registry_events_total', help: "This instance's registry writes, by event (register, reregister, heartbeat, update, deregister, error).", labelNames: ['event'], registers: [registry], collect () { const ev = r.registryEvents?.(); if (ev !== undefined) copy(this, 'event', ev as Map<string, number>) } })
     this.duration = new FastHistogram({

@@ -18,6 +18,8 @@ export interface OpenOptions {
   resyncMs?: number
   /** Longest wait for one Redis command, in milliseconds. */
   commandTimeout?: number
+  /** After a Redis reconnect, how long listings never remove instances (see RedisRegistryOptions). */
+  reconnectGraceMs?: number
 }
 
 /** Opens the registry DOORMAN_REGISTRY names. Throws ConfigError (DOORMAN_REGISTRY) for a bad URL. */
@@ -29,6 +31,6 @@ export function openRegistry (url: string, opts: OpenOptions = {}): Registry {
     case 'file':
       throw new Error(`registry ${describeTarget(target)}: not supported`)
     default:
-      return new RedisRegistry({ target, log: opts.log, resyncMs: opts.resyncMs, commandTimeout: opts.commandTimeout })
+      return new RedisRegistry({ target, log: opts.log, resyncMs: opts.resyncMs, commandTimeout: opts.commandTimeout, reconnectGraceMs: opts.reconnectGraceMs })
   }
 }

@@ -68,6 +68,12 @@ export interface RedisRegistryOptions {
   resyncMs?: number
   /** Longest wait for one command, in milliseconds (default 2 s). */
   commandTimeout?: number
+  /**
+   * After a reconnect, how long listings only add and update, never remove (default 15 s; use the registry TTL):
+   * a Redis that restarted empty lists nothing until the instances have registered again, and a watcher must not
+   * drop every instance meanwhile. Pushed deletions still apply at once.
+   */
+  reconnectGraceMs?: number
 }
 
 /** Reconnect backoff: 100 ms doubling to 2 s. */
@@ -210,17 +216,21 @@ export class RedisRegistry implements Registry {
   #resyncTimer: NodeJS.Timeout
   #closed = false
   #expiryPattern: string | null = null
+  #connectedOnce = { main: false, sub: false }
+  #graceUntil = 0
+  #graceMs: number
 
   constructor (opts: RedisRegistryOptions) {
     this.target = opts.target
     this.#log = opts.log
     this.#prefix = opts.target.prefix
     this.#resyncMs = opts.resyncMs ?? 5000
+    this.#graceMs = opts.reconnectGraceMs ?? 15_000
     const timeout = opts.commandTimeout ?? 2000
     this.client = createClient(opts.target, timeout, false)
     this.#scripts = this.client as unknown as Scripts
     this.#sub = createClient(opts.target, timeout, true)
-    this.client.on('ready', () => { this.#setUp(true); void this.#watchExpiries() })
+    this.client.on('ready', () => { this.#reconnected('main'); this.#setUp(true); void this.#watchExpiries() })
     this.client.on('close', () => { this.#setUp(false) })
     this.client.on('end', () => { this.#setUp(false) })
     // Errors surface through status changes and failed commands; an 'error' listener keeps them from throwing.
@@ -351,7 +361,8 @@ export class RedisRegistry implements Registry {
     if (this.#closed) return
     try {
       const { listedAt, instances } = await this.#listRaw(service)
-      for (const v of only ?? [...(this.#views.get(service) ?? [])]) v.snapshot(instances, listedAt)
+      const keepMissing = Date.now() < this.#graceUntil
+      for (const v of only ?? [...(this.#views.get(service) ?? [])]) v.snapshot(instances, listedAt, Date.now(), keepMissing)
     } catch (err) {
       this.#log?.debug({ err, service }, 'registry resync failed; keeping the last view')
       // A first listing that failed is retried soon, not at the next period: a new watch must not wait long.
@@ -364,7 +375,14 @@ export class RedisRegistry implements Registry {
     for (const service of this.#views.keys()) void this.#resync(service)
   }
 
+  /** A connection came (back) up: after the first time, the store may have lost data. */
+  #reconnected (which: 'main' | 'sub'): void {
+    if (this.#connectedOnce[which]) this.#graceUntil = Date.now() + this.#graceMs
+    this.#connectedOnce[which] = true
+  }
+
   async #onSubscriberReady (): Promise<void> {
+    this.#reconnected('sub')
     // After a (re)connect: messages may have been missed, so list everything again; and look for expiry events.
     this.#resyncAll()
     await this.#watchExpiries()

@@ -39,7 +39,8 @@ export class ServiceView implements Watch {
   put (inst: Instance): void {
     if (this.#closed) return
     const prev = this.#view.get(inst.id)
-    if (prev !== undefined && prev.rev > inst.rev) return
+    // An equal revision is the same write reported twice (a push and a listing): nothing changed.
+    if (prev !== undefined && prev.rev >= inst.rev) return
     const tomb = this.#tombstones.get(inst.id)
     if (tomb !== undefined) {
       if (tomb.rev >= inst.rev) return
@@ -62,9 +63,11 @@ export class ServiceView implements Watch {
 
   /**
    * A full listing, begun when the store's clock read `listedAt` (a revision): it replaces the view, except that
-   * records pushed after the listing began are kept, and deletions newer than a listed record win.
+   * records pushed after the listing began are kept, and deletions newer than a listed record win. With
+   * `keepMissing` (the store may have lost data: it just came back), instances it doesn't list are kept; only
+   * pushed deletions remove them.
    */
-  snapshot (instances: Instance[], listedAt: number, now = Date.now()): void {
+  snapshot (instances: Instance[], listedAt: number, now = Date.now(), keepMissing = false): void {
     if (this.#closed) return
     for (const [id, t] of this.#tombstones) if (now - t.at > TOMBSTONE_MS) this.#tombstones.delete(id)
     const next = new Map<string, Instance>()
@@ -72,10 +75,10 @@ export class ServiceView implements Watch {
       const tomb = this.#tombstones.get(inst.id)
       if (tomb !== undefined && tomb.rev >= inst.rev) continue
       const prev = this.#view.get(inst.id)
-      next.set(inst.id, prev !== undefined && prev.rev > inst.rev ? prev : inst)
+      next.set(inst.id, prev !== undefined && prev.rev >= inst.rev ? prev : inst)
     }
     // A record pushed after the listing began is newer than the listing: keep it even though it is not listed.
-    for (const [id, prev] of this.#view) if (!next.has(id) && prev.rev > listedAt) next.set(id, prev)
+    for (const [id, prev] of this.#view) if (!next.has(id) && (keepMissing || prev.rev > listedAt)) next.set(id, prev)
     const before = this.#view
     this.#view = next
     for (const [id, prev] of before) if (!next.has(id)) this.#emit({ type: 'delete', id, previous: prev })

@@ -1,0 +1,134 @@
+// Weighted power-of-two-choices over one service's endpoints.
+//
+// Two candidates are drawn independently in proportion to their weights; the one with fewer requests in flight per
+// unit of weight wins, and a tie is split evenly. At light load (nothing in flight) an endpoint's share is its share
+// of the weights, so a warming instance gets what its warmup weight says; under load the less busy candidate wins,
+// but an endpoint can only win when it was drawn, so a cold instance's share stays below about twice its weight's.
+//
+// Endpoints come in tiers: 0 takes traffic; 1 is ejected (by this lane's outlier detection or a checker), used
+// only when no tier-0 endpoint is left (a panic mode, as Envoy's); 2 is draining, still serving for its drain delay,
+// used only when nothing else is left; -1 is never used (its app is not ready). Weights and tiers are read when
+// the balancer rebuilds: when told to (invalidate), at a pending ejection's expiry, and every `refreshMs` while
+// some endpoint's weight is still changing (warming).
+
+export interface Balanceable {
+  /** Requests in flight to this endpoint now. */
+  readonly inflight: number
+  /** The tier now: 0 use, 1 ejected, 2 draining, -1 never. */
+  tier: (now: number) => number
+  /** Relative weight now (> 0). */
+  weight: (now: number) => number
+  /** True while the weight still changes with time. */
+  changing: (now: number) => boolean
+  /** When the tier will change by itself (an ejection's end), or Infinity. */
+  tierChangesAt: (now: number) => number
+}
+
+export class Balancer<E extends Balanceable> {
+  #all: E[] = []
+  #live: E[] = []
+  /** Cumulative weights of #live; empty when all weights are equal (uniform draws). */
+  #cumulative: number[] = []
+  #total = 0
+  #dirty = true
+  #rebuildAt = Infinity
+  #tier = -1
+  readonly #random: () => number
+  readonly #refreshMs: number
+
+  constructor (opts: { random?: () => number, refreshMs?: number } = {}) {
+    this.#random = opts.random ?? Math.random
+    this.#refreshMs = opts.refreshMs ?? 100
+  }
+
+  /** Replaces the endpoint set. */
+  set (endpoints: E[]): void {
+    this.#all = endpoints
+    this.#dirty = true
+  }
+
+  get endpoints (): readonly E[] { return this.#all }
+
+  /** Re-reads tiers and weights at the next pick. */
+  invalidate (): void { this.#dirty = true }
+
+  /** The tier picks come from now (-1 when none is usable). */
+  tier (now: number): number {
+    this.#refresh(now)
+    return this.#tier
+  }
+
+  #refresh (now: number): void {
+    if (!this.#dirty && now < this.#rebuildAt) return
+    this.#dirty = false
+    let best = 3
+    let until = Infinity
+    let changing = false
+    for (const e of this.#all) {
+      const tier = e.tier(now)
+      if (tier >= 0 && tier < best) best = tier
+      const at = e.tierChangesAt(now)
+      if (at < until) until = at
+    }
+    const live: E[] = []
+    if (best < 3) for (const e of this.#all) if (e.tier(now) === best) live.push(e)
+    const weights = live.map((e) => { if (e.changing(now)) changing = true; return Math.max(1e-6, e.weight(now)) })
+    let equal = true
+    for (let i = 1; i < weights.length; i++) if (weights[i] !== weights[0]) { equal = false; break }
+    const cumulative: number[] = []
+    let total = 0
+    if (!equal) for (const w of weights) { total += w; cumulative.push(total) }
+    this.#live = live
+    this.#cumulative = cumulative
+    this.#total = total
+    this.#tier = best < 3 ? best : -1
+    this.#rebuildAt = Math.min(until, changing ? now + this.#refreshMs : Infinity)
+  }
+
+  #draw (): number {
+    const n = this.#live.length
+    if (this.#cumulative.length === 0) return Math.floor(this.#random() * n) % n
+    const x = this.#random() * this.#total
+    const c = this.#cumulative
+    let lo = 0
+    let hi = n - 1
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if (c[mid] > x) hi = mid; else lo = mid + 1
+    }
+    return lo
+  }
+
+  #load (i: number, now: number): number {
+    const e = this.#live[i]
+    return this.#cumulative.length === 0 ? e.inflight : e.inflight / Math.max(1e-6, e.weight(now))
+  }
+
+  /** Picks an endpoint, avoiding `exclude` when any other is usable; undefined when none is. */
+  pick (now: number, exclude?: E): E | undefined {
+    this.#refresh(now)
+    const live = this.#live
+    const n = live.length
+    if (n === 0) return undefined
+    if (n === 1) return live[0] === exclude ? undefined : live[0]
+    let a = this.#draw()
+    let b = this.#draw()
+    if (exclude !== undefined) {
+      // A retry: draw again a few times rather than land on the endpoint that just failed.
+      for (let k = 0; k < 4 && live[a] === exclude; k++) a = this.#draw()
+      for (let k = 0; k < 4 && live[b] === exclude; k++) b = this.#draw()
+      if (live[a] === exclude && live[b] === exclude) {
+        const other = live.find((e) => e !== exclude)
+        return other
+      }
+      if (live[a] === exclude) a = b
+      if (live[b] === exclude) b = a
+    }
+    if (a === b) return live[a]
+    const la = this.#load(a, now)
+    const lb = this.#load(b, now)
+    if (la < lb) return live[a]
+    if (lb < la) return live[b]
+    return this.#random() < 0.5 ? live[a] : live[b]
+  }
+}
