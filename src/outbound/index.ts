@@ -416,7 +416,7 @@ class Call {
     else this.#up.outcome(ep, false)
     const res = this.#res
     if (res.destroyed) return true
-    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null))
+    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null).headers)
     this.#resume = resume
     return true
   }
