@@ -99,12 +99,13 @@ for (const [name, make] of IMPLS) {
     t.equal(w.view.get(a.id)?.state, 'warming')
 
     // A heartbeat with a patch is pushed; one without is not.
-    const before = changes.length
+    const puts = (): number => changes.filter((c) => c.change.type === 'put').length
+    const before = puts()
     t.equal(await reg.heartbeat('orders', a.id, 10_000), true)
     t.equal(await reg.heartbeat('orders', a.id, 10_000, { weight: 55, progress: 0.5, updatedAt: Date.now() }), true)
     await waitFor('weight 55', () => w.view.get(a.id)?.weight === 55, 5000)
     t.equal(w.view.get(a.id)?.warmup.progress, 0.5)
-    t.equal(changes.length, before + 1, 'only the heartbeat that changed something was pushed')
+    t.equal(puts(), before + 1, 'only the heartbeat that changed something was pushed')
 
     // draining is pushed at once
     const t1 = performance.now()
