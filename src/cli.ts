@@ -11,7 +11,8 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   instances: async () => await import('./registry/cli.js'),
   demo: async () => await import('./demo/index.js'),
   inject: async () => await import('./inject/cli.js'),
-  webhook: async () => await import('./inject/webhook.js')
+  webhook: async () => await import('./inject/webhook.js'),
+  checker: async () => await import('./checker/cli.js')
 }
 
 const USAGE = `usage: doorman [command] [options]
@@ -22,6 +23,7 @@ commands:
   inject [-f FILE]            inject the sidecar into annotated Kubernetes YAML (stdin or FILE)
   webhook                     the mutating admission webhook server
   checker                     the central active health checker
+  checker mode [SCOPE] [MODE] show or set the checker's run-time mode
   demo                        the seed incident replayed with and without doorman
   instances SERVICE [--json]  list a service's instances from the registry
 

@@ -67,6 +67,11 @@ export interface Config {
   checkSuccesses: number
   checkMaxEject: number
   checkMode: 'full' | 'recover-only' | 'off'
+  checkConcurrency: number
+  checkReplicaId: string
+  checkGroup: 'main' | 'canary'
+  checkCanary: readonly string[]
+  checkExclude: readonly string[]
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
@@ -117,6 +122,8 @@ function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
       return { schema: z.enum(LEVELS as [string, ...string[]]), accepts: `one of ${LEVELS.join(', ')}` }
     case 'list':
       return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^\//, 'globs start with /'))), accepts: 'comma-separated path globs starting with / (such as /checkout/*)' }
+    case 'globs':
+      return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?'))), accepts: 'comma-separated service name globs (such as orders,pay-*)' }
     case 'json':
       return {
         schema: z.string().transform((v, ctx) => {
@@ -151,7 +158,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
     let raw = env[s.env]
     if (s.env === 'DOORMAN_ADVERTISE_HOST' && (raw === undefined || raw === '')) raw = env.POD_IP !== undefined && env.POD_IP !== '' ? env.POD_IP : '127.0.0.1'
     const { schema, accepts } = schemaFor(s)
-    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'json')) {
+    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json')) {
       if (s.default === undefined) {
         if (s.required === true && opts.sidecar === true) throw new ConfigError(s.env, `${s.env} is required: expected ${accepts}`)
         out[keyFor(s.env)] = undefined

@@ -11,6 +11,7 @@ export type Kind =
   | 'string'
   | 'host'
   | 'list' // comma-separated, empty entries dropped
+  | 'globs' // comma-separated service-name globs (`*` any run, `?` one character), empty entries dropped
   | 'json'
   | 'enum'
   | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster://
@@ -41,7 +42,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_INBOUND_PORT', kind: 'port', default: '7080', scope: 'sidecar', doc: 'Business traffic from outside the pod, proxied to the app.' },
   { env: 'DOORMAN_OUTBOUND_PORT', kind: 'port', default: '7081', scope: 'sidecar', doc: "The app's calls to other services, load-balanced over the registry (loopback only; 0 = off)." },
   { env: 'DOORMAN_ADMIN_PORT', kind: 'port', default: '7090', scope: 'all', doc: 'The admin / probe lane: probes, metrics, state and drain, on its own thread.' },
-  { env: 'DOORMAN_BIND_HOST', kind: 'host', default: '0.0.0.0', scope: 'sidecar', doc: 'Address the inbound and admin listeners bind to (the outbound listener always binds loopback).' },
+  { env: 'DOORMAN_BIND_HOST', kind: 'host', default: '0.0.0.0', scope: 'all', doc: "Address the inbound and admin listeners bind to (the outbound listener always binds loopback); `doorman checker`'s admin listener too." },
   // The app
   { env: 'DOORMAN_APP_PORT', kind: 'port', required: true, scope: 'sidecar', doc: "The app's port on `DOORMAN_APP_HOST`." },
   { env: 'DOORMAN_APP_HOST', kind: 'host', default: '127.0.0.1', scope: 'sidecar', doc: "The app's host (normally loopback: the app shares the pod's network)." },
@@ -100,7 +101,12 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_CHECK_FAILURES', kind: 'int', default: '3', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive failures that eject an instance.' },
   { env: 'DOORMAN_CHECK_SUCCESSES', kind: 'int', default: '2', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive successes that recover an instance.' },
   { env: 'DOORMAN_CHECK_MAX_EJECT', kind: 'percent', default: '33', scope: 'checker', annotatable: false, doc: "`doorman checker`: protection threshold, most percent of a service's cluster ejected at once." },
-  { env: 'DOORMAN_CHECK_MODE', kind: 'enum', values: ['full', 'recover-only', 'off'], default: 'full', scope: 'checker', annotatable: false, doc: '`doorman checker`: `full`, `recover-only` (never ejects), `off`.' },
+  { env: 'DOORMAN_CHECK_MODE', kind: 'enum', values: ['full', 'recover-only', 'off'], default: 'full', scope: 'checker', annotatable: false, doc: '`doorman checker`: `full`, `recover-only` (never ejects), `off`; the default under the run-time switch (`doorman checker mode`).' },
+  { env: 'DOORMAN_CHECK_CONCURRENCY', kind: 'int', default: '200', scope: 'checker', annotatable: false, doc: '`doorman checker`: most probes in flight at once.' },
+  { env: 'DOORMAN_CHECK_REPLICA_ID', kind: 'string', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: this replica\'s name in the shard ring (default: host name and process id).' },
+  { env: 'DOORMAN_CHECK_GROUP', kind: 'enum', values: ['main', 'canary'], default: 'main', scope: 'checker', annotatable: false, doc: '`doorman checker`: `main` checks every service but the canary ones; `canary` checks only the services in `DOORMAN_CHECK_CANARY`.' },
+  { env: 'DOORMAN_CHECK_CANARY', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs (`orders`, `pay-*`) owned by the canary group; give both groups the same list.' },
+  { env: 'DOORMAN_CHECK_EXCLUDE', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs never checked.' },
 ] satisfies Setting[])
 
 /** `DOORMAN_MAX_CONCURRENCY` → `doorman.io/max-concurrency`. */

@@ -1,0 +1,295 @@
+// `doorman checker`: the central active health checker (seed 002), in four parts with interfaces between them:
+//
+//   Dispatcher (dispatcher.ts) → Prober (prober.ts) → Decider (decider.ts) → Performer (performer.ts)
+//
+// Every DOORMAN_CHECK_INTERVAL a round renews this replica's membership of its group, reads the run-time mode table,
+// has the Dispatcher list the services this replica owns (rendezvous hashing over the group's live replicas) and
+// their instances, has the Prober probe them, and the Decider count and decide as results arrive; the round ends
+// once every decision has been acted on. Replicas share nothing but the registry's store (coordinator.ts).
+import { hostname } from 'node:os'
+import type { Logger } from '../core/log.js'
+import type { InstanceState, Registry } from '../registry/types.js'
+import type { Coordinator } from './coordinator.js'
+import { Dispatcher, addressFilter, excludeFilter, groupFilter, modeInstanceFilter, modeServiceFilter, ownerFilter, servingFilter, type RoundContext } from './dispatcher.js'
+import { Prober } from './prober.js'
+import { Decider } from './decider.js'
+import { Performer, type CheckerEvent } from './performer.js'
+import { CheckerMetrics } from './metrics.js'
+import { ModeTable, type Mode } from './policy.js'
+
+export { Dispatcher } from './dispatcher.js'
+export { Prober, type Target, type ProbeResult } from './prober.js'
+export { Decider } from './decider.js'
+export { Performer } from './performer.js'
+export { MemoryCoordinator, RedisCoordinator, type Coordinator, type EjectResult } from './coordinator.js'
+export { CheckerMetrics } from './metrics.js'
+export * from './policy.js'
+
+export type Group = 'main' | 'canary'
+
+export interface CheckerOptions {
+  registry: Registry
+  coordinator: Coordinator
+  /** This replica's name in its group's ring. */
+  id?: string
+  group?: Group
+  /** Service globs owned by the canary group. */
+  canary?: readonly string[]
+  /** Service globs never checked. */
+  exclude?: readonly string[]
+  /** Round period, ms. */
+  interval: number
+  /** One probe's timeout, ms. */
+  timeout: number
+  failures: number
+  successes: number
+  /** Protection threshold, percent of a cluster. */
+  maxEject: number
+  /** The mode where the run-time table says nothing. */
+  mode: Mode
+  concurrency: number
+  /** A replica that stops heartbeating leaves its group after this, ms. */
+  replicaTtl: number
+  /** Serial decision queues (default 8). */
+  queues?: number
+  log: Logger
+  metrics?: CheckerMetrics
+}
+
+export interface RoundReport {
+  round: number
+  /** Epoch milliseconds. */
+  startedAt: number
+  durationMs: number
+  replicas: number
+  services: number
+  instances: number
+  targets: number
+  failed: number
+  ejected: number
+  recovered: number
+  /** Set when the round could not run (registry unreachable). */
+  error?: string
+}
+
+/** The default replica id: the host name (the pod's name in Kubernetes) and the process id. */
+export function defaultReplicaId (): string {
+  return `${hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}`
+}
+
+export class Checker {
+  readonly id: string
+  readonly group: Group
+  readonly metrics: CheckerMetrics
+  readonly dispatcher: Dispatcher
+  readonly prober: Prober
+  readonly decider: Decider
+  readonly performer: Performer
+  readonly #o: CheckerOptions
+  readonly #log: Logger
+  #replicas: string[] = []
+  /** performance.now() of the last successful heartbeat (0 = never). */
+  #beatAt = 0
+  #modes: ModeTable
+  #badModes = ''
+  #services: string[] = []
+  #byState = new Map<InstanceState, number>()
+  #instances = 0
+  #targets = 0
+  #rounds = 0
+  #last: RoundReport | null = null
+  #progressAt = performance.now()
+  #roundTimer: NodeJS.Timeout | null = null
+  #beatTimer: NodeJS.Timeout | null = null
+  #current: Promise<RoundReport> | null = null
+  #failing = false
+  #started = false
+  #stopped = false
+
+  constructor (opts: CheckerOptions) {
+    this.#o = opts
+    this.id = opts.id ?? defaultReplicaId()
+    this.group = opts.group ?? 'main'
+    this.#log = opts.log
+    this.#modes = new ModeTable(opts.mode)
+    this.metrics = opts.metrics ?? new CheckerMetrics()
+    this.dispatcher = new Dispatcher({
+      registry: opts.registry,
+      log: opts.log.child({ part: 'dispatcher' }),
+      serviceFilters: [
+        excludeFilter(opts.exclude ?? []),
+        groupFilter(this.group, opts.canary ?? []),
+        modeServiceFilter(),
+        ownerFilter()
+      ],
+      instanceFilters: [servingFilter(), addressFilter(), modeInstanceFilter()]
+    })
+    this.prober = new Prober({ concurrency: opts.concurrency, timeout: opts.timeout, keepAlive: Math.max(4000, opts.interval * 2) })
+    this.performer = new Performer({ coordinator: opts.coordinator, maxEject: opts.maxEject, metrics: this.metrics, log: opts.log.child({ part: 'performer' }) })
+    this.decider = new Decider({ failures: opts.failures, successes: opts.successes, queues: opts.queues, performer: this.performer, log: opts.log.child({ part: 'decider' }) })
+    const r = this.metrics.readings
+    r.replicas = () => this.#replicas.length
+    r.shardServices = () => this.#services.length
+    r.shardInstances = () => this.#instances
+    r.targets = () => this.#targets
+    r.instancesByState = () => this.#byState
+    r.mode = () => this.#modes.global
+    r.registryUp = () => opts.registry.up
+  }
+
+  /** Joins the group and starts the rounds (the first at once) and the membership heartbeat. */
+  start (): void {
+    if (this.#started) return
+    this.#started = true
+    this.#log.info({ replica: this.id, group: this.group, interval: this.#o.interval, timeout: this.#o.timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, mode: this.#o.mode }, 'checker starting')
+    const every = Math.max(50, Math.floor(this.#o.replicaTtl / 3))
+    this.#beatTimer = setInterval(() => { void this.#heartbeat().catch(() => {}) }, every)
+    void this.#loop()
+  }
+
+  async #loop (): Promise<void> {
+    if (this.#stopped) return
+    const t0 = performance.now()
+    await this.round()
+    if (this.#stopped) return
+    // Rounds start every interval; one that overran is followed at once.
+    const wait = Math.max(0, this.#o.interval - (performance.now() - t0))
+    this.#roundTimer = setTimeout(() => { this.#roundTimer = null; void this.#loop() }, wait)
+  }
+
+  async #heartbeat (): Promise<string[]> {
+    try {
+      const replicas = await this.#o.coordinator.heartbeat(this.group, this.id, this.#o.replicaTtl)
+      if (replicas.join(',') !== this.#replicas.join(',')) this.#log.info({ replicas, group: this.group }, 'replicas changed')
+      this.#replicas = replicas
+      this.#beatAt = performance.now()
+      return replicas
+    } catch (err) {
+      this.metrics.count(this.metrics.errors, 'heartbeat')
+      throw err
+    }
+  }
+
+  /** One round. Exposed for tests; the loop calls it every interval. Never throws. */
+  async round (): Promise<RoundReport> {
+    if (this.#current !== null) return await this.#current
+    this.#current = this.#round()
+    try { return await this.#current } finally { this.#current = null }
+  }
+
+  async #round (): Promise<RoundReport> {
+    const startedAt = Date.now()
+    const t0 = performance.now()
+    this.#progressAt = t0
+    const report: RoundReport = { round: ++this.#rounds, startedAt, durationMs: 0, replicas: 0, services: 0, instances: 0, targets: 0, failed: 0, ejected: 0, recovered: 0 }
+    const ejectedBefore = this.metrics.ejections
+    const recoveredBefore = this.metrics.recoveries
+    try {
+      // Right after start (or in an outage), give the connection a moment rather than failing the round at once.
+      if (!this.#o.registry.up) await this.#o.registry.waitUp(Math.min(1000, this.#o.interval))
+      const replicas = await this.#heartbeat()
+      const { table, bad } = await this.#o.coordinator.modes(this.#o.mode)
+      const badText = bad.join(',')
+      if (badText !== '' && badText !== this.#badModes) this.#log.warn({ entries: bad }, 'ignoring run-time mode entries that are not full, recover-only or off')
+      this.#badModes = badText
+      if (table.global !== this.#modes.global) this.#log.warn({ mode: table.global, was: this.#modes.global }, 'checker mode changed')
+      this.#modes = table
+      const ctx: RoundContext = { self: this.id, replicas, modes: table }
+      const d = await this.dispatcher.dispatch(ctx)
+      this.#services = d.services
+      this.#instances = d.instances.length
+      this.#targets = d.targets.length
+      const byState = new Map<InstanceState, number>()
+      for (const i of d.instances) byState.set(i.state, (byState.get(i.state) ?? 0) + 1)
+      this.#byState = byState
+      Object.assign(report, { replicas: replicas.length, services: d.services.length, instances: d.instances.length, targets: d.targets.length })
+      const m = this.metrics
+      await this.prober.run(d.targets, (r) => {
+        this.#progressAt = performance.now()
+        m.count(m.probes, r.outcome)
+        m.probeDuration.observe(r.ms / 1000)
+        if (!r.ok) report.failed++
+        this.decider.observe(r, table.for(r.target.service, r.target.cluster))
+      })
+      await this.decider.idle()
+      this.decider.retain(new Set(d.targets.map((t) => Decider.key(t.service, t.id))))
+      if (this.#failing) this.#log.info('registry reachable again: rounds resumed')
+      this.#failing = false
+    } catch (err) {
+      this.metrics.count(this.metrics.errors, 'round')
+      report.error = (err as Error)?.message ?? String(err)
+      if (!this.#failing) this.#log.warn({ err }, 'round failed (registry unreachable?); retrying every interval')
+      this.#failing = true
+    }
+    report.durationMs = performance.now() - t0
+    report.ejected = this.metrics.ejections - ejectedBefore
+    report.recovered = this.metrics.recoveries - recoveredBefore
+    this.metrics.rounds++
+    this.metrics.roundDuration.observe(report.durationMs / 1000)
+    this.#progressAt = performance.now()
+    this.#last = report
+    return report
+  }
+
+  /** Live: the rounds are moving (a round started, a probe finished or a round ended lately). */
+  live (): { ok: boolean, detail: string } {
+    const stall = Math.max(30_000, 10 * (this.#o.interval + this.#o.timeout))
+    const idle = performance.now() - this.#progressAt
+    return idle <= stall ? { ok: true, detail: 'rounds moving' } : { ok: false, detail: `no progress for ${Math.round(idle)}ms` }
+  }
+
+  /** Ready: the registry is reachable, this replica is in its group's ring, and a round has completed. */
+  ready (): { ok: boolean, checks: Array<{ name: string, ok: boolean, detail: string }> } {
+    const beatAge = this.#beatAt === 0 ? Infinity : performance.now() - this.#beatAt
+    const checks = [
+      { name: 'registry', ok: this.#o.registry.up, detail: this.#o.registry.up ? 'reachable' : 'unreachable' },
+      { name: 'membership', ok: beatAge < this.#o.replicaTtl, detail: this.#beatAt === 0 ? 'not joined yet' : `last heartbeat ${Math.round(beatAge)}ms ago` },
+      { name: 'round', ok: this.#last !== null && this.#last.error === undefined, detail: this.#last === null ? 'no round yet' : this.#last.error ?? `round ${this.#last.round} done` }
+    ]
+    return { ok: checks.every((c) => c.ok), checks }
+  }
+
+  /** What /state shows. */
+  state (): Record<string, unknown> {
+    const failing: Array<{ service: string, id: string, failures: number }> = []
+    for (const s of this.#services) {
+      for (const inst of this.dispatcher.view(s)?.values() ?? []) {
+        const st = this.decider.streak(s, inst.id)
+        if (st !== undefined && st.failures > 0) failing.push({ service: s, id: inst.id, failures: st.failures })
+      }
+    }
+    return {
+      replica: this.id,
+      group: this.group,
+      replicas: this.#replicas,
+      mode: this.#modes.global,
+      modes: Object.fromEntries(this.#modes.entries),
+      settings: { interval: this.#o.interval, timeout: this.#o.timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, concurrency: this.#o.concurrency },
+      services: this.#services,
+      instances: Object.fromEntries(this.#byState),
+      targets: this.#targets,
+      lastRound: this.#last,
+      failing,
+      queues: this.decider.depths,
+      events: this.performer.events as CheckerEvent[]
+    }
+  }
+
+  /** Stops the rounds, leaves the group (the others take the share at their next round), closes connections. */
+  async stop (): Promise<void> {
+    if (this.#stopped) return
+    this.#stopped = true
+    if (this.#roundTimer !== null) clearTimeout(this.#roundTimer)
+    if (this.#beatTimer !== null) clearInterval(this.#beatTimer)
+    this.prober.stop()
+    if (this.#current !== null) await this.#current.catch(() => {})
+    if (this.#started) {
+      await this.#o.coordinator.leave(this.group, this.id).catch((err: unknown) => {
+        this.#log.warn({ err }, 'could not leave the group; the others take over when its membership expires')
+      })
+    }
+    this.dispatcher.close()
+    await this.prober.close()
+    this.#log.info({ replica: this.id }, 'checker stopped')
+  }
+}

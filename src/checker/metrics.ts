@@ -1,0 +1,100 @@
+// The checker's metrics: its own prom-client Registry (one per checker), plain counters bumped by the parts and
+// copied into prom-client at scrape time, and point-in-time readings of the last round.
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+import { STATES, type InstanceState } from '../registry/types.js'
+import { MODES, type Mode } from './policy.js'
+import { OUTCOMES, type ProbeOutcome } from './prober.js'
+
+/** Why an ejection the counts called for did not happen. */
+export type BlockReason = 'threshold' | 'mode'
+
+export interface CheckerReadings {
+  replicas?: () => number
+  shardServices?: () => number
+  shardInstances?: () => number
+  targets?: () => number
+  instancesByState?: () => ReadonlyMap<InstanceState, number>
+  mode?: () => Mode
+  registryUp?: () => boolean
+}
+
+export class CheckerMetrics {
+  readonly registry = new Registry()
+  readonly probes = new Map<ProbeOutcome, number>()
+  readonly blocked = new Map<BlockReason, number>()
+  /** Failed registry calls, by what was being done: `round`, `eject`, `recover`, `heartbeat`. */
+  readonly errors = new Map<string, number>()
+  ejections = 0
+  recoveries = 0
+  rounds = 0
+  readonly roundDuration: Histogram
+  readonly probeDuration: Histogram
+  readonly readings: CheckerReadings = {}
+
+  constructor (opts: { defaults?: boolean } = {}) {
+    const registry = this.registry
+    const r = this.readings
+    const gauge = (name: string, help: string, read: () => number | undefined): void => {
+      // eslint-disable-next-line no-new
+      new Gauge({ name, help, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
+    }
+    const copy = (c: Counter<string>, label: string, m: ReadonlyMap<string, number>, all: readonly string[] = []): void => {
+      c.reset()
+      for (const k of all) c.inc({ [label]: k }, 0)
+      for (const [k, v] of m) c.inc({ [label]: k }, v)
+    }
+    const probes = this.probes
+    const blocked = this.blocked
+    const errors = this.errors
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this
+    this.roundDuration = new Histogram({ name: 'doorman_checker_round_duration_seconds', help: 'One round: list, probe every owned instance, decide and act.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30], registers: [registry] })
+    this.probeDuration = new Histogram({ name: 'doorman_checker_probe_duration_seconds', help: 'One probe, until its answer or its timeout.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [registry] })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_rounds_total', help: 'Rounds completed.', registers: [registry], collect () { this.reset(); this.inc(self.rounds) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_probes_total', help: 'Probes by result: ok, timeout, refused, status (a non-2xx answer), error.', labelNames: ['result'], registers: [registry], collect () { copy(this, 'result', probes, OUTCOMES) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_ejections_total', help: 'Instances this replica ejected.', registers: [registry], collect () { this.reset(); this.inc(self.ejections) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_recoveries_total', help: 'Ejected instances this replica recovered.', registers: [registry], collect () { this.reset(); this.inc(self.recoveries) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_ejections_blocked_total', help: 'Ejections called for but not made, by reason: threshold (the protection threshold), mode (recover-only).', labelNames: ['reason'], registers: [registry], collect () { copy(this, 'reason', blocked, ['threshold', 'mode']) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_registry_errors_total', help: 'Failed registry calls, by step: round, eject, recover, heartbeat.', labelNames: ['step'], registers: [registry], collect () { copy(this, 'step', errors) } })
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'doorman_checker_instances',
+      help: "Instances of this replica's shard by registry state.",
+      labelNames: ['state'],
+      registers: [registry],
+      collect () {
+        const m = r.instancesByState?.()
+        if (m === undefined) return
+        for (const s of STATES) this.set({ state: s }, m.get(s) ?? 0)
+      }
+    })
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'doorman_checker_mode',
+      help: 'The mode in force everywhere (1 for the current one); scopes may override it per service or cluster.',
+      labelNames: ['mode'],
+      registers: [registry],
+      collect () {
+        const cur = r.mode?.()
+        if (cur === undefined) return
+        for (const m of MODES) this.set({ mode: m }, m === cur ? 1 : 0)
+      }
+    })
+    gauge('doorman_checker_shard_services', 'Services this replica owns.', () => r.shardServices?.())
+    gauge('doorman_checker_shard_instances', "Instances of the services this replica owns.", () => r.shardInstances?.())
+    gauge('doorman_checker_probe_targets', 'Instances probed in the last round (after the filters).', () => r.targets?.())
+    gauge('doorman_checker_replicas', "Live replicas in this replica's group.", () => r.replicas?.())
+    gauge('doorman_checker_registry_up', '1 while the registry is reachable.', () => r.registryUp === undefined ? undefined : Number(r.registryUp()))
+    if (opts.defaults !== false) collectDefaultMetrics({ register: registry })
+  }
+
+  count<K> (m: Map<K, number>, k: K): void { m.set(k, (m.get(k) ?? 0) + 1) }
+
+  async text (): Promise<string> { return await this.registry.metrics() }
+}

@@ -1,0 +1,116 @@
+// The Performer: carries out the Decider's verdicts in the registry. An ejection goes through the coordinator's
+// budget (atomic, re-reading the cluster's current states); a recovery releases the ejection. Either write is
+// published on the service's channel by the store, so every watcher (consumers' outbound lanes, `doorman
+// instances`, other checker replicas) sees it within milliseconds. Each action is also logged and kept in a short
+// list of recent events for the checker's /state.
+import type { Logger } from '../core/log.js'
+import type { Coordinator, EjectResult } from './coordinator.js'
+import type { CheckerMetrics, BlockReason } from './metrics.js'
+import type { Target } from './prober.js'
+
+export interface CheckerEvent {
+  /** Epoch milliseconds. */
+  at: number
+  action: 'eject' | 'recover' | 'blocked'
+  service: string
+  cluster: string
+  id: string
+  address: string
+  /** For ejections and blocks: the cluster's counts after the decision. */
+  ejected?: number
+  total?: number
+  budget?: number
+  reason?: BlockReason
+}
+
+const RECENT = 100
+
+export interface PerformerOptions {
+  coordinator: Coordinator
+  /** DOORMAN_CHECK_MAX_EJECT. */
+  maxEject: number
+  metrics: CheckerMetrics
+  log: Logger
+}
+
+export class Performer {
+  readonly #o: PerformerOptions
+  /** The most recent events, newest last. */
+  readonly events: CheckerEvent[] = []
+  /** Instances whose blocked ejection was already logged (logged once until they are ejected or healthy). */
+  readonly #quiet = new Set<string>()
+
+  constructor (opts: PerformerOptions) {
+    this.#o = opts
+  }
+
+  #record (e: CheckerEvent): void {
+    this.events.push(e)
+    if (this.events.length > RECENT) this.events.splice(0, this.events.length - RECENT)
+  }
+
+  /** Ejects within the budget. Resolves with the coordinator's answer, or null when the registry call failed. */
+  async eject (t: Target, failures: number): Promise<EjectResult | null> {
+    const { metrics, log } = this.#o
+    let r: EjectResult
+    try {
+      r = await this.#o.coordinator.eject(t.service, t.id, this.#o.maxEject)
+    } catch (err) {
+      metrics.count(metrics.errors, 'eject')
+      log.warn({ err, service: t.service, id: t.id }, 'ejection failed; retried next round')
+      return null
+    }
+    const key = `${t.service}\0${t.id}`
+    const base = { service: t.service, cluster: t.cluster, id: t.id, address: t.address, ejected: r.ejected, total: r.total, budget: r.budget }
+    if (r.outcome === 'ejected') {
+      this.#quiet.delete(key)
+      metrics.ejections++
+      this.#record({ at: Date.now(), action: 'eject', ...base })
+      log.warn({ ...base, failures }, 'instance ejected')
+    } else if (r.outcome === 'threshold') {
+      this.#block(t, 'threshold', base)
+    }
+    return r
+  }
+
+  /** An ejection the counts call for but the mode or the threshold forbids. */
+  block (t: Target, reason: BlockReason): void {
+    this.#block(t, reason, { service: t.service, cluster: t.cluster, id: t.id, address: t.address })
+  }
+
+  #block (t: Target, reason: BlockReason, base: Omit<CheckerEvent, 'at' | 'action'>): void {
+    const { metrics, log } = this.#o
+    metrics.count(metrics.blocked, reason)
+    const key = `${t.service}\0${t.id}`
+    if (this.#quiet.has(key)) return
+    this.#quiet.add(key)
+    this.#record({ at: Date.now(), action: 'blocked', reason, ...base })
+    log.warn({ ...base, reason }, reason === 'threshold'
+      ? 'instance failing but not ejected: its cluster is at the protection threshold (DOORMAN_CHECK_MAX_EJECT)'
+      : 'instance failing but not ejected: the checker is recover-only here')
+  }
+
+  /** The instance answers again: its blocked ejection may be logged again the next time. */
+  healthy (t: Target): void {
+    this.#quiet.delete(`${t.service}\0${t.id}`)
+  }
+
+  /** Releases an ejection. Resolves true when released, false when gone or the call failed. */
+  async recover (t: Target, successes: number): Promise<boolean> {
+    const { metrics, log } = this.#o
+    let ok: boolean
+    try {
+      ok = await this.#o.coordinator.recover(t.service, t.id)
+    } catch (err) {
+      metrics.count(metrics.errors, 'recover')
+      log.warn({ err, service: t.service, id: t.id }, 'recovery failed; retried next round')
+      return false
+    }
+    if (ok) {
+      metrics.recoveries++
+      this.#record({ at: Date.now(), action: 'recover', service: t.service, cluster: t.cluster, id: t.id, address: t.address })
+      log.info({ service: t.service, cluster: t.cluster, id: t.id, address: t.address, successes }, 'instance recovered')
+    }
+    return ok
+  }
+}
