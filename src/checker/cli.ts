@@ -99,7 +99,7 @@ async function modeCommand (args: string[]): Promise<number> {
   const cfg = loadConfig()
   const registry = sharedRegistry(cfg)
   try {
-    if (!await registry.waitUp(5000)) {
+    if (!await registry.waitUp(3000)) {
       process.stderr.write('doorman checker mode: the registry is unreachable\n')
       return 1
     }

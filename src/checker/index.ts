@@ -102,6 +102,7 @@ export class Checker {
   #roundTimer: NodeJS.Timeout | null = null
   #beatTimer: NodeJS.Timeout | null = null
   #current: Promise<RoundReport> | null = null
+  #beating: Promise<string[]> | null = null
   #failing = false
   #started = false
   #stopped = false
@@ -143,7 +144,7 @@ export class Checker {
     this.#started = true
     this.#log.info({ replica: this.id, group: this.group, interval: this.#o.interval, timeout: this.#o.timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, mode: this.#o.mode }, 'checker starting')
     const every = Math.max(50, Math.floor(this.#o.replicaTtl / 3))
-    this.#beatTimer = setInterval(() => { void this.#heartbeat().catch(() => {}) }, every)
+    this.#beatTimer = setInterval(() => { if (!this.#stopped) void this.#heartbeat().catch(() => {}) }, every)
     void this.#loop()
   }
 
@@ -158,6 +159,12 @@ export class Checker {
   }
 
   async #heartbeat (): Promise<string[]> {
+    if (this.#beating !== null) return await this.#beating
+    this.#beating = this.#beat()
+    try { return await this.#beating } finally { this.#beating = null }
+  }
+
+  async #beat (): Promise<string[]> {
     try {
       const replicas = await this.#o.coordinator.heartbeat(this.group, this.id, this.#o.replicaTtl)
       if (replicas.join(',') !== this.#replicas.join(',')) this.#log.info({ replicas, group: this.group }, 'replicas changed')
@@ -283,7 +290,8 @@ export class Checker {
     if (this.#beatTimer !== null) clearInterval(this.#beatTimer)
     this.prober.stop()
     if (this.#current !== null) await this.#current.catch(() => {})
-    if (this.#started) {
+    if (this.#beating !== null) await this.#beating.catch(() => {})
+    if (this.#beatAt !== 0) {
       await this.#o.coordinator.leave(this.group, this.id).catch((err: unknown) => {
         this.#log.warn({ err }, 'could not leave the group; the others take over when its membership expires')
       })

@@ -1,0 +1,172 @@
+// The checker's coordination in a real Redis (private redis-server per suite): the ejection budget taken atomically
+// by several replicas at once, replica membership with TTLs, the mode table, ejections reaching watchers, the same
+// scripts on a Redis Cluster; and the command line's exit codes.
+import t from 'tap'
+import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Instance } from '../src/registry/index.js'
+import { RedisCoordinator, type EjectResult } from '../src/checker/index.js'
+import { CLI, freePort, spawnNode, waitFor } from './helpers/index.js'
+import { startRedis, startCluster, redisCommand } from './helpers/redis.js'
+import { instance } from './checker-helpers.js'
+
+function open (t: Tap.Test, url: string): RedisRegistry {
+  const r = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 1000 })
+  t.teardown(async () => { await r.close() })
+  return r
+}
+
+t.test('several replicas ejecting at the same moment stay within the threshold', async (t) => {
+  const redis = await startRedis(t)
+  // Three replicas, each with its own connection.
+  const regs = [open(t, redis.url), open(t, redis.url), open(t, redis.url)]
+  for (const r of regs) t.ok(await r.waitUp(5000))
+  const coords = regs.map((r) => new RedisCoordinator(r))
+  for (let i = 0; i < 6; i++) await regs[0].register(instance('orders', `a${i}`, 1000 + i, 0), 60_000)
+  for (let i = 0; i < 2; i++) await regs[0].register(instance('orders', `b${i}`, 2000 + i, 0, { cluster: 'b' }), 60_000)
+
+  // Every replica tries to eject every instance of cluster `default`, all at once.
+  const calls: Array<Promise<EjectResult>> = []
+  for (const c of coords) for (let i = 0; i < 6; i++) calls.push(c.eject('orders', `a${i}`, 34))
+  const results = await Promise.all(calls)
+  const done = results.filter((r) => r.outcome === 'ejected')
+  t.equal(done.length, 2, 'floor(6 × 34%) = 2 ejections in all')
+  t.ok(results.every((r) => ['ejected', 'threshold', 'already'].includes(r.outcome)), 'the rest refused by the budget, or already ejected')
+  t.ok(results.every((r) => r.total === 6 && r.budget === 2))
+  const stored = (await regs[1].list('orders')).filter((i) => i.ejected)
+  t.equal(stored.length, 2, 'the store holds 2')
+  t.ok(stored.every((i) => i.cluster === 'default' && i.state === 'ejected'))
+
+  // Clusters have budgets of their own: 2 × 34% rounds down to 0.
+  t.match(await coords[0].eject('orders', 'b0', 34), { outcome: 'threshold', total: 2, budget: 0 })
+  t.match(await coords[0].eject('orders', 'b0', 50), { outcome: 'ejected', ejected: 1, total: 2, budget: 1 })
+
+  // Already-ejected instances count: releasing one frees exactly one slot.
+  t.ok(await coords[1].recover('orders', stored[0].id))
+  const again = await Promise.all([0, 1, 2, 3, 4, 5].map(async (i) => await coords[i % 3].eject('orders', `a${i}`, 34)))
+  t.equal(again.filter((r) => r.outcome === 'ejected').length, 1, 'one more, back to 2')
+  t.equal((await regs[2].list('orders')).filter((i) => i.ejected && i.cluster === 'default').length, 2)
+})
+
+t.test('what counts toward the budget, and what cannot be ejected', async (t) => {
+  const redis = await startRedis(t)
+  const reg = open(t, redis.url)
+  t.ok(await reg.waitUp(5000))
+  const c = new RedisCoordinator(reg)
+  const add = async (id: string, over: Partial<Instance> = {}): Promise<void> => { await reg.register(instance('svc', id, 1, 0, over), 60_000) }
+  await add('up1')
+  await add('up2')
+  await add('warm', { state: 'warming' })
+  await add('start', { state: 'starting' })
+  await add('drain', { state: 'draining' })
+  t.match(await c.eject('svc', 'start', 100), { outcome: 'not-routable', total: 3 }, 'starting and draining instances are not counted, nor ejected')
+  t.match(await c.eject('svc', 'drain', 100), { outcome: 'not-routable' })
+  t.match(await c.eject('svc', 'nobody', 100), { outcome: 'gone' })
+  t.match(await c.eject('svc', 'warm', 34), { outcome: 'ejected', ejected: 1, total: 3, budget: 1 }, 'warming instances count and can be ejected')
+  t.match(await c.eject('svc', 'warm', 34), { outcome: 'already' })
+  // A draining instance that was ejected leaves the count: it is on its way out.
+  await reg.update('svc', 'warm', { state: 'draining' })
+  t.match(await c.eject('svc', 'up1', 34), { outcome: 'threshold', ejected: 0, total: 2, budget: 0 })
+  t.notOk(await c.recover('svc', 'nobody'), 'recovering a departed instance says so')
+})
+
+t.test('an ejection reaches every watcher at once, as the registry\'s own writes do', async (t) => {
+  const redis = await startRedis(t)
+  const writer = open(t, redis.url)
+  const watcher = open(t, redis.url)
+  t.ok(await writer.waitUp(5000))
+  t.ok(await watcher.waitUp(5000))
+  await writer.register(instance('pay', 'p0', 1, 0), 60_000)
+  await writer.register(instance('pay', 'p1', 1, 0), 60_000)
+  const w = watcher.watch('pay')
+  t.teardown(() => { w.close() })
+  await w.ready
+  const revBefore = w.view.get('p0')?.rev ?? 0
+  const c = new RedisCoordinator(writer)
+  t.match(await c.eject('pay', 'p0', 50), { outcome: 'ejected' })
+  const seen = await waitFor('the watcher sees the ejection', () => w.view.get('p0')?.ejected === true ? w.view.get('p0') : undefined, 2000, 5)
+  t.equal(seen.state, 'ejected')
+  t.ok(seen.rev > revBefore, 'with a newer revision')
+  // The instance's own heartbeats keep the ejection; its state returns on recovery.
+  t.ok(await writer.heartbeat('pay', 'p0', 60_000, { weight: 50 }))
+  t.equal((await writer.list('pay')).find((i) => i.id === 'p0')?.state, 'ejected')
+  t.ok(await c.recover('pay', 'p0'))
+  await waitFor('the watcher sees the recovery', () => w.view.get('p0')?.ejected === false, 2000, 5)
+  t.equal(w.view.get('p0')?.state, 'up')
+})
+
+t.test('replica membership: heartbeats with a TTL, leaving, groups apart', async (t) => {
+  const redis = await startRedis(t)
+  const reg = open(t, redis.url)
+  t.ok(await reg.waitUp(5000))
+  const c = new RedisCoordinator(reg)
+  t.same(await c.heartbeat('main', 'r-a', 400), ['r-a'])
+  t.same(await c.heartbeat('main', 'r-b', 60_000), ['r-a', 'r-b'])
+  t.same(await c.heartbeat('canary', 'r-c', 60_000), ['r-c'], 'each group has its own ring')
+  // r-a stops heartbeating: it drops out once its TTL passes.
+  await waitFor('r-a expired', async () => (await c.heartbeat('main', 'r-b', 60_000)).join() === 'r-b', 5000, 50)
+  t.pass('r-a expired')
+  await c.leave('main', 'r-b')
+  t.same(await c.heartbeat('main', 'r-d', 60_000), ['r-d'], 'r-b left at once')
+  t.match(await redisCommand(redis.port, 'ZRANGE', 'doorman:checker:main:replicas', '0', '-1'), /r-d/, 'the documented key')
+})
+
+t.test('the run-time mode table', async (t) => {
+  const redis = await startRedis(t)
+  const reg = open(t, redis.url)
+  t.ok(await reg.waitUp(5000))
+  const c = new RedisCoordinator(reg)
+  t.equal((await c.modes('full')).table.global, 'full', 'the configured default when nothing is set')
+  await c.setMode('*', 'recover-only')
+  await c.setMode('orders/eu', 'off')
+  await redisCommand(redis.port, 'HSET', 'doorman:checker:mode', 'users', 'maybe')
+  const { table, bad } = await c.modes('full')
+  t.equal(table.global, 'recover-only')
+  t.equal(table.for('orders', 'eu'), 'off')
+  t.equal(table.for('orders', 'us'), 'recover-only')
+  t.same(bad, ['users=maybe'], 'bad entries are reported, not applied')
+  await c.setMode('*', null)
+  t.equal((await c.modes('off')).table.global, 'off')
+})
+
+t.test('the same scripts on a Redis Cluster', async (t) => {
+  const cluster = await startCluster(t)
+  const reg = new RedisRegistry({ target: parseRegistryUrl(cluster.url) as RedisTarget, resyncMs: 1000 })
+  t.teardown(async () => { await reg.close() })
+  t.ok(await reg.waitUp(10_000), 'cluster reachable')
+  const c = new RedisCoordinator(reg)
+  for (let i = 0; i < 3; i++) await reg.register(instance('orders', `o${i}`, 1, 0), 60_000)
+  for (let i = 0; i < 3; i++) await reg.register(instance('users', `u${i}`, 1, 0), 60_000)
+  const r = await Promise.all([c.eject('orders', 'o0', 34), c.eject('orders', 'o1', 34), c.eject('users', 'u0', 34)])
+  t.same(r.map((x) => x.outcome).sort(), ['ejected', 'ejected', 'threshold'])
+  t.same(await c.heartbeat('main', 'r1', 60_000), ['r1'])
+  await c.setMode('orders', 'recover-only')
+  t.equal((await c.modes('full')).table.for('orders', 'x'), 'recover-only')
+})
+
+t.test('the command line: bad settings exit 78, bad usage 64, an unreachable registry 1', async (t) => {
+  const run = async (args: string[], env: Record<string, string>): Promise<{ code: number | null, out: string }> => {
+    const c = spawnNode(t, [CLI, 'checker', ...args], env)
+    const { code } = await c.exited
+    return { code, out: c.output() }
+  }
+  const closed = `redis://127.0.0.1:${await freePort()}`
+  // All at once: each is its own process.
+  const [mode, memory, extra, badMode, unreachable, help] = await Promise.all([
+    run([], { DOORMAN_REGISTRY: closed, DOORMAN_CHECK_MODE: 'sometimes' }),
+    run([], { DOORMAN_REGISTRY: 'memory' }),
+    run(['extra'], { DOORMAN_REGISTRY: closed }),
+    run(['mode', 'sometimes'], { DOORMAN_REGISTRY: closed }),
+    run(['mode', 'off'], { DOORMAN_REGISTRY: closed }),
+    run(['--help'], {})
+  ])
+  t.equal(mode.code, 78, 'a bad DOORMAN_CHECK_MODE')
+  t.match(mode.out, /DOORMAN_CHECK_MODE: got "sometimes"; expected one of full, recover-only, off/)
+  t.equal(memory.code, 78, 'a memory registry')
+  t.match(memory.out, /DOORMAN_REGISTRY: doorman checker needs the registry the sidecars share/)
+  t.equal(extra.code, 64)
+  t.equal(badMode.code, 64)
+  t.match(badMode.out, /bad mode "sometimes": expected one of full, recover-only, off/)
+  t.equal(unreachable.code, 1, 'the registry is unreachable')
+  t.match(unreachable.out, /unreachable/)
+  t.equal(help.code, 0)
+  t.match(help.out, /doorman checker mode SCOPE MODE/)
+})
