@@ -40,6 +40,7 @@ function accepts (s: Setting): string {
     case 'string': return 'text'
     case 'host': return 'host or IP'
     case 'list': return 'comma-separated path globs'
+    case 'globs': return 'comma-separated service globs'
     case 'json': return 'JSON'
     case 'enum': return (s.values ?? []).map((v) => `\`${v}\``).join(', ')
     case 'registry': return 'registry URL'
