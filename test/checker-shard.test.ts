@@ -3,7 +3,7 @@
 import t from 'tap'
 import { RedisRegistry, parseRegistryUrl, type RedisTarget } from '../src/registry/index.js'
 import { owner } from '../src/checker/index.js'
-import { startDoorman, startServer, waitFor } from './helpers/index.js'
+import { startDoorman, startServer, waitFor, type Doorman } from './helpers/index.js'
 import { startRedis, redisCommand } from './helpers/redis.js'
 import { checkerState, instance, startChecker } from './checker-helpers.js'
 
@@ -15,16 +15,16 @@ function serviceOwnedBy (prefix: string, want: string, replicas: string[]): stri
 t.test('two replicas split the services; killing one still gets ejections done by the other', async (t) => {
   const redis = await startRedis(t)
   const app = await startServer(t, (_req, res) => { res.end('ok') })
-  const [a0, b0, b1] = await Promise.all([0, 1, 2].map(async () => await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })))
-  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
-  t.teardown(async () => { await registry.close() })
-  t.ok(await registry.waitUp(5000))
   const ring = ['ck-a', 'ck-b']
   const sa = serviceOwnedBy('alpha', 'ck-a', ring)
   const sb = serviceOwnedBy('beta', 'ck-b', ring)
-  await registry.register(instance(sa, 'a0', a0.inbound, a0.admin), 300_000)
-  await registry.register(instance(sb, 'b0', b0.inbound, b0.admin), 300_000)
-  await registry.register(instance(sb, 'b1', b1.inbound, b1.admin), 300_000)
+  // Real doormans registering themselves: one instance of sa, two of sb.
+  const dm = async (service: string): Promise<Doorman> => await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_REGISTRY: redis.url, DOORMAN_SERVICE: service, DOORMAN_WARMUP: '0s' })
+  const [, b0] = await Promise.all([dm(sa), dm(sb), dm(sb)])
+  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  t.teardown(async () => { await registry.close() })
+  t.ok(await registry.waitUp(5000))
+  const b0id = await waitFor('b0 registered', async () => (await registry.list(sb)).find((i) => i.address === `127.0.0.1:${b0.inbound}`)?.id, 10_000)
 
   const env = { DOORMAN_REGISTRY: redis.url, DOORMAN_REGISTRY_TTL: '1s', DOORMAN_CHECK_MAX_EJECT: '50' }
   const [ca, cb] = await Promise.all([
@@ -44,13 +44,13 @@ t.test('two replicas split the services; killing one still gets ejections done b
   await waitFor(`ck-a takes over ${sb}`, async () => (await checkerState(ca.admin)).services.includes(sb), 10_000)
   const tookOver = performance.now() - killedAt
   t.comment(`${sb} picked up ${Math.round(tookOver)} ms after the kill (TTL 1000 ms + a 300 ms round)`)
-  await waitFor('b0 ejected by ck-a', async () => (await registry.list(sb)).find((i) => i.id === 'b0')?.ejected === true, 10_000)
+  await waitFor('b0 ejected by ck-a', async () => (await registry.list(sb)).find((i) => i.id === b0id)?.ejected === true, 10_000)
   const st = await checkerState(ca.admin)
-  t.ok(st.events.some((e) => e.action === 'eject' && e.id === 'b0'), 'ck-a made the ejection')
+  t.ok(st.events.some((e) => e.action === 'eject' && e.id === b0id), 'ck-a made the ejection')
   t.same(st.replicas, ['ck-a'], 'the dead replica left the ring')
 
   process.kill(b0.proc.pid as number, 'SIGCONT')
-  await waitFor('b0 recovered by ck-a', async () => (await registry.list(sb)).find((i) => i.id === 'b0')?.ejected === false, 10_000)
+  await waitFor('b0 recovered by ck-a', async () => (await registry.list(sb)).find((i) => i.id === b0id)?.ejected === false, 10_000)
   t.pass('recovered')
 
   // A clean stop leaves the ring at once.

@@ -1,11 +1,11 @@
-// `doorman checker` against a private redis-server and six real `doorman run` processes in front of an app. An
-// instance is frozen with SIGSTOP on its doorman (the whole process, lane thread included: it answers nothing) and
-// thawed with SIGCONT. Rounds are short (300 ms interval, 200 ms timeout, 3 failures eject, 2 successes recover).
+// `doorman checker` against a private redis-server and six real `doorman run` processes in front of an app, each
+// registering itself. An instance is frozen with SIGSTOP on its doorman (the whole process, lane thread included: it
+// answers nothing) and thawed with SIGCONT. Rounds are short (300 ms interval, 200 ms timeout, 3 failures eject, 2 successes recover).
 import t from 'tap'
 import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Watch } from '../src/registry/index.js'
 import { CLI, spawnNode, startDoorman, startServer, waitFor, type Doorman } from './helpers/index.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
-import { checkerState, instance, metric, rounds, startChecker, type CheckerProc } from './checker-helpers.js'
+import { checkerState, metric, rounds, startChecker, type CheckerProc } from './checker-helpers.js'
 
 const INTERVAL = 300
 const TIMEOUT = 200
@@ -16,6 +16,7 @@ let registry: RedisRegistry
 let doormans: Doorman[]
 let checker: CheckerProc
 let watch: Watch
+const ids: string[] = []
 // The test's own watch: the time each ejection and recovery reaches a consumer.
 const changes: Array<{ id: string, ejected: boolean, at: number }> = []
 
@@ -26,16 +27,24 @@ const thaw = (i: number): void => { process.kill(doormans[i].proc.pid as number,
 t.before(async () => {
   redis = await startRedis(t)
   const app = await startServer(t, (_req, res) => { res.end('ok') })
-  doormans = await Promise.all(Array.from({ length: 6 }, async () => await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })))
+  // Each doorman registers itself (service `orders`, no warmup: `up` at once) once its app is ready.
+  doormans = await Promise.all(Array.from({ length: 6 }, async () => await startDoorman(t, {
+    DOORMAN_APP_PORT: String(app.port),
+    DOORMAN_REGISTRY: redis.url,
+    DOORMAN_SERVICE: 'orders',
+    DOORMAN_WARMUP: '0s'
+  })))
   registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
   t.teardown(async () => { await registry.close() })
   if (!await registry.waitUp(5000)) throw new Error('registry unreachable')
-  for (const [i, d] of doormans.entries()) await registry.register(instance('orders', `d${i}`, d.inbound, d.admin), 300_000)
   watch = registry.watch('orders', (_view, change) => {
     if (change.type === 'put' && change.instance.ejected !== change.previous?.ejected) changes.push({ id: change.instance.id, ejected: change.instance.ejected, at: performance.now() })
   })
   t.teardown(() => { watch.close() })
   await watch.ready
+  await waitFor('six instances registered and up', () => [...watch.view.values()].filter((i) => i.state === 'up').length === 6, 15_000)
+  // The instances' ids, in the order of `doormans`.
+  for (const d of doormans) ids.push([...watch.view.values()].find((i) => i.address === `127.0.0.1:${d.inbound}`)?.id ?? '?')
   checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url, DOORMAN_CHECK_MAX_EJECT: '34' })
 })
 
@@ -53,22 +62,22 @@ t.test('a frozen instance is ejected within interval × failures + timeout, and 
   const bound = INTERVAL * FAILURES + TIMEOUT
   const frozenAt = performance.now()
   freeze(0)
-  const ej = await waitFor('d0 ejected', () => changes.find((c) => c.id === 'd0' && c.ejected && c.at > frozenAt), 10_000)
+  const ej = await waitFor('d0 ejected', () => changes.find((c) => c.id === ids[0] && c.ejected && c.at > frozenAt), 10_000)
   const took = ej.at - frozenAt
   t.comment(`ejected ${Math.round(took)} ms after SIGSTOP (bound ${bound} ms)`)
   // The bound plus slack for scheduling on a loaded machine (the check rounds themselves run on time).
   t.ok(took <= bound + 1400, `ejected in ${Math.round(took)} ms`)
   t.ok(took >= TIMEOUT * FAILURES * 0.9, 'not before several probes failed')
-  t.same(ejected(), ['d0'])
+  t.same(ejected(), [ids[0]])
   const listed = await registry.list('orders')
-  t.equal(listed.find((i) => i.id === 'd0')?.state, 'ejected', 'the registry holds it ejected')
+  t.equal(listed.find((i) => i.id === ids[0])?.state, 'ejected', 'the registry holds it ejected')
   t.equal(await metric(checker.admin, 'doorman_checker_ejections_total'), 1)
 
   const thawedAt = performance.now()
   thaw(0)
-  await waitFor('d0 recovered', () => changes.find((c) => c.id === 'd0' && !c.ejected && c.at > thawedAt), 10_000)
+  await waitFor('d0 recovered', () => changes.find((c) => c.id === ids[0] && !c.ejected && c.at > thawedAt), 10_000)
   t.same(ejected(), [])
-  t.equal((await registry.list('orders')).find((i) => i.id === 'd0')?.state, 'up', 'its own state is back')
+  t.equal((await registry.list('orders')).find((i) => i.id === ids[0])?.state, 'up', 'its own state is back')
   t.equal(await metric(checker.admin, 'doorman_checker_recoveries_total'), 1)
 })
 
@@ -81,7 +90,7 @@ t.test('3 of 6 frozen with a 34% threshold: exactly 2 are ejected, and stay 2', 
   await rounds(checker.admin, 3)
   const now = ejected()
   t.equal(now.length, 2, `ejected: ${now.join(', ')}`)
-  t.ok(now.every((id) => ['d1', 'd2', 'd3'].includes(id)), 'only frozen ones')
+  t.ok(now.every((id) => [ids[1], ids[2], ids[3]].includes(id)), 'only frozen ones')
   const stored = (await registry.list('orders')).filter((i) => i.ejected)
   t.equal(stored.length, 2, 'the store agrees')
   const st = await checkerState(checker.admin)
@@ -94,7 +103,7 @@ t.test('3 of 6 frozen with a 34% threshold: exactly 2 are ejected, and stay 2', 
 
 t.test('recover-only (switched at run time) never ejects but still recovers', async (t) => {
   freeze(4)
-  await waitFor('d4 ejected in full mode', () => ejected().includes('d4'), 10_000)
+  await waitFor('d4 ejected in full mode', () => ejected().includes(ids[4]), 10_000)
 
   const set = spawnNode(t, [CLI, 'checker', 'mode', 'recover-only'], { DOORMAN_REGISTRY: redis.url })
   t.equal((await set.exited).code, 0, set.output())
@@ -103,12 +112,12 @@ t.test('recover-only (switched at run time) never ejects but still recovers', as
 
   const blockedBefore = await metric(checker.admin, 'doorman_checker_ejections_blocked_total', 'reason="mode"')
   freeze(5)
-  await waitFor('d5 failing past the ejection count', async () => ((await checkerState(checker.admin)).failing.find((f) => f.id === 'd5')?.failures ?? 0) >= FAILURES + 2, 10_000)
+  await waitFor('d5 failing past the ejection count', async () => ((await checkerState(checker.admin)).failing.find((f) => f.id === ids[5])?.failures ?? 0) >= FAILURES + 2, 10_000)
   t.ok(await metric(checker.admin, 'doorman_checker_ejections_blocked_total', 'reason="mode"') > blockedBefore, 'the ejection was blocked by the mode')
-  t.notOk(ejected().includes('d5'), 'd5 is not ejected')
+  t.notOk(ejected().includes(ids[5]), 'd5 is not ejected')
 
   thaw(4)
-  await waitFor('d4 recovered in recover-only mode', () => !ejected().includes('d4'), 10_000)
+  await waitFor('d4 recovered in recover-only mode', () => !ejected().includes(ids[4]), 10_000)
   t.pass('recovered')
   thaw(5)
   t.same(ejected(), [])
