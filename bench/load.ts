@@ -8,6 +8,8 @@ export interface LoadRequest {
   duration: number
   /** Requests per second across all connections (open-ended when absent). */
   rate?: number
+  /** Extra request headers (the outbound section names the service with Host). */
+  headers?: Record<string, string>
 }
 export interface LoadResult {
   requests: number
@@ -21,7 +23,7 @@ export interface LoadResult {
 
 process.on('message', (msg: LoadRequest) => {
   const started = process.hrtime.bigint()
-  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, pipelining: 1, timeout: 10, overallRate: msg.rate }, (err, r) => {
+  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, pipelining: 1, timeout: 10, overallRate: msg.rate, headers: msg.headers }, (err, r) => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     if (err !== null && err !== undefined) { process.send?.({ error: String(err) }); return }
     const out: LoadResult = {

@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { proxySection } from './proxy.js'
 import { laneSection } from './lane.js'
+import { outboundSection } from './outbound.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -34,7 +35,8 @@ export interface Section { name: string, title: string, run: (opts: Options) => 
  */
 const SECTIONS: Section[] = [
   proxySection,
-  laneSection
+  laneSection,
+  outboundSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

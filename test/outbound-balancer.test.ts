@@ -41,6 +41,17 @@ t.test('at light load the share follows the weights', async (t) => {
   t.ok(Math.abs((even.get('cold') ?? 0) - 0.5) < 0.02, 'equal weights: even')
 })
 
+t.test('many different weights: each share follows its weight', async (t) => {
+  const b = new Balancer<E>({ random: seeded(7) })
+  const ws = [0.1, 0.25, 0.5, 0.75, 1, 1, 0.3]
+  const list = ws.map((w, i) => new E(`e${i}`, w))
+  b.set(list)
+  const s = shares(b, 100_000)
+  const total = ws.reduce((x, y) => x + y, 0)
+  const off = list.map((e) => Math.abs((s.get(e.name) ?? 0) - e.w / total))
+  t.ok(Math.max(...off) < 0.01, `every share within 1 point of its weight share (worst ${(Math.max(...off) * 100).toFixed(2)})`)
+})
+
 t.test('under load the less busy candidate wins, but a light endpoint only wins when drawn', async (t) => {
   const b = new Balancer<E>({ random: seeded(2) })
   const a = new E('a'); const c = new E('c'); const d = new E('d')

@@ -27,9 +27,10 @@ export interface Balanceable {
 export class Balancer<E extends Balanceable> {
   #all: E[] = []
   #live: E[] = []
-  /** Cumulative weights of #live; empty when all weights are equal (uniform draws). */
-  #cumulative: number[] = []
-  #total = 0
+  /** Walker's alias table over #live's weights (O(1) weighted draws); empty when all weights are equal. */
+  #prob: Float64Array = new Float64Array(0)
+  #alias: Int32Array = new Int32Array(0)
+  #weighted = false
   #dirty = true
   #rebuildAt = Infinity
   #tier = -1
@@ -75,33 +76,49 @@ export class Balancer<E extends Balanceable> {
     const weights = live.map((e) => { if (e.changing(now)) changing = true; return Math.max(1e-6, e.weight(now)) })
     let equal = true
     for (let i = 1; i < weights.length; i++) if (weights[i] !== weights[0]) { equal = false; break }
-    const cumulative: number[] = []
-    let total = 0
-    if (!equal) for (const w of weights) { total += w; cumulative.push(total) }
     this.#live = live
-    this.#cumulative = cumulative
-    this.#total = total
+    this.#weighted = !equal
+    if (!equal) this.#buildAlias(weights)
     this.#tier = best < 3 ? best : -1
     this.#rebuildAt = Math.min(until, changing ? now + this.#refreshMs : Infinity)
   }
 
+  /** Vose's alias method: after this, a draw is one random number, one comparison and one lookup. */
+  #buildAlias (weights: number[]): void {
+    const n = weights.length
+    let total = 0
+    for (const w of weights) total += w
+    const prob = new Float64Array(n)
+    const alias = new Int32Array(n)
+    const scaled = weights.map((w) => (w * n) / total)
+    const small: number[] = []
+    const large: number[] = []
+    for (let i = 0; i < n; i++) (scaled[i] < 1 ? small : large).push(i)
+    while (small.length > 0 && large.length > 0) {
+      const s = small.pop() as number
+      const l = large.pop() as number
+      prob[s] = scaled[s]
+      alias[s] = l
+      scaled[l] = scaled[l] + scaled[s] - 1
+      ;(scaled[l] < 1 ? small : large).push(l)
+    }
+    for (const i of large) { prob[i] = 1; alias[i] = i }
+    for (const i of small) { prob[i] = 1; alias[i] = i }
+    this.#prob = prob
+    this.#alias = alias
+  }
+
   #draw (): number {
     const n = this.#live.length
-    if (this.#cumulative.length === 0) return Math.floor(this.#random() * n) % n
-    const x = this.#random() * this.#total
-    const c = this.#cumulative
-    let lo = 0
-    let hi = n - 1
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (c[mid] > x) hi = mid; else lo = mid + 1
-    }
-    return lo
+    const u = this.#random() * n
+    const i = Math.min(n - 1, Math.floor(u))
+    if (!this.#weighted) return i
+    return u - i < this.#prob[i] ? i : this.#alias[i]
   }
 
   #load (i: number, now: number): number {
     const e = this.#live[i]
-    return this.#cumulative.length === 0 ? e.inflight : e.inflight / Math.max(1e-6, e.weight(now))
+    return this.#weighted ? e.inflight / Math.max(1e-6, e.weight(now)) : e.inflight
   }
 
   /** Picks an endpoint, avoiding `exclude` when any other is usable; undefined when none is. */
