@@ -4,6 +4,7 @@ import type { Config } from './config/index.js'
 import { describeConfig } from './config/index.js'
 import type { Logger } from './core/log.js'
 import { Limiter, FixedLimit } from './limiter/index.js'
+import { GradientLimit } from './limiter/gradient.js'
 import { Metrics } from './metrics/index.js'
 import { Inbound } from './inbound/index.js'
 import { Lane, S, T } from './lane/index.js'
@@ -56,7 +57,7 @@ export class Sidecar {
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject }
       })
     this.limiter = new Limiter({
-      algorithm: new FixedLimit(cfg.maxConcurrency),
+      algorithm: cfg.limitMode === 'adaptive' ? new GradientLimit({ min: cfg.limitMin, max: cfg.maxConcurrency }) : new FixedLimit(cfg.maxConcurrency),
       maxQueue: cfg.maxQueue,
       queueTimeout: cfg.queueTimeout,
       criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0
@@ -124,6 +125,12 @@ export class Sidecar {
     m.readings.inflight = () => limiter.inflight
     m.readings.queued = () => limiter.queued
     m.readings.limit = () => limiter.limit
+    m.readings.limitChanges = () => limiter.stats.limitChanges
+    const algorithm = limiter.algorithm
+    if (algorithm instanceof GradientLimit) {
+      m.readings.latencyBaseline = () => algorithm.readings.baselineMs
+      m.readings.latencySample = () => algorithm.readings.sampleMs
+    }
     m.readings.draining = () => this.drainer.started && this.drainer.phase !== CLOSED
     m.readings.drainServed = () => this.drainer.progress.served
     m.readings.drainCut = () => this.drainer.progress.cut

@@ -256,7 +256,10 @@ class Exchange {
   #waiter: Waiter | null = null
   #abort: ((err?: Error) => void) | null = null
   #start: number
+  /** When the request was fully sent to the app (its latency starts here), and the in-flight count then. */
   #sent = 0
+  #sentInflight = 0
+  #headersAt = -1
   #status = 0
   #requestId = ''
   #timedOut = false
@@ -302,6 +305,7 @@ class Exchange {
     this.#requestId = h.requestId
     if (this.#expectContinue) this.#res.writeContinue()
     this.#sent = performance.now()
+    this.#sentInflight = this.#in.limiter.inflight
     try {
       this.#in.pool.dispatch({
         path: req.url as string,
@@ -344,13 +348,18 @@ class Exchange {
     this.#state = DONE
     const abort = this.#abort
     this.#abort = null
-    // No latency sample: the exchange did not finish normally.
-    this.#in.limiter.release(-1, false)
+    // The app's latency counts only if its response head arrived: the client's impatience says nothing about it.
+    this.#in.limiter.release(this.#rtt, false, this.#sentInflight)
     this.#in.finish(this, this.#status, this.#start, 'aborted', null, false)
     if (abort !== null) abort(new Error('client gone'))
   }
 
   // --- undici DispatchHandler (legacy form) ---
+  /** The whole request (head and body) is written: the app's own time starts now, not while a client uploads. */
+  onRequestSent (): void {
+    if (this.#headersAt < 0) this.#sent = performance.now()
+  }
+
   onConnect (abort: (err?: Error) => void): void {
     if (this.#state !== ACTIVE) { abort(new Error('client gone')); return }
     this.#abort = abort
@@ -366,9 +375,9 @@ class Exchange {
     this.#remaining = head.contentLength
     res.writeHead(statusCode, statusText, head.headers)
     this.#resume = resume
-    // The app's own latency: from send to response head. 5xx counts as a drop signal.
-    const rtt = performance.now() - this.#sent
-    this.#rtt = rtt
+    // The app's own latency: from the request fully sent to the response head. 5xx counts as a drop signal.
+    this.#headersAt = performance.now()
+    this.#rtt = Math.max(0, this.#headersAt - this.#sent)
     return true
   }
 
@@ -412,7 +421,7 @@ class Exchange {
       if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
       res.end()
     }
-    this.#in.limiter.release(this.#rtt, this.#status >= 500)
+    this.#in.limiter.release(this.#rtt, this.#status >= 500, this.#sentInflight)
     this.#in.finish(this, this.#status, this.#start, 'ok', null, false)
   }
 
@@ -422,7 +431,8 @@ class Exchange {
     this.#timedOut = mapped.status === 504
     this.#state = DONE
     this.#abort = null
-    this.#in.limiter.release(-1, this.#timedOut)
+    // A timeout is a drop signal without a latency sample; other failures (refused, reset) are neither.
+    this.#in.limiter.release(-1, this.#timedOut, this.#sentInflight)
     this.#in.finish(this, this.#res.headersSent ? this.#status : mapped.status, this.#start, 'error', mapped, this.#timedOut)
     if (this.#res.headersSent) {
       this.#res.destroy()

@@ -163,13 +163,19 @@ export class Limiter {
       return 'low-priority'
     }
     if (this.#queued >= this.#maxQueue) {
-      // Make room by shedding the newest low-priority waiter: low requests go first under pressure.
-      const victim = this.#queues[LOW].popNewest()
+      // Make room by shedding the newest low-priority waiter: low requests go first under pressure. A critical
+      // request may also displace the newest normal one: core business is served before the rest.
+      let victim = this.#queues[LOW].popNewest()
+      let reason: ShedReason = 'low-priority'
+      if (victim === undefined && priority === CRITICAL) {
+        victim = this.#queues[NORMAL].popNewest()
+        reason = 'queue-full'
+      }
       if (victim === undefined) {
         this.stats.shed['queue-full']++
         return 'queue-full'
       }
-      this.#shed(victim, 'low-priority')
+      this.#shed(victim, reason)
     }
     const w = new Waiter(priority, this.#timers.now() + this.#queueTimeout, cb)
     this.#queues[priority].push(w)
@@ -190,13 +196,16 @@ export class Limiter {
 
   /**
    * Frees a slot. `rttMs` is the app's own latency for the request (negative when there is no sample: a client
-   * abort); `dropped` marks an app failure (5xx, timeout), a congestion signal for adaptive limits.
+   * abort); `dropped` marks an app failure (5xx, timeout), a congestion signal for adaptive limits; `sentInflight`
+   * is the in-flight count when the request was sent (this one included), the current count when absent.
    */
-  release (rttMs = -1, dropped = false): void {
+  release (rttMs = -1, dropped = false, sentInflight = this.#inflight): void {
     this.#inflight--
     if (rttMs >= 0 || dropped) {
       const before = this.#algorithm.limit
-      this.#algorithm.update(this.#timers.now(), rttMs, this.#inflight + 1, dropped)
+      // The algorithm reasons about its own, unscaled limit: a warmup ramp at 50% running full is a full limit.
+      const inflight = this.#scale > 0 && this.#scale < 1 ? sentInflight / this.#scale : sentInflight
+      this.#algorithm.update(this.#timers.now(), rttMs, inflight, dropped)
       if (this.#algorithm.limit !== before) this.#recompute()
     }
     this.#grant()

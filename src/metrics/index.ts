@@ -17,6 +17,10 @@ export interface Readings {
   registryEvents?: () => ReadonlyMap<string, number>
   /** Registry instances by [service, state, count], for the services the outbound lane watches. */
   instances?: () => Array<[string, string, number]>
+  /** The adaptive limit's baseline (no-queue) and last sample latency, in ms (absent with a static limit). */
+  latencyBaseline?: () => number
+  latencySample?: () => number
+  limitChanges?: () => number
 }
 
 function counterMap (): Map<string, number> { return new Map() }
@@ -116,6 +120,8 @@ export class Metrics {
     gauge('doorman_inflight_requests', 'Business requests in flight to the app.', () => r.inflight?.())
     gauge('doorman_queued_requests', 'Business requests waiting for a concurrency slot.', () => r.queued?.())
     gauge('doorman_concurrency_limit', 'The concurrency limit in force (after warmup/drain scaling).', () => r.limit?.())
+    gauge('doorman_limit_baseline_latency_seconds', "The adaptive limit's baseline: the app's latency when nothing queues inside it.", () => { const v = r.latencyBaseline?.(); return v === undefined ? undefined : v / 1000 })
+    gauge('doorman_limit_sample_latency_seconds', "The adaptive limit's last sample of the app's latency (trimmed mean over a window).", () => { const v = r.latencySample?.(); return v === undefined ? undefined : v / 1000 })
     gauge('doorman_draining', '1 while the instance drains.', () => r.draining === undefined ? undefined : Number(r.draining()))
     gauge('doorman_warmup_weight', 'The weight this instance publishes, in percent (100 = fully warm).', () => r.warmupWeight?.())
     gauge('doorman_registry_up', '1 while the registry is reachable.', () => r.registryUp === undefined ? undefined : Number(r.registryUp()))
@@ -154,6 +160,8 @@ export class Metrics {
     new Gauge({ name: 'doorman_registry_instances', help: 'Instances in the registry by service and state, for the services the outbound lane watches.', labelNames: ['service', 'state'], registers: [registry], collect () { const v = r.instances?.(); if (v === undefined) return; this.reset(); for (const [service, state, n] of v) this.set({ service, state }, n) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_registry_events_total', help: "This instance's registry writes, by event (register, reregister, heartbeat, update, deregister, error).", labelNames: ['event'], registers: [registry], collect () { const ev = r.registryEvents?.(); if (ev !== undefined) copy(this, 'event', ev as Map<string, number>) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_limit_changes_total', help: 'Changes of the concurrency limit in force (adaptive limit, warmup ramp).', registers: [registry], collect () { const v = r.limitChanges?.(); if (v !== undefined) { this.reset(); this.inc(v) } } })
     this.duration = new FastHistogram({
       name: 'doorman_request_duration_seconds',
       help: 'Business request duration through doorman, from arrival to the end of the response.',
