@@ -57,6 +57,8 @@ const SLACK_MS = 1
 const MAX_SAMPLES = 4096
 /** Share trimmed off each end of a window's sorted latencies before averaging (outliers: GC pauses, slow calls). */
 const TRIM = 0.1
+/** Baseline measurements kept; the baseline is their median. */
+const BASE_KEEP = 5
 /** A baseline measurement that ran this many windows takes what it has. */
 const PROBE_MAX_WINDOWS = 8
 
@@ -78,9 +80,16 @@ export class GradientLimit implements LimitAlgorithm {
   /** Baseline latency, its standard error, and the most requests in flight while it was measured. */
   #baseline = 0
   #baseSe = 0
+  /** The last baseline measurements (ring) and their standard errors; the concurrency of the last probe. */
+  readonly #bases = new Float64Array(BASE_KEEP)
+  readonly #baseErrs = new Float64Array(BASE_KEEP)
+  #baseNext = 0
+  #baseCount = 0
   #baseConcurrency = 0
   #sample = 0
   #sampleSe = 0
+  /** The limit the last latency-driven decrease settled on: the app's capacity as last measured. */
+  #knee = Infinity
   // The current window (or baseline measurement): samples, their send times, failures, peak in-flight.
   #start = -Infinity
   readonly #rtts = new Float64Array(MAX_SAMPLES)
@@ -185,24 +194,34 @@ export class GradientLimit implements LimitAlgorithm {
   }
 
   /**
-   * Takes the last measurement (#sample) as a baseline measurement at `concurrency`: pooled with the baseline when
-   * they agree within noise (so noise averages out), replacing it when they don't (the app changed).
+   * Records the last measurement (#sample) as a baseline measurement. The baseline pools the last BASE_KEEP of them
+   * around their median: one window slowed by a GC pause or a CPU-starved host can't move it, and a lasting change
+   * in the app's latency moves it after three.
    */
-  #rebase (concurrency: number): void {
-    const m = this.#sample
-    const se = this.#sampleSe
-    if (this.#baseline > 0 && Math.abs(m - this.#baseline) <= 3 * Math.hypot(se, this.#baseSe) + SLACK_MS) {
-      const w1 = 1 / Math.max(1e-9, this.#baseSe ** 2)
-      const w2 = 1 / Math.max(1e-9, se ** 2)
-      this.#baseline = (this.#baseline * w1 + m * w2) / (w1 + w2)
-      // Keep the pooled error from shrinking below half a single measurement's: the app may drift slowly.
-      this.#baseSe = Math.max(Math.sqrt(1 / (w1 + w2)), se / 2)
-      this.#baseConcurrency = Math.max(this.#baseConcurrency, concurrency)
-    } else {
-      this.#baseline = m
-      this.#baseSe = se
-      this.#baseConcurrency = concurrency
+  #rebase (): void {
+    this.#bases[this.#baseNext] = this.#sample
+    this.#baseErrs[this.#baseNext] = this.#sampleSe
+    this.#baseNext = (this.#baseNext + 1) % BASE_KEEP
+    if (this.#baseCount < BASE_KEEP) this.#baseCount++
+    const order = Array.from({ length: this.#baseCount }, (_, i) => i).sort((a, b) => this.#bases[a] - this.#bases[b])
+    const mid = order[(this.#baseCount - 1) >> 1]
+    // Pool the measurements that agree with the median within noise (weights 1/se²): the others are outliers.
+    let w = 0
+    let sum = 0
+    let n = 0
+    let sq = 0
+    for (let i = 0; i < this.#baseCount; i++) {
+      const se = Math.max(1e-6, this.#baseErrs[i])
+      if (Math.abs(this.#bases[i] - this.#bases[mid]) > 3 * Math.hypot(se, this.#baseErrs[mid]) + SLACK_MS) continue
+      w += 1 / se ** 2
+      sum += this.#bases[i] / se ** 2
+      n++
+      sq += (this.#bases[i] - this.#bases[mid]) ** 2
     }
+    this.#baseline = sum / w
+    // The error is the pooled one, or the spread between measurements when that is larger: a host whose CPU is
+    // contended varies more from window to window than within one.
+    this.#baseSe = Math.max(Math.sqrt(1 / w), n >= 4 ? Math.sqrt(sq / (n - 1)) : 0)
   }
 
   #startProbe (now: number, probeLimit: number): void {
@@ -214,7 +233,8 @@ export class GradientLimit implements LimitAlgorithm {
 
   #endProbe (now: number): void {
     this.#measure(now)
-    this.#rebase(this.#peak)
+    this.#rebase()
+    this.#baseConcurrency = Math.max(1, this.#peak)
     this.#probing = false
     this.#limit = this.#resume
     this.#nextProbe = now + this.#probeInterval * (1 + this.#probeJitter * this.#random())
@@ -233,7 +253,7 @@ export class GradientLimit implements LimitAlgorithm {
     if (this.#n > 0) {
       this.#measure(now)
       // A window run at no more concurrency than the baseline's own measurement is one more such measurement.
-      if (this.#peak <= this.#baseConcurrency) this.#rebase(this.#peak)
+      if (this.#peak <= this.#baseConcurrency) this.#rebase()
       const base = this.#baseline
       const sample = this.#sample
       // "Within the tolerance" allows for the baseline's own error; queueing shows as a sample above that by more
@@ -246,12 +266,16 @@ export class GradientLimit implements LimitAlgorithm {
         congested = true
         const target = Math.min(limit, this.#peak) * Math.max(0.5, base / sample)
         next = Math.min(next, limit + this.#smoothing * (target - limit))
+        this.#knee = Math.max(this.#min, target)
       } else if (!congested && this.#peak >= limit / 2) {
         // Not queueing: grow by the headroom √limit, scaled by the room left below the tolerance (none in the noise
         // band above it, where the limit holds), so the limit eases into the knee instead of overshooting it. No
         // growth while the app is barely used (in-flight under half the limit): that says nothing of its capacity.
+        // Past the capacity last measured (the knee) it grows by one per window instead, as TCP grows past its
+        // slow-start threshold; √knee above the knee without queueing, the knee is stale (the app grew).
         const room = Math.min(1, Math.max(0, (within - sample) / (within - base)))
-        next = limit + room * Math.sqrt(limit)
+        if (limit >= this.#knee + Math.sqrt(this.#knee)) this.#knee = Infinity
+        next = limit + room * (limit >= this.#knee ? 1 : Math.sqrt(limit))
       }
     }
     this.#limit = this.#clamp(next)
