@@ -42,7 +42,7 @@ t.test('adaptive limit keeps the hidden executor\'s queue short under 80 clients
   t.ok(before.queue.p99 > 100, `directly, the app's queue p99 is long (${before.queue.p99.toFixed(0)} ms)`)
   await getJson(app.port, '/stats/reset')
 
-  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_LIMIT_MODE: 'adaptive', DOORMAN_MAX_CONCURRENCY: '100', DOORMAN_LIMIT_MIN: '4' })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_LIMIT_MODE: 'adaptive', DOORMAN_MAX_CONCURRENCY: '100', DOORMAN_LIMIT_MIN: '4', DOORMAN_WARMUP: '0s' })
   const through = load(dm.inbound, 80)
   const limits: number[] = []
   const started = Date.now()

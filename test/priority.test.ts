@@ -45,7 +45,8 @@ for (const mode of ['static', 'adaptive'] as const) {
       DOORMAN_CRITICAL_PATHS: '/checkout/*',
       DOORMAN_LOW_PATHS: '/reports/*',
       DOORMAN_CRITICAL_RESERVE: '20',
-      DOORMAN_MAX_QUEUE: '40'
+      DOORMAN_MAX_QUEUE: '40',
+      DOORMAN_WARMUP: '0s'
     })
     // Normal traffic alone uses most of the app; low traffic pushes it past saturation.
     const normal = load(dm.inbound, '/api/orders', 6)
