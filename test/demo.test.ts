@@ -16,7 +16,7 @@ t.test('doorman demo --short', async (t) => {
   const { code } = await demo.exited
   const took = Date.now() - started
   t.equal(code, 0, 'the demo exits 0 when its verdict holds', { output: demo.output().slice(-3000) })
-  t.ok(took < 100_000, `short mode runs in well under the full demo's budget (${took} ms)`)
+  t.ok(took < 180_000, `short mode runs within the full demo's three-minute budget (${took} ms)`)
 
   const results = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as Results
   t.equal(results.mode, 'short')
