@@ -149,14 +149,15 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
           DOORMAN_WARMUP: `${warmupMs}ms`,
           DOORMAN_DRAIN_DELAY: `${plan.drainDelayMs}ms`,
           DOORMAN_DRAIN_QUIET: '300ms',
-          DOORMAN_DRAIN_TIMEOUT: '10s',
+          // The default bound: a loaded machine can make requests slow, and the drain must not cut them.
+          DOORMAN_DRAIN_TIMEOUT: '25s',
           DOORMAN_APP_CHECK_INTERVAL: '250ms',
           DOORMAN_APP_PROBES: JSON.stringify({ '/app-health/app/startupz': own, '/app-health/app/livez': own, '/app-health/app/readyz': own })
         }
       }),
       ...appProbes(adminPort, PROBE, { startup: '/startupz', liveness: '/livez', readiness: '/readyz' }),
-      // SIGTERM starts doorman's drain; the grace period covers it.
-      terminationGraceMs: 20_000
+      // SIGTERM starts doorman's drain; the grace period covers it (delay + timeout + margin).
+      terminationGraceMs: plan.drainDelayMs + 30_000
     })
     const app = new Container({
       name: 'app',
