@@ -28,7 +28,7 @@ export interface ChartSpec {
   stack?: Stack
   bands?: Array<{ from: number, to: number, label: string, color: string, short?: string }>
   hlines?: Array<{ y: number, label: string, color: string }>
-  markers?: Array<{ t: number, label: string, color: string, glyph?: string }>
+  markers?: Array<{ t: number, label: string, color: string, glyph?: string, bottom?: boolean }>
   width?: number
   height?: number
 }
@@ -122,7 +122,7 @@ export function chart (c: ChartSpec): string {
   }
   for (const mk of c.markers ?? []) {
     const xx = x(mk.t).toFixed(1)
-    out.push(`<g class="marker"><line x1="${xx}" x2="${xx}" y1="${m.t}" y2="${m.t + ph}" stroke="${mk.color}" stroke-width="1.5" stroke-dasharray="2 2"/><text x="${xx}" y="${m.t + 8}" class="mk" fill="${mk.color}" text-anchor="middle">${esc(mk.glyph ?? '↻')}</text><title>${esc(mk.label)}</title></g>`)
+    out.push(`<g class="marker"><line x1="${xx}" x2="${xx}" y1="${m.t}" y2="${m.t + ph}" stroke="${mk.color}" stroke-width="1.5" stroke-dasharray="2 2"/><text x="${xx}" y="${mk.bottom === true ? m.t + ph - 3 : m.t + 8}" class="mk" fill="${mk.color}" text-anchor="middle">${esc(mk.glyph ?? '↻')}</text><title>${esc(mk.label)}</title></g>`)
   }
   // Legend.
   const names = [...(c.stack?.layers.map((l) => [l.name, l.color]) ?? []), ...(c.series ?? []).map((s) => [s.name, s.color])]

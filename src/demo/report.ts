@@ -124,7 +124,7 @@ function rolloutCharts (run: RolloutRun): string {
   if (run.skipped !== null || run.timeline.length === 0) return ''
   const xMax = Math.ceil(run.timeline[run.timeline.length - 1]?.t ?? 1)
   const color = (n: string): string => C.instances[run.instances.indexOf(n) % C.instances.length] as string
-  const markers = run.markers.filter((m) => m.kind === 'drain' || m.kind === 'registered').map((m) => ({ t: m.t, label: `${m.label} at ${m.t.toFixed(1)}s`, color: m.kind === 'drain' ? C.failed : C.limit, glyph: m.kind === 'drain' ? '▼' : '▲' }))
+  const markers = run.markers.filter((m) => m.kind === 'drain' || m.kind === 'registered').map((m) => ({ t: m.t, label: `${m.label} at ${m.t.toFixed(1)}s`, color: m.kind === 'drain' ? C.failed : C.limit, glyph: m.kind === 'drain' ? '▼' : '▲', bottom: m.kind !== 'drain' }))
   const step = run.timeline.length > 1 ? (run.timeline[1]?.t ?? 1) - (run.timeline[0]?.t ?? 0) : 1
   // Shares over one-second windows: half-second counts at a few dozen requests are too noisy to read.
   const shareStep = Math.max(1, Math.round(1 / step)) * step
