@@ -4,8 +4,11 @@ import { parseRegistryUrl, describeTarget, type RedisTarget } from '../src/regis
 import { clientOptions, backoff, toFields, fromFields } from '../src/registry/redis.js'
 import { ConfigError } from '../src/core/errors.js'
 
-t.test('memory', async (t) => {
+t.test('memory and file', async (t) => {
   t.same(parseRegistryUrl('memory'), { mode: 'memory' })
+  t.same(parseRegistryUrl('file:///var/run/doorman%20registry'), { mode: 'file', dir: '/var/run/doorman registry' })
+  t.throws(() => parseRegistryUrl('file://relative/dir'), { name: 'ConfigError', variable: 'DOORMAN_REGISTRY', message: /absolute/ })
+  t.equal(describeTarget(parseRegistryUrl('file:///tmp/r')), 'file:///tmp/r')
 })
 
 t.test('redis:// and rediss://', async (t) => {

@@ -1,6 +1,9 @@
 // The registry interface, run against both implementations: memory, and Redis on a private redis-server.
 import t from 'tap'
-import { MemoryRegistry, RedisRegistry, parseRegistryUrl, type Instance, type Registry, type RedisTarget, type Change } from '../src/registry/index.js'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { MemoryRegistry, RedisRegistry, FileRegistry, parseRegistryUrl, type Instance, type Registry, type RedisTarget, type Change } from '../src/registry/index.js'
 import { waitFor } from './helpers/index.js'
 import { startRedis } from './helpers/redis.js'
 
@@ -39,6 +42,20 @@ const IMPLS: Array<[string, Factory]> = [
     const reg = new MemoryRegistry()
     t.teardown(async () => { await reg.close() })
     return { reg, other: () => reg }
+  }],
+  ['file', async (t) => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'doorman-registry-'))
+    t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+    const reg = new FileRegistry({ dir, resyncMs: 200 })
+    t.teardown(async () => { await reg.close() })
+    return {
+      reg,
+      other: () => {
+        const o = new FileRegistry({ dir, resyncMs: 200 })
+        t.teardown(async () => { await o.close() })
+        return o
+      }
+    }
   }],
   ['redis', async (t) => {
     const server = await startRedis(t, ['--notify-keyspace-events', 'Ex'])

@@ -133,7 +133,7 @@ function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
         accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc'
       }
     case 'registry':
-      return { schema: z.string().trim().regex(/^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+)$/), accepts: 'memory, redis://…, rediss://…, redis+sentinel://… or redis+cluster://…' }
+      return { schema: z.string().trim().regex(/^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+|file:\/\/\/\S*)$/), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
     case 'host':
       return { schema: z.string().trim().regex(/^[A-Za-z0-9.:\-[\]]+$/), accepts: 'a host name or IP address' }
     case 'path':

@@ -14,7 +14,7 @@ export type Kind =
   | 'globs' // comma-separated service-name globs (`*` any run, `?` one character), empty entries dropped
   | 'json'
   | 'enum'
-  | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster://
+  | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster:// | file:///dir
   | 'level' // pino level
   | 'path' // a file path
 
@@ -63,7 +63,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_MAX_HEADER_SIZE', kind: 'int', default: '16384', scope: 'sidecar', doc: 'Largest request head in bytes; larger ones are answered 431 and never reach the app.' },
   { env: 'DOORMAN_HEADERS_TIMEOUT', kind: 'duration', default: '10s', scope: 'sidecar', doc: 'Longest time a client may take to send a request head; slower ones are answered 408.' },
   // Registry
-  { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`.' },
+  { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`, or `file:///directory` (several processes on one machine, no Redis).' },
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },
   { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this.' },
   { env: 'DOORMAN_REGISTER_DELAY', kind: 'duration', default: '0s', scope: 'sidecar', doc: 'Extra wait after the app is ready before registering.' },

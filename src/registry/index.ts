@@ -4,11 +4,13 @@ import type { Logger } from '../core/log.js'
 import type { Registry } from './types.js'
 import { MemoryRegistry } from './memory.js'
 import { RedisRegistry } from './redis.js'
-import { parseRegistryUrl, describeTarget } from './url.js'
+import { FileRegistry } from './file.js'
+import { parseRegistryUrl } from './url.js'
 
 export * from './types.js'
 export { MemoryRegistry } from './memory.js'
 export { RedisRegistry } from './redis.js'
+export { FileRegistry } from './file.js'
 export { ServiceView } from './view.js'
 export { parseRegistryUrl, describeTarget, type RegistryTarget, type RedisTarget } from './url.js'
 
@@ -29,7 +31,7 @@ export function openRegistry (url: string, opts: OpenOptions = {}): Registry {
     case 'memory':
       return new MemoryRegistry()
     case 'file':
-      throw new Error(`registry ${describeTarget(target)}: not supported`)
+      return new FileRegistry({ dir: target.dir, resyncMs: opts.resyncMs === undefined ? undefined : Math.min(opts.resyncMs, 1000) })
     default:
       return new RedisRegistry({ target, log: opts.log, resyncMs: opts.resyncMs, commandTimeout: opts.commandTimeout, reconnectGraceMs: opts.reconnectGraceMs })
   }
