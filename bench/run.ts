@@ -6,6 +6,7 @@ import path from 'node:path'
 import { proxySection } from './proxy.js'
 import { laneSection } from './lane.js'
 import { outboundSection } from './outbound.js'
+import { adaptiveSection } from './adaptive.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -36,7 +37,8 @@ export interface Section { name: string, title: string, run: (opts: Options) => 
 const SECTIONS: Section[] = [
   proxySection,
   laneSection,
-  outboundSection
+  outboundSection,
+  adaptiveSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

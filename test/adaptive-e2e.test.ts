@@ -68,3 +68,19 @@ t.test('adaptive limit keeps the hidden executor\'s queue short under 80 clients
   const ok = through.statuses.get(200) ?? 0
   t.ok(ok > 1000, `clients were served (${JSON.stringify(Object.fromEntries(through.statuses))})`)
 })
+
+t.test('an adaptive limit drains like a static one: what is in flight and queued completes, doorman exits 0', async (t) => {
+  const app = await startFixtureApp(t, 'executor-app.mjs', { SLOTS: '20', WORKERS: '200', WORK_MS: '50' })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_LIMIT_MODE: 'adaptive', DOORMAN_WARMUP: '0s', DOORMAN_DRAIN_DELAY: '300ms', DOORMAN_DRAIN_QUIET: '200ms', DOORMAN_DRAIN_TIMEOUT: '10s', DOORMAN_LOG_LEVEL: 'info' })
+  const clients = load(dm.inbound, 40)
+  await waitFor('the limit to grow past its floor', async () => (await getJson<{ limit: number, queued: number }>(dm.admin, '/state')).limit >= 10, 15_000, 100)
+  const st = await getJson<{ inflight: number, queued: number }>(dm.admin, '/state')
+  t.ok(st.inflight + st.queued > 0, `requests in flight (${st.inflight}) and queued (${st.queued}) when the drain starts`)
+  t.equal((await request(dm.admin, { method: 'POST', path: '/drain' })).status, 202)
+  await clients.stop()
+  const { code } = await dm.exited
+  t.equal(code, 0, 'exit 0')
+  t.equal(clients.statuses.get(0) ?? 0, 0, 'no request failed on the wire')
+  t.same([...clients.statuses.keys()].filter((s) => s !== 200 && s !== 503), [], 'every answer is a 200 (or a shed 503)')
+  t.match(dm.output(), /"clean":true/, 'the drain finished clean: nothing cut')
+})
