@@ -12,7 +12,7 @@ t.test('doorman demo --short', async (t) => {
   const dir = t.testdir({})
   const out = path.join(dir, 'report')
   const started = Date.now()
-  const demo = spawnNode(t, [CLI, 'demo', '--short', '--only', 'incident', '--out', out])
+  const demo = spawnNode(t, [CLI, 'demo', '--short', '--out', out])
   const { code } = await demo.exited
   const took = Date.now() - started
   t.equal(code, 0, 'the demo exits 0 when its verdict holds', { output: demo.output().slice(-3000) })
@@ -47,6 +47,29 @@ t.test('doorman demo --short', async (t) => {
     }
   })
 
+  t.test('rollout', async (t) => {
+    const r = results.rollout
+    if (r === null) { t.fail('no rollout results'); return }
+    const { run, plan } = r
+    t.equal(run.skipped, null, 'the rollout ran')
+    t.equal(run.totals.failed, 0, 'no request failed during the rollout', { kinds: run.totals.kinds })
+    t.equal(run.totals.ok + run.totals.shed + run.totals.failed, run.totals.sent, 'every request sent has an outcome')
+    t.ok(run.totals.ok > 0.95 * run.totals.sent, `nearly every request was served (${run.totals.ok} of ${run.totals.sent})`)
+    t.equal(run.replaced.length, plan.instances, 'every instance was replaced')
+    const fresh = run.replaced.map((x) => x.new)
+    const last = run.timeline[run.timeline.length - 1]
+    t.same(Object.keys(last?.weights ?? {}).sort(), [...fresh].sort(), 'only the new instances are left at the end')
+    const fair = 100 / plan.instances
+    for (const name of fresh) {
+      const rise = run.shareRise[name] ?? []
+      t.ok(rise.length >= 2, `${name}: shares measured over its warmup (${rise.join(', ')})`)
+      const first = rise[0] ?? 100
+      t.ok(first < fair, `${name} starts below its fair share (${first}% < ${fair.toFixed(1)}%)`)
+      t.ok(Math.max(...rise.slice(1)) > first, `${name}'s share rises`)
+    }
+    for (const x of run.replaced) t.ok(x.drainDoneT >= x.drainStartedT, `${x.old} drained before it stopped`)
+  })
+
   t.test('the report in headless Chromium', async (t) => {
     const browser = await launchBrowser(t)
     const page = await browser.newPage({ viewport: { width: 1200, height: 900 } })
@@ -70,7 +93,7 @@ t.test('doorman demo --short', async (t) => {
       }
     }))
     const ids = charts.map((c) => c.id)
-    for (const id of ['incident-without-requests', 'incident-with-requests', 'incident-without-workers', 'incident-with-workers', 'incident-without-probe', 'incident-with-probe', 'incident-without-ready', 'incident-with-ready']) {
+    for (const id of ['incident-without-requests', 'incident-with-requests', 'incident-without-workers', 'incident-with-workers', 'incident-without-probe', 'incident-with-probe', 'incident-without-ready', 'incident-with-ready', 'rollout-share', 'rollout-requests', 'rollout-weights']) {
       t.ok(ids.includes(id), `chart ${id} is in the report`)
     }
     for (const c of charts) {
