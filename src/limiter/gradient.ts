@@ -57,7 +57,7 @@ const SLACK_MS = 1
 const MAX_SAMPLES = 4096
 /** Share trimmed off each end of a window's sorted latencies before averaging (outliers: GC pauses, slow calls). */
 const TRIM = 0.1
-/** Baseline measurements kept; the baseline is their median. */
+/** Baseline measurements kept; the baseline pools those that agree with their median. */
 const BASE_KEEP = 5
 /** A baseline measurement that ran this many windows takes what it has. */
 const PROBE_MAX_WINDOWS = 8
@@ -77,10 +77,10 @@ export class GradientLimit implements LimitAlgorithm {
   readonly #random: () => number
 
   #limit: number
-  /** Baseline latency, its standard error, and the most requests in flight while it was measured. */
+  /** Baseline latency and its error, ms. */
   #baseline = 0
   #baseSe = 0
-  /** The last baseline measurements (ring) and their standard errors; the concurrency of the last probe. */
+  /** The last baseline measurements (a ring) and their standard errors; the peak in-flight of the last probe. */
   readonly #bases = new Float64Array(BASE_KEEP)
   readonly #baseErrs = new Float64Array(BASE_KEEP)
   #baseNext = 0
@@ -174,9 +174,14 @@ export class GradientLimit implements LimitAlgorithm {
     all.set(this.#rtts.subarray(0, n0))
     all.sort()
     const cut = now - 2 * all[Math.floor(n0 * 0.9)]
-    let k = 0
-    for (let i = 0; i < n0; i++) if (this.#sent[i] <= cut) this.#scratch[k++] = this.#rtts[i]
-    const a = k >= this.#minSamples ? this.#scratch.subarray(0, k).sort() : all
+    let kept = 0
+    for (let i = 0; i < n0; i++) if (this.#sent[i] <= cut) kept++
+    let a = all
+    if (kept >= this.#minSamples && kept < n0) {
+      let k = 0
+      for (let i = 0; i < n0; i++) if (this.#sent[i] <= cut) this.#scratch[k++] = this.#rtts[i]
+      a = this.#scratch.subarray(0, k).sort()
+    }
     const n = a.length
     const g = Math.floor(n * TRIM)
     let sum = 0
