@@ -349,7 +349,7 @@ class Exchange {
     const abort = this.#abort
     this.#abort = null
     // The app's latency counts only if its response head arrived: the client's impatience says nothing about it.
-    this.#in.limiter.release(this.#rtt, false, this.#sentInflight)
+    this.#in.limiter.release(this.#rtt, this.#rtt >= 0 && this.#status >= 500, this.#sentInflight)
     this.#in.finish(this, this.#status, this.#start, 'aborted', null, false)
     if (abort !== null) abort(new Error('client gone'))
   }
