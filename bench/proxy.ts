@@ -12,6 +12,10 @@ const SCENARIOS: Scenario[] = [
 ]
 const TARGETS = ['direct', 'http-proxy', 'doorman'] as const
 type Target = typeof TARGETS[number]
+const ORDERS: Target[][] = [
+  ['direct', 'http-proxy', 'doorman'], ['doorman', 'direct', 'http-proxy'], ['http-proxy', 'doorman', 'direct'],
+  ['direct', 'doorman', 'http-proxy'], ['http-proxy', 'direct', 'doorman'], ['doorman', 'http-proxy', 'direct']
+]
 /** doorman's limit here: above the largest connection count, so nothing queues or sheds. */
 const LIMIT = 256
 
@@ -56,9 +60,9 @@ export const proxySection: Section = {
         const warm = round < 0
         process.stdout.write(warm ? '  warm-up round' : `  round ${round + 1}/${opts.rounds}`)
         for (const s of scenarios) {
-          for (let k = 0; k < TARGETS.length; k++) {
-            // Rotate the order each round so no target always runs first (or right after the same one).
-            const t = TARGETS[(k + Math.max(round, 0)) % TARGETS.length]
+          // A different order of the targets each round (all six in six rounds), so none always runs first or
+          // right after the same other one.
+          for (const t of ORDERS[(Math.max(round, 0) + scenarios.indexOf(s)) % ORDERS.length]) {
             const pid = pids[t]
             const before = pid === undefined ? NaN : cpuMicros(pid)
             const r = await load.run({ url: `http://127.0.0.1:${ports[t]}${s.path}`, connections: s.connections, duration: warm ? opts.warmup : opts.duration })
