@@ -2,7 +2,7 @@
 // them) while doorman's data path is saturated far above its limit (most requests shed at once, the main thread
 // busy), against the same probes on an idle doorman.
 import type { Options, Section, Check } from './run.js'
-import { Load, startApp, startDoorman, probe as probeOnce, sleep, cpuMicros, percentile, table, fmt, type Sample } from './lib.js'
+import { Load, startApp, startDoorman, probe as probeOnce, sleep, cpuMicros, othersShare, percentile, table, fmt, type Sample } from './lib.js'
 
 const LIMIT = 8
 const CONNECTIONS = 200
@@ -29,20 +29,25 @@ export const laneSection: Section = {
     let saturated: Map<string, Sample[]>
     let loadLine: string
     try {
-      const idle = await probe(doorman.admin, () => false, 200)
+      const pid = doorman.proc.pid as number
+      const own = [process.pid, load.pid, app.proc.pid as number, pid]
+      const idle = await othersShare(own, async () => await probe(doorman.admin, () => false, 200))
       let done = false
-      const cpu0 = cpuMicros(doorman.proc.pid as number)
-      const t0 = performance.now()
       const running = load.run({ url: `http://127.0.0.1:${doorman.port}/slow`, connections: CONNECTIONS, duration: opts.laneSeconds + 1 })
         .finally(() => { done = true })
       await sleep(1000)
-      saturated = await probe(doorman.admin, () => done)
+      const main0 = cpuMicros(pid, pid)
+      const t0 = performance.now()
+      const busy = await othersShare(own, async () => await probe(doorman.admin, () => done))
+      const mainBusy = (cpuMicros(pid, pid) - main0) / ((performance.now() - t0) * 1000)
+      saturated = busy.result
       const r = await running
-      const busy = (cpuMicros(doorman.proc.pid as number) - cpu0) / ((performance.now() - t0) * 1000)
       loadLine = `data path: ${CONNECTIONS} connections on the 20 ms route against a limit of ${LIMIT}: ` +
         `${fmt(r.requests / r.seconds)} req/s answered, ${fmt(100 * r.non2xx / Math.max(1, r.requests))}% shed (503); ` +
-        `doorman process CPU ${fmt(100 * busy)}% of one core`
-      for (const [name, m] of [['idle', idle], ['saturated', saturated]] as const) {
+        `doorman's main thread ${fmt(100 * mainBusy)}% busy while probed.\n` +
+        `other load (processes outside this run): ${fmt(100 * idle.others)}% of the machine while idle probes ran, ` +
+        `${fmt(100 * busy.others)}% during the saturated ones`
+      for (const [name, m] of [['idle', idle.result], ['saturated', saturated]] as const) {
         for (const [p, xs] of m) {
           const ms = xs.map((x) => x.ms)
           rows.push([name, p, String(xs.length), fmt(percentile(ms, 50), 2), fmt(percentile(ms, 99), 2), fmt(Math.max(...ms), 2), String(xs.filter((x) => x.status !== 200).length)])

@@ -148,6 +148,7 @@ export async function startDoorman (appPort: number, env: Record<string, string>
 /** The load generator: one long-lived autocannon process, asked over IPC. */
 export class Load {
   readonly #proc = track(fork(path.join(HERE, 'load.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+  get pid (): number { return this.#proc.pid as number }
   async run (req: LoadRequest): Promise<LoadResult> {
     this.#proc.send(req)
     const [msg] = await once(this.#proc, 'message') as [LoadResult & { error?: string }]
@@ -159,9 +160,12 @@ export class Load {
 }
 
 let clockTicks = 0
-/** The process's CPU time (all its threads, user + system) in microseconds, or NaN where /proc is missing. */
-export function cpuMicros (pid: number): number {
-  const file = `/proc/${pid}/stat`
+/**
+ * The process's CPU time (all its threads, user + system) in microseconds, or one thread's when `tid` is given (the
+ * main thread's tid is the pid); NaN where /proc is missing.
+ */
+export function cpuMicros (pid: number, tid?: number): number {
+  const file = tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`
   if (!existsSync(file)) return NaN
   if (clockTicks === 0) {
     try { clockTicks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100 } catch { clockTicks = 100 }
@@ -170,6 +174,31 @@ export function cpuMicros (pid: number): number {
   // Fields after the command name (which may hold spaces) start at field 3 (state); utime is 14, stime 15.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(f[11]) + Number(f[12])) * 1e6 / clockTicks
+}
+
+/** Busy and total CPU time of the whole machine (all cores) in microseconds, from /proc/stat; NaN where missing. */
+export function machineMicros (): { busy: number, total: number } {
+  if (!existsSync('/proc/stat')) return { busy: NaN, total: NaN }
+  cpuMicros(process.pid) // reads CLK_TCK once
+  const f = readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+  // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0)
+  const busy = total - f[3] - f[4]
+  return { busy: busy * 1e6 / clockTicks, total: total * 1e6 / clockTicks }
+}
+
+/**
+ * Measures how much of the machine other processes used while `fn` ran: the machine's busy time minus the CPU
+ * time of `pids` (this run's own processes), as a share of the machine's capacity.
+ */
+export async function othersShare<T> (pids: number[], fn: () => Promise<T>): Promise<{ result: T, others: number }> {
+  const own = (): number => pids.reduce((sum, pid) => sum + cpuMicros(pid), 0)
+  const m0 = machineMicros()
+  const o0 = own()
+  const result = await fn()
+  const m1 = machineMicros()
+  const o1 = own()
+  return { result, others: Math.max(0, (m1.busy - m0.busy) - (o1 - o0)) / (m1.total - m0.total) }
 }
 
 export function median (xs: number[]): number {

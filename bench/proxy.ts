@@ -1,7 +1,7 @@
 // The proxy section: direct to the app, through http-proxy and through doorman, in alternation, at 50 and 200
 // connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request.
 import type { Options, Section, Check } from './run.js'
-import { Load, startApp, startHttpProxy, startDoorman, cpuMicros, median, table, fmt, type LoadResult } from './lib.js'
+import { Load, startApp, startHttpProxy, startDoorman, cpuMicros, othersShare, median, table, fmt, type LoadResult } from './lib.js'
 
 interface Scenario { id: string, route: string, path: string, connections: number }
 const SCENARIOS: Scenario[] = [
@@ -26,7 +26,9 @@ class Cell {
   p50: number[] = []
   p99: number[] = []
   bad = 0
-  add (r: LoadResult, cpu: number): void {
+  others: number[] = []
+  add (r: LoadResult, cpu: number, others: number): void {
+    this.others.push(others)
     this.requests += r.requests
     this.seconds += r.seconds
     this.cpu += cpu
@@ -51,6 +53,8 @@ export const proxySection: Section = {
     const ports: Record<Target, number> = { direct: app.port, 'http-proxy': baseline.port, doorman: doorman.port }
     const pids: Record<Target, number | undefined> = { direct: undefined, 'http-proxy': baseline.proc.pid, doorman: doorman.proc.pid }
     const cells = new Map<string, Cell>()
+    // This run's own processes; the rest of the machine's busy time is other load (noise), reported per cell.
+    const own = [process.pid, load.pid, app.proc.pid, baseline.proc.pid, doorman.proc.pid].filter((p): p is number => p !== undefined)
     const key = (s: Scenario, t: Target): string => `${s.id}/${t}`
     const unknown = opts.scenarios?.filter((id) => !SCENARIOS.some((s) => s.id === id)) ?? []
     if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')}; scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`)
@@ -65,12 +69,13 @@ export const proxySection: Section = {
           for (const t of ORDERS[(Math.max(round, 0) + scenarios.indexOf(s)) % ORDERS.length]) {
             const pid = pids[t]
             const before = pid === undefined ? NaN : cpuMicros(pid)
-            const r = await load.run({ url: `http://127.0.0.1:${ports[t]}${s.path}`, connections: s.connections, duration: warm ? opts.warmup : opts.duration })
+            const { result: r, others } = await othersShare(own, async () =>
+              await load.run({ url: `http://127.0.0.1:${ports[t]}${s.path}`, connections: s.connections, duration: warm ? opts.warmup : opts.duration }))
             const cpu = pid === undefined ? NaN : cpuMicros(pid) - before
             if (warm) continue
             let c = cells.get(key(s, t))
             if (c === undefined) cells.set(key(s, t), c = new Cell())
-            c.add(r, cpu)
+            c.add(r, cpu, others)
           }
           process.stdout.write('.')
         }
@@ -87,10 +92,11 @@ export const proxySection: Section = {
     for (const s of scenarios) {
       for (const t of TARGETS) {
         const c = cells.get(key(s, t)) as Cell
-        rows.push([s.route, String(s.connections), t, fmt(c.rps), fmt(median(c.p50), 1), fmt(median(c.p99), 1), t === 'direct' ? '—' : fmt(c.cpuPerRequest, 1), c.bad === 0 ? '0' : String(c.bad)])
+        rows.push([s.route, String(s.connections), t, fmt(c.rps), fmt(median(c.p50), 1), fmt(median(c.p99), 1), t === 'direct' ? '—' : fmt(c.cpuPerRequest, 1), c.bad === 0 ? '0' : String(c.bad), fmt(100 * median(c.others))])
       }
     }
-    console.log('\n' + table(['route', 'conns', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'errors/non-2xx'], rows, 3))
+    console.log('\n' + table(['route', 'conns', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'errors/non-2xx', 'other load %'], rows, 3))
+    console.log('\n(other load: the share of the machine\'s CPU used by processes outside this run, median over rounds)')
 
     const ratios: string[][] = []
     for (const s of scenarios) {
