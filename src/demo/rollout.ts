@@ -4,14 +4,14 @@
 // starts, registers once ready and warms up (its share of traffic rises over its warmup window); the old pod is
 // terminated (SIGTERM: doorman drains, is deregistered first thing, flags its responses, waits for quiet), then its
 // app stops. The load generator counts every request: none may fail.
-import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { Downstream } from './downstream.js'
 import { LoadGenerator } from './load.js'
-import { Container, Pod, appProbes, freePort, startApp, startDoorman, DIST } from './procs.js'
+import { Container, Pod, appProbes, freePort, startApp, startDoorman } from './procs.js'
 import { sleep, waitUntil } from './time.js'
 import type { Marker, Progress, RolloutPlan, RolloutRun, RolloutSample } from './results.js'
 
@@ -28,67 +28,15 @@ interface RunOptions {
   onSample: (s: RolloutSample, p: Progress, note: string) => void
 }
 
-interface SharedRegistry { url: string, kind: string, close: () => Promise<void> }
-
-async function canConnect (port: number): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1')
-    s.once('connect', () => { s.destroy(); resolve(true) })
-    s.once('error', () => { resolve(false) })
-  })
-}
-
-/** Does this build's registry accept `url`? Asks `doorman instances`, which opens the registry like the sidecar. */
-async function registryWorks (url: string): Promise<boolean> {
-  const child = spawn(process.execPath, [path.join(DIST, 'cli.js'), 'instances', SERVICE, '--json'], { stdio: 'ignore', env: { DOORMAN_REGISTRY: url, DOORMAN_LOG_LEVEL: 'silent' } })
-  const [code] = await new Promise<[number | null]>((resolve) => { child.once('exit', (c) => { resolve([c]) }); child.once('error', () => { resolve([1]) }) })
-  return code === 0
-}
-
 /**
- * A registry every process of the demo can share. The embedded `memory` registry lives inside one process, so the
- * demo uses a file registry in the report folder when this build has one, else a private redis-server (on a free
- * port, nothing saved) when one is installed; otherwise the rollout can't run and says why.
+ * A registry every process of the rollout shares: the embedded `memory` registry lives inside one process, so the
+ * rollout uses a file registry, a directory in the report folder (still no Redis, no cluster).
  */
-async function sharedRegistry (logDir: string): Promise<SharedRegistry | string> {
+function sharedRegistry (logDir: string): string {
   const dir = path.join(logDir, '..', 'registry')
   fs.rmSync(dir, { recursive: true, force: true })
   fs.mkdirSync(dir, { recursive: true })
-  const fileUrl = `file://${dir}`
-  if (await registryWorks(fileUrl)) return { url: fileUrl, kind: 'file', close: async () => {} }
-  const port = await freePort()
-  const fd = fs.openSync(path.join(logDir, 'redis.log'), 'a')
-  let proc: ChildProcess
-  try {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', fd, fd] })
-  } finally {
-    fs.closeSync(fd)
-  }
-  const failed = await new Promise<boolean>((resolve) => {
-    proc.once('error', () => { resolve(true) })
-    proc.once('spawn', () => { resolve(false) })
-  })
-  if (failed) return 'it needs a registry shared by several processes: this build has no file registry and redis-server is not installed'
-  try {
-    const deadline = Date.now() + 10_000
-    while (!(await canConnect(port))) {
-      if (Date.now() > deadline || proc.exitCode !== null) throw new Error('redis-server did not start')
-      await sleep(50)
-    }
-  } catch (err) {
-    proc.kill('SIGKILL')
-    return `the demo's redis-server did not start: ${(err as Error).message}`
-  }
-  return {
-    url: `redis://127.0.0.1:${port}/0`,
-    kind: 'redis',
-    close: async () => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return
-      const exited = new Promise((resolve) => { proc.once('exit', resolve) })
-      proc.kill('SIGTERM')
-      await exited
-    }
-  }
+  return pathToFileURL(dir).href
 }
 
 interface Instance {
@@ -112,8 +60,7 @@ async function laneState (port: number): Promise<LaneState | null> {
 export async function runRollout (o: RunOptions): Promise<RolloutRun> {
   const { plan } = o
   const empty = (skipped: string): RolloutRun => ({ skipped, durationMs: 0, totals: { sent: 0, ok: 0, shed: 0, failed: 0, kinds: {} }, instances: [], replaced: [], markers: [], timeline: [], shareRise: {} })
-  const registry = await sharedRegistry(o.logDir)
-  if (typeof registry === 'string') return empty(registry)
+  const registry = sharedRegistry(o.logDir)
 
   const logDir = path.join(o.logDir, 'rollout')
   const downstream = new Downstream()
@@ -142,7 +89,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
         logDir,
         env: {
           DOORMAN_SERVICE: SERVICE,
-          DOORMAN_REGISTRY: registry.url,
+          DOORMAN_REGISTRY: registry,
           DOORMAN_ADVERTISE_HOST: '127.0.0.1',
           DOORMAN_REGISTRY_TTL: '3s',
           DOORMAN_MAX_CONCURRENCY: '50',
@@ -193,7 +140,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
         adminPort: consumerAdmin,
         outboundPort: outbound,
         logDir,
-        env: { DOORMAN_SERVICE: 'frontend', DOORMAN_REGISTRY: registry.url, DOORMAN_REGISTRY_TTL: '3s', DOORMAN_WARMUP: '0s', DOORMAN_DRAIN_DELAY: '0s', DOORMAN_DRAIN_QUIET: '100ms' }
+        env: { DOORMAN_SERVICE: 'frontend', DOORMAN_REGISTRY: registry, DOORMAN_REGISTRY_TTL: '3s', DOORMAN_WARMUP: '0s', DOORMAN_DRAIN_DELAY: '0s', DOORMAN_DRAIN_QUIET: '100ms' }
       }),
       terminationGraceMs: 2000
     })
@@ -202,7 +149,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     const consumerReady = await pollUntil(async () => (await laneState(consumerAdmin)) !== null, 15_000, o.signal)
     if (!consumerReady) throw new Error('the consumer doorman did not start (see logs/rollout/consumer-doorman.log)')
     const outboundWorks = await pollUntil(async () => await probeOutbound(outbound), 10_000, o.signal)
-    if (!outboundWorks) return empty('the consumer doorman\'s outbound lane does not route by service name in this build (see logs/rollout/consumer-doorman.log)')
+    if (!outboundWorks) return empty('the consumer doorman\'s outbound lane routed no request to the instances (see logs/rollout/)')
 
     const outboundEndpoint = { name: 'consumer', port: outbound, ready: () => true }
     const load = new LoadGenerator({ endpoints: () => [outboundEndpoint], path: '/evaluate', timeoutMs: 10_000, headers: { host: SERVICE } })
@@ -284,7 +231,6 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     await Promise.all(all.map(async (i) => { await i.pod.stop() }))
     await consumer?.stop()
     await downstream.close()
-    await registry.close()
     stub.close()
   }
 }
