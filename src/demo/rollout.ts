@@ -162,7 +162,8 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     const weights = new Map<string, number>()
     let note = 'steady: three warm instances'
     let sampling = true
-    const estimate = plan.instances * (plan.warmupMs + plan.drainDelayMs + 2500 + plan.settleMs) + plan.tailMs + plan.settleMs
+    // Each replacement: about two seconds to start and register, then the warmup and a pause.
+    const estimate = plan.instances * (2000 + plan.warmupMs + plan.settleMs) + plan.settleMs + plan.tailMs
     const sampler = (async () => {
       for (let next = plan.sampleMs; sampling; next += plan.sampleMs) {
         await sleep(t0 + next - Date.now(), o.signal)
@@ -211,6 +212,8 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     load.stop()
     sampling = false
     await sampler
+    const end = timeline[timeline.length - 1]
+    if (end !== undefined) o.onSample(end, { doneMs: end.t * 1000, totalMs: end.t * 1000 }, note)
     await load.settled()
     const rest = load.take()
     const last = timeline[timeline.length - 1]

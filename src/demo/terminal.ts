@@ -1,7 +1,7 @@
 // Live progress in the terminal: on a TTY, a progress bar and a compact table redrawn in place; otherwise (CI, a
 // pipe, a file) a plain line every couple of seconds. Then the verdict table.
 import type { Writable } from 'node:stream'
-import type { Check, IncidentSample, Progress, Results, RolloutSample } from './results.js'
+import type { IncidentSample, Progress, Results, RolloutSample } from './results.js'
 
 const ESC = '\x1b['
 
@@ -19,6 +19,13 @@ function width (s: string): number {
 }
 
 function pad (s: string, n: number): string { return s + ' '.repeat(Math.max(0, n - width(s))) }
+
+/** The line cut to `cols` visible characters (colours dropped when it has to be cut). */
+function fit (s: string, cols: number): string {
+  if (width(s) < cols) return s
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/\x1b\[[0-9;]*m/g, '').slice(0, Math.max(1, cols - 1))
+}
 
 export function bar (fraction: number, cells = 24): string {
   const f = Math.max(0, Math.min(1, fraction))
@@ -70,8 +77,11 @@ export class Live {
 
   #draw (lines: string[]): void {
     this.#clear()
-    this.#out.write(lines.join('\n') + '\n')
-    this.#drawn = lines.length
+    // Every row fits the terminal's width, so the block is exactly as many rows as it has lines to move back over.
+    const cols = this.#out.columns ?? 80
+    const rows = lines.join('\n').split('\n').map((l) => fit(l, cols))
+    this.#out.write(rows.join('\n') + '\n')
+    this.#drawn = rows.length
   }
 
   /** Ends the live block, leaving its last state on screen. */
@@ -84,7 +94,7 @@ export class Live {
     const s = this.s
     const secs = (ms: number): string => `${(ms / 1000).toFixed(1)}s`
     const slow = x.downstreamMs > 100
-    const head = `  ${bar(p.doneMs / p.totalMs)} ${secs(p.doneMs)} / ${secs(p.totalMs)}  ${x.phase}: ${x.rate} req/s, downstream ${slow ? s.red(`${x.downstreamMs} ms`) : `${x.downstreamMs} ms`}`
+    const head = `  ${bar(p.doneMs / p.totalMs, 20)} ${secs(p.doneMs)}/${secs(p.totalMs)}  ${x.phase}: ${x.rate} req/s, downstream ${slow ? s.red(`${x.downstreamMs} ms`) : `${x.downstreamMs} ms`}`
     if (!this.#tty) {
       if (p.doneMs - this.#lastPlain < 2000 && p.doneMs < p.totalMs) return
       this.#lastPlain = p.doneMs
@@ -92,20 +102,20 @@ export class Live {
       this.#out.write(`  [${secs(p.doneMs)}] ${x.phase}: ${x.rate} req/s, downstream ${x.downstreamMs} ms | ok ${x.ok} shed ${x.shed} failed ${x.failed} (last ${0.5}s) | restarts ${x.restarts} | ${pods}\n`)
       return
     }
-    const rows = [['pod', 'ready', 'busy/max', 'queued', 'liveness probe', 'doorman in flight/limit', 'restarts']]
+    const rows = [['pod', 'ready', 'app workers busy', 'queued', 'probe', 'doorman', 'restarts']]
     for (const q of x.pods) {
       const probe = q.probeMs === null ? '-' : `${Math.round(q.probeMs)} ms`
       rows.push([
         q.name,
         q.ready ? s.green('yes') : s.red('no'),
-        `${q.busy >= q.max ? s.red(`${q.busy}/${q.max}`) : `${q.busy}/${q.max}`} ${bar(q.busy / q.max, 10)}`,
+        `${q.busy >= q.max ? s.red(pad(`${q.busy}/${q.max}`, 5)) : pad(`${q.busy}/${q.max}`, 5)} ${bar(q.busy / q.max, 10)}`,
         String(q.queued),
         q.probeFailed ? s.red(`${probe} failed`) : probe,
-        q.doorman === null ? s.dim('(no doorman)') : `${q.doorman.inflight}/${q.doorman.limit}`,
+        q.doorman === null ? s.dim('none') : `${q.doorman.inflight}/${q.doorman.limit} in flight`,
         q.restarts > 0 ? s.red(String(q.restarts)) : '0'
       ])
     }
-    const traffic = `  traffic: ${s.green(`ok ${x.ok}`)}  ${x.shed > 0 ? s.yellow(`shed ${x.shed}`) : 'shed 0'}  ${x.failed > 0 ? s.red(`failed ${x.failed}`) : 'failed 0'}  (last 0.5 s)   p99 ${x.p99} ms   ready pods ${x.readyPods}/${x.pods.length}`
+    const traffic = `  last 0.5 s: ${s.green(`ok ${x.ok}`)}  ${x.shed > 0 ? s.yellow(`shed ${x.shed}`) : 'shed 0'}  ${x.failed > 0 ? s.red(`failed ${x.failed}`) : 'failed 0'}  p99 ${x.p99} ms  ready pods ${x.readyPods}/${x.pods.length}`
     this.#draw([head, table(rows, s), traffic])
   }
 
@@ -124,9 +134,9 @@ export class Live {
     const rows = [['instance', 'share of traffic', 'weight']]
     for (const n of names) rows.push([n, `${pad(share(n), 4)} ${bar(total === 0 ? 0 : (x.byInstance[n] ?? 0) / total, 12)}`, weight(n)])
     this.#draw([
-      `  ${note}`,
+      `  ${bar(p.doneMs / p.totalMs, 20)} ${(p.doneMs / 1000).toFixed(1)}s/~${(p.totalMs / 1000).toFixed(0)}s  ${note}`,
       table(rows, s),
-      `  traffic: ${s.green(`ok ${x.ok}`)}  shed ${x.shed}  ${x.failed > 0 ? s.red(`failed ${x.failed}`) : 'failed 0'}  (last interval)   p99 ${x.p99} ms`
+      `  last 0.5 s: ${s.green(`ok ${x.ok}`)}  shed ${x.shed}  ${x.failed > 0 ? s.red(`failed ${x.failed}`) : 'failed 0'}  p99 ${x.p99} ms`
     ])
   }
 
@@ -162,4 +172,3 @@ export class Live {
   }
 }
 
-export function checkLine (c: Check): string { return `${c.pass ? 'ok' : 'FAIL'} ${c.name}: ${c.detail}` }
