@@ -227,6 +227,18 @@ function setup (r: Results): string {
 </ul></details>`
 }
 
+function rolloutSetup (r: Results): string {
+  const p = r.rollout?.plan
+  if (p === undefined) return ''
+  const s = (ms: number): string => `${ms / 1000} s`
+  return `<details><summary>Setup of the rollout</summary><ul>
+<li>${p.instances} instances of the example app, each behind its own doorman, registered in a file registry that every process shares (<code>DOORMAN_REGISTRY=file://…</code>: still no Redis).</li>
+<li>A consumer doorman's outbound lane balances ${p.rate} req/s over them by service name (<code>Host: evaluate</code>): weighted power-of-two-choices with the instances' published warmup weights, one retry on a refused connection or a shed request.</li>
+<li>Each new instance registers once its app passed startup and readiness and warms up over <code>DOORMAN_WARMUP=${p.warmupMs}ms</code>. The old one is then sent SIGTERM: it is marked draining in the registry first thing, flags its responses with <code>x-doorman-draining: 1</code>, serves for at least <code>DOORMAN_DRAIN_DELAY=${p.drainDelayMs}ms</code> and until traffic is quiet, then exits; its app stops after it. The next replacement starts once the new instance is warm (like <code>minReadySeconds</code>).</li>
+<li>Client timeout 10 s; every request is counted as ok, shed or failed. Sampled every ${s(p.sampleMs)}.</li>
+</ul></details>`
+}
+
 export function renderReport (r: Results): string {
   const secs = (ms: number): string => `${(ms / 1000).toFixed(0)} s`
   return `<!doctype html>
@@ -259,7 +271,7 @@ kubelet probing the app directly, once with doorman in each pod.${r.rollout !== 
 <h2>Verdict</h2>
 ${verdictTable(r)}
 ${r.incident !== null ? `<h2>Incident: without doorman (left) and with doorman (right)</h2>${setup(r)}\n${incidentCharts(r)}` : ''}
-${r.rollout !== null ? `<h2>Rollout: three instances replaced in turn under load</h2>${r.rollout.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.rollout.run.skipped)}</p>` : rolloutCharts(r.rollout.run)}` : ''}
+${r.rollout !== null ? `<h2>Rollout: three instances replaced in turn under load</h2>${rolloutSetup(r)}${r.rollout.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.rollout.run.skipped)}</p>` : rolloutCharts(r.rollout.run)}` : ''}
 <h2>Read more</h2>
 <p>The numbers behind every chart are in <code>results.json</code> beside this file; each process's output is in <code>logs/</code>.
 How doorman is built: <code>docs/architecture.md</code>. Probes and their meaning: <code>docs/probes.md</code>.
