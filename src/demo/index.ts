@@ -11,7 +11,7 @@ import { verdict, type Results } from './results.js'
 import { Live } from './terminal.js'
 import { Interrupted } from './time.js'
 
-const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|rollout]
+const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|rollout] [--plain]
 
   --short        a quicker run (about a minute) with the same story, for tests and CI
   --out DIR      where to write index.html, results.json and logs/ (default ./doorman-demo-report)
@@ -36,12 +36,12 @@ export async function command (args: string[]): Promise<number> {
     }).values
   } catch (err) {
     process.stderr.write(`doorman demo: ${(err as Error).message}\n\n${USAGE}`)
-    return 64
+    return 1
   }
   if (values.help) { process.stdout.write(USAGE); return 0 }
   if (values.only !== undefined && values.only !== 'incident' && values.only !== 'rollout') {
     process.stderr.write(`doorman demo: --only takes incident or rollout, got ${JSON.stringify(values.only)}\n`)
-    return 64
+    return 1
   }
   const short = values.short || values.quick
   const out = path.resolve(values.out)
