@@ -135,7 +135,7 @@ t.test('malformed input: a clear message, nothing on stdout, non-zero exit', asy
   t.equal(bad.stdout, '')
   t.match(bad.stderr, /doorman inject: stdin: document 1: deployment\/web \/spec\/template: doorman\.io\/max-concurrency: got "forty"; expected a whole number of at least 1/)
   const usage = await run(t, ['--mode', 'sideways'], DEPLOYMENT)
-  t.equal(usage.code, 64)
+  t.equal(usage.code, 1)
   t.match(usage.stderr, /--mode: got "sideways"; expected native or container/)
   const cfg = await run(t, [], DEPLOYMENT, { DOORMAN_SIDECAR_MODE: 'sideways' })
   t.equal(cfg.code, 78)

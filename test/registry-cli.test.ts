@@ -45,10 +45,10 @@ t.test('lists what the registry holds', async (t) => {
 })
 
 t.test('usage, unreachable registry, bad configuration', async (t) => {
-  t.equal((await run(t, [], {})).code, 64)
-  t.equal((await run(t, ['a', 'b'], {})).code, 64)
-  t.equal((await run(t, ['orders', '--frob'], {})).code, 64)
-  t.equal((await run(t, ['Bad Name'], {})).code, 64)
+  t.equal((await run(t, [], {})).code, 1)
+  t.equal((await run(t, ['a', 'b'], {})).code, 1)
+  t.equal((await run(t, ['orders', '--frob'], {})).code, 1)
+  t.equal((await run(t, ['Bad Name'], {})).code, 1)
   const port = await freePort()
   const down = await run(t, ['orders'], { DOORMAN_REGISTRY: `redis://127.0.0.1:${port}` })
   t.equal(down.code, 1)

@@ -114,7 +114,7 @@ export async function command (args: string[]): Promise<number> {
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
     process.stderr.write(`doorman inject: ${err.message}\n\n${USAGE}`)
-    return 64
+    return 1
   }
   if (parsed.help) { process.stdout.write(USAGE); return 0 }
   const cfg = loadConfig()

@@ -46,12 +46,12 @@ export async function command (args: string[]): Promise<number> {
   const unknown = rest.find((a) => a.startsWith('-'))
   if (unknown !== undefined || rest.length !== 1) {
     process.stderr.write(unknown !== undefined ? `doorman instances: unknown option ${unknown}\n${USAGE}` : USAGE)
-    return 64
+    return 1
   }
   const service = rest[0].toLowerCase()
   if (!SERVICE_NAME.test(service)) {
     process.stderr.write(`doorman instances: bad service name ${JSON.stringify(rest[0])}\n`)
-    return 64
+    return 1
   }
   const cfg = loadConfig()
   const registry = openRegistry(cfg.registry, { commandTimeout: 5000 })
