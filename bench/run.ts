@@ -7,6 +7,7 @@ import { proxySection } from './proxy.js'
 import { laneSection } from './lane.js'
 import { outboundSection } from './outbound.js'
 import { adaptiveSection } from './adaptive.js'
+import { checkerSection } from './checker.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -38,7 +39,8 @@ const SECTIONS: Section[] = [
   proxySection,
   laneSection,
   outboundSection,
-  adaptiveSection
+  adaptiveSection,
+  checkerSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

@@ -8,6 +8,11 @@ import { CLI, freePort, spawnNode, waitFor } from './helpers/index.js'
 import { startRedis, startCluster, redisCommand } from './helpers/redis.js'
 import { instance } from './checker-helpers.js'
 
+/** One instance's ejection. */
+async function one (c: RedisCoordinator, service: string, id: string, maxPercent: number): Promise<EjectResult> {
+  return (await c.eject(service, [id], maxPercent))[0]
+}
+
 function open (t: Tap.Test, url: string): RedisRegistry {
   const r = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 1000 })
   t.teardown(async () => { await r.close() })
@@ -23,10 +28,12 @@ t.test('several replicas ejecting at the same moment stay within the threshold',
   for (let i = 0; i < 6; i++) await regs[0].register(instance('orders', `a${i}`, 1000 + i, 0), 60_000)
   for (let i = 0; i < 2; i++) await regs[0].register(instance('orders', `b${i}`, 2000 + i, 0, { cluster: 'b' }), 60_000)
 
-  // Every replica tries to eject every instance of cluster `default`, all at once.
-  const calls: Array<Promise<EjectResult>> = []
-  for (const c of coords) for (let i = 0; i < 6; i++) calls.push(c.eject('orders', `a${i}`, 34))
-  const results = await Promise.all(calls)
+  // Every replica tries to eject every instance of cluster `default` one by one, and also all of them in one batch,
+  // all at the same moment.
+  const singles = coords.flatMap((c) => [0, 1, 2, 3, 4, 5].map(async (i) => await one(c, 'orders', `a${i}`, 34)))
+  const batches = coords.map(async (c) => await c.eject('orders', ['a5', 'a4', 'a3', 'a2', 'a1', 'a0'], 34))
+  const [one1, many] = await Promise.all([Promise.all(singles), Promise.all(batches)])
+  const results = [...one1, ...many.flat()]
   const done = results.filter((r) => r.outcome === 'ejected')
   t.equal(done.length, 2, 'floor(6 × 34%) = 2 ejections in all')
   t.ok(results.every((r) => ['ejected', 'threshold', 'already'].includes(r.outcome)), 'the rest refused by the budget, or already ejected')
@@ -36,14 +43,33 @@ t.test('several replicas ejecting at the same moment stay within the threshold',
   t.ok(stored.every((i) => i.cluster === 'default' && i.state === 'ejected'))
 
   // Clusters have budgets of their own: 2 × 34% rounds down to 0.
-  t.match(await coords[0].eject('orders', 'b0', 34), { outcome: 'threshold', total: 2, budget: 0 })
-  t.match(await coords[0].eject('orders', 'b0', 50), { outcome: 'ejected', ejected: 1, total: 2, budget: 1 })
+  t.match(await one(coords[0], 'orders', 'b0', 34), { outcome: 'threshold', total: 2, budget: 0 })
+  t.match(await one(coords[0], 'orders', 'b0', 50), { outcome: 'ejected', ejected: 1, total: 2, budget: 1 })
 
   // Already-ejected instances count: releasing one frees exactly one slot.
   t.ok(await coords[1].recover('orders', stored[0].id))
-  const again = await Promise.all([0, 1, 2, 3, 4, 5].map(async (i) => await coords[i % 3].eject('orders', `a${i}`, 34)))
+  const again = await Promise.all([0, 1, 2, 3, 4, 5].map(async (i) => await one(coords[i % 3], 'orders', `a${i}`, 34)))
   t.equal(again.filter((r) => r.outcome === 'ejected').length, 1, 'one more, back to 2')
   t.equal((await regs[2].list('orders')).filter((i) => i.ejected && i.cluster === 'default').length, 2)
+})
+
+t.test('one call ejects a batch in order, each within its own cluster\'s budget', async (t) => {
+  const redis = await startRedis(t)
+  const reg = open(t, redis.url)
+  t.ok(await reg.waitUp(5000))
+  const c = new RedisCoordinator(reg)
+  for (let i = 0; i < 6; i++) await reg.register(instance('orders', `a${i}`, 1000 + i, 0), 60_000)
+  for (let i = 0; i < 4; i++) await reg.register(instance('orders', `b${i}`, 2000 + i, 0, { cluster: 'b' }), 60_000)
+  await reg.register(instance('orders', 'starting', 3000, 0, { state: 'starting' }), 60_000)
+  const ids = ['a0', 'b0', 'a1', 'nobody', 'a2', 'b1', 'starting', 'a3', 'b2']
+  const r = await c.eject('orders', ids, 50)
+  t.same(r.map((x, i) => `${ids[i]}:${x.outcome}`), [
+    'a0:ejected', 'b0:ejected', 'a1:ejected', 'nobody:gone', 'a2:ejected', 'b1:ejected', 'starting:not-routable', 'a3:threshold', 'b2:threshold'
+  ], 'floor(6 × 50%) = 3 of a, floor(4 × 50%) = 2 of b, in the order asked')
+  t.match(r[4], { ejected: 3, total: 6, budget: 3 })
+  t.match(r[5], { ejected: 2, total: 4, budget: 2 })
+  t.equal((await reg.list('orders')).filter((i) => i.ejected).length, 5, 'the store agrees')
+  t.same(await c.eject('orders', [], 50), [], 'an empty batch asks nothing')
 })
 
 t.test('what counts toward the budget, and what cannot be ejected', async (t) => {
@@ -57,14 +83,14 @@ t.test('what counts toward the budget, and what cannot be ejected', async (t) =>
   await add('warm', { state: 'warming' })
   await add('start', { state: 'starting' })
   await add('drain', { state: 'draining' })
-  t.match(await c.eject('svc', 'start', 100), { outcome: 'not-routable', total: 3 }, 'starting and draining instances are not counted, nor ejected')
-  t.match(await c.eject('svc', 'drain', 100), { outcome: 'not-routable' })
-  t.match(await c.eject('svc', 'nobody', 100), { outcome: 'gone' })
-  t.match(await c.eject('svc', 'warm', 34), { outcome: 'ejected', ejected: 1, total: 3, budget: 1 }, 'warming instances count and can be ejected')
-  t.match(await c.eject('svc', 'warm', 34), { outcome: 'already' })
+  t.match(await one(c, 'svc', 'start', 100), { outcome: 'not-routable', total: 3 }, 'starting and draining instances are not counted, nor ejected')
+  t.match(await one(c, 'svc', 'drain', 100), { outcome: 'not-routable' })
+  t.match(await one(c, 'svc', 'nobody', 100), { outcome: 'gone' })
+  t.match(await one(c, 'svc', 'warm', 34), { outcome: 'ejected', ejected: 1, total: 3, budget: 1 }, 'warming instances count and can be ejected')
+  t.match(await one(c, 'svc', 'warm', 34), { outcome: 'already' })
   // A draining instance that was ejected leaves the count: it is on its way out.
   await reg.update('svc', 'warm', { state: 'draining' })
-  t.match(await c.eject('svc', 'up1', 34), { outcome: 'threshold', ejected: 0, total: 2, budget: 0 })
+  t.match(await one(c, 'svc', 'up1', 34), { outcome: 'threshold', ejected: 0, total: 2, budget: 0 })
   t.notOk(await c.recover('svc', 'nobody'), 'recovering a departed instance says so')
 })
 
@@ -81,7 +107,7 @@ t.test('an ejection reaches every watcher at once, as the registry\'s own writes
   await w.ready
   const revBefore = w.view.get('p0')?.rev ?? 0
   const c = new RedisCoordinator(writer)
-  t.match(await c.eject('pay', 'p0', 50), { outcome: 'ejected' })
+  t.match(await one(c, 'pay', 'p0', 50), { outcome: 'ejected' })
   const seen = await waitFor('the watcher sees the ejection', () => w.view.get('p0')?.ejected === true ? w.view.get('p0') : undefined, 2000, 5)
   t.equal(seen.state, 'ejected')
   t.ok(seen.rev > revBefore, 'with a newer revision')
@@ -135,7 +161,7 @@ t.test('the same scripts on a Redis Cluster', async (t) => {
   const c = new RedisCoordinator(reg)
   for (let i = 0; i < 3; i++) await reg.register(instance('orders', `o${i}`, 1, 0), 60_000)
   for (let i = 0; i < 3; i++) await reg.register(instance('users', `u${i}`, 1, 0), 60_000)
-  const r = await Promise.all([c.eject('orders', 'o0', 34), c.eject('orders', 'o1', 34), c.eject('users', 'u0', 34)])
+  const r = await Promise.all([one(c, 'orders', 'o0', 34), one(c, 'orders', 'o1', 34), one(c, 'users', 'u0', 34)])
   t.same(r.map((x) => x.outcome).sort(), ['ejected', 'ejected', 'threshold'])
   t.same(await c.heartbeat('main', 'r1', 60_000), ['r1'])
   await c.setMode('orders', 'recover-only')

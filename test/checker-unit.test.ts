@@ -137,14 +137,16 @@ class Recording extends MemoryCoordinator {
   readonly now = new Map<string, number>()
   overall = 0
   peakOverall = 0
-  override async eject (service: string, id: string, maxPercent: number): Promise<EjectResult> {
-    const cluster = id.split('-')[0]
+  calls = 0
+  override async eject (service: string, ids: readonly string[], maxPercent: number): Promise<EjectResult[]> {
+    this.calls++
+    const cluster = ids[0].split('-')[0]
     this.now.set(cluster, (this.now.get(cluster) ?? 0) + 1)
     this.overall++
     this.peak.set(cluster, Math.max(this.peak.get(cluster) ?? 0, this.now.get(cluster) ?? 0))
     this.peakOverall = Math.max(this.peakOverall, this.overall)
     await new Promise((resolve) => setTimeout(resolve, 5))
-    try { return await super.eject(service, id, maxPercent) } finally {
+    try { return await super.eject(service, ids, maxPercent) } finally {
       this.now.set(cluster, (this.now.get(cluster) ?? 0) - 1)
       this.overall--
     }
@@ -194,6 +196,41 @@ t.test('the Decider: one cluster\'s ejections run one at a time; clusters and re
   await d2.idle()
   t.ok(peak > 1, `recoveries of one cluster ran ${peak} at once`)
   t.equal((await registry.list('s')).filter((i) => i.ejected).length, 6, 'cluster a recovered, b still ejected')
+})
+
+t.test('the Decider: a cluster\'s failures go to the store in one batch; once it is full, not again that round', async (t) => {
+  const registry = new MemoryRegistry()
+  t.teardown(async () => { await registry.close() })
+  const coordinator = new Recording(registry)
+  const metrics = new CheckerMetrics({ defaults: false })
+  const decider = new Decider({ failures: 1, successes: 1, queues: 4, performer: new Performer({ coordinator, maxEject: 34, metrics, log }), log })
+  const results: ProbeResult[] = []
+  for (let i = 0; i < 6; i++) {
+    const inst = instance('s', `x-${i}`, 1000 + i, 0)
+    await registry.register(inst, 60_000)
+    results.push({ target: { service: 's', cluster: 'default', id: inst.id, address: inst.address, adminPort: 0, ejected: false, instance: inst }, ok: false, outcome: 'timeout', detail: 'timeout', ms: 1 })
+  }
+  decider.newRound()
+  for (const r of results) decider.observe(r, 'full')
+  await decider.idle()
+  t.equal(metrics.ejections, 2, 'floor(6 × 34%) = 2')
+  t.equal(coordinator.calls, 1, 'the cluster\'s six failures went to the store in one batch')
+  t.equal(metrics.blocked.get('threshold'), 4, 'all four others counted as blocked')
+  // The next round asks once more (something may have changed), then stops asking again.
+  const ejectedIds = new Set((await registry.list('s')).filter((i) => i.ejected).map((i) => i.id))
+  decider.newRound()
+  for (const r of results.filter((r) => !ejectedIds.has(r.target.id))) decider.observe(r, 'full')
+  await decider.idle()
+  t.equal(coordinator.calls, 2, 'asked once more in the next round')
+  t.equal(metrics.blocked.get('threshold'), 8)
+  // Within one round, once the cluster is found full, later batches of it are blocked without asking.
+  const again = results.filter((r) => !ejectedIds.has(r.target.id)).slice(0, 2)
+  t.equal(again.length, 2)
+  for (const r of again) decider.observe(r, 'full')
+  await decider.idle()
+  t.equal(coordinator.calls, 2, 'not asked again this round')
+  t.equal(metrics.blocked.get('threshold'), 10)
+  t.equal(metrics.ejections, 2)
 })
 
 interface Backend { port: number, status: number }

@@ -35,23 +35,24 @@ export interface Coordinator {
   /** Sets a scope's mode (`*`, `service`, `service/cluster`), or clears it with null. */
   setMode: (scope: string, mode: Mode | null) => Promise<void>
   /**
-   * Ejects the instance if its cluster's budget allows, re-reading every current state first; atomic against every
-   * other ejection of the same service.
+   * Ejects the service's instances `ids`, in order, as far as each one's cluster budget allows, re-reading every
+   * current state first; atomic against every other ejection of the same service. One result per id.
    */
-  eject: (service: string, id: string, maxPercent: number) => Promise<EjectResult>
+  eject: (service: string, ids: readonly string[], maxPercent: number) => Promise<EjectResult[]>
   /** Releases an ejection. False when the instance is no longer registered. */
   recover: (service: string, id: string) => Promise<boolean>
 }
 
-/** Counts a cluster for the threshold: instances that are routable or ejected (draining ones are leaving). */
-export function countCluster (instances: Iterable<Instance>, cluster: string): { total: number, ejected: number } {
-  let total = 0
-  let ejected = 0
+/** Counts each cluster for the threshold: instances that are routable or ejected (draining ones are leaving). */
+export function countClusters (instances: Iterable<Instance>): Map<string, { total: number, ejected: number }> {
+  const out = new Map<string, { total: number, ejected: number }>()
   for (const o of instances) {
-    if (o.cluster !== cluster || o.state === 'draining') continue
-    if (o.ejected) { total++; ejected++ } else if (routable(o.state)) total++
+    if (o.state === 'draining') continue
+    let c = out.get(o.cluster)
+    if (c === undefined) { c = { total: 0, ejected: 0 }; out.set(o.cluster, c) }
+    if (o.ejected) { c.total++; c.ejected++ } else if (routable(o.state)) c.total++
   }
-  return { total, ejected }
+  return out
 }
 
 /** Membership, modes and ejections inside one process, over any Registry. */
@@ -90,26 +91,35 @@ export class MemoryCoordinator implements Coordinator {
     else this.#modes.set(scope, mode)
   }
 
-  async eject (service: string, id: string, maxPercent: number): Promise<EjectResult> {
+  async eject (service: string, ids: readonly string[], maxPercent: number): Promise<EjectResult[]> {
     const before = this.#locks.get(service) ?? Promise.resolve()
-    const run = before.then(async () => await this.#eject(service, id, maxPercent))
+    const run = before.then(async () => await this.#eject(service, ids, maxPercent))
     const tail = run.catch(() => {})
     this.#locks.set(service, tail)
     void tail.then(() => { if (this.#locks.get(service) === tail) this.#locks.delete(service) })
     return await run
   }
 
-  async #eject (service: string, id: string, maxPercent: number): Promise<EjectResult> {
+  async #eject (service: string, ids: readonly string[], maxPercent: number): Promise<EjectResult[]> {
     const list = await this.#registry.list(service)
-    const me = list.find((i) => i.id === id)
-    if (me === undefined) return { outcome: 'gone', ejected: 0, total: 0, budget: 0 }
-    const { total, ejected } = countCluster(list, me.cluster)
-    const budget = ejectBudget(total, maxPercent)
-    if (me.ejected) return { outcome: 'already', ejected, total, budget }
-    if (!routable(me.state)) return { outcome: 'not-routable', ejected, total, budget }
-    if (ejected + 1 > budget) return { outcome: 'threshold', ejected, total, budget }
-    if (!await this.#registry.setEjected(service, id, true)) return { outcome: 'gone', ejected, total, budget }
-    return { outcome: 'ejected', ejected: ejected + 1, total, budget }
+    const byId = new Map(list.map((i) => [i.id, i]))
+    const counts = countClusters(list)
+    const out: EjectResult[] = []
+    for (const id of ids) {
+      const me = byId.get(id)
+      if (me === undefined) { out.push({ outcome: 'gone', ejected: 0, total: 0, budget: 0 }); continue }
+      const c = counts.get(me.cluster) ?? { total: 0, ejected: 0 }
+      const budget = ejectBudget(c.total, maxPercent)
+      const result = (outcome: EjectOutcome): EjectResult => ({ outcome, ejected: c.ejected, total: c.total, budget })
+      if (me.ejected) { out.push(result('already')); continue }
+      if (!routable(me.state)) { out.push(result('not-routable')); continue }
+      if (c.ejected + 1 > budget) { out.push(result('threshold')); continue }
+      if (!await this.#registry.setEjected(service, id, true)) { out.push(result('gone')); continue }
+      byId.set(id, { ...me, ejected: true })
+      c.ejected++
+      out.push(result('ejected'))
+    }
+    return out
   }
 
   async recover (service: string, id: string): Promise<boolean> {
@@ -128,37 +138,63 @@ redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 return redis.call('ZRANGE', KEYS[1], 0, -1)`
 
-// The protection threshold, atomically: re-reads the instance and every instance of its cluster (all in the
-// service's slot, see docs/registry.md), and sets `ejected` only within the budget. The write bumps `rev` and
-// publishes the record on the service's channel exactly as the registry's own writes do, so every watcher sees it.
+// The protection threshold, atomically: reads every instance of the service once (all in the service's slot, see
+// docs/registry.md) and counts each cluster, then takes the asked-for ids in order and sets `ejected` on each only
+// within its cluster's budget. Each write bumps `rev` and publishes the record on the service's channel exactly as
+// the registry's own writes do, so every watcher sees it. One call decides a whole batch: O(service + batch).
+// ARGV: instance key prefix, max percent, channel, ids…; returns outcome, ejected, total, budget per id.
 const EJECT = `
-local key = ARGV[1] .. ARGV[2]
-local me = redis.call('HMGET', key, 'cluster', 'state', 'ejected')
-if not me[2] then return {'gone', 0, 0, 0} end
-local total, ejected = 0, 0
+local counts = {}
 for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local h = redis.call('HMGET', ARGV[1] .. other, 'cluster', 'state', 'ejected')
-  if h[2] and h[2] ~= 'draining' and h[1] == me[1] then
+  if h[2] and h[2] ~= 'draining' then
+    local c = counts[h[1]]
+    if not c then
+      c = {0, 0}
+      counts[h[1]] = c
+    end
     if h[3] == '1' then
-      total = total + 1
-      ejected = ejected + 1
+      c[1] = c[1] + 1
+      c[2] = c[2] + 1
     elseif h[2] == 'up' or h[2] == 'warming' then
-      total = total + 1
+      c[1] = c[1] + 1
     end
   end
 end
-local budget = math.floor(total * tonumber(ARGV[3]) / 100 + 1e-9)
-if me[3] == '1' then return {'already', ejected, total, budget} end
-if me[2] ~= 'up' and me[2] ~= 'warming' then return {'not-routable', ejected, total, budget} end
-if ejected + 1 > budget then return {'threshold', ejected, total, budget} end
-local t = redis.call('TIME')
-redis.call('HSET', key, 'ejected', '1', 'rev', t[1] .. string.format('%06d', tonumber(t[2])))
-redis.call('PUBLISH', ARGV[4], cjson.encode({t = 'put', h = redis.call('HGETALL', key)}))
-return {'ejected', ejected + 1, total, budget}`
+local pct = tonumber(ARGV[2])
+local out = {}
+local rev = nil
+for i = 4, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local me = redis.call('HMGET', key, 'cluster', 'state', 'ejected')
+  if not me[2] then
+    out[#out + 1] = {'gone', 0, 0, 0}
+  else
+    local c = counts[me[1]] or {0, 0}
+    local budget = math.floor(c[1] * pct / 100 + 1e-9)
+    if me[3] == '1' then
+      out[#out + 1] = {'already', c[2], c[1], budget}
+    elseif me[2] ~= 'up' and me[2] ~= 'warming' then
+      out[#out + 1] = {'not-routable', c[2], c[1], budget}
+    elseif c[2] + 1 > budget then
+      out[#out + 1] = {'threshold', c[2], c[1], budget}
+    else
+      if not rev then
+        local t = redis.call('TIME')
+        rev = t[1] .. string.format('%06d', tonumber(t[2]))
+      end
+      redis.call('HSET', key, 'ejected', '1', 'rev', rev)
+      redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', h = redis.call('HGETALL', key)}))
+      c[2] = c[2] + 1
+      out[#out + 1] = {'ejected', c[2], c[1], budget}
+    end
+  end
+end
+return out`
 
 interface Scripts {
   dmCheckerHeartbeat: (key: string, id: string, ttl: string) => Promise<string[]>
-  dmCheckerEject: (idsKey: string, instPrefix: string, id: string, maxPercent: string, channel: string) => Promise<[string, number, number, number]>
+  dmCheckerEject: (idsKey: string, instPrefix: string, maxPercent: string, channel: string, ...ids: string[]) => Promise<Array<[string, number, number, number]>>
 }
 
 /** Coordination in the registry's Redis (standalone, Sentinel or Cluster), over the registry's connection. */
@@ -200,10 +236,11 @@ export class RedisCoordinator implements Coordinator {
     else await this.#registry.client.hset(this.modeKey(), scope, mode)
   }
 
-  async eject (service: string, id: string, maxPercent: number): Promise<EjectResult> {
+  async eject (service: string, ids: readonly string[], maxPercent: number): Promise<EjectResult[]> {
+    if (ids.length === 0) return []
     const tag = this.#tag(service)
-    const [outcome, ejected, total, budget] = await this.#scripts.dmCheckerEject(`${tag}:ids`, `${tag}:i:`, id, String(maxPercent), `${tag}:events`)
-    return { outcome: outcome as EjectOutcome, ejected: Number(ejected), total: Number(total), budget: Number(budget) }
+    const rows = await this.#scripts.dmCheckerEject(`${tag}:ids`, `${tag}:i:`, String(maxPercent), `${tag}:events`, ...ids)
+    return rows.map(([outcome, ejected, total, budget]) => ({ outcome: outcome as EjectOutcome, ejected: Number(ejected), total: Number(total), budget: Number(budget) }))
   }
 
   async recover (service: string, id: string): Promise<boolean> {

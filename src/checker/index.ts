@@ -202,6 +202,7 @@ export class Checker {
       if (table.global !== this.#modes.global) this.#log.warn({ mode: table.global, was: this.#modes.global }, 'checker mode changed')
       this.#modes = table
       const ctx: RoundContext = { self: this.id, replicas, modes: table }
+      this.decider.newRound()
       const d = await this.dispatcher.dispatch(ctx)
       this.#services = d.services
       this.#instances = d.instances.length

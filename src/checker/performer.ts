@@ -49,28 +49,35 @@ export class Performer {
     if (this.events.length > RECENT) this.events.splice(0, this.events.length - RECENT)
   }
 
-  /** Ejects within the budget. Resolves with the coordinator's answer, or null when the registry call failed. */
-  async eject (t: Target, failures: number): Promise<EjectResult | null> {
+  /**
+   * Ejects a batch of one service's instances within the budget, in one atomic step. Resolves with the
+   * coordinator's answer per target, or null when the registry call failed (the next round tries again).
+   */
+  async eject (targets: ReadonlyArray<{ target: Target, failures: number }>): Promise<EjectResult[] | null> {
+    if (targets.length === 0) return []
     const { metrics, log } = this.#o
-    let r: EjectResult
+    const service = targets[0].target.service
+    let results: EjectResult[]
     try {
-      r = await this.#o.coordinator.eject(t.service, t.id, this.#o.maxEject)
+      results = await this.#o.coordinator.eject(service, targets.map((x) => x.target.id), this.#o.maxEject)
     } catch (err) {
       metrics.count(metrics.errors, 'eject')
-      log.warn({ err, service: t.service, id: t.id }, 'ejection failed; retried next round')
+      log.warn({ err, service, instances: targets.length }, 'ejection failed; retried next round')
       return null
     }
-    const key = `${t.service}\0${t.id}`
-    const base = { service: t.service, cluster: t.cluster, id: t.id, address: t.address, ejected: r.ejected, total: r.total, budget: r.budget }
-    if (r.outcome === 'ejected') {
-      this.#quiet.delete(key)
-      metrics.ejections++
-      this.#record({ at: Date.now(), action: 'eject', ...base })
-      log.warn({ ...base, failures }, 'instance ejected')
-    } else if (r.outcome === 'threshold') {
-      this.#block(t, 'threshold', base)
+    for (const [i, r] of results.entries()) {
+      const { target: t, failures } = targets[i]
+      const base = { service: t.service, cluster: t.cluster, id: t.id, address: t.address, ejected: r.ejected, total: r.total, budget: r.budget }
+      if (r.outcome === 'ejected') {
+        this.#quiet.delete(`${t.service}\0${t.id}`)
+        metrics.ejections++
+        this.#record({ at: Date.now(), action: 'eject', ...base })
+        log.warn({ ...base, failures }, 'instance ejected')
+      } else if (r.outcome === 'threshold') {
+        this.#block(t, 'threshold', base)
+      }
     }
-    return r
+    return results
   }
 
   /** An ejection the counts call for but the mode or the threshold forbids. */
