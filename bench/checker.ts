@@ -16,7 +16,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { CLI, ROOT, cpuMicros, fmt, freePort, get, median, sleep, table, until } from './lib.js'
+import { CLI, ROOT, cpuMicros, fmt, freePort, get, median, othersShare, sleep, table, until } from './lib.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const SERVICES = 10
@@ -183,12 +183,13 @@ export const checkerSection: Section = {
       const measured = Math.max(2, opts.rounds)
       const phase = async (name: string, concurrency: number, n: number): Promise<void> => {
         if (checker === null) throw new Error('no checker')
-        const { rounds: rs, cpu } = await rounds(checker, n)
+        const own = [checker.proc.pid, redis.proc.pid, lanes.proc.pid, process.pid] as number[]
+        const { result: { rounds: rs, cpu }, others } = await othersShare(own, async () => await rounds(checker as Checker, n))
         results.set(name, rs)
         const ms = rs.map((r) => r.durationMs)
         const probesPerSec = rs.reduce((a, r) => a + r.targets, 0) / (ms.reduce((a, b) => a + b, 0) / 1000)
         rows.push([name, String(concurrency), String(rs.length), fmt(median(ms)), fmt(Math.max(...ms)), fmt(probesPerSec), String(rs.reduce((a, r) => a + r.failed, 0)),
-          String(rs.reduce((a, r) => a + r.ejected, 0)), String(rs.reduce((a, r) => a + r.recovered, 0)), fmt(100 * cpu)])
+          String(rs.reduce((a, r) => a + r.ejected, 0)), String(rs.reduce((a, r) => a + r.recovered, 0)), fmt(100 * cpu), fmt(100 * others)])
       }
       checker = await startChecker(redis.url, 200)
       await rounds(checker, 1) // the first round opens the watches
@@ -216,7 +217,8 @@ export const checkerSection: Section = {
       rmSync(redis.dir, { recursive: true, force: true })
     }
     console.log(`\ninterval ${INTERVAL_MS} ms, timeout ${TIMEOUT_MS} ms, 3 failures eject, 2 successes recover, threshold 33% (floor(1000 × 33%) = 330 per cluster)`)
-    console.log('\n' + table(['phase', 'concurrency', 'rounds', 'round p50 ms', 'round max ms', 'probes/s', 'failed', 'ejected', 'recovered', 'checker CPU %'], rows, 1))
+    console.log('\n' + table(['phase', 'concurrency', 'rounds', 'round p50 ms', 'round max ms', 'probes/s', 'failed', 'ejected', 'recovered', 'checker CPU %', 'others %'], rows, 1))
+    console.log('(checker CPU: percent of one core; others: the share of the machine other processes used meanwhile)')
     const healthy = (results.get('all healthy') ?? []).map((r) => r.durationMs)
     const sick = (results.get('10% answer 503') ?? []).map((r) => r.durationMs)
     const half = (results.get('50% answer 503') ?? []).map((r) => r.durationMs)

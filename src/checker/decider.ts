@@ -146,6 +146,7 @@ export class Decider {
   /** Forgets the streaks of instances not in `keys` (they left the registry or this replica's shard). */
   retain (keys: ReadonlySet<string>): void {
     for (const k of this.#streaks.keys()) if (!keys.has(k)) this.#streaks.delete(k)
+    this.#o.performer.retain(keys)
   }
 
   /**

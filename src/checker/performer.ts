@@ -97,6 +97,11 @@ export class Performer {
       : 'instance failing but not ejected: the checker is recover-only here')
   }
 
+  /** Forgets instances not in `keys` (`service\0id`): they left the registry or this replica's shard. */
+  retain (keys: ReadonlySet<string>): void {
+    for (const k of this.#quiet) if (!keys.has(k)) this.#quiet.delete(k)
+  }
+
   /** The instance answers again: its blocked ejection may be logged again the next time. */
   healthy (t: Target): void {
     this.#quiet.delete(`${t.service}\0${t.id}`)
