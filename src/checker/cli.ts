@@ -31,7 +31,7 @@ export async function command (args: string[]): Promise<number> {
   if (args[0] === 'mode') return await modeCommand(args.slice(1))
   if (args.length > 0) {
     process.stderr.write(`doorman checker: unexpected argument ${JSON.stringify(args[0])}\n${USAGE}`)
-    return 64
+    return 1
   }
   const cfg = loadConfig()
   const log = createLogger(cfg.logLevel).child({ component: 'checker' })
@@ -81,7 +81,7 @@ async function modeCommand (args: string[]): Promise<number> {
   const unknown = rest.find((a) => a.startsWith('-'))
   if (unknown !== undefined || rest.length > 2 || (clear && rest.length !== 1)) {
     process.stderr.write(`${unknown !== undefined ? `doorman checker mode: unknown option ${unknown}\n` : ''}${USAGE}`)
-    return 64
+    return 1
   }
   let scope = GLOBAL_SCOPE
   let mode: string | null = null
@@ -90,11 +90,11 @@ async function modeCommand (args: string[]): Promise<number> {
   else if (rest.length === 2) { scope = rest[0]; mode = rest[1] }
   if (!SCOPE.test(scope)) {
     process.stderr.write(`doorman checker mode: bad scope ${JSON.stringify(scope)}: expected *, a service name or service/cluster\n`)
-    return 64
+    return 1
   }
   if (mode !== null && !isMode(mode)) {
     process.stderr.write(`doorman checker mode: bad mode ${JSON.stringify(mode)}: expected one of ${MODES.join(', ')}\n`)
-    return 64
+    return 1
   }
   const cfg = loadConfig()
   const registry = sharedRegistry(cfg)
