@@ -130,9 +130,9 @@ export class Decider {
 
   /**
    * A new round: clusters found full last round are asked again (an instance may have recovered or left since).
-   * Within a round a cluster's failures are decided one after another on its queue, so once one finds the cluster
-   * at its budget the rest would too; they are counted as blocked at no cost, which keeps a big failing cluster's
-   * queue short (the seed's 1,000-instance cluster).
+   * Within a round a cluster's failures are decided batch after batch on its queue, so once one batch finds the
+   * cluster at its budget the later ones would too; they are counted as blocked at no cost, which keeps a big failing
+   * cluster's queue short (the seed's 1,000-instance cluster).
    */
   newRound (): void { this.#full.clear() }
 
