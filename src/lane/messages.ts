@@ -1,19 +1,8 @@
 // Messages between the main thread and the lane thread, and the data the lane starts with.
-import type { AppProbe } from '../config/index.js'
+import type { Config } from '../config/index.js'
 
-export interface LaneSettings {
-  adminPort: number
-  bindHost: string
-  appHost: string
-  appPort: number
-  appProbes: Readonly<Record<string, AppProbe>>
-  livenessStall: number
-  readinessStall: number
-  appStall: number
-  appCheckInterval: number
-  adminToken: string
-  nodeIp: string
-}
+/** The settings the lane thread needs, taken from the one Config. */
+export type LaneSettings = Pick<Config, 'adminPort' | 'bindHost' | 'appHost' | 'appPort' | 'appProbes' | 'livenessStall' | 'readinessStall' | 'appStall' | 'appCheckInterval' | 'adminToken' | 'nodeIp'>
 
 export interface LaneData {
   buffer: SharedArrayBuffer
