@@ -1,9 +1,8 @@
-// The inbound listener: business traffic → drain gate → limiter → the app, over an undici Pool with keep-alive.
+// The inbound listener: business traffic → drain gate → limiter → the app, over keep-alive undici connections.
 // Bodies stream both ways with backpressure; WebSocket and other upgrades go through http-proxy under their own cap.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { Pool } from 'undici'
 import httpProxy from 'http-proxy'
 import type { Logger } from '../core/log.js'
 import { classifyUpstreamError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
@@ -11,6 +10,7 @@ import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '.
 import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs } from './headers.js'
+import { Upstream, type Conn } from './upstream.js'
 
 export interface InboundOptions {
   appHost: string
@@ -21,7 +21,7 @@ export interface InboundOptions {
   metrics: Metrics
   log: Logger
   upstreamTimeout: number
-  /** Pool size: the most requests that can ever be in flight (the limit's ceiling). */
+  /** Connections to the app: the most requests that can ever be in flight (the limit's ceiling). */
   connections: number
   maxUpgrades: number
   maxHeaderSize: number
@@ -50,7 +50,7 @@ export interface InboundStats {
 
 export class Inbound {
   readonly server: http.Server
-  readonly pool: Pool
+  readonly upstream: Upstream
   readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0, lastCompletion: 0 }
   #opts: InboundOptions
   #limiter: Limiter
@@ -76,9 +76,7 @@ export class Inbound {
     this.#debug = opts.log.isLevelEnabled('debug')
     this.#classify = classifier(opts.criticalPaths ?? [], opts.lowPaths ?? [])
     this.#origin = `http://${opts.appHost.includes(':') ? `[${opts.appHost}]` : opts.appHost}:${opts.appPort}`
-    this.pool = new Pool(this.#origin, {
-      connections: opts.connections,
-      pipelining: 1,
+    this.upstream = new Upstream(this.#origin, opts.connections, {
       headersTimeout: opts.upstreamTimeout,
       bodyTimeout: Math.max(opts.upstreamTimeout, 300_000),
       keepAliveTimeout: 4_000,
@@ -156,7 +154,7 @@ export class Inbound {
     this.#closed = true
     await new Promise<void>((resolve) => { this.server.close(() => { resolve() }); this.server.closeIdleConnections() })
     this.#wsProxy.close()
-    await this.pool.close()
+    await this.upstream.close()
   }
 
   #handle (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
@@ -255,6 +253,8 @@ class Exchange {
   #state = IDLE
   #waiter: Waiter | null = null
   #abort: ((err?: Error) => void) | null = null
+  /** The connection carrying this request, from dispatch until undici ends it (onComplete or onError). */
+  conn: Conn | null = null
   #start: number
   /** When the request was fully sent to the app (its latency starts here), and the in-flight count then. */
   #sent = 0
@@ -307,7 +307,7 @@ class Exchange {
     this.#sent = performance.now()
     this.#sentInflight = this.#in.limiter.inflight
     try {
-      this.#in.pool.dispatch({
+      this.#in.upstream.dispatch({
         path: req.url as string,
         method: req.method as string,
         headers: h.headers,
@@ -412,8 +412,16 @@ class Exchange {
     return !this.#paused
   }
 
+  /** Gives the connection back once undici is done with this request. */
+  #freeConn (): void {
+    const conn = this.conn
+    if (conn === null) return
+    this.conn = null
+    this.#in.upstream.free(conn)
+  }
+
   onComplete (trailers: Array<Buffer | string> | null): void {
-    if (this.#state !== ACTIVE) return
+    if (this.#state !== ACTIVE) { this.#freeConn(); return }
     this.#state = DONE
     this.#abort = null
     const res = this.#res
@@ -423,9 +431,11 @@ class Exchange {
     }
     this.#in.limiter.release(this.#rtt, this.#status >= 500, this.#sentInflight)
     this.#in.finish(this, this.#status, this.#start, 'ok', null, false)
+    this.#freeConn()
   }
 
   onError (err: Error): void {
+    this.#freeConn()
     if (this.#state !== ACTIVE) return
     const mapped = classifyUpstreamError(err)
     this.#timedOut = mapped.status === 504
