@@ -9,6 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { LoadRequest, LoadResult } from './load.js'
+import type { ProbeRequest, ProbeSamples } from './prober.js'
 
 export type { LoadResult } from './load.js'
 
@@ -145,14 +146,46 @@ export async function startDoorman (appPort: number, env: Record<string, string>
   return { proc, port, admin, stop }
 }
 
-/** The load generator: one long-lived autocannon process, asked over IPC. */
+/**
+ * The load generator: one long-lived autocannon process, asked over IPC. `nice` lowers its scheduling priority (it
+ * stands for clients on other machines, which would not take CPU from the machine under test).
+ */
 export class Load {
   readonly #proc = track(fork(path.join(HERE, 'load.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+  constructor (opts: { nice?: number } = {}) {
+    if (opts.nice !== undefined) os.setPriority(this.#proc.pid as number, opts.nice)
+  }
+
   get pid (): number { return this.#proc.pid as number }
   async run (req: LoadRequest): Promise<LoadResult> {
     this.#proc.send(req)
     const [msg] = await once(this.#proc, 'message') as [LoadResult & { error?: string }]
     if (msg.error !== undefined) throw new Error(`autocannon: ${msg.error}`)
+    return msg
+  }
+
+  close (): void { this.#proc.disconnect() }
+}
+
+/**
+ * The prober (kubelet's stand-in) in a process of its own, at a raised scheduling priority where the system allows
+ * it: kubelet runs outside the pods' CPU share, so its own wait for a CPU is not the probed server's latency.
+ */
+export class Prober {
+  readonly #proc = track(fork(path.join(HERE, 'prober.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+  /** The prober's nice value (-10 when raising it was allowed, else 0). */
+  readonly nice: number
+  get pid (): number { return this.#proc.pid as number }
+  constructor () {
+    let nice = -10
+    try { os.setPriority(this.#proc.pid as number, nice) } catch { nice = 0 }
+    this.nice = nice
+  }
+
+  async run (req: ProbeRequest): Promise<ProbeSamples> {
+    this.#proc.send(req)
+    const [msg] = await once(this.#proc, 'message') as [ProbeSamples & { error?: string }]
+    if (typeof msg.error === 'string') throw new Error(`prober: ${msg.error}`)
     return msg
   }
 
