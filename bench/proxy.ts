@@ -27,8 +27,13 @@ class Cell {
   p99: number[] = []
   bad = 0
   others: number[] = []
+  /** Per round: requests/s and CPU µs per request. */
+  roundRps: number[] = []
+  roundCpu: number[] = []
   add (r: LoadResult, cpu: number, others: number): void {
     this.others.push(others)
+    this.roundRps.push(r.requests / r.seconds)
+    this.roundCpu.push(cpu / r.requests)
     this.requests += r.requests
     this.seconds += r.seconds
     this.cpu += cpu
@@ -98,14 +103,20 @@ export const proxySection: Section = {
     console.log('\n' + table(['route', 'conns', 'target', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'errors/non-2xx', 'other load %'], rows, 3))
     console.log('\n(other load: the share of the machine\'s CPU used by processes outside this run, median over rounds)')
 
+    // Each ratio over the whole run, then its range over the rounds (the targets measured back to back in one round).
+    const ratio = (whole: number, a: number[], b: number[]): string => {
+      const per = a.map((x, i) => x / b[i])
+      return `${fmt(whole, 2)} (${fmt(Math.min(...per), 2)}–${fmt(Math.max(...per), 2)})`
+    }
     const ratios: string[][] = []
     for (const s of scenarios) {
       const d = cells.get(key(s, 'direct')) as Cell
       const h = cells.get(key(s, 'http-proxy')) as Cell
       const m = cells.get(key(s, 'doorman')) as Cell
-      ratios.push([s.route, String(s.connections), fmt(m.rps / d.rps, 2), fmt(m.rps / h.rps, 2), fmt(m.cpuPerRequest / h.cpuPerRequest, 2)])
+      ratios.push([s.route, String(s.connections), ratio(m.rps / d.rps, m.roundRps, d.roundRps), ratio(m.rps / h.rps, m.roundRps, h.roundRps), ratio(m.cpuPerRequest / h.cpuPerRequest, m.roundCpu, h.roundCpu)])
     }
     console.log('\n' + table(['route', 'conns', 'doorman/direct req/s', 'doorman/http-proxy req/s', 'doorman/http-proxy CPU per req'], ratios, 2))
+    console.log('\n(ratio over the whole run, and its range over the rounds in brackets)')
 
     const cell = (id: string, t: Target): Cell | undefined => cells.get(`${id}/${t}`)
     const checks: Check[] = []
