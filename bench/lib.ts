@@ -264,3 +264,24 @@ export function machine (): string {
   const load = os.loadavg().map((l) => l.toFixed(2)).join(' ')
   return `${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${os.platform()} ${os.release()}, node ${process.version}, load average ${load}`
 }
+
+/** One target's totals over the measured rounds: requests, seconds, the proxy's CPU, latency per round. */
+export class Cell {
+  requests = 0
+  seconds = 0
+  cpu = 0
+  p50: number[] = []
+  p99: number[] = []
+  bad = 0
+  add (r: LoadResult, cpu: number): void {
+    this.requests += r.requests
+    this.seconds += r.seconds
+    this.cpu += cpu
+    this.p50.push(r.p50)
+    this.p99.push(r.p99)
+    this.bad += r.non2xx + r.errors + r.timeouts
+  }
+
+  get rps (): number { return this.requests / this.seconds }
+  get cpuPerRequest (): number { return this.cpu / this.requests }
+}

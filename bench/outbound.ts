@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { Load, ROOT, startApp, startHttpProxy, startDoorman, freePort, until, cpuMicros, median, table, fmt, type LoadResult } from './lib.js'
+import { Cell, Load, ROOT, startApp, startHttpProxy, startDoorman, freePort, until, cpuMicros, median, table, fmt, type LoadResult } from './lib.js'
 
 const CONNECTIONS = 50
 const MANY = 1000
@@ -51,26 +51,6 @@ async function startRedis (): Promise<{ url: string, stop: () => void }> {
   const stop = (): void => { proc.kill('SIGKILL'); rmSync(dir, { recursive: true, force: true }) }
   process.once('exit', stop)
   return { url: `redis://127.0.0.1:${port}`, stop }
-}
-
-class Cell {
-  requests = 0
-  seconds = 0
-  cpu = 0
-  p50: number[] = []
-  p99: number[] = []
-  bad = 0
-  add (r: LoadResult, cpu: number): void {
-    this.requests += r.requests
-    this.seconds += r.seconds
-    this.cpu += cpu
-    this.p50.push(r.p50)
-    this.p99.push(r.p99)
-    this.bad += r.non2xx + r.errors + r.timeouts
-  }
-
-  get rps (): number { return this.requests / this.seconds }
-  get cpuPerRequest (): number { return this.cpu / this.requests }
 }
 
 export const outboundSection: Section = {

@@ -1,7 +1,7 @@
 // The proxy section: direct to the app, through http-proxy and through doorman, in alternation, at 50 and 200
 // connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request.
 import type { Options, Section, Check } from './run.js'
-import { Load, startApp, startHttpProxy, startDoorman, cpuMicros, othersShare, median, table, fmt, type LoadResult } from './lib.js'
+import { Cell, Load, startApp, startHttpProxy, startDoorman, cpuMicros, othersShare, median, table, fmt, type LoadResult } from './lib.js'
 
 interface Scenario { id: string, route: string, path: string, connections: number }
 const SCENARIOS: Scenario[] = [
@@ -19,31 +19,17 @@ const ORDERS: Target[][] = [
 /** doorman's limit here: above the largest connection count, so nothing queues or sheds. */
 const LIMIT = 256
 
-class Cell {
-  requests = 0
-  seconds = 0
-  cpu = 0
-  p50: number[] = []
-  p99: number[] = []
-  bad = 0
+class ProxyCell extends Cell {
   others: number[] = []
   /** Per round: requests/s and CPU µs per request. */
   roundRps: number[] = []
   roundCpu: number[] = []
-  add (r: LoadResult, cpu: number, others: number): void {
+  addRound (r: LoadResult, cpu: number, others: number): void {
+    this.add(r, cpu)
     this.others.push(others)
     this.roundRps.push(r.requests / r.seconds)
     this.roundCpu.push(cpu / r.requests)
-    this.requests += r.requests
-    this.seconds += r.seconds
-    this.cpu += cpu
-    this.p50.push(r.p50)
-    this.p99.push(r.p99)
-    this.bad += r.non2xx + r.errors + r.timeouts
   }
-
-  get rps (): number { return this.requests / this.seconds }
-  get cpuPerRequest (): number { return this.cpu / this.requests }
 }
 
 export const proxySection: Section = {
@@ -57,7 +43,7 @@ export const proxySection: Section = {
     const load = new Load()
     const ports: Record<Target, number> = { direct: app.port, 'http-proxy': baseline.port, doorman: doorman.port }
     const pids: Record<Target, number | undefined> = { direct: undefined, 'http-proxy': baseline.proc.pid, doorman: doorman.proc.pid }
-    const cells = new Map<string, Cell>()
+    const cells = new Map<string, ProxyCell>()
     // This run's own processes; the rest of the machine's busy time is other load (noise), reported per cell.
     const own = [process.pid, load.pid, app.proc.pid, baseline.proc.pid, doorman.proc.pid].filter((p): p is number => p !== undefined)
     const key = (s: Scenario, t: Target): string => `${s.id}/${t}`
@@ -79,8 +65,8 @@ export const proxySection: Section = {
             const cpu = pid === undefined ? NaN : cpuMicros(pid) - before
             if (warm) continue
             let c = cells.get(key(s, t))
-            if (c === undefined) cells.set(key(s, t), c = new Cell())
-            c.add(r, cpu, others)
+            if (c === undefined) cells.set(key(s, t), c = new ProxyCell())
+            c.addRound(r, cpu, others)
           }
           process.stdout.write('.')
         }
@@ -96,7 +82,7 @@ export const proxySection: Section = {
     const rows: string[][] = []
     for (const s of scenarios) {
       for (const t of TARGETS) {
-        const c = cells.get(key(s, t)) as Cell
+        const c = cells.get(key(s, t)) as ProxyCell
         rows.push([s.route, String(s.connections), t, fmt(c.rps), fmt(median(c.p50), 1), fmt(median(c.p99), 1), t === 'direct' ? '—' : fmt(c.cpuPerRequest, 1), c.bad === 0 ? '0' : String(c.bad), fmt(100 * median(c.others))])
       }
     }
@@ -110,15 +96,15 @@ export const proxySection: Section = {
     }
     const ratios: string[][] = []
     for (const s of scenarios) {
-      const d = cells.get(key(s, 'direct')) as Cell
-      const h = cells.get(key(s, 'http-proxy')) as Cell
-      const m = cells.get(key(s, 'doorman')) as Cell
+      const d = cells.get(key(s, 'direct')) as ProxyCell
+      const h = cells.get(key(s, 'http-proxy')) as ProxyCell
+      const m = cells.get(key(s, 'doorman')) as ProxyCell
       ratios.push([s.route, String(s.connections), ratio(m.rps / d.rps, m.roundRps, d.roundRps), ratio(m.rps / h.rps, m.roundRps, h.roundRps), ratio(m.cpuPerRequest / h.cpuPerRequest, m.roundCpu, h.roundCpu)])
     }
     console.log('\n' + table(['route', 'conns', 'doorman/direct req/s', 'doorman/http-proxy req/s', 'doorman/http-proxy CPU per req'], ratios, 2))
     console.log('\n(ratio over the whole run, and its range over the rounds in brackets)')
 
-    const cell = (id: string, t: Target): Cell | undefined => cells.get(`${id}/${t}`)
+    const cell = (id: string, t: Target): ProxyCell | undefined => cells.get(`${id}/${t}`)
     const checks: Check[] = []
     const fm = cell('fast/50', 'doorman')
     const fh = cell('fast/50', 'http-proxy')
