@@ -90,7 +90,8 @@ export class Sidecar {
         appStall: cfg.appStall,
         appCheckInterval: cfg.appCheckInterval,
         adminToken: cfg.adminToken,
-        nodeIp: cfg.nodeIp
+        nodeIp: cfg.nodeIp,
+        laneNice: cfg.laneNice
       },
       info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency },
       log: log.child({ component: 'lane' }),

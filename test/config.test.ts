@@ -81,6 +81,9 @@ const BAD: Array<[string, string]> = [
   ['DOORMAN_LOG_LEVEL', 'loud'],
   ['DOORMAN_CHECK_MODE', 'sometimes'],
   ['DOORMAN_CRITICAL_PATHS', 'checkout'],
+  ['DOORMAN_LANE_NICE', '-21'],
+  ['DOORMAN_LANE_NICE', '20'],
+  ['DOORMAN_LANE_NICE', 'high'],
 ]
 
 function configError (fn: () => unknown): ConfigError | null {

@@ -145,6 +145,7 @@ function sample (s: Setting, i: number): string {
     case 'registry': return `redis://redis-${i}:6379`
     case 'level': return 'debug'
     case 'path': return `/tmp/sample-${i}`
+    case 'nice': return String(-(i % 20))
   }
 }
 

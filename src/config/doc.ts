@@ -46,6 +46,7 @@ function accepts (s: Setting): string {
     case 'registry': return 'registry URL'
     case 'level': return 'log level'
     case 'path': return 'file path'
+    case 'nice': return 'nice value (-20–19)'
   }
 }
 

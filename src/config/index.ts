@@ -53,6 +53,7 @@ export interface Config {
   readinessStall: number
   appStall: number
   appCheckInterval: number
+  laneNice: number
   adminToken: string
   nodeIp: string
   logLevel: string
@@ -104,6 +105,8 @@ const probesSchema = z.record(z.string().regex(/^\/app-health\/[^/]+\/(livez|rea
 
 function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
   switch (s.kind) {
+    case 'nice':
+      return { schema: z.string().trim().regex(/^-?\d+$/).transform(Number).pipe(z.number().int().min(-20).max(19)), accepts: 'a nice value, a whole number from -20 to 19' }
     case 'port':
       return { schema: intText.transform(Number).pipe(z.number().int().min(0).max(65535)), accepts: 'a port number from 0 to 65535' }
     case 'int':

@@ -17,6 +17,7 @@ export type Kind =
   | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster:// | file:///dir
   | 'level' // pino level
   | 'path' // a file path
+  | 'nice' // a scheduling priority (nice value), -20..19
 
 export type Scope = 'sidecar' | 'checker' | 'webhook' | 'all'
 
@@ -84,6 +85,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_LIVENESS_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: "`/livez` fails when doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_READINESS_STALL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "`/readyz` fails while doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_APP_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: '`/app-health/<c>/livez` fails when the app has work in flight and completes none for this long.' },
+  { env: 'DOORMAN_LANE_NICE', kind: 'nice', default: '-10', scope: 'sidecar', doc: "Scheduling priority (a nice value, -20 to 19) the probe lane's thread asks for, so that when the pod's CPU is contended probes are answered before business work. Below 0 needs the `SYS_NICE` capability; without it the lane keeps doorman's priority and logs so once at start-up." },
   { env: 'DOORMAN_APP_CHECK_INTERVAL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "How often the lane checks the app's readiness before and while serving." },
   // Admin
   { env: 'DOORMAN_ADMIN_TOKEN', kind: 'string', default: '', scope: 'all', secret: true, annotatable: false, doc: 'Bearer token for mutating admin calls from off-pod; loopback needs none.' },

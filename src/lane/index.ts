@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads'
 import type { Logger } from '../core/log.js'
 import { SharedState, S, T, nowMs } from './shared.js'
 import type { LaneData, LaneSettings, FromLane, ToLane } from './messages.js'
+import type { LanePriority } from './priority.js'
 
 export { SharedState, S, T, nowMs } from './shared.js'
 export type { LaneSettings } from './messages.js'
@@ -59,7 +60,12 @@ export class Lane {
       worker.once('error', reject)
       worker.once('exit', onExit)
       worker.on('message', (m: FromLane) => {
-        if (m.type === 'listening') { worker.off('exit', onExit); worker.off('error', reject); resolve(m.port) } else if (m.type === 'error') {
+        if (m.type === 'listening') {
+          worker.off('exit', onExit)
+          worker.off('error', reject)
+          this.#priority(m.priority)
+          resolve(m.port)
+        } else if (m.type === 'error') {
           const err = Object.assign(new Error(`admin port: ${m.message}`), { code: m.code })
           reject(err)
         } else this.#onMessage(m)
@@ -68,6 +74,12 @@ export class Lane {
     worker.on('error', (err) => { this.#opts.log.error({ err }, 'lane thread failed') })
     worker.on('exit', (code) => { if (this.#worker !== null) this.#opts.log.error({ code }, 'lane thread exited') })
     return this.#port
+  }
+
+  #priority (p: LanePriority): void {
+    const wanted = this.#opts.settings.laneNice
+    if (p.applied) this.#opts.log.debug({ nice: p.nice }, 'lane thread priority set')
+    else this.#opts.log.info({ nice: p.nice, wanted, reason: p.reason }, 'lane thread priority not raised (needs the SYS_NICE capability); probes share the CPU with business work at the same priority')
   }
 
   #beatOnce (): void {

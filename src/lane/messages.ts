@@ -1,8 +1,9 @@
 // Messages between the main thread and the lane thread, and the data the lane starts with.
 import type { Config } from '../config/index.js'
+import type { LanePriority } from './priority.js'
 
 /** The settings the lane thread needs, taken from the one Config. */
-export type LaneSettings = Pick<Config, 'adminPort' | 'bindHost' | 'appHost' | 'appPort' | 'appProbes' | 'livenessStall' | 'readinessStall' | 'appStall' | 'appCheckInterval' | 'adminToken' | 'nodeIp'>
+export type LaneSettings = Pick<Config, 'adminPort' | 'bindHost' | 'appHost' | 'appPort' | 'appProbes' | 'livenessStall' | 'readinessStall' | 'appStall' | 'appCheckInterval' | 'adminToken' | 'nodeIp' | 'laneNice'>
 
 export interface LaneData {
   buffer: SharedArrayBuffer
@@ -16,7 +17,7 @@ export type ToLane =
   | { type: 'close' }
 
 export type FromLane =
-  | { type: 'listening', port: number }
+  | { type: 'listening', port: number, priority: LanePriority }
   | { type: 'error', message: string, code?: string }
   | { type: 'metrics', id: number }
   | { type: 'drain', source: string }

@@ -10,6 +10,7 @@ import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, rend
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
+import { setLanePriority } from './priority.js'
 
 const data = workerData as LaneData
 const port = parentPort as NonNullable<typeof parentPort>
@@ -17,6 +18,8 @@ const state = new SharedState(data.buffer)
 const cfg = data.settings
 const target = { host: cfg.appHost, port: cfg.appPort }
 const send = (m: FromLane): void => { port.postMessage(m) }
+// First, before the server exists: probes are answered at this priority from the first one on.
+const priority = setLanePriority(cfg.laneNice)
 
 // --- metrics owned by the lane ---
 const registry = new Registry()
@@ -33,6 +36,8 @@ let lastReady = false
 new Gauge({ name: 'doorman_ready', help: '1 when the lane reports the pod ready for traffic.', registers: [registry], collect () { this.set(Number(lastReady)) } })
 // eslint-disable-next-line no-new
 new Gauge({ name: 'doorman_main_loop_stall_seconds', help: "Age of the main thread's last heartbeat, as the lane sees it.", registers: [registry], collect () { this.set(state.heartbeatAge() / 1000) } })
+// eslint-disable-next-line no-new
+new Gauge({ name: 'doorman_lane_nice', help: "The lane thread's nice value (lower runs first; DOORMAN_LANE_NICE asks for it).", registers: [registry], collect () { this.set(priority.nice) } })
 let maxStall = 0
 // eslint-disable-next-line no-new
 new Gauge({ name: 'doorman_main_loop_max_stall_seconds', help: "Longest main-thread heartbeat gap the lane has seen.", registers: [registry], collect () { this.set(maxStall / 1000) } })
@@ -232,7 +237,7 @@ const server = http.createServer({ keepAliveTimeout: 5_000, headersTimeout: 5_00
 server.on('clientError', (_err, socket) => { socket.destroy() })
 server.listen(cfg.adminPort, cfg.bindHost, () => {
   state.set(S.LANE_UP, 1)
-  send({ type: 'listening', port: (server.address() as { port: number }).port })
+  send({ type: 'listening', port: (server.address() as { port: number }).port, priority })
 })
 server.on('error', (err) => { send({ type: 'error', message: err.message, code: (err as NodeJS.ErrnoException).code }) })
 

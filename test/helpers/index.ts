@@ -85,8 +85,10 @@ export interface Child {
 }
 
 /** Spawns a node process (killed in teardown if still running). */
-export function spawnNode (t: Teardown, args: string[], env: Record<string, string> = {}, opts: { stdin?: string } = {}): Child {
-  const proc = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+export function spawnNode (t: Teardown, args: string[], env: Record<string, string> = {}, opts: { stdin?: string, wrap?: string[] } = {}): Child {
+  // `wrap`: a command that execs node in its place (e.g. setpriv dropping a capability), so the pid stays node's.
+  const [cmd, ...argv] = [...(opts.wrap ?? []), process.execPath, ...args]
+  const proc = spawn(cmd, argv, { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
   let out = ''
   proc.stdout?.on('data', (c: Buffer) => { out += c.toString() })
   proc.stderr?.on('data', (c: Buffer) => { out += c.toString() })
@@ -113,7 +115,7 @@ export interface Doorman extends Child {
 }
 
 /** Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes. */
-export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean, args?: string[] } = {}): Promise<Doorman> {
+export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean, args?: string[], wrap?: string[] } = {}): Promise<Doorman> {
   const inbound = env.DOORMAN_INBOUND_PORT !== undefined ? Number(env.DOORMAN_INBOUND_PORT) : await freePort()
   const admin = env.DOORMAN_ADMIN_PORT !== undefined ? Number(env.DOORMAN_ADMIN_PORT) : await freePort()
   const outbound = env.DOORMAN_OUTBOUND_PORT !== undefined ? Number(env.DOORMAN_OUTBOUND_PORT) : 0
@@ -126,7 +128,7 @@ export async function startDoorman (t: Teardown, env: Record<string, string>, op
     DOORMAN_INBOUND_PORT: String(inbound),
     DOORMAN_ADMIN_PORT: String(admin),
     DOORMAN_OUTBOUND_PORT: String(outbound)
-  })
+  }, { wrap: opts.wrap })
   let exitedEarly = false
   void child.exited.then(() => { exitedEarly = true })
   await waitFor('doorman /startupz', async () => {
