@@ -20,6 +20,11 @@ const REQUEST_LENGTHS = lengthTable([...REQUEST_DROP, 'x-forwarded-for', 'x-requ
 
 /** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
 function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
+  // The usual values name no header: answer them without splitting and lower-casing.
+  if (value.length === 10 || value.length === 5) {
+    const lower = value.toLowerCase()
+    if (lower === 'keep-alive' || lower === 'close') return set
+  }
   for (const t of value.split(',')) {
     const name = t.trim().toLowerCase()
     if (name !== '' && name !== 'close' && name !== 'keep-alive') (set ??= new Set()).add(name)
