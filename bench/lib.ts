@@ -46,6 +46,11 @@ export async function startHttpProxy (appPort: number): Promise<{ proc: ChildPro
   return await forkScript('http-proxy.js', { BENCH_APP_PORT: String(appPort) })
 }
 
+/** A byte relay with no HTTP (the floor for any proxy in Node here). */
+export async function startTcpRelay (appPort: number): Promise<{ proc: ChildProcess, port: number }> {
+  return await forkScript('tcp-relay.js', { BENCH_APP_PORT: String(appPort) })
+}
+
 export async function freePort (): Promise<number> {
   const s = net.createServer().listen(0, '127.0.0.1')
   await once(s, 'listening')

@@ -1,7 +1,8 @@
 // The proxy section: direct to the app, through http-proxy and through doorman, in alternation, at 50 and 200
-// connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request.
+// connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request. A byte
+// relay with no HTTP (`tcp relay`) runs alongside as the floor: no proxy in Node does less per request.
 import type { Options, Section, Check } from './run.js'
-import { Cell, Load, startApp, startHttpProxy, startDoorman, cpuMicros, othersShare, median, table, fmt, type LoadResult } from './lib.js'
+import { Cell, Load, startApp, startHttpProxy, startTcpRelay, startDoorman, cpuMicros, othersShare, median, table, fmt, type LoadResult } from './lib.js'
 
 interface Scenario { id: string, route: string, path: string, connections: number }
 const SCENARIOS: Scenario[] = [
@@ -10,12 +11,17 @@ const SCENARIOS: Scenario[] = [
   { id: '20ms/50', route: '20 ms', path: '/slow', connections: 50 },
   { id: '20ms/200', route: '20 ms', path: '/slow', connections: 200 }
 ]
-const TARGETS = ['direct', 'http-proxy', 'doorman'] as const
+const TARGETS = ['direct', 'tcp relay', 'http-proxy', 'doorman'] as const
 type Target = typeof TARGETS[number]
-const ORDERS: Target[][] = [
-  ['direct', 'http-proxy', 'doorman'], ['doorman', 'direct', 'http-proxy'], ['http-proxy', 'doorman', 'direct'],
-  ['direct', 'doorman', 'http-proxy'], ['http-proxy', 'direct', 'doorman'], ['doorman', 'http-proxy', 'direct']
-]
+/**
+ * The order of the targets in run `i`: rotated by one each run, and reversed every other cycle, so none always
+ * runs first or right after the same other one.
+ */
+function order (i: number): Target[] {
+  const n = TARGETS.length
+  const rotated = TARGETS.map((_, k) => TARGETS[(k + i) % n])
+  return Math.floor(i / n) % 2 === 1 ? rotated.reverse() : rotated
+}
 /** doorman's limit here: above the largest connection count, so nothing queues or sheds. */
 const LIMIT = 256
 
@@ -34,18 +40,19 @@ class ProxyCell extends Cell {
 
 export const proxySection: Section = {
   name: 'proxy',
-  title: 'Proxy overhead: direct vs http-proxy vs doorman',
+  title: 'Proxy overhead: direct vs http-proxy vs doorman, and a byte relay as the floor',
   async run (opts: Options): Promise<Check[]> {
     const app = await startApp()
     const baseline = await startHttpProxy(app.port)
+    const relay = await startTcpRelay(app.port)
     const nodeArgs = opts.profileDir !== null ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : []
     const doorman = await startDoorman(app.port, { DOORMAN_MAX_CONCURRENCY: String(LIMIT), DOORMAN_MAX_QUEUE: String(LIMIT) }, nodeArgs)
     const load = new Load()
-    const ports: Record<Target, number> = { direct: app.port, 'http-proxy': baseline.port, doorman: doorman.port }
-    const pids: Record<Target, number | undefined> = { direct: undefined, 'http-proxy': baseline.proc.pid, doorman: doorman.proc.pid }
+    const ports: Record<Target, number> = { direct: app.port, 'tcp relay': relay.port, 'http-proxy': baseline.port, doorman: doorman.port }
+    const pids: Record<Target, number | undefined> = { direct: undefined, 'tcp relay': relay.proc.pid, 'http-proxy': baseline.proc.pid, doorman: doorman.proc.pid }
     const cells = new Map<string, ProxyCell>()
     // This run's own processes; the rest of the machine's busy time is other load (noise), reported per cell.
-    const own = [process.pid, load.pid, app.proc.pid, baseline.proc.pid, doorman.proc.pid].filter((p): p is number => p !== undefined)
+    const own = [process.pid, load.pid, app.proc.pid, baseline.proc.pid, relay.proc.pid, doorman.proc.pid].filter((p): p is number => p !== undefined)
     const key = (s: Scenario, t: Target): string => `${s.id}/${t}`
     const unknown = opts.scenarios?.filter((id) => !SCENARIOS.some((s) => s.id === id)) ?? []
     if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')}; scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`)
@@ -55,9 +62,7 @@ export const proxySection: Section = {
         const warm = round < 0
         process.stdout.write(warm ? '  warm-up round' : `  round ${round + 1}/${opts.rounds}`)
         for (const s of scenarios) {
-          // A different order of the targets each round (all six in six rounds), so none always runs first or
-          // right after the same other one.
-          for (const t of ORDERS[(Math.max(round, 0) + scenarios.indexOf(s)) % ORDERS.length]) {
+          for (const t of order(Math.max(round, 0) + scenarios.indexOf(s))) {
             const pid = pids[t]
             const before = pid === undefined ? NaN : cpuMicros(pid)
             const { result: r, others } = await othersShare(own, async () =>
@@ -76,6 +81,7 @@ export const proxySection: Section = {
       load.close()
       await doorman.stop()
       baseline.proc.kill()
+      relay.proc.kill()
       app.proc.kill()
     }
 
@@ -99,10 +105,11 @@ export const proxySection: Section = {
       const d = cells.get(key(s, 'direct')) as ProxyCell
       const h = cells.get(key(s, 'http-proxy')) as ProxyCell
       const m = cells.get(key(s, 'doorman')) as ProxyCell
-      ratios.push([s.route, String(s.connections), ratio(m.rps / d.rps, m.roundRps, d.roundRps), ratio(m.rps / h.rps, m.roundRps, h.roundRps), ratio(m.cpuPerRequest / h.cpuPerRequest, m.roundCpu, h.roundCpu)])
+      const r = cells.get(key(s, 'tcp relay')) as ProxyCell
+      ratios.push([s.route, String(s.connections), ratio(m.rps / d.rps, m.roundRps, d.roundRps), ratio(m.rps / h.rps, m.roundRps, h.roundRps), ratio(m.cpuPerRequest / h.cpuPerRequest, m.roundCpu, h.roundCpu), ratio(r.rps / d.rps, r.roundRps, d.roundRps), ratio(r.cpuPerRequest / h.cpuPerRequest, r.roundCpu, h.roundCpu)])
     }
-    console.log('\n' + table(['route', 'conns', 'doorman/direct req/s', 'doorman/http-proxy req/s', 'doorman/http-proxy CPU per req'], ratios, 2))
-    console.log('\n(ratio over the whole run, and its range over the rounds in brackets)')
+    console.log('\n' + table(['route', 'conns', 'doorman/direct req/s', 'doorman/http-proxy req/s', 'doorman/http-proxy CPU per req', 'tcp relay/direct req/s', 'tcp relay/http-proxy CPU per req'], ratios, 2))
+    console.log('\n(ratio over the whole run, and its range over the rounds in brackets; the tcp relay columns are the floor)')
 
     const cell = (id: string, t: Target): ProxyCell | undefined => cells.get(`${id}/${t}`)
     const checks: Check[] = []
