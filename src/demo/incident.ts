@@ -6,7 +6,7 @@
 import path from 'node:path'
 import { Downstream } from './downstream.js'
 import { LoadGenerator, type Endpoint } from './load.js'
-import { Container, Pod, PodWatch, appProbes, freePort, startApp, startDoorman } from './procs.js'
+import { Container, Pod, PodWatch, appProbes, freePort, laneState, startApp, startDoorman } from './procs.js'
 import type { ContainerEvent, ProbeRecord } from './kubelet.js'
 import { sleep, waitUntil } from './time.js'
 import type { IncidentPlan, IncidentRun, IncidentSample, Marker, Progress } from './results.js'
@@ -117,15 +117,6 @@ async function buildPod (i: number, o: RunOptions, downstream: string): Promise<
 
 interface LaneState { inflight: number, limit: number, queued: number, shed: number }
 
-async function laneState (port: number): Promise<LaneState | null> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/state`, { signal: AbortSignal.timeout(400) })
-    return await res.json() as LaneState
-  } catch {
-    return null
-  }
-}
-
 
 export async function runIncident (o: RunOptions): Promise<IncidentRun> {
   const { plan } = o
@@ -168,7 +159,7 @@ export async function runIncident (o: RunOptions): Promise<IncidentRun> {
       load.rate = ms >= plan.doubleAtMs ? plan.doubledRate : plan.baseRate
       downstream.tagLatencyMs = ms >= plan.slowAtMs && ms < plan.recoverAtMs ? plan.slowLatencyMs : plan.normalLatencyMs
       for (const p of parts) {
-        if (p.adminPort !== null) void laneState(p.adminPort).then((s) => { if (s !== null) lane.set(p.pod.name, s) })
+        if (p.adminPort !== null) void laneState<LaneState>(p.adminPort).then((s) => { if (s !== null) lane.set(p.pod.name, s) })
       }
       const b = load.take()
       const pods = parts.map((p) => {

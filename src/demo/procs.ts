@@ -83,6 +83,16 @@ export function startDoorman (s: DoormanSettings): ChildProcess {
   return child
 }
 
+/** A doorman's `/state` from its lane (the fields a caller reads), or null when it does not answer within 400 ms. */
+export async function laneState<T> (adminPort: number): Promise<T | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${adminPort}/state`, { signal: AbortSignal.timeout(400) })
+    return await res.json() as T
+  } catch {
+    return null
+  }
+}
+
 export interface ProbeTimings {
   periodMs: number
   timeoutMs: number

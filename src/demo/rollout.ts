@@ -11,7 +11,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Downstream } from './downstream.js'
 import { LoadGenerator } from './load.js'
-import { Container, Pod, appProbes, freePort, startApp, startDoorman } from './procs.js'
+import { Container, Pod, appProbes, freePort, laneState, startApp, startDoorman } from './procs.js'
 import { sleep, waitUntil } from './time.js'
 import type { Marker, Progress, RolloutPlan, RolloutRun, RolloutSample } from './results.js'
 
@@ -47,15 +47,6 @@ interface Instance {
 }
 
 interface LaneState { warmup?: { weight: number, progress: number }, registration?: { registered: boolean }, phase?: string }
-
-async function laneState (port: number): Promise<LaneState | null> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/state`, { signal: AbortSignal.timeout(400) })
-    return await res.json() as LaneState
-  } catch {
-    return null
-  }
-}
 
 export async function runRollout (o: RunOptions): Promise<RolloutRun> {
   const { plan } = o
@@ -119,7 +110,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     return inst
   }
 
-  const registered = async (inst: Instance): Promise<boolean> => (await laneState(inst.adminPort))?.registration?.registered === true
+  const registered = async (inst: Instance): Promise<boolean> => (await laneState<LaneState>(inst.adminPort))?.registration?.registered === true
 
   try {
     // The starting fleet has been up for a long time: no warmup.
@@ -146,7 +137,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
     })
     consumer.start()
     await waitUntil('the first instances to be ready', () => live.every((i) => i.pod.ready), 30_000, o.signal)
-    const consumerReady = await pollUntil(async () => (await laneState(consumerAdmin)) !== null, 15_000, o.signal)
+    const consumerReady = await pollUntil(async () => (await laneState<LaneState>(consumerAdmin)) !== null, 15_000, o.signal)
     if (!consumerReady) throw new Error('the consumer doorman did not start (see logs/rollout/consumer-doorman.log)')
     const outboundWorks = await pollUntil(async () => await probeOutbound(outbound), 10_000, o.signal)
     if (!outboundWorks) return empty('the consumer doorman\'s outbound lane routed no request to the instances (see logs/rollout/)')
@@ -169,7 +160,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
         await sleep(t0 + next - Date.now(), o.signal)
         for (const inst of live) {
           // A weight counts once the instance is registered: before that no consumer sees it.
-          void laneState(inst.adminPort).then((s) => { if (s?.warmup !== undefined && s.registration?.registered === true) weights.set(inst.name, s.warmup.weight) })
+          void laneState<LaneState>(inst.adminPort).then((s) => { if (s?.warmup !== undefined && s.registration?.registered === true) weights.set(inst.name, s.warmup.weight) })
         }
         const b = load.take()
         const w: Record<string, number> = {}
@@ -204,7 +195,7 @@ export async function runRollout (o: RunOptions): Promise<RolloutRun> {
       replaced.push({ old: old.name, new: name, drainStartedT, drainDoneT })
       // Like minReadySeconds: the next replacement waits until this one is warm.
       note = `${name} warming up`
-      await pollUntil(async () => (await laneState(fresh.adminPort))?.warmup?.progress === 1, plan.warmupMs + 10_000, o.signal)
+      await pollUntil(async () => (await laneState<LaneState>(fresh.adminPort))?.warmup?.progress === 1, plan.warmupMs + 10_000, o.signal)
       await sleep(plan.settleMs, o.signal)
     }
     note = 'steady: three new instances'
