@@ -7,8 +7,8 @@ import { Limiter, FixedLimit } from './limiter/index.js'
 import { GradientLimit } from './limiter/gradient.js'
 import { Metrics } from './metrics/index.js'
 import { Inbound } from './inbound/index.js'
-import { Lane, S, T } from './lane/index.js'
-import { Drainer, CLOSED, DRAINING, type DrainResult } from './drain/index.js'
+import { Lane, S, T, setPhase } from './lane/index.js'
+import { Drainer, CLOSED, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
 import { openRegistry, type Registry } from './registry/index.js'
 import { Registration, instanceId } from './registry/registration.js'
@@ -116,9 +116,7 @@ export class Sidecar {
       },
       deregister: async () => { await this.registration.drain() },
       onPhase: (phase) => {
-        const st = this.lane.state
-        st.set(S.PHASE, phase)
-        if (phase === DRAINING) st.setTime(T.DRAIN_STARTED, performance.timeOrigin + performance.now())
+        setPhase(this.lane.state, phase)
         this.lane.flush()
       }
     })

@@ -2,7 +2,7 @@
 // answers the lane's metric requests and passes its drain requests on.
 import { Worker } from 'node:worker_threads'
 import type { Logger } from '../core/log.js'
-import { SharedState, S, T, nowMs } from './shared.js'
+import { SharedState, S, T, PHASES, nowMs } from './shared.js'
 import type { LaneData, LaneSettings, FromLane, ToLane } from './messages.js'
 import type { LanePriority } from './priority.js'
 
@@ -118,7 +118,8 @@ export class Lane {
   flush (): void { this.#beatOnce() }
 }
 
+/** Publishes the drain phase; entering draining also stamps when it started (once). */
 export function setPhase (state: SharedState, phase: number): void {
   state.set(S.PHASE, phase)
-  if (phase === 1 && state.time(T.DRAIN_STARTED) === 0) state.setTime(T.DRAIN_STARTED, nowMs())
+  if (PHASES[phase] === 'draining' && state.time(T.DRAIN_STARTED) === 0) state.setTime(T.DRAIN_STARTED, nowMs())
 }
