@@ -2,7 +2,7 @@
 // thin HTTPS wrapper. Pods that opt in get a JSONPatch; everything else is allowed untouched.
 import { randomBytes } from 'node:crypto'
 import { injectObject } from './workload.js'
-import { InjectError, type Mode } from './pod.js'
+import { InjectError, isObj, type Mode, type Obj } from './pod.js'
 import { diff } from './patch.js'
 
 /** Namespaces whose pods are never injected. */
@@ -28,9 +28,6 @@ export interface AdmissionResult {
   /** Why a pod was skipped or denied, or what was wrong with the review, for the log. */
   detail: string
 }
-
-type Obj = Record<string, unknown>
-function isObj (v: unknown): v is Obj { return typeof v === 'object' && v !== null && !Array.isArray(v) }
 
 export function newToken (): string { return randomBytes(18).toString('base64url') }
 

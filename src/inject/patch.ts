@@ -1,14 +1,12 @@
 // JSON Patch (RFC 6902) between an object before and after injection: the webhook answers with it, and
 // `doorman inject` applies it to the YAML document so that everything it does not touch — comments included — stays.
 import { isMap, isSeq, isScalar, type Document, type Node } from 'yaml'
+import { isObj } from './pod.js'
 
 export type Operation =
   | { op: 'add', path: string, value: unknown }
   | { op: 'replace', path: string, value: unknown }
   | { op: 'remove', path: string }
-
-type Obj = Record<string, unknown>
-function isObj (v: unknown): v is Obj { return typeof v === 'object' && v !== null && !Array.isArray(v) }
 
 export function escape (key: string): string { return key.replace(/~/g, '~0').replace(/\//g, '~1') }
 export function unescape (seg: string): string { return seg.replace(/~1/g, '/').replace(/~0/g, '~') }

@@ -21,6 +21,8 @@ import { version } from '../core/version.js'
 import { INJECT, STATUS, SIDECAR_CPU, SIDECAR_MEMORY, SIDECAR_CPU_LIMIT, SIDECAR_MEMORY_LIMIT, readAnnotations } from './annotations.js'
 
 export type Obj = Record<string, unknown>
+/** A plain object (not null, not an array). */
+export function isObj (v: unknown): v is Obj { return typeof v === 'object' && v !== null && !Array.isArray(v) }
 export type Mode = 'native' | 'container'
 
 export const SIDECAR_NAME = 'doorman'
@@ -60,8 +62,6 @@ export class InjectError extends Error {
 }
 
 export function defaultImage (): string { return `doorman:${version}` }
-
-function isObj (v: unknown): v is Obj { return typeof v === 'object' && v !== null && !Array.isArray(v) }
 
 function objAt (o: Obj, key: string): Obj {
   const v = o[key]

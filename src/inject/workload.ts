@@ -1,7 +1,8 @@
 // Finds the pod templates in any Kubernetes object — a Pod, the template of a Deployment, StatefulSet, DaemonSet,
 // ReplicaSet or Job, a CronJob's job template, the items of a List, or a `template` at any depth of another kind —
 // and injects each one that opts in. The input is never modified: the result is a copy.
-import { injectTemplate, InjectError, type InjectOptions, type Obj, type Takeover } from './pod.js'
+import { injectTemplate, InjectError, isObj, type InjectOptions, type Obj, type Takeover } from './pod.js'
+import { escape, unescape } from './patch.js'
 
 export interface ObjectResult {
   /** The object with the sidecar injected (a copy; the input is untouched). */
@@ -12,8 +13,6 @@ export interface ObjectResult {
   /** Per injected template: its labels, namespace and port takeover (for checking Services against it). */
   takeovers: Array<Takeover & { where: string, namespace: string | undefined, labels: Record<string, unknown> }>
 }
-
-function isObj (v: unknown): v is Obj { return typeof v === 'object' && v !== null && !Array.isArray(v) }
 
 /** `kind/name` of an object, for messages. */
 export function describe (o: unknown): string {
@@ -37,7 +36,7 @@ export function templatePaths (o: unknown): string[] {
     if (!isObj(v)) return
     if (v.kind === 'Pod' && isTemplate(v)) { out.push(path); return }
     for (const [k, x] of Object.entries(v)) {
-      const p = `${path}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`
+      const p = `${path}/${escape(k)}`
       if ((k === 'template' || k === 'podTemplate') && isTemplate(x)) out.push(p)
       else if (k !== 'metadata' && k !== 'status') walk(x, p)
     }
@@ -49,7 +48,7 @@ export function templatePaths (o: unknown): string[] {
 function at (o: unknown, pointer: string): Obj {
   let v = o
   for (const seg of pointer.split('/').slice(1)) {
-    const key = seg.replace(/~1/g, '/').replace(/~0/g, '~')
+    const key = unescape(seg)
     v = Array.isArray(v) ? v[Number(key)] : (v as Obj)[key]
   }
   return v as Obj
