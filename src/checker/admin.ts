@@ -4,6 +4,7 @@ import http from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import type { Checker } from './index.js'
+import { render } from '../lane/probes.js'
 
 function send (res: http.ServerResponse, status: number, type: string, body: string): void {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
@@ -32,14 +33,17 @@ export class CheckerAdmin {
     switch (url.pathname) {
       case '/livez': {
         const l = c.live()
-        send(res, l.ok ? 200 : 503, 'text/plain; charset=utf-8', l.ok ? (verbose ? `[+]rounds ok: ${l.detail}\nlivez check passed\n` : 'ok') : `[-]rounds failed: ${l.detail}\nlivez check failed\n`)
+        if (l.ok && !verbose) { send(res, 200, 'text/plain; charset=utf-8', 'ok'); return }
+        const { status, body } = render([{ name: 'rounds', ok: l.ok, detail: l.detail }], true, 'livez')
+        send(res, status, 'text/plain; charset=utf-8', body)
         return
       }
       case '/readyz': {
         const r = c.ready()
-        const lines = r.checks.map((k) => `[${k.ok ? '+' : '-'}]${k.name} ${k.ok ? 'ok' : 'failed'}: ${k.detail}`)
-        if (r.ok) send(res, 200, 'text/plain; charset=utf-8', verbose ? `${lines.join('\n')}\nreadyz check passed\n` : 'ok')
-        else send(res, 503, 'text/plain; charset=utf-8', `${(verbose ? lines : lines.filter((l) => l.startsWith('[-]'))).join('\n')}\nreadyz check failed\n`)
+        if (r.ok && !verbose) { send(res, 200, 'text/plain; charset=utf-8', 'ok'); return }
+        // Without ?verbose a failing answer lists the failed checks only.
+        const { status, body } = render(verbose ? r.checks : r.checks.filter((k) => !k.ok), true, 'readyz')
+        send(res, status, 'text/plain; charset=utf-8', body)
         return
       }
       case '/metrics':

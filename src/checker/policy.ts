@@ -2,6 +2,7 @@
 // service globs of the exclude and canary lists, the protection threshold's budget, and rendezvous (highest random
 // weight) hashing of services over the live replicas. Pure functions; no I/O.
 import { createHash } from 'node:crypto'
+import { SERVICE_NAME } from '../registry/types.js'
 
 /** `full`: eject and recover; `recover-only` (half-degraded): recover, never eject; `off`: do nothing. */
 export type Mode = 'full' | 'recover-only' | 'off'
@@ -14,8 +15,8 @@ export function isMode (v: string): v is Mode {
 /** The scope that sets the mode everywhere, in the run-time mode table. */
 export const GLOBAL_SCOPE = '*'
 
-/** Scope names: `*`, a service, or `service/cluster`. */
-export const SCOPE = /^(\*|[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?(\/[^\s/]{1,253})?)$/
+/** Scope names: `*`, a service (SERVICE_NAME without its anchors), or `service/cluster`. */
+export const SCOPE = new RegExp(`^(\\*|${SERVICE_NAME.source.slice(1, -1)}(\\/[^\\s/]{1,253})?)$`)
 
 /**
  * The run-time switch: scope → mode, as stored in the registry's Redis. The most specific scope wins
