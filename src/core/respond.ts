@@ -6,11 +6,11 @@ import type { DoormanError } from './errors.js'
 import type { ShedReason } from '../limiter/index.js'
 
 /** 503 for a request the limiter or drain turned away: the app never saw it, so it is safe to retry anywhere. */
-export function respondShed (res: ServerResponse, reason: ShedReason, extra?: string[]): void {
+export function respondShed (res: ServerResponse, reason: ShedReason, extra?: readonly string[] | null): void {
   if (res.headersSent) { res.destroy(); return }
   const body = `shed: ${reason}\n`
   const headers = ['content-type', 'text/plain; charset=utf-8', 'content-length', String(body.length), 'retry-after', '1', 'x-doorman-shed', reason]
-  if (extra !== undefined) headers.push(...extra)
+  if (extra !== undefined && extra !== null) headers.push(...extra)
   res.writeHead(503, headers)
   res.end(body)
 }

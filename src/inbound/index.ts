@@ -1,7 +1,6 @@
 // The inbound listener: business traffic → drain gate → limiter → the app, over keep-alive undici connections.
 // Bodies stream both ways with backpressure; WebSocket and other upgrades go through http-proxy under their own cap.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import type { Logger } from '../core/log.js'
@@ -44,14 +43,12 @@ export interface InboundStats {
   cut: number
   /** performance.now() of the last request arrival. */
   lastArrival: number
-  /** performance.now() of the last completion by the app. */
-  lastCompletion: number
 }
 
 export class Inbound {
   readonly server: http.Server
   readonly upstream: Upstream
-  readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0, lastCompletion: 0 }
+  readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0 }
   #opts: InboundOptions
   #limiter: Limiter
   #metrics: Metrics
@@ -65,8 +62,6 @@ export class Inbound {
   #draining = false
   #closed = false
   #extra: readonly string[] | null = null
-  /** Called on each request arrival (drain's quiet detection listens). */
-  onArrival: (() => void) | null = null
 
   constructor (opts: InboundOptions) {
     this.#opts = opts
@@ -162,9 +157,8 @@ export class Inbound {
     stats.arrived++
     const now = performance.now()
     stats.lastArrival = now
-    this.onArrival?.()
     if (this.#closed) {
-      this.#shed(res, 'draining-closed')
+      this.shed(res, 'draining-closed')
       return
     }
     const url = req.url as string
@@ -176,14 +170,14 @@ export class Inbound {
     const ex = new Exchange(this, req, res, expectContinue, now)
     const grant = this.#limiter.acquire(this.#classify(url), ex.onGrant)
     if (grant === true) ex.dispatch()
-    else if (typeof grant === 'string') this.#shed(res, grant)
+    else if (typeof grant === 'string') this.shed(res, grant)
     else ex.wait(grant)
   }
 
-  #shed (res: ServerResponse, reason: ShedReason): void {
+  /** @internal */ shed (res: ServerResponse, reason: ShedReason): void {
     Metrics.inc(this.#metrics.shed, reason)
     Metrics.inc(this.#metrics.requests, 503)
-    respondShed(res, reason, this.#extra === null ? undefined : this.#extra as string[])
+    respondShed(res, reason, this.#extra)
   }
 
   #clientError (err: NodeJS.ErrnoException, socket: Duplex): void {
@@ -217,7 +211,6 @@ export class Inbound {
     const m = this.#metrics
     if (outcome === 'ok') {
       this.stats.completed++
-      this.stats.lastCompletion = now
     } else if (outcome === 'error') {
       this.stats.failed++
       Metrics.inc(m.upstreamErrors, timedOut ? 'timeout' : err?.code === 'DOORMAN_ERR_UPSTREAM_CONNECT' ? 'connect' : err?.code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL' ? 'protocol' : 'other')
@@ -280,11 +273,7 @@ class Exchange {
     this.#waiter = null
     if (reason !== null) {
       this.#state = DONE
-      const m = this.#in.metrics
-      Metrics.inc(m.shed, reason)
-      Metrics.inc(m.requests, 503)
-      const extra = this.#in.extraHeaders
-      respondShed(this.#res, reason, extra === null ? undefined : extra as string[])
+      this.#in.shed(this.#res, reason)
       return
     }
     if (this.#state === DONE) { this.#in.limiter.release(); return }

@@ -44,9 +44,7 @@ const INT_SLOTS = 32
 export const T = {
   HEARTBEAT: 0,
   DRAIN_STARTED: 1,
-  REGISTERED_AT: 2,
-  LAST_ARRIVAL: 3,
-  LAST_COMPLETION: 4
+  REGISTERED_AT: 2
 } as const
 const TIME_SLOTS = 8
 

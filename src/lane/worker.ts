@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { Registry, Gauge, Histogram, Counter } from 'prom-client'
-import { SharedState, S, T, PHASES, nowMs } from './shared.js'
+import { SharedState, S, T, nowMs } from './shared.js'
 import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, render, ProgressTracker, type Check } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
@@ -144,7 +144,7 @@ export function stateJson (): Record<string, unknown> {
   const ready = readinessChecks(state, cfg, now).every((c) => c.ok)
   return {
     ...data.info,
-    phase: PHASES[state.get(S.PHASE)] ?? 'serving',
+    phase: state.phase,
     ready,
     live: livenessChecks(state, cfg, now).every((c) => c.ok),
     limit: state.get(S.LIMIT),
@@ -169,7 +169,7 @@ export function stateJson (): Record<string, unknown> {
 // Callers of /drain?wait=1, answered when the drain has finished (or when the lane stops).
 const drainWaiters = new Set<ServerResponse>()
 function answerDrainWaiters (stopping = false): Array<Promise<unknown>> {
-  const phase = PHASES[state.get(S.PHASE)] ?? 'serving'
+  const phase = state.phase
   if (phase !== 'closed' && !stopping) return []
   const sent = [...drainWaiters].map(async (res) => {
     const finished = once(res, 'finish').catch(() => {})
@@ -225,7 +225,7 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
     if (!drainAllowed(req)) { reply(res, 403, 'forbidden: /drain needs loopback, the node address, or Authorization: Bearer <DOORMAN_ADMIN_TOKEN>\n'); return }
     send({ type: 'drain', source: req.socket.remoteAddress ?? 'unknown' })
     if (wait) { drainWaiters.add(res); res.once('close', () => drainWaiters.delete(res)); answerDrainWaiters(); return }
-    reply(res, 202, JSON.stringify({ phase: PHASES[state.get(S.PHASE)] === 'serving' ? 'draining' : PHASES[state.get(S.PHASE)] }) + '\n', 'application/json')
+    reply(res, 202, JSON.stringify({ phase: state.phase === 'serving' ? 'draining' : state.phase }) + '\n', 'application/json')
     return
   }
   reply(res, 404, 'not found\n')

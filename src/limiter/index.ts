@@ -100,7 +100,7 @@ export class Limiter {
   #timer: unknown = null
   #timerAt = Infinity
   /** Counters for metrics; read, never reset. */
-  readonly stats = { granted: 0, queuedTotal: 0, shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0 } as Record<string, number>, maxInflightSeen: 0, limitChanges: 0 }
+  readonly stats = { shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0 } as Record<string, number>, limitChanges: 0 }
   /** Called whenever the effective limit changes. */
   onLimitChange: ((limit: number) => void) | null = null
 
@@ -155,7 +155,7 @@ export class Limiter {
    */
   acquire (priority: Priority, cb: GrantCallback): true | ShedReason | Waiter {
     if (this.#inflight < this.#cap(priority) && this.#noneWaitingAtOrAbove(priority)) {
-      this.#take()
+      this.#inflight++
       return true
     }
     if (priority === LOW && (this.#queuedByPriority[CRITICAL] + this.#queuedByPriority[NORMAL] > 0 || this.#queued >= this.#maxQueue)) {
@@ -181,7 +181,6 @@ export class Limiter {
     this.#queues[priority].push(w)
     this.#queued++
     this.#queuedByPriority[priority]++
-    this.stats.queuedTotal++
     if (w.deadline < this.#timerAt) this.#arm(w.deadline)
     return w
   }
@@ -216,12 +215,6 @@ export class Limiter {
     return p === CRITICAL ? q[CRITICAL] === 0 : p === NORMAL ? q[CRITICAL] + q[NORMAL] === 0 : this.#queued === 0
   }
 
-  #take (): void {
-    this.#inflight++
-    this.stats.granted++
-    if (this.#inflight > this.stats.maxInflightSeen) this.stats.maxInflightSeen = this.#inflight
-  }
-
   #grant (): void {
     while (this.#queued > 0) {
       let w = this.#queues[CRITICAL].peek()
@@ -234,7 +227,7 @@ export class Limiter {
       this.#queued--
       this.#queuedByPriority[w.priority]--
       w.state = GRANTED
-      this.#take()
+      this.#inflight++
       w.cb(null)
     }
   }
