@@ -3,6 +3,7 @@
 import { z } from 'zod'
 import { SETTINGS, keyFor, type Setting } from './table.js'
 import { ConfigError } from '../core/errors.js'
+import { SERVICE_NAME } from '../registry/types.js'
 
 export { SETTINGS, annotationFor, keyFor } from './table.js'
 
@@ -181,10 +182,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
   if (cfg.limitMode === 'static' && cfg.limitMin > cfg.maxConcurrency) cfg.limitMin = cfg.maxConcurrency
   if (cfg.limitMin > cfg.maxConcurrency) throw new ConfigError('DOORMAN_LIMIT_MIN', `DOORMAN_LIMIT_MIN: got ${cfg.limitMin}; expected at most DOORMAN_MAX_CONCURRENCY (${cfg.maxConcurrency})`)
   if (opts.sidecar === true && cfg.registry !== 'memory' && cfg.service === '') throw new ConfigError('DOORMAN_SERVICE', 'DOORMAN_SERVICE is required when DOORMAN_REGISTRY is not memory: expected a service name')
-  if (cfg.service !== '' && !/^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/.test(cfg.service)) throw new ConfigError('DOORMAN_SERVICE', `DOORMAN_SERVICE: got ${JSON.stringify(cfg.service)}; expected a service name of lower-case letters, digits, '.', '-' or '_' (as in a Host header)`)
-  if (cfg.drainQuiet <= 0) throw new ConfigError('DOORMAN_DRAIN_QUIET', `DOORMAN_DRAIN_QUIET: got ${cfg.drainQuiet}ms; expected a duration above 0`)
-  if (cfg.checkTimeout <= 0) throw new ConfigError('DOORMAN_CHECK_TIMEOUT', 'DOORMAN_CHECK_TIMEOUT: got 0; expected a duration above 0')
-  for (const k of ['queueTimeout', 'upstreamTimeout', 'headersTimeout', 'registryTtl', 'checkInterval'] as const) {
+  if (cfg.service !== '' && !SERVICE_NAME.test(cfg.service)) throw new ConfigError('DOORMAN_SERVICE', `DOORMAN_SERVICE: got ${JSON.stringify(cfg.service)}; expected a service name of lower-case letters, digits, '.', '-' or '_' (as in a Host header)`)
+  for (const k of ['queueTimeout', 'upstreamTimeout', 'headersTimeout', 'registryTtl', 'checkInterval', 'drainQuiet', 'checkTimeout'] as const) {
     if (cfg[k] <= 0) {
       const s = SETTINGS.find((x) => keyFor(x.env) === k) as Setting
       throw new ConfigError(s.env, `${s.env}: got 0; expected a duration above 0`)
