@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { Cell, Load, ROOT, startApp, startHttpProxy, startDoorman, freePort, until, cpuMicros, median, table, fmt, type LoadResult } from './lib.js'
+import { Cell, Load, ROOT, startApp, startHttpProxy, startDoorman, freePort, until, cpuMicros, median, table, fmt } from './lib.js'
 
 const CONNECTIONS = 50
 const MANY = 1000

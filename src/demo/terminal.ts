@@ -46,7 +46,6 @@ export class Live {
   #tty: boolean
   #drawn = 0
   #lastPlain = -Infinity
-  #title = ''
 
   constructor (out: Writable & { isTTY?: boolean, columns?: number }, opts: { tty?: boolean } = {}) {
     this.#out = out
@@ -64,7 +63,6 @@ export class Live {
   /** A new stage: its title line stays; the live block below it is redrawn. */
   stage (title: string): void {
     this.#clear()
-    this.#title = title
     this.#lastPlain = -Infinity
     this.#out.write('\n' + this.s.bold(title) + '\n')
   }

@@ -54,7 +54,6 @@ export interface DrainResult {
 export class Drainer {
   #opts: DrainOptions
   #phase = SERVING
-  #started = 0
   #done: Promise<DrainResult> | null = null
   #forced: (() => void) | null = null
   /** Live counts, for /state and metrics. */
@@ -86,7 +85,6 @@ export class Drainer {
     const { delay, quiet, timeout, log, target } = this.#opts
     const poll = this.#opts.pollMs ?? 25
     const t0 = performance.now()
-    this.#started = t0
     const deadline = t0 + delay + timeout
     const completedAtStart = target.completed()
     const atStart = target.pending()
