@@ -27,6 +27,8 @@ export interface Balanceable {
 export class Balancer<E extends Balanceable> {
   #all: E[] = []
   #live: E[] = []
+  /** #live's weights as of the last rebuild (floored above 0): the draw and the load comparison both use them. */
+  #weights: number[] = []
   /** Walker's alias table over #live's weights (O(1) weighted draws); empty when all weights are equal. */
   #prob: Float64Array = new Float64Array(0)
   #alias: Int32Array = new Int32Array(0)
@@ -65,18 +67,20 @@ export class Balancer<E extends Balanceable> {
     let best = 3
     let until = Infinity
     let changing = false
-    for (const e of this.#all) {
+    const tiers = this.#all.map((e) => {
       const tier = e.tier(now)
       if (tier >= 0 && tier < best) best = tier
       const at = e.tierChangesAt(now)
       if (at < until) until = at
-    }
+      return tier
+    })
     const live: E[] = []
-    if (best < 3) for (const e of this.#all) if (e.tier(now) === best) live.push(e)
+    if (best < 3) this.#all.forEach((e, i) => { if (tiers[i] === best) live.push(e) })
     const weights = live.map((e) => { if (e.changing(now)) changing = true; return Math.max(1e-6, e.weight(now)) })
     let equal = true
     for (let i = 1; i < weights.length; i++) if (weights[i] !== weights[0]) { equal = false; break }
     this.#live = live
+    this.#weights = weights
     this.#weighted = !equal
     if (!equal) this.#buildAlias(weights)
     this.#tier = best < 3 ? best : -1
@@ -116,9 +120,9 @@ export class Balancer<E extends Balanceable> {
     return u - i < this.#prob[i] ? i : this.#alias[i]
   }
 
-  #load (i: number, now: number): number {
+  #load (i: number): number {
     const e = this.#live[i]
-    return this.#weighted ? e.inflight / Math.max(1e-6, e.weight(now)) : e.inflight
+    return this.#weighted ? e.inflight / this.#weights[i] : e.inflight
   }
 
   /** Picks an endpoint, avoiding `exclude` when any other is usable; undefined when none is. */
@@ -142,8 +146,8 @@ export class Balancer<E extends Balanceable> {
       if (live[b] === exclude) b = a
     }
     if (a === b) return live[a]
-    const la = this.#load(a, now)
-    const lb = this.#load(b, now)
+    const la = this.#load(a)
+    const lb = this.#load(b)
     if (la < lb) return live[a]
     if (lb < la) return live[b]
     return this.#random() < 0.5 ? live[a] : live[b]

@@ -18,6 +18,7 @@ import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/header
 import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/index.js'
 import { Balancer } from './balancer.js'
 import { Endpoint } from './endpoint.js'
+import { ejectBudget } from '../checker/policy.js'
 
 export { Balancer } from './balancer.js'
 export { Endpoint } from './endpoint.js'
@@ -103,11 +104,12 @@ class Upstream {
     let total = 0
     let ejected = 0
     for (const e of this.endpoints.values()) {
-      if (e.tier(now) === 2 || e.tier(now) === -1) continue
+      const tier = e.tier(now)
+      if (tier === 2 || tier === -1) continue
       total++
       if (e.ejected(now)) ejected++
     }
-    if (ejected + 1 > Math.floor((total * o.maxEject) / 100)) {
+    if (ejected + 1 > ejectBudget(total, o.maxEject)) {
       this.#out.log.warn({ service: this.service, id: ep.id, address: ep.address, failures: ep.failures, ejected, total }, 'outlier not ejected: the protection threshold is reached')
       ep.failures = 0
       return
