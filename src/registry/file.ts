@@ -9,7 +9,7 @@ import { promises as fsp, watch as fsWatch, mkdirSync, type FSWatcher } from 'no
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { Instance, InstancePatch, OwnState, Registry, Watch, WatchListener } from './types.js'
-import { checkService, effectiveState } from './types.js'
+import { byId, checkService, effectiveState } from './types.js'
 import { ServiceView } from './view.js'
 
 interface Stored {
@@ -20,7 +20,7 @@ interface Verdict { ejected: boolean, rev: number }
 
 export interface FileRegistryOptions {
   dir: string
-  /** Periodic listing of each watched service, in milliseconds (default 1 s). */
+  /** Periodic listing of each watched service, in milliseconds (default and most: 1 s). */
   resyncMs?: number
 }
 
@@ -43,7 +43,8 @@ export class FileRegistry implements Registry {
 
   constructor (opts: FileRegistryOptions) {
     this.dir = opts.dir
-    this.#resyncMs = opts.resyncMs ?? 1000
+    // Expiries show only when a listing runs (no events), so a resync runs at least every second.
+    this.#resyncMs = Math.min(opts.resyncMs ?? 1000, 1000)
     mkdirSync(this.dir, { recursive: true })
   }
 
@@ -168,7 +169,7 @@ export class FileRegistry implements Registry {
       const ejected = v?.ejected === true
       out.push({ ...s.inst, state: effectiveState(s.inst.state, ejected), ejected, rev: Math.max(s.inst.rev, v?.rev ?? 0) })
     }
-    return out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    return out.sort(byId)
   }
 
   watch (service: string, fn?: WatchListener): Watch {

@@ -31,7 +31,7 @@ export function openRegistry (url: string, opts: OpenOptions = {}): Registry {
     case 'memory':
       return new MemoryRegistry()
     case 'file':
-      return new FileRegistry({ dir: target.dir, resyncMs: opts.resyncMs === undefined ? undefined : Math.min(opts.resyncMs, 1000) })
+      return new FileRegistry({ dir: target.dir, resyncMs: opts.resyncMs })
     default:
       return new RedisRegistry({ target, log: opts.log, resyncMs: opts.resyncMs, commandTimeout: opts.commandTimeout, reconnectGraceMs: opts.reconnectGraceMs })
   }

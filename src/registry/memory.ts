@@ -1,7 +1,7 @@
 // The embedded registry: one process's memory. The default when no Redis is configured: a sidecar registers in it
 // (so its readiness, warmup and /state work the same), and only watchers in the same process see it.
 import type { Instance, InstancePatch, Registry, Watch, WatchListener } from './types.js'
-import { checkService, effectiveState } from './types.js'
+import { byId, checkService, effectiveState } from './types.js'
 import { ServiceView } from './view.js'
 
 interface Entry {
@@ -120,7 +120,7 @@ export class MemoryRegistry implements Registry {
     this.#check()
     const m = this.#services.get(service)
     if (m === undefined) return []
-    return [...m.values()].map((e) => e.inst).sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    return [...m.values()].map((e) => e.inst).sort(byId)
   }
 
   watch (service: string, fn?: WatchListener): Watch {

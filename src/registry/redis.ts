@@ -10,7 +10,7 @@
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import type { Logger } from '../core/log.js'
 import type { Instance, InstancePatch, OwnState, Registry, Watch, WatchListener } from './types.js'
-import { checkService, effectiveState } from './types.js'
+import { STATES, byId, checkService, effectiveState } from './types.js'
 import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
 
@@ -171,7 +171,7 @@ function patchFields (patch: InstancePatch): string[] {
   return out
 }
 
-const OWN_STATES = new Set(['starting', 'up', 'warming', 'draining'])
+const OWN_STATES = new Set<string>(STATES.filter((s) => s !== 'ejected'))
 
 /** A hash's flat field/value list back into an instance; undefined when it is not a well-formed record. */
 export function fromFields (flat: string[]): Instance | undefined {
@@ -322,7 +322,7 @@ export class RedisRegistry implements Registry {
       const inst = fromFields(raw[i] as string[])
       if (inst !== undefined) instances.push(inst)
     }
-    instances.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+    instances.sort(byId)
     return { listedAt, instances }
   }
 

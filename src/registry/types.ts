@@ -12,6 +12,9 @@ export type OwnState = Exclude<InstanceState, 'ejected'>
 
 export const STATES: readonly InstanceState[] = ['starting', 'up', 'warming', 'draining', 'ejected']
 
+/** Orders instances by id (listings are sorted so that every reader sees the same order). */
+export function byId (a: Instance, b: Instance): number { return a.id < b.id ? -1 : a.id > b.id ? 1 : 0 }
+
 export interface Warmup {
   /** Slow-start window in milliseconds (0 = no warmup). */
   window: number
