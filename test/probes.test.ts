@@ -44,6 +44,23 @@ t.test('readiness: app started and ready, registered when required, serving, loo
   t.notOk(ok(readinessChecks(s, cfg, 1000)), 'draining is unready')
 })
 
+t.test('a drain the lane accepts makes it unready at once, and never moves a later phase back', async (t) => {
+  const s = fresh(1000)
+  s.set(S.APP_STARTED, 1)
+  s.set(S.APP_READY, 1)
+  s.set(S.LISTENING, 1)
+  t.ok(ok(readinessChecks(s, cfg, 1000)), 'ready while serving')
+  s.drainAccepted(1200)
+  t.equal(s.phase, 'draining')
+  t.notOk(ok(readinessChecks(s, cfg, 1000)), 'unready as soon as the drain is accepted')
+  t.equal(s.time(T.DRAIN_STARTED), 1200, 'the drain start is stamped')
+  s.drainAccepted(1500)
+  t.equal(s.time(T.DRAIN_STARTED), 1200, '...once')
+  s.set(S.PHASE, 3)
+  s.drainAccepted(1600)
+  t.equal(s.phase, 'closed', 'a closed drain stays closed')
+})
+
 t.test('app progress: busy is not dead, stuck is', async (t) => {
   const s = fresh(0)
   const p = new ProgressTracker(s, cfg)

@@ -50,6 +50,8 @@ const TIME_SLOTS = 8
 
 export const PHASES = ['serving', 'draining', 'closing', 'closed'] as const
 export type Phase = typeof PHASES[number]
+const SERVING = PHASES.indexOf('serving')
+const DRAINING = PHASES.indexOf('draining')
 
 /** Wall-clock-anchored monotonic milliseconds, comparable across threads. */
 export function nowMs (): number {
@@ -80,4 +82,13 @@ export class SharedState {
   heartbeatAge (now = nowMs()): number { return now - this.time(T.HEARTBEAT) }
 
   get phase (): Phase { return PHASES[this.get(S.PHASE)] ?? 'serving' }
+
+  /**
+   * Serving → draining, from the lane the moment it accepts a drain request: readiness fails at once, before the
+   * main thread has even read the request. A phase the drain has already moved past is kept.
+   */
+  drainAccepted (now = nowMs()): void {
+    if (Atomics.compareExchange(this.#i32, S.PHASE, SERVING, DRAINING) === SERVING && this.time(T.DRAIN_STARTED) === 0) this.setTime(T.DRAIN_STARTED, now)
+  }
 }
+

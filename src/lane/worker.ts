@@ -223,9 +223,10 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
   const wait = q !== -1 && /(^|&)wait(=1|=true)?(&|$)/.test(url.slice(q + 1))
   if (path === '/drain' && (req.method === 'POST' || (req.method === 'GET' && wait))) {
     if (!drainAllowed(req)) { reply(res, 403, 'forbidden: /drain needs loopback, the node address, or Authorization: Bearer <DOORMAN_ADMIN_TOKEN>\n'); return }
+    state.drainAccepted()
     send({ type: 'drain', source: req.socket.remoteAddress ?? 'unknown' })
     if (wait) { drainWaiters.add(res); res.once('close', () => drainWaiters.delete(res)); answerDrainWaiters(); return }
-    reply(res, 202, JSON.stringify({ phase: state.phase === 'serving' ? 'draining' : state.phase }) + '\n', 'application/json')
+    reply(res, 202, JSON.stringify({ phase: state.phase }) + '\n', 'application/json')
     return
   }
   reply(res, 404, 'not found\n')
