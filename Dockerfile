@@ -1,7 +1,7 @@
 # doorman: one image for the sidecar (`run`, the default), `webhook`, `checker`, `inject` and the rest.
 #   docker build -t doorman:0.1.0 .
 # Build stage: all dependencies, compile TypeScript (npm ci runs the `prepare` script), then drop the dev ones.
-FROM node:20-bookworm-slim AS build
+FROM node:26.10.0-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
@@ -9,7 +9,7 @@ RUN npm ci --no-audit --no-fund \
  && npm prune --omit=dev
 
 # Runtime stage: production dependencies and the compiled code only, run as a non-root user.
-FROM node:20-bookworm-slim
+FROM node:26.10.0-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json

@@ -161,7 +161,7 @@ export async function main (argv: string[]): Promise<void> {
     server.closeAllConnections()
     server.close()
     agent.destroy()
-    if (process.connected) process.disconnect()
+    if (process.connected) process.disconnect?.()
   }
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)
