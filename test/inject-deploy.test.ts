@@ -65,6 +65,8 @@ t.test('rendered with kubectl kustomize', { skip: kubectlMissing }, async (t) =>
     await validates(t, r)
     checkControlPlane(t, r.objects, { namespace: 'doorman-system', image: BASE_IMAGE })
     t.equal(findIn(r.objects, 'Namespace', 'doorman-system').metadata.labels['doorman.io/inject'], 'disabled', 'the namespace is labelled never to be injected')
+    t.equal(findIn(r.objects, 'Deployment', 'doorman-webhook').spec.replicas, 2, 'two webhook replicas')
+    t.equal(findIn(r.objects, 'PodDisruptionBudget', 'doorman-webhook').spec.minAvailable, 1)
   })
 
   await t.test('overlays/registry: the image everywhere, the injected one too', async (t) => {

@@ -127,9 +127,8 @@ export function checkControlPlane (t: Tap, objects: Any[], expect: Expect): void
       t.ok(served.verify(ca.publicKey), 'and is signed by the CA bundle')
     }
   }
-  t.equal(deployment.spec.replicas, 2)
   t.same(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels, 'the disruption budget covers the webhook')
-  t.equal(pdb.spec.minAvailable, 1)
+  t.ok(pdb.spec.minAvailable >= 1 && pdb.spec.minAvailable < deployment.spec.replicas, 'a node drain never takes every replica, nor is blocked by the budget')
 
   const known = new Set(SETTINGS.map((s) => s.env))
   const running = doormanContainers(objects, expect.image)
