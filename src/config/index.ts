@@ -110,13 +110,11 @@ const probeSchema = z.object({
   timeoutSeconds: z.number().positive().optional()
 }).passthrough().refine((p) => p.httpGet !== undefined || p.tcpSocket !== undefined || p.grpc !== undefined, 'a probe needs httpGet, tcpSocket or grpc')
 
-/** Parses a JSON setting, reporting bad JSON as such; an empty value is `empty`. */
-function jsonText<T> (empty: T): z.ZodType<unknown> {
-  return z.string().transform((v, ctx) => {
-    if (v.trim() === '') return empty
-    try { return JSON.parse(v) as unknown } catch { ctx.addIssue({ code: 'custom', message: 'bad JSON' }); return z.NEVER }
-  })
-}
+/** A JSON setting, parsed (bad JSON reported as such); empty is `{}`. */
+const jsonText = z.string().transform((v, ctx) => {
+  if (v.trim() === '') return {}
+  try { return JSON.parse(v) as unknown } catch { ctx.addIssue({ code: 'custom', message: 'bad JSON' }); return z.NEVER }
+})
 
 const scalar = z.union([z.string(), z.number(), z.boolean()]).transform(String)
 const podSettings = new Set(SETTINGS.filter(podSettable).map((s) => s.env))
@@ -159,11 +157,11 @@ function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
     case 'globs':
       return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?'))), accepts: 'comma-separated service name globs (such as orders,pay-*)' }
     case 'json':
-      return { schema: jsonText({}).pipe(probesSchema), accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc' }
+      return { schema: jsonText.pipe(probesSchema), accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc' }
     case 'settings':
-      return { schema: jsonText({}).pipe(settingsSchema).transform((v) => Object.freeze(v)), accepts: 'a JSON object from DOORMAN_* settings a pod annotation may set to their values' }
+      return { schema: jsonText.pipe(settingsSchema).transform((v) => Object.freeze(v)), accepts: 'a JSON object from DOORMAN_* settings a pod annotation may set to their values' }
     case 'resources':
-      return { schema: jsonText({}).pipe(resourcesSchema), accepts: 'a JSON object {"requests":{"cpu":…,"memory":…},"limits":{…}} of Kubernetes quantities' }
+      return { schema: jsonText.pipe(resourcesSchema), accepts: 'a JSON object {"requests":{"cpu":…,"memory":…},"limits":{…}} of Kubernetes quantities' }
     case 'registry':
       return { schema: z.string().trim().regex(/^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+|file:\/\/\/\S*)$/), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
     case 'host':
