@@ -57,8 +57,6 @@ async function validates (t: Tap.Test, r: Rendering): Promise<void> {
   for (const o of r.objects) t.same(await schemaErrors(o), [], `${String(o.kind)} ${String(o.metadata?.name)} validates`)
 }
 
-const controlPlane = (r: Rendering): Any[] => r.objects.filter((o) => o.metadata?.labels?.['app.kubernetes.io/part-of'] === 'doorman' || !['PodMonitor', 'PrometheusRule', 'ConfigMap'].includes(o.kind))
-
 t.test('rendered with kubectl kustomize', { skip: kubectlMissing }, async (t) => {
   await t.test('the base', async (t) => {
     const r = kustomize(path.join(DEPLOY, 'base'))
@@ -90,7 +88,7 @@ t.test('rendered with kubectl kustomize', { skip: kubectlMissing }, async (t) =>
   await t.test('both, stacked on the registry overlay, with monitoring: moved and re-imaged together', async (t) => {
     const r = overlay(t, (rel) => ({ resources: [rel('overlays/registry'), rel('monitoring')], namespace: 'platform-mesh', transformers: [rel('base/namespace-refs')] }))
     await validates(t, r)
-    checkControlPlane(t, controlPlane(r), { namespace: 'platform-mesh', image: NEW_IMAGE })
+    checkControlPlane(t, r.objects, { namespace: 'platform-mesh', image: NEW_IMAGE })
     t.notMatch(r.text, 'doorman-system', 'no doorman-system left')
     t.notMatch(r.text, BASE_IMAGE, `no ${BASE_IMAGE} left`)
     for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap']) t.equal(r.objects.find((o) => o.kind === kind)?.metadata.namespace, 'platform-mesh', `the ${kind} moved too`)
