@@ -103,6 +103,37 @@ t.test('each bad value is refused naming its variable', async (t) => {
   t.equal(configError(() => loadConfig({ DOORMAN_APP_PORT: '1', DOORMAN_REGISTRY: 'redis://127.0.0.1:1' }, { sidecar: true }))?.variable, 'DOORMAN_SERVICE')
 })
 
+t.test('the injector\'s defaults for the sidecar are checked as the sidecar checks them', async (t) => {
+  const env = (v: unknown): Record<string, string> => ({ DOORMAN_SIDECAR_ENV: typeof v === 'string' ? v : JSON.stringify(v) })
+  t.same(loadConfig({}).sidecarEnv, {}, 'none by default')
+  t.same(loadConfig(env({ DOORMAN_WARMUP: '30s', DOORMAN_OUTBOUND_PORT: 0, DOORMAN_LANE_NICE: -5 })).sidecarEnv, { DOORMAN_WARMUP: '30s', DOORMAN_OUTBOUND_PORT: '0', DOORMAN_LANE_NICE: '-5' })
+  const cases: Array<[unknown, RegExp]> = [
+    ['{"DOORMAN_WARMUP":', /^DOORMAN_SIDECAR_ENV: got <redacted>; expected a JSON object/],
+    [['DOORMAN_WARMUP'], /^DOORMAN_SIDECAR_ENV: got <redacted>; expected a JSON object/],
+    [{ DOORMAN_WARMUP: 'soon' }, /^DOORMAN_SIDECAR_ENV: DOORMAN_WARMUP: got "soon"; expected a duration/],
+    [{ DOORMAN_WARMUP: null }, /^DOORMAN_SIDECAR_ENV: got <redacted>/],
+    [{ DOORMAN_CHECK_MODE: 'off' }, /DOORMAN_CHECK_MODE is not a setting a pod annotation may set/],
+    [{ DOORMAN_ADMIN_TOKEN: 'x' }, /DOORMAN_ADMIN_TOKEN is not a setting a pod annotation may set/],
+    [{ DOORMAN_SERVICE: 'all' }, /DOORMAN_SERVICE is each pod's own/],
+    [{ DOORMAN_APP_PORT: '8080' }, /DOORMAN_APP_PORT is each pod's own/],
+    [{ DOORMAN_LIMIT_MODE: 'adaptive', DOORMAN_LIMIT_MIN: '50', DOORMAN_MAX_CONCURRENCY: '10' }, /^DOORMAN_SIDECAR_ENV: DOORMAN_LIMIT_MIN: got 50; expected at most/],
+    [{ DOORMAN_REGISTRY: 'mysql://u:hunter2@db' }, /^DOORMAN_SIDECAR_ENV: DOORMAN_REGISTRY: got <redacted>; expected/]
+  ]
+  for (const [value, message] of cases) {
+    const err = configError(() => loadConfig(env(value)))
+    t.equal(err?.variable, 'DOORMAN_SIDECAR_ENV', `${JSON.stringify(value)} is refused`)
+    t.match(err?.message, message)
+    t.notMatch(err?.message, /hunter2/, 'secrets are not echoed')
+  }
+  const res = (v: string): ConfigError | null => configError(() => loadConfig({ DOORMAN_SIDECAR_RESOURCES: v }))
+  t.same(loadConfig({}).sidecarResources, { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } }, 'the default')
+  t.same(loadConfig({ DOORMAN_SIDECAR_RESOURCES: '{"requests":{"cpu":0.5,"memory":"1Gi"}}' }).sidecarResources, { requests: { cpu: '0.5', memory: '1Gi' } })
+  for (const bad of ['{"requests":{"cpu":"lots"}}', '{"request":{}}', '{"limits":{"gpu":"1"}}', '[]', 'yes']) {
+    t.equal(res(bad)?.variable, 'DOORMAN_SIDECAR_RESOURCES', `${bad} is refused`)
+    t.match(res(bad)?.message, /^DOORMAN_SIDECAR_RESOURCES: got .*; expected a JSON object/)
+  }
+})
+
 t.test('secrets are not echoed', async (t) => {
   const err = configError(() => loadConfig({ DOORMAN_APP_PORT: '1', DOORMAN_REGISTRY: 'postgres://user:hunter2@x' }))
   t.equal(err?.variable, 'DOORMAN_REGISTRY')

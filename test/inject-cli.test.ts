@@ -116,6 +116,10 @@ t.test('-f FILE, --mode container and --image', async (t) => {
   const env = await run(t, ['--filename=' + file], undefined, { DOORMAN_SIDECAR_MODE: 'container', DOORMAN_SIDECAR_IMAGE: 'mirror/doorman:2' })
   t.match(env.stdout, /image: mirror\/doorman:2/, 'DOORMAN_SIDECAR_IMAGE')
   t.notMatch(env.stdout, /initContainers/, 'DOORMAN_SIDECAR_MODE=container')
+  const defaults = await run(t, ['-f', file], undefined, { DOORMAN_SIDECAR_ENV: '{"DOORMAN_WARMUP":"15s"}', DOORMAN_SIDECAR_RESOURCES: '{"requests":{"cpu":"10m"}}' })
+  const injected = (parseAllDocuments(defaults.stdout) as any)[0].toJS().spec.template.spec.initContainers[0]
+  t.same(injected.env.find((e: any) => e.name === 'DOORMAN_WARMUP'), { name: 'DOORMAN_WARMUP', value: '15s' }, 'DOORMAN_SIDECAR_ENV')
+  t.same(injected.resources, { requests: { cpu: '10m' } }, 'DOORMAN_SIDECAR_RESOURCES')
   const missing = await run(t, ['-f', path.join(dir, 'nope.yaml')])
   t.equal(missing.code, 1)
   t.match(missing.stderr, /doorman inject: can't read .*nope\.yaml: ENOENT/)

@@ -1,17 +1,17 @@
-// Every manifest in deploy/ against the Kubernetes schemas, and against each other and the code: the webhook
-// configuration reaches the webhook's Service and port, the certificate names the Service, the dashboard and the
-// alerts use metrics doorman exports, the example app injects cleanly, the image runs as the injector expects.
+// Every manifest in deploy/ against the Kubernetes schemas, and rendered as `kubectl apply -k` renders it: the base,
+// the example overlays (another registry, another namespace) and both at once, each checked to hang together (the
+// webhook configuration reaches the webhook, the certificate names its Service, the webhook injects the image it
+// runs, no trace of the default namespace is left); the dashboard and the alerts use metrics doorman exports, the
+// example app injects cleanly, the image runs as the injector expects.
 import t from 'tap'
-import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { parseAllDocuments } from 'yaml'
 import { ROOT } from './helpers/index.js'
 import { schemaErrors } from './helpers/k8s.js'
-import { SETTINGS, loadConfig } from '../src/config/index.js'
+import { checkControlPlane, envOf, find as findIn, kubectlMissing, kustomize, parseObjects, type Any, type Rendering } from './helpers/deploy.js'
 import { injectObject, serviceWarnings } from '../src/inject/workload.js'
-import { SYSTEM_NAMESPACES } from '../src/inject/admission.js'
 
-type Any = Record<string, any>
 const DEPLOY = path.join(ROOT, 'deploy')
 
 function files (dir: string): string[] {
@@ -21,92 +21,87 @@ function files (dir: string): string[] {
   })
 }
 
-function load (file: string): Any[] {
-  const docs = parseAllDocuments(readFileSync(file, 'utf8'))
-  if (!Array.isArray(docs)) return []
-  for (const d of docs) if (d.errors.length > 0) throw new Error(`${file}: ${d.errors[0].message}`)
-  return docs.map((d) => d.toJS() as Any).filter((o) => o !== null)
-}
-
-const yamlFiles = files(DEPLOY).filter((f) => f.endsWith('.yaml'))
-const all = yamlFiles.flatMap((f) => load(f).map((o) => ({ file: path.relative(ROOT, f), o })))
-const objects = all.filter(({ o }) => o.kind !== 'Kustomization')
-const find = (kind: string, name: string): Any => {
-  const x = objects.find(({ o }) => o.kind === kind && o.metadata?.name === name)
-  if (x === undefined) throw new Error(`no ${kind} ${name} in deploy/`)
-  return x.o
-}
+const yamlFiles = files(DEPLOY).filter((f) => f.endsWith('.yaml') && path.basename(f) !== 'kustomizeconfig.yaml')
+const all = yamlFiles.flatMap((f) => parseObjects(readFileSync(f, 'utf8'), f).map((o) => ({ file: path.relative(ROOT, f), o })))
+// Kustomizations, their configurations and the transformer of namespace-refs are kustomize's, not the cluster's.
+const objects = all.filter(({ o }) => o.kind !== 'Kustomization' && o.apiVersion !== 'builtin')
+const find = (kind: string, name: string): Any => findIn(objects.map(({ o }) => o), kind, name)
 
 t.test('every manifest validates against the Kubernetes schemas', async (t) => {
   t.ok(objects.length >= 15, `${objects.length} objects`)
   for (const { file, o } of objects) t.same(await schemaErrors(o), [], `${file}: ${String(o.kind)} ${String(o.metadata?.name)}`)
 })
 
-t.test('the kustomizations list every manifest beside them, and their generated ConfigMaps validate', async (t) => {
+t.test('the kustomizations list every manifest beside them', async (t) => {
   for (const { file, o } of all.filter(({ o }) => o.kind === 'Kustomization')) {
     const dir = path.dirname(path.join(ROOT, file))
-    const listed = (o.resources ?? []) as string[]
-    const beside = readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
+    const listed = ((o.resources ?? []) as string[]).filter((r) => r.endsWith('.yaml'))
+    const beside = readdirSync(dir).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml' && f !== 'kustomizeconfig.yaml')
     t.same([...listed].sort(), beside.sort(), `${file}: resources are the manifests beside it`)
-    for (const g of (o.configMapGenerator ?? []) as Any[]) {
-      const data = Object.fromEntries((g.files as string[]).map((f) => [path.basename(f), readFileSync(path.join(dir, f), 'utf8')]))
-      const cm = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: g.name, namespace: g.namespace, labels: g.options?.labels }, data }
-      t.same(await schemaErrors(cm), [], `${file}: the generated ConfigMap ${String(g.name)}`)
-    }
   }
 })
 
-t.test('doorman containers in deploy/ use known settings with valid values', async (t) => {
-  const known = new Set(SETTINGS.map((s) => s.env))
-  let seen = 0
-  for (const { file, o } of objects) {
-    const containers: Any[] = o.spec?.template?.spec?.containers ?? []
-    for (const c of containers.filter((c) => c.image === 'doorman' || String(c.image).startsWith('doorman:'))) {
-      seen++
-      const env = Object.fromEntries((c.env as Any[]).map((e) => [e.name, e.value]))
-      for (const name of Object.keys(env).filter((n) => n.startsWith('DOORMAN_'))) t.ok(known.has(name), `${file}: ${name} is a setting`)
-      t.doesNotThrow(() => loadConfig(env), `${file}: ${String(c.name)}'s settings load`)
-      t.equal(c.securityContext?.readOnlyRootFilesystem, true, `${file}: read-only root filesystem`)
-    }
-  }
-  t.equal(seen, 2, 'the webhook and the checker')
-})
+const NEW_IMAGE = 'registry.example.com/platform/doorman:0.2.0'
+const BASE_IMAGE = 'doorman:0.1.0'
 
-t.test('the webhook: configuration → Service → pods, certificate, disruption budget', async (t) => {
-  const config = find('MutatingWebhookConfiguration', 'doorman')
-  const deployment = find('Deployment', 'doorman-webhook')
-  const service = find('Service', 'doorman-webhook')
-  const pdb = find('PodDisruptionBudget', 'doorman-webhook')
-  const cert = find('Certificate', 'doorman-webhook')
-  t.same(config.webhooks.map((w: Any) => w.clientConfig.service.path), ['/mutate', '/mutate/namespace'])
-  for (const w of config.webhooks as Any[]) {
-    t.equal(w.failurePolicy, 'Ignore', `${String(w.name)}: a webhook outage never blocks pods`)
-    t.equal(w.sideEffects, 'None', 'no side effects, so dry runs are sent too')
-    t.same(w.admissionReviewVersions, ['v1'])
-    t.same(w.rules[0].operations, ['CREATE'])
-    t.same(w.rules[0].resources, ['pods'])
-    const ref = w.clientConfig.service
-    t.equal(`${String(ref.namespace)}/${String(ref.name)}`, `${String(service.metadata.namespace)}/${String(service.metadata.name)}`, 'points at the webhook Service')
-    const port = (service.spec.ports as Any[]).find((p) => p.port === ref.port)
-    t.ok(port, 'on a port the Service has')
-    t.ok((deployment.spec.template.spec.containers[0].ports as Any[]).some((p) => p.name === port.targetPort && p.containerPort === 8443), 'which reaches the webhook\'s HTTPS port')
-    const excluded = (w.namespaceSelector.matchExpressions as Any[]).find((e) => e.key === 'kubernetes.io/metadata.name')
-    t.equal(excluded.operator, 'NotIn')
-    t.same([...excluded.values].sort(), [...SYSTEM_NAMESPACES].sort(), 'system namespaces are never sent')
-  }
-  const [perPod, perNamespace] = config.webhooks as Any[]
-  t.same(perPod.namespaceSelector.matchExpressions[1], { key: 'doorman.io/inject', operator: 'NotIn', values: ['enabled', 'disabled'] })
-  t.same(perNamespace.namespaceSelector.matchExpressions[1], { key: 'doorman.io/inject', operator: 'In', values: ['enabled'] })
-  t.equal(config.metadata.annotations['cert-manager.io/inject-ca-from'], `${String(cert.metadata.namespace)}/${String(cert.metadata.name)}`, 'the CA comes from the serving certificate')
-  t.ok(cert.spec.dnsNames.includes(`${String(service.metadata.name)}.${String(service.metadata.namespace)}.svc`), 'the certificate names the Service')
-  const volume = (deployment.spec.template.spec.volumes as Any[]).find((v) => v.secret?.secretName === cert.spec.secretName)
-  t.ok(volume, 'the webhook mounts the certificate\'s Secret')
-  const mount = (deployment.spec.template.spec.containers[0].volumeMounts as Any[]).find((m) => m.name === volume.name)
-  const env = Object.fromEntries((deployment.spec.template.spec.containers[0].env as Any[]).map((e) => [e.name, e.value]))
-  t.ok(String(env.DOORMAN_WEBHOOK_CERT).startsWith(mount.mountPath + '/') && String(env.DOORMAN_WEBHOOK_KEY).startsWith(mount.mountPath + '/'), 'and reads it from the mount')
-  t.equal(deployment.spec.replicas, 2)
-  t.same(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels, 'the disruption budget covers the webhook')
-  t.equal(pdb.spec.minAvailable, 1)
+/** Renders a kustomization written to a temporary directory, its paths relative to it as kustomize requires. */
+function overlay (t: Tap.Test, fields: (rel: (p: string) => string) => Any): Rendering {
+  const dir = mkdtempSync(path.join(tmpdir(), 'doorman-overlay-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const rel = (p: string): string => path.relative(dir, path.join(DEPLOY, p))
+  writeFileSync(path.join(dir, 'kustomization.yaml'), JSON.stringify({ apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', ...fields(rel) }))
+  return kustomize(dir)
+}
+
+async function validates (t: Tap.Test, r: Rendering): Promise<void> {
+  for (const o of r.objects) t.same(await schemaErrors(o), [], `${String(o.kind)} ${String(o.metadata?.name)} validates`)
+}
+
+t.test('rendered with kubectl kustomize', { skip: kubectlMissing }, async (t) => {
+  await t.test('the base', async (t) => {
+    const r = kustomize(path.join(DEPLOY, 'base'))
+    await validates(t, r)
+    checkControlPlane(t, r.objects, { namespace: 'doorman-system', image: BASE_IMAGE })
+    t.equal(findIn(r.objects, 'Namespace', 'doorman-system').metadata.labels['doorman.io/inject'], 'disabled', 'the namespace is labelled never to be injected')
+    t.equal(findIn(r.objects, 'Deployment', 'doorman-webhook').spec.replicas, 2, 'two webhook replicas')
+    t.equal(findIn(r.objects, 'PodDisruptionBudget', 'doorman-webhook').spec.minAvailable, 1)
+  })
+
+  await t.test('overlays/registry: the image everywhere, the injected one too', async (t) => {
+    const r = kustomize(path.join(DEPLOY, 'overlays', 'registry'))
+    await validates(t, r)
+    checkControlPlane(t, r.objects, { namespace: 'doorman-system', image: NEW_IMAGE })
+    t.notMatch(r.text, BASE_IMAGE, `no ${BASE_IMAGE} left`)
+    const digest = overlay(t, (rel) => ({ resources: [rel('base')], images: [{ name: 'doorman', newName: 'registry.example.com/doorman', digest: 'sha256:' + 'a'.repeat(64) }] }))
+    checkControlPlane(t, digest.objects, { namespace: 'doorman-system', image: `registry.example.com/doorman@sha256:${'a'.repeat(64)}` })
+  })
+
+  await t.test('overlays/namespace: no doorman-system left anywhere', async (t) => {
+    const r = kustomize(path.join(DEPLOY, 'overlays', 'namespace'))
+    await validates(t, r)
+    checkControlPlane(t, r.objects, { namespace: 'mesh', image: BASE_IMAGE })
+    t.notMatch(r.text, 'doorman-system', 'no doorman-system left')
+    t.equal(findIn(r.objects, 'Namespace', 'mesh').metadata.labels['doorman.io/inject'], 'disabled')
+    t.equal(envOf(findIn(r.objects, 'Deployment', 'doorman-checker').spec.template.spec.containers[0]).DOORMAN_REGISTRY, 'redis://doorman-redis:6379', 'the checker finds the Redis beside it')
+  })
+
+  await t.test('both, stacked on the registry overlay, with monitoring: moved and re-imaged together', async (t) => {
+    const r = overlay(t, (rel) => ({ resources: [rel('overlays/registry'), rel('monitoring')], namespace: 'platform-mesh', transformers: [rel('base/namespace-refs')] }))
+    await validates(t, r)
+    checkControlPlane(t, r.objects, { namespace: 'platform-mesh', image: NEW_IMAGE })
+    t.notMatch(r.text, 'doorman-system', 'no doorman-system left')
+    t.notMatch(r.text, BASE_IMAGE, `no ${BASE_IMAGE} left`)
+    for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap']) t.equal(r.objects.find((o) => o.kind === kind)?.metadata.namespace, 'platform-mesh', `the ${kind} moved too`)
+  })
+
+  await t.test('without namespace-refs, the namespace overlay would break TLS (why the overlays list it)', async (t) => {
+    const r = overlay(t, (rel) => ({ resources: [rel('base')], namespace: 'mesh' }))
+    t.match(r.text, 'doorman-webhook.doorman-system.svc', 'the certificate still names the old namespace')
+  })
+
+  await t.test('monitoring and the example render and validate', async (t) => {
+    for (const dir of ['monitoring', 'example']) await validates(t, kustomize(path.join(DEPLOY, dir)))
+  })
 })
 
 t.test('the example app injects cleanly, and its Service reaches doorman', async (t) => {
@@ -120,9 +115,9 @@ t.test('the example app injects cleanly, and its Service reaches doorman', async
     t.same(serviceWarnings([svc], r.takeovers), [], 'the Service targets the port by name')
     const spec = (r.object as Any).spec.template.spec
     const sidecar = [...(spec.initContainers ?? []), ...spec.containers].find((c: Any) => c.name === 'doorman')
-    const env = Object.fromEntries((sidecar.env as Any[]).filter((e) => e.value !== undefined).map((e) => [e.name, e.value]))
+    const env = envOf(sidecar)
     t.equal(env.DOORMAN_SERVICE, 'echo')
-    t.equal(env.DOORMAN_REGISTRY, `redis://${String(find('Service', 'doorman-redis').metadata.name)}.doorman-system.svc:6379`, 'the registry is the Redis of deploy/')
+    t.equal(env.DOORMAN_REGISTRY, `redis://${String(find('Service', 'doorman-redis').metadata.name)}.doorman-system.svc:6379`, 'the registry is the Redis of deploy/base')
   }
 })
 

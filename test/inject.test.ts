@@ -217,6 +217,31 @@ t.test('the injector\'s own environment: POD_IP, node address, app port, service
   t.same(JSON.parse(tpl.metadata.annotations['doorman.io/status']), { version, mode: 'native' })
 })
 
+t.test('the injector\'s defaults for every pod: DOORMAN_SIDECAR_ENV and DOORMAN_SIDECAR_RESOURCES', async (t) => {
+  const cfg = loadConfig({
+    DOORMAN_SIDECAR_ENV: JSON.stringify({ DOORMAN_REGISTRY: 'redis://doorman-redis.mesh.svc:6379', DOORMAN_MAX_CONCURRENCY: 200, DOORMAN_DRAIN_TIMEOUT: '40s' }),
+    DOORMAN_SIDECAR_RESOURCES: JSON.stringify({ requests: { cpu: '100m', memory: '96Mi' }, limits: { cpu: '1', memory: '384Mi' } })
+  })
+  const opts = { env: cfg.sidecarEnv, resources: cfg.sidecarResources }
+  const { tpl } = inject(template(), opts)
+  const env = envOf(sidecar(tpl.spec))
+  t.equal(env.DOORMAN_REGISTRY, 'redis://doorman-redis.mesh.svc:6379', 'a default the pod does not set')
+  t.equal(env.DOORMAN_MAX_CONCURRENCY, '200', 'numbers in the JSON become text')
+  t.equal(env.DOORMAN_SERVICE, 'web', 'the service name still comes from the pod')
+  t.equal(tpl.spec.terminationGracePeriodSeconds, 5 + 40 + GRACE_MARGIN_SECONDS, 'the grace period follows a default drain timeout')
+  t.same(sidecar(tpl.spec).resources, { requests: { cpu: '100m', memory: '96Mi' }, limits: { cpu: '1', memory: '384Mi' } })
+  const own = inject(template({ 'doorman.io/max-concurrency': '20', 'doorman.io/sidecar-cpu-limit': 'none', 'doorman.io/sidecar-memory': '128Mi' }), opts).tpl
+  t.equal(envOf(sidecar(own.spec)).DOORMAN_MAX_CONCURRENCY, '20', 'the pod\'s annotation wins')
+  t.equal(envOf(sidecar(own.spec)).DOORMAN_REGISTRY, 'redis://doorman-redis.mesh.svc:6379')
+  t.same(sidecar(own.spec).resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '384Mi' } }, 'each doorman.io/sidecar-* annotation changes one value')
+  const bare = inject(template(), { resources: loadConfig({ DOORMAN_SIDECAR_RESOURCES: '{}' }).sidecarResources }).tpl
+  t.same(sidecar(bare.spec).resources, {}, 'resources {} leave the sidecar without any')
+  t.same(sidecar(inject(template()).tpl.spec).resources, loadConfig({}).sidecarResources, 'without options, the setting\'s default')
+  const clash = template({ 'doorman.io/limit-mode': 'adaptive', 'doorman.io/limit-min': '50' })
+  t.throws(() => inject(clash, { env: { DOORMAN_MAX_CONCURRENCY: '10' } }), /doorman\.io\/limit-min: got 50; expected at most DOORMAN_MAX_CONCURRENCY \(10\)/, 'a pod whose annotations clash with a default is refused')
+  await valid(t, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', ...tpl.metadata }, spec: tpl.spec }, 'the pod with defaults')
+})
+
 t.test('probe rewrite: httpGet, tcpSocket, grpc, named ports', async (t) => {
   const spec = podSpec()
   const app = spec.containers[0]

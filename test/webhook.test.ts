@@ -93,6 +93,8 @@ t.test('doorman webhook over real HTTPS', async (t) => {
     DOORMAN_ADMIN_PORT: String(admin),
     DOORMAN_BIND_HOST: '127.0.0.1',
     DOORMAN_SIDECAR_IMAGE: 'registry.example/doorman:test',
+    DOORMAN_SIDECAR_ENV: '{"DOORMAN_WARMUP":"30s","DOORMAN_MAX_CONCURRENCY":"40"}',
+    DOORMAN_SIDECAR_RESOURCES: '{"requests":{"cpu":"20m","memory":"48Mi"},"limits":{"memory":"160Mi"}}',
     DOORMAN_DRAIN_DELAY: '2s',
     DOORMAN_LOG_LEVEL: 'warn'
   })
@@ -127,6 +129,12 @@ t.test('doorman webhook over real HTTPS', async (t) => {
     const sidecar = out.spec.initContainers[0]
     t.equal(sidecar.name, 'doorman')
     t.equal(sidecar.image, 'registry.example/doorman:test', 'DOORMAN_SIDECAR_IMAGE')
+    const env = Object.fromEntries((sidecar.env as Any[]).map((e) => [e.name, e.value]))
+    t.equal(env.DOORMAN_WARMUP, '30s', 'DOORMAN_SIDECAR_ENV')
+    t.equal(env.DOORMAN_MAX_CONCURRENCY, '40')
+    t.same(sidecar.resources, { requests: { cpu: '20m', memory: '48Mi' }, limits: { memory: '160Mi' } }, 'DOORMAN_SIDECAR_RESOURCES')
+    const own = patched(pod({ 'doorman.io/inject': 'enabled', 'doorman.io/max-concurrency': '8' }), await send(admissionReview(pod({ 'doorman.io/inject': 'enabled', 'doorman.io/max-concurrency': '8' }))))
+    t.equal(own.spec.initContainers[0].env.find((e: Any) => e.name === 'DOORMAN_MAX_CONCURRENCY').value, '8', 'the pod\'s annotation wins')
     t.equal(sidecar.restartPolicy, 'Always')
     const token = sidecar.env.find((e: Any) => e.name === 'DOORMAN_ADMIN_TOKEN')?.value as string
     t.match(token, /^[A-Za-z0-9_-]{24}$/, 'a fresh token for the pod')
@@ -146,7 +154,7 @@ t.test('doorman webhook over real HTTPS', async (t) => {
     t.equal(patched(input, response).spec.initContainers[0].name, 'doorman')
     const metrics = (await request(admin, { path: '/metrics' })).body
     t.match(metrics, /doorman_webhook_reviews_total\{outcome="injected",dry_run="true"\} 1\b/)
-    t.match(metrics, /doorman_webhook_reviews_total\{outcome="injected",dry_run="false"\} 2\b/)
+    t.match(metrics, /doorman_webhook_reviews_total\{outcome="injected",dry_run="false"\} 3\b/)
     t.match(metrics, /doorman_webhook_certificate_expiry_timestamp_seconds \d+/)
   })
 
@@ -211,6 +219,13 @@ t.test('doorman webhook over real HTTPS', async (t) => {
     const { code } = await child.exited
     t.equal(code, 0)
   })
+})
+
+t.test('bad sidecar defaults stop the webhook with exit 78, naming the variable', async (t) => {
+  const child = spawnNode(t, [CLI, 'webhook'], { DOORMAN_SIDECAR_ENV: '{"DOORMAN_MAX_CONCURRENCY":"lots"}', DOORMAN_WEBHOOK_PORT: String(await freePort()), DOORMAN_ADMIN_PORT: String(await freePort()) })
+  const { code } = await child.exited
+  t.equal(code, 78)
+  t.match(child.output(), /bad configuration: DOORMAN_SIDECAR_ENV: DOORMAN_MAX_CONCURRENCY: got "lots"; expected a whole number/)
 })
 
 t.test('a certificate that can\'t be read is a configuration error', async (t) => {

@@ -42,6 +42,8 @@ function accepts (s: Setting): string {
     case 'list': return 'comma-separated path globs'
     case 'globs': return 'comma-separated service globs'
     case 'json': return 'JSON'
+    case 'settings': return 'JSON object of settings'
+    case 'resources': return 'JSON `resources`'
     case 'enum': return (s.values ?? []).map((v) => `\`${v}\``).join(', ')
     case 'registry': return 'registry URL'
     case 'level': return 'log level'

@@ -1,7 +1,7 @@
 // The only reader of process.env. Validates every DOORMAN_* setting once, against schemas built from the
 // settings table, and returns one frozen Config. A bad value throws ConfigError naming the variable.
 import { z } from 'zod'
-import { SETTINGS, keyFor, type Setting } from './table.js'
+import { SETTINGS, QUANTITY, keyFor, podSettable, type Setting } from './table.js'
 import { ConfigError } from '../core/errors.js'
 import { SERVICE_NAME } from '../registry/types.js'
 
@@ -12,6 +12,12 @@ export interface AppProbe {
   tcpSocket?: { port: number | string, host?: string }
   grpc?: { port: number, service?: string }
   timeoutSeconds?: number
+}
+
+/** A container's resources, as the injector gives them to the sidecar. */
+export interface SidecarResources {
+  requests?: { cpu?: string, memory?: string }
+  limits?: { cpu?: string, memory?: string }
 }
 
 export interface Config {
@@ -63,6 +69,8 @@ export interface Config {
   webhookKey: string
   sidecarImage: string
   sidecarMode: 'native' | 'container'
+  sidecarEnv: Readonly<Record<string, string>>
+  sidecarResources: Readonly<SidecarResources>
   checkInterval: number
   checkTimeout: number
   checkFailures: number
@@ -102,6 +110,26 @@ const probeSchema = z.object({
   timeoutSeconds: z.number().positive().optional()
 }).passthrough().refine((p) => p.httpGet !== undefined || p.tcpSocket !== undefined || p.grpc !== undefined, 'a probe needs httpGet, tcpSocket or grpc')
 
+/** A JSON setting, parsed (bad JSON reported as such); empty is `{}`. */
+const jsonText = z.string().transform((v, ctx) => {
+  if (v.trim() === '') return {}
+  try { return JSON.parse(v) as unknown } catch { ctx.addIssue({ code: 'custom', message: 'bad JSON' }); return z.NEVER }
+})
+
+const scalar = z.union([z.string(), z.number(), z.boolean()]).transform(String)
+const podSettings = new Set(SETTINGS.filter(podSettable).map((s) => s.env))
+/** Settings that describe one pod, which the injector derives from it when its annotations don't say: no defaults. */
+const PER_POD = new Set(['DOORMAN_APP_PORT', 'DOORMAN_SERVICE'])
+const settingsSchema = z.record(z.string(), scalar).superRefine((o, ctx) => {
+  for (const k of Object.keys(o)) {
+    if (PER_POD.has(k)) ctx.addIssue({ code: 'custom', message: `${k} is each pod's own (its annotation, else what the injector reads from the pod)` })
+    else if (!podSettings.has(k)) ctx.addIssue({ code: 'custom', message: `${k} is not a setting a pod annotation may set` })
+  }
+})
+const quantity = z.union([z.string(), z.number()]).transform(String).pipe(z.string().regex(QUANTITY, 'quantities look like 100m, 128Mi or 1'))
+const cpuMemory = z.object({ cpu: quantity.optional(), memory: quantity.optional() }).strict()
+const resourcesSchema = z.object({ requests: cpuMemory.optional(), limits: cpuMemory.optional() }).strict()
+
 const probesSchema = z.record(z.string().regex(/^\/app-health\/[^/]+\/(livez|readyz|startupz)$/, 'keys are /app-health/<container>/<livez|readyz|startupz>'), probeSchema)
 
 function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
@@ -129,13 +157,11 @@ function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
     case 'globs':
       return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?'))), accepts: 'comma-separated service name globs (such as orders,pay-*)' }
     case 'json':
-      return {
-        schema: z.string().transform((v, ctx) => {
-          if (v.trim() === '') return {}
-          try { return JSON.parse(v) as unknown } catch { ctx.addIssue({ code: 'custom', message: 'bad JSON' }); return z.NEVER }
-        }).pipe(probesSchema),
-        accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc'
-      }
+      return { schema: jsonText.pipe(probesSchema), accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc' }
+    case 'settings':
+      return { schema: jsonText.pipe(settingsSchema).transform((v) => Object.freeze(v)), accepts: 'a JSON object from DOORMAN_* settings a pod annotation may set to their values' }
+    case 'resources':
+      return { schema: jsonText.pipe(resourcesSchema), accepts: 'a JSON object {"requests":{"cpu":…,"memory":…},"limits":{…}} of Kubernetes quantities' }
     case 'registry':
       return { schema: z.string().trim().regex(/^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+|file:\/\/\/\S*)$/), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
     case 'host':
@@ -162,7 +188,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
     let raw = env[s.env]
     if (s.env === 'DOORMAN_ADVERTISE_HOST' && (raw === undefined || raw === '')) raw = env.POD_IP !== undefined && env.POD_IP !== '' ? env.POD_IP : '127.0.0.1'
     const { schema, accepts } = schemaFor(s)
-    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json')) {
+    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json' && s.kind !== 'settings')) {
       if (s.default === undefined) {
         if (s.required === true && opts.sidecar === true) throw new ConfigError(s.env, `${s.env} is required: expected ${accepts}`)
         out[keyFor(s.env)] = undefined
@@ -189,6 +215,13 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
       throw new ConfigError(s.env, `${s.env}: got 0; expected a duration above 0`)
     }
   }
+  // The injector's defaults for the sidecar are checked as the sidecar checks them, together.
+  try {
+    if (Object.keys(cfg.sidecarEnv).length > 0) loadConfig(cfg.sidecarEnv)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    throw new ConfigError('DOORMAN_SIDECAR_ENV', `DOORMAN_SIDECAR_ENV: ${err.message}`)
+  }
   return Object.freeze(cfg)
 }
 
@@ -198,7 +231,8 @@ export function describeConfig (cfg: Readonly<Config>): Record<string, unknown> 
   for (const s of SETTINGS) {
     const k = keyFor(s.env)
     const v = (cfg as unknown as Record<string, unknown>)[k]
-    out[k] = s.secret === true && v !== '' && v !== 'memory' ? redactUrl(String(v)) : v
+    if (s.kind === 'settings') out[k] = Object.fromEntries(Object.entries(v as Record<string, string>).map(([name, x]) => [name, SETTINGS.find((e) => e.env === name)?.secret === true ? redactUrl(x) : x]))
+    else out[k] = s.secret === true && v !== '' && v !== 'memory' ? redactUrl(String(v)) : v
   }
   return out
 }

@@ -12,7 +12,9 @@ export type Kind =
   | 'host'
   | 'list' // comma-separated, empty entries dropped
   | 'globs' // comma-separated service-name globs (`*` any run, `?` one character), empty entries dropped
-  | 'json'
+  | 'json' // DOORMAN_APP_PROBES: the app's probes by lane path
+  | 'settings' // a JSON object of sidecar settings (DOORMAN_* → value)
+  | 'resources' // a JSON container `resources` (requests / limits of cpu / memory)
   | 'enum'
   | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster:// | file:///dir
   | 'level' // pino level
@@ -37,6 +39,9 @@ export interface Setting {
   readonly secret?: boolean
   readonly doc: string
 }
+
+/** The sidecar's resources when neither the injector's DOORMAN_SIDECAR_RESOURCES nor the pod's annotations say. */
+export const SIDECAR_RESOURCES = Object.freeze({ requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } })
 
 export const SETTINGS: readonly Setting[] = Object.freeze([
   // Ports
@@ -97,6 +102,8 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_WEBHOOK_KEY', kind: 'path', default: '/etc/doorman/tls/tls.key', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM key file (reloaded when it changes).' },
   { env: 'DOORMAN_SIDECAR_IMAGE', kind: 'string', default: '', scope: 'webhook', annotatable: false, doc: '`doorman webhook` and `doorman inject`: the sidecar image (empty = `doorman:<version of the injector>`).' },
   { env: 'DOORMAN_SIDECAR_MODE', kind: 'enum', values: ['native', 'container'], default: 'native', scope: 'webhook', annotatable: false, doc: '`doorman webhook` and `doorman inject`: `native` (an init container with `restartPolicy: Always`, Kubernetes 1.29+) or `container` (a plain container).' },
+  { env: 'DOORMAN_SIDECAR_ENV', kind: 'settings', default: '', scope: 'webhook', annotatable: false, secret: true, doc: '`doorman webhook` and `doorman inject`: defaults for the sidecar settings of every injected pod, a JSON object such as `{"DOORMAN_REGISTRY":"redis://…","DOORMAN_MAX_CONCURRENCY":"200"}`. A pod\'s own annotation wins. Only settings a pod annotation may set, but not `DOORMAN_APP_PORT` or `DOORMAN_SERVICE`, which the injector reads from each pod; the values are checked as the sidecar checks them.' },
+  { env: 'DOORMAN_SIDECAR_RESOURCES', kind: 'resources', default: JSON.stringify(SIDECAR_RESOURCES), scope: 'webhook', annotatable: false, doc: "`doorman webhook` and `doorman inject`: the injected sidecar's `resources` as JSON (`requests` and `limits` of `cpu` and `memory`); what it leaves out is not set. A pod's `doorman.io/sidecar-*` annotations change one value each." },
   // Checker
   { env: 'DOORMAN_CHECK_INTERVAL', kind: 'duration', default: '3s', scope: 'checker', annotatable: false, doc: '`doorman checker`: round period.' },
   { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout." },
@@ -110,6 +117,14 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_CHECK_CANARY', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs (`orders`, `pay-*`) owned by the canary group; give both groups the same list.' },
   { env: 'DOORMAN_CHECK_EXCLUDE', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs never checked.' },
 ] satisfies Setting[])
+
+/** Whether a pod may set a setting by annotation (and so the injector's DOORMAN_SIDECAR_ENV may default it). */
+export function podSettable (s: Setting): boolean {
+  return (s.scope === 'sidecar' || s.scope === 'all') && s.annotatable !== false
+}
+
+/** A Kubernetes resource quantity: 100m, 128Mi, 1, 1.5, 2e3. */
+export const QUANTITY = /^(\d+(\.\d+)?|\.\d+)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei|e\d+)?$/
 
 /** `DOORMAN_MAX_CONCURRENCY` → `doorman.io/max-concurrency`. */
 export function annotationFor (env: string): string {

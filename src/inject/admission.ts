@@ -2,15 +2,13 @@
 // thin HTTPS wrapper. Pods that opt in get a JSONPatch; everything else is allowed untouched.
 import { randomBytes } from 'node:crypto'
 import { injectObject } from './workload.js'
-import { InjectError, isObj, type Mode, type Obj } from './pod.js'
+import { InjectError, isObj, type InjectOptions, type Obj } from './pod.js'
 import { diff } from './patch.js'
 
 /** Namespaces whose pods are never injected. */
 export const SYSTEM_NAMESPACES: readonly string[] = Object.freeze(['kube-system', 'kube-public', 'kube-node-lease', 'doorman-system'])
 
-export interface AdmissionOptions {
-  mode: Mode
-  image: string
+export interface AdmissionOptions extends Pick<InjectOptions, 'mode' | 'image' | 'env' | 'resources'> {
   /** The namespace opted in (the `/mutate/namespace` path): inject unless the pod says `disabled`. */
   injectByDefault: boolean
   /** A fresh token for each injected pod's preStop drain call. */
@@ -65,7 +63,8 @@ export function review (raw: string | Buffer, opts: AdmissionOptions): Admission
   if (!isObj(pod) || !isObj(pod.spec)) return invalid('request.object is not a pod')
   let result
   try {
-    result = injectObject({ ...pod, kind: 'Pod' }, { mode: opts.mode, image: opts.image, injectByDefault: opts.injectByDefault, drainToken: opts.token?.() })
+    const { token, ...inject } = opts
+    result = injectObject({ ...pod, kind: 'Pod' }, { ...inject, drainToken: token?.() })
   } catch (err) {
     if (!(err instanceof InjectError)) throw err
     return {

@@ -1,6 +1,6 @@
 // Pod annotations the injector reads. Every sidecar setting in the settings table maps to `doorman.io/<kebab-name>`
 // (annotationFor); this file adds the few annotations that steer the injector itself and are not settings.
-import { SETTINGS, annotationFor, type Setting } from '../config/table.js'
+import { SETTINGS, SIDECAR_RESOURCES, annotationFor, podSettable, type Setting } from '../config/table.js'
 
 export const PREFIX = 'doorman.io/'
 
@@ -22,15 +22,15 @@ export interface InjectorAnnotation {
 export const INJECTOR_ANNOTATIONS: readonly InjectorAnnotation[] = Object.freeze([
   { name: INJECT, default: 'none', doc: '`enabled` injects the sidecar into this pod template, `disabled` never does (it wins over a namespace labelled `doorman.io/inject=enabled`).' },
   { name: STATUS, default: 'set by the injector', doc: 'Written by the injector: JSON with the doorman version and mode. A pod that has it (or a `doorman` container) is never injected again.' },
-  { name: SIDECAR_CPU, default: '50m', doc: "The sidecar's CPU request." },
-  { name: SIDECAR_MEMORY, default: '64Mi', doc: "The sidecar's memory request." },
-  { name: SIDECAR_CPU_LIMIT, default: 'none', doc: "The sidecar's CPU limit (none by default: throttling the proxy adds latency to every request)." },
-  { name: SIDECAR_MEMORY_LIMIT, default: '256Mi', doc: "The sidecar's memory limit." }
+  { name: SIDECAR_CPU, default: SIDECAR_RESOURCES.requests.cpu, doc: "The sidecar's CPU request; the injector's default from `DOORMAN_SIDECAR_RESOURCES`." },
+  { name: SIDECAR_MEMORY, default: SIDECAR_RESOURCES.requests.memory, doc: "The sidecar's memory request; the injector's default from `DOORMAN_SIDECAR_RESOURCES`." },
+  { name: SIDECAR_CPU_LIMIT, default: 'none', doc: "The sidecar's CPU limit (none by default: throttling the proxy adds latency to every request); the injector's default from `DOORMAN_SIDECAR_RESOURCES`." },
+  { name: SIDECAR_MEMORY_LIMIT, default: SIDECAR_RESOURCES.limits.memory, doc: "The sidecar's memory limit; the injector's default from `DOORMAN_SIDECAR_RESOURCES`." }
 ])
 
 /** Settings of the sidecar that a pod annotation may set: scope `sidecar` or `all`, not marked otherwise. */
 export function annotatableSettings (): Setting[] {
-  return SETTINGS.filter((s) => (s.scope === 'sidecar' || s.scope === 'all') && s.annotatable !== false)
+  return SETTINGS.filter(podSettable)
 }
 
 export interface AnnotationReading {

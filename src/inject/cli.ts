@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs'
 import { parseAllDocuments, type Document } from 'yaml'
 import { loadConfig } from '../config/index.js'
-import { InjectError, defaultImage, type Mode } from './pod.js'
+import { InjectError, defaultImage, type InjectOptions, type Mode } from './pod.js'
 import { injectObject, serviceWarnings, type ObjectResult } from './workload.js'
 import { diff, applyToYaml } from './patch.js'
 
@@ -58,7 +58,7 @@ async function readStdin (): Promise<string> {
 export interface InjectTextResult { text: string, warnings: string[] }
 
 /** Injects into a multi-document YAML text. Throws InjectError (or a YAML error message) on bad input. */
-export function injectYaml (text: string, opts: { mode: Mode, image: string, drainToken?: string }, source = 'stdin'): InjectTextResult {
+export function injectYaml (text: string, opts: InjectOptions, source = 'stdin'): InjectTextResult {
   const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true })
   if (!Array.isArray(docs)) return { text, warnings: [] }
   const warnings: string[] = []
@@ -121,6 +121,8 @@ export async function command (args: string[]): Promise<number> {
   const opts = {
     mode: (parsed.mode ?? cfg.sidecarMode) as Mode,
     image: parsed.image ?? (cfg.sidecarImage !== '' ? cfg.sidecarImage : defaultImage()),
+    env: cfg.sidecarEnv,
+    resources: cfg.sidecarResources,
     drainToken: parsed.drainToken
   }
   const source = parsed.file === undefined || parsed.file === '-' ? 'stdin' : parsed.file

@@ -14,8 +14,8 @@
 import type { IContainer } from 'kubernetes-models/v1/Container'
 import type { IProbe } from 'kubernetes-models/v1/Probe'
 import type { IEnvVar } from 'kubernetes-models/v1/EnvVar'
-import { loadConfig, type AppProbe } from '../config/index.js'
-import { annotationFor, SETTINGS } from '../config/table.js'
+import { loadConfig, type AppProbe, type SidecarResources } from '../config/index.js'
+import { annotationFor, QUANTITY, SETTINGS, SIDECAR_RESOURCES } from '../config/table.js'
 import { ConfigError } from '../core/errors.js'
 import { version } from '../core/version.js'
 import { INJECT, STATUS, SIDECAR_CPU, SIDECAR_MEMORY, SIDECAR_CPU_LIMIT, SIDECAR_MEMORY_LIMIT, readAnnotations } from './annotations.js'
@@ -44,6 +44,10 @@ export interface InjectOptions {
   injectByDefault?: boolean
   /** Bearer token the app's preStop hook sends to the lane (also set as DOORMAN_ADMIN_TOKEN); none = node address only. */
   drainToken?: string
+  /** Defaults for the sidecar's settings (DOORMAN_SIDECAR_ENV); the pod's annotations win. */
+  env?: Readonly<Record<string, string>>
+  /** The sidecar's resources before the pod's doorman.io/sidecar-* annotations (DOORMAN_SIDECAR_RESOURCES). */
+  resources?: Readonly<SidecarResources>
 }
 
 /** The app's port and the name doorman's inbound port took from it. */
@@ -129,7 +133,7 @@ export function injectTemplate (tpl: Obj, opts: InjectOptions = {}): TemplateOut
   const appPorts = portsOf(app)
   const read = readAnnotations(annotations)
   warnings.push(...read.warnings)
-  const env = read.env
+  const env = new Map([...Object.entries(opts.env ?? {}), ...read.env])
 
   // The app's port: doorman.io/app-port (a number or one of the app's port names), else its first port.
   const appPortAnnotation = annotationFor('DOORMAN_APP_PORT')
@@ -224,7 +228,7 @@ export function injectTemplate (tpl: Obj, opts: InjectOptions = {}): TemplateOut
   const grace = typeof spec.terminationGracePeriodSeconds === 'number' ? spec.terminationGracePeriodSeconds : DEFAULT_GRACE_SECONDS
   if (grace < needed) spec.terminationGracePeriodSeconds = needed
 
-  const sidecar = sidecarContainer(env, cfg.adminPort, mode, opts.image ?? defaultImage(), resources(annotations))
+  const sidecar = sidecarContainer(env, cfg.adminPort, mode, opts.image ?? defaultImage(), resources(annotations, opts.resources ?? SIDECAR_RESOURCES))
   if (mode === 'native') {
     spec.initContainers = [sidecar, ...(Array.isArray(spec.initContainers) ? spec.initContainers : [])]
   } else {
@@ -278,9 +282,7 @@ function originalProbe (p: Obj, ports: Port[], app: string, field: string): AppP
   return out
 }
 
-const QUANTITY = /^(\d+(\.\d+)?|\.\d+)(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei|e\d+)?$/
-
-function resources (annotations: Obj): NonNullable<IContainer['resources']> {
+function resources (annotations: Obj, defaults: Readonly<SidecarResources>): NonNullable<IContainer['resources']> {
   const pick = (name: string, fallback: string | undefined): string | undefined => {
     const v = annotations[name]
     if (v === undefined) return fallback
@@ -291,10 +293,10 @@ function resources (annotations: Obj): NonNullable<IContainer['resources']> {
   }
   const requests: Record<string, string> = {}
   const limits: Record<string, string> = {}
-  const cpu = pick(SIDECAR_CPU, '50m')
-  const memory = pick(SIDECAR_MEMORY, '64Mi')
-  const cpuLimit = pick(SIDECAR_CPU_LIMIT, undefined)
-  const memoryLimit = pick(SIDECAR_MEMORY_LIMIT, '256Mi')
+  const cpu = pick(SIDECAR_CPU, defaults.requests?.cpu)
+  const memory = pick(SIDECAR_MEMORY, defaults.requests?.memory)
+  const cpuLimit = pick(SIDECAR_CPU_LIMIT, defaults.limits?.cpu)
+  const memoryLimit = pick(SIDECAR_MEMORY_LIMIT, defaults.limits?.memory)
   if (cpu !== undefined) requests.cpu = cpu
   if (memory !== undefined) requests.memory = memory
   if (cpuLimit !== undefined) limits.cpu = cpuLimit

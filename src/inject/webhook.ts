@@ -89,7 +89,7 @@ export class WebhookServer {
     this.#ready = true
     const port = (server.address() as { port: number }).port
     const adminPort = (admin.address() as { port: number }).port
-    this.#log.info({ port, admin: adminPort, mode: cfg.sidecarMode, image: cfg.sidecarImage !== '' ? cfg.sidecarImage : defaultImage() }, 'doorman webhook listening')
+    this.#log.info({ port, admin: adminPort, mode: cfg.sidecarMode, image: cfg.sidecarImage !== '' ? cfg.sidecarImage : defaultImage(), defaults: Object.keys(cfg.sidecarEnv), resources: cfg.sidecarResources }, 'doorman webhook listening')
     return { port, admin: adminPort }
   }
 
@@ -124,6 +124,8 @@ export class WebhookServer {
       const r = review(body, {
         mode: cfg.sidecarMode,
         image: cfg.sidecarImage !== '' ? cfg.sidecarImage : defaultImage(),
+        env: cfg.sidecarEnv,
+        resources: cfg.sidecarResources,
         injectByDefault: path === '/mutate/namespace',
         token: newToken
       })
