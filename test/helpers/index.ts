@@ -114,21 +114,25 @@ export interface Doorman extends Child {
   outbound: number
 }
 
-/** Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes. */
-export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean, args?: string[], wrap?: string[] } = {}): Promise<Doorman> {
+/**
+ * Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes (and
+ * /readyz unless `waitReady` is false). A variable given as undefined is left unset: doorman's own default applies.
+ */
+export async function startDoorman (t: Teardown, env: Record<string, string | undefined>, opts: { waitReady?: boolean, args?: string[], wrap?: string[] } = {}): Promise<Doorman> {
   const inbound = env.DOORMAN_INBOUND_PORT !== undefined ? Number(env.DOORMAN_INBOUND_PORT) : await freePort()
   const admin = env.DOORMAN_ADMIN_PORT !== undefined ? Number(env.DOORMAN_ADMIN_PORT) : await freePort()
   const outbound = env.DOORMAN_OUTBOUND_PORT !== undefined ? Number(env.DOORMAN_OUTBOUND_PORT) : 0
-  const child = spawnNode(t, opts.args ?? [CLI, 'run'], {
+  const all: Record<string, string | undefined> = {
     DOORMAN_BIND_HOST: '127.0.0.1',
     DOORMAN_LOG_LEVEL: 'warn',
-    // No warmup ramp of the inbound limit unless a test asks for one: limits under test are the configured ones.
+    // No warmup window unless a test asks for one: instances register `up`, at full weight, at once.
     DOORMAN_WARMUP: '0',
     ...env,
     DOORMAN_INBOUND_PORT: String(inbound),
     DOORMAN_ADMIN_PORT: String(admin),
     DOORMAN_OUTBOUND_PORT: String(outbound)
-  }, { wrap: opts.wrap })
+  }
+  const child = spawnNode(t, opts.args ?? [CLI, 'run'], Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined)), { wrap: opts.wrap })
   let exitedEarly = false
   void child.exited.then(() => { exitedEarly = true })
   await waitFor('doorman /startupz', async () => {
