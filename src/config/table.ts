@@ -82,7 +82,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_DRAIN_QUIET', kind: 'duration', default: '1s', scope: 'sidecar', doc: '...and until no new request has arrived for this long (exit on quiet, not on a timer).' },
   { env: 'DOORMAN_DRAIN_TIMEOUT', kind: 'duration', default: '25s', scope: 'sidecar', doc: 'Longest wait for in-flight requests before closing.' },
   // Probes
-  { env: 'DOORMAN_APP_PROBES', kind: 'json', default: '', scope: 'sidecar', annotatable: false, doc: "JSON of the app's original probes, written by the injector (`{\"/app-health/app/livez\":{\"httpGet\":{...}}}`)." },
+  { env: 'DOORMAN_APP_PROBES', kind: 'json', default: '', scope: 'sidecar', annotatable: false, doc: "JSON of the app's original probes, written by the injector (`{\"/app-health/app/livez\":{\"httpGet\":{...}}}`). When set, the lane answers only the `/app-health/…` paths it holds (others are 404); when empty, every `/app-health/<c>/<probe>` falls back to a TCP connect to the app port (`readyz`, `startupz`) and the app's progress (`livez`) ([probes.md](probes.md))." },
   { env: 'DOORMAN_LIVENESS_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: "`/livez` fails when doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_READINESS_STALL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "`/readyz` fails while doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_APP_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: '`/app-health/<c>/livez` fails when the app has work in flight and completes none for this long.' },
