@@ -22,7 +22,11 @@ export async function freePort (host = '127.0.0.1'): Promise<number> {
   return port
 }
 
-/** Polls `fn` until it returns a truthy value or the deadline passes (then throws with `what`). */
+/**
+ * Polls `fn` until it returns a value, and resolves with it; throws with `what` once the deadline passes. Only
+ * undefined, null and false mean "not yet": 0 and '' are values, so a poll on a number or a string must say when it
+ * is not there yet (`() => joinedAt > 0 ? joinedAt : undefined`), or it returns at once.
+ */
 export async function waitFor<T> (what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
