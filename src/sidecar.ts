@@ -100,6 +100,9 @@ export class Sidecar {
     })
     const inbound = this.inbound
     const limiter = this.limiter
+    // DOORMAN_WARMUP_INBOUND=ramp: the instance's own limit follows the warmup factor while it serves. A drain lifts
+    // it at once: what the drain lets finish must not be shed by a ramp.
+    const ramp = cfg.warmupInbound === 'ramp'
     this.drainer = new Drainer({
       delay: cfg.drainDelay,
       quiet: cfg.drainQuiet,
@@ -116,6 +119,7 @@ export class Sidecar {
       },
       deregister: async () => { await this.registration.drain() },
       onPhase: (phase) => {
+        if (ramp) limiter.setScale(1)
         setPhase(this.lane.state, phase)
         this.lane.flush()
       }
@@ -153,10 +157,10 @@ export class Sidecar {
       st.set(S.DRAIN_INFLIGHT_AT_START, d.inflightAtStart)
       st.set(S.DRAIN_SERVED, d.served)
       st.set(S.DRAIN_CUT, d.cut)
-      // Registration follows the app's readiness as the lane sees it; the warmup ramps the inbound limit too.
+      // Registration follows the app's readiness as the lane sees it.
       registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY))
       const now = Date.now()
-      limiter.setScale(registration.factor(now))
+      if (ramp && !this.drainer.started) limiter.setScale(registration.factor(now))
       st.set(S.REGISTERED, Number(registration.registered))
       st.set(S.REGISTRY_UP, Number(registration.registryUp))
       st.set(S.WEIGHT, Math.round(registration.weight(now) * 100))

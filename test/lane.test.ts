@@ -172,8 +172,42 @@ t.test('/startupz passes while the app is still down (no deadlock with native si
   const late = http.createServer((_req, res) => { res.end('up') })
   late.listen(port, '127.0.0.1')
   t.teardown(() => { late.close() })
-  await waitFor('ready once the app listens', async () => (await request(dm.admin, { path: '/readyz' })).status === 200, 5000)
-  t.pass('ready after the app came up')
+  const up = await waitFor('ready once the app listens', async () => { const r = await request(dm.admin, { path: '/readyz?verbose' }); return r.status === 200 ? r : null }, 5000)
+  t.match(up.body, /\[\+\]app-started ok: passed/, 'the app passed its start-up check once it listened')
+  t.match(up.body, /\[\+\]app-ready ok: passed/)
+  // Without DOORMAN_APP_PROBES the app's rewritten probes fall back to a TCP connect to its port.
+  const appReady = await request(dm.admin, { path: '/app-health/app/readyz?verbose' })
+  t.equal(appReady.status, 200)
+  t.match(appReady.body, /\[\+\]app-probe ok: connected/)
+})
+
+t.test('with DOORMAN_APP_PROBES, an /app-health path it does not hold is 404 and names the paths it holds', async (t) => {
+  const { port } = await startServer(t, (_req, res) => { res.end('ok') })
+  const probes = JSON.stringify({ '/app-health/app/livez': { httpGet: { path: '/health', port } }, '/app-health/app/readyz': { httpGet: { path: '/health', port } } })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(port), DOORMAN_APP_PROBES: probes })
+  t.equal((await request(dm.admin, { path: '/app-health/app/livez' })).status, 200, 'a held path is the probe')
+  t.equal((await request(dm.admin, { path: '/app-health/app/readyz' })).status, 200)
+  for (const p of ['/app-health/nope/livez', '/app-health/nope/readyz', '/app-health/app/startupz', '/app-health/app/health']) {
+    const r = await request(dm.admin, { path: p })
+    t.equal(r.status, 404, `${p}: 404`)
+    t.equal(r.body, `no app probe at ${p}: DOORMAN_APP_PROBES holds /app-health/app/livez, /app-health/app/readyz\n`)
+  }
+  t.match((await request(dm.admin, { path: '/metrics' })).body, /^doorman_probe_failures_total\{probe="app-unknown"\} 4$/m)
+})
+
+t.test('without DOORMAN_APP_PROBES, /app-health/<any container>/<probe> falls back to the app port and its progress', async (t) => {
+  const { port } = await startServer(t, (_req, res) => { res.end('ok') })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(port) })
+  for (const p of ['/app-health/app/readyz', '/app-health/other/startupz']) {
+    const r = await request(dm.admin, { path: `${p}?verbose` })
+    t.equal(r.status, 200, `${p}: 200`)
+    t.match(r.body, /\[\+\]app-probe ok: connected/, 'a TCP connect to the app port')
+  }
+  const live = await request(dm.admin, { path: '/app-health/other/livez?verbose' })
+  t.equal(live.status, 200)
+  t.match(live.body, /\[\+\]progress ok/)
+  t.notMatch(live.body, /app-probe/, 'progress alone: there is no probe of the app to run')
+  t.equal((await request(dm.admin, { path: '/app-health/app/health' })).status, 404, 'not a probe kind: 404')
 })
 
 t.test('metrics are served by the lane, with the main thread\'s and the lane\'s own', async (t) => {

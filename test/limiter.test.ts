@@ -124,6 +124,49 @@ t.test('shedAll sheds every waiter; scaling the limit grants waiters as it rises
   t.ok(limiter.stats.limitChanges >= 3, 'limit changes are counted')
 })
 
+t.test('what the warmup ramp sheds says warmup; the same pressure without the ramp is queue-full', async (t) => {
+  // A limit of 10 ramped to 2: the base limit has room for everything the ramp turns away.
+  const { clock, limiter, ask, log } = setup({ limit: 10, maxQueue: 2, queueTimeout: 500 })
+  limiter.setScale(0.2)
+  for (const n of ['a', 'b', 'c', 'd', 'e']) ask(n, NORMAL)
+  t.same(log, ['a:now', 'b:now', 'e:warmup'], 'a full queue under the ramp sheds warmup')
+  clock.run(600)
+  t.same(log.slice(3), ['c:warmup', 'd:warmup'], 'so does a queue timeout under the ramp')
+  t.equal(limiter.stats.shed.warmup, 3)
+  t.equal(limiter.stats.shed['queue-full'], 0)
+  t.equal(limiter.stats.shed['queue-timeout'], 0)
+
+  // The ramp lifted: 10 in flight and 2 waiting, the next one is plain overload.
+  limiter.setScale(1)
+  for (let i = 0; i < 10; i++) ask(`f${i}`, NORMAL)
+  t.equal(limiter.inflight, 10)
+  t.equal(limiter.queued, 2)
+  ask('g', NORMAL)
+  t.same(log.slice(-1), ['g:queue-full'])
+  t.equal(limiter.stats.shed.warmup, 3, 'no more warmup sheds')
+})
+
+t.test('under a ramp, a shed the base limit would also make keeps its reason (the class cap at the base limit)', async (t) => {
+  // Limit 10, 20% reserved: normal requests may hold 8 at the base limit. Ramped to 90% the limit in force is 9,
+  // and normal requests may hold 9 - ceil(1.8) = 7.
+  const { limiter, ask, log } = setup({ limit: 10, criticalReserve: 20, maxQueue: 1 })
+  limiter.setScale(0.9)
+  t.equal(limiter.limit, 9)
+  for (let i = 0; i < 7; i++) ask(`n${i}`, NORMAL)
+  ask('w', NORMAL)
+  t.equal(limiter.inflight, 7)
+  t.equal(limiter.queued, 1, 'w waits')
+  ask('x', NORMAL)
+  t.same(log.slice(-1), ['x:warmup'], '7 in flight: the base limit had an 8th normal slot')
+  ask('c0', CRITICAL)
+  ask('c1', CRITICAL)
+  t.equal(limiter.inflight, 9, 'critical requests use the reserve')
+  ask('y', NORMAL)
+  t.same(log.slice(-1), ['y:queue-full'], '9 in flight: past the 8 normal slots of the base limit, this is load')
+  ask('c2', CRITICAL)
+  t.same(log.slice(-1), ['w:queue-full'], 'the normal waiter a critical request displaces: load too')
+})
+
 t.test('release feeds the algorithm the app\'s latency, the drop signal, and in-flight in unscaled units', async (t) => {
   const seen: Array<[number, number, boolean]> = []
   const algorithm: LimitAlgorithm = { limit: 10, update (_now, rtt, inflight, dropped) { seen.push([rtt, inflight, dropped]) } }

@@ -1,7 +1,7 @@
 // Probe semantics as pure functions of the shared state and a clock.
 import t from 'tap'
 import { SharedState, S, T } from '../src/lane/shared.js'
-import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, render } from '../src/lane/probes.js'
+import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, appProbeRoute, render } from '../src/lane/probes.js'
 
 const cfg = { livenessStall: 10_000, readinessStall: 1000, appStall: 5000 }
 const ok = (checks: Array<{ ok: boolean }>): boolean => checks.every((c) => c.ok)
@@ -96,4 +96,22 @@ t.test('render', async (t) => {
   t.same(render([checks[0]], false, 'x'), { status: 200, body: 'ok\n' })
   t.same(render(checks, false, 'x'), { status: 503, body: 'b: broken\n' })
   t.equal(render(checks, true, 'readyz').body, '[+]a ok: fine\n[-]b failed: broken\nreadyz check failed\n')
+})
+
+t.test('app probe paths: with DOORMAN_APP_PROBES only the paths it holds; without it, any container falls back', async (t) => {
+  const live = { httpGet: { path: '/health', port: 8080 } }
+  const ready = { tcpSocket: { port: 8080 } }
+  const probes = { '/app-health/app/readyz': ready, '/app-health/app/livez': live }
+  t.same(appProbeRoute('/app-health/app/livez', probes), { kind: 'livez', own: live })
+  t.same(appProbeRoute('/app-health/app/readyz', probes), { kind: 'readyz', own: ready })
+  const held = ['/app-health/app/livez', '/app-health/app/readyz']
+  t.same(appProbeRoute('/app-health/nope/livez', probes), { kind: 'unknown', held }, 'another container')
+  t.same(appProbeRoute('/app-health/app/startupz', probes), { kind: 'unknown', held }, 'a probe the container has not')
+  t.same(appProbeRoute('/app-health/app/health', probes), { kind: 'unknown', held }, 'not a probe kind at all')
+  t.equal(appProbeRoute('/livez', probes), null, 'not an app probe path')
+
+  t.same(appProbeRoute('/app-health/app/readyz', {}), { kind: 'readyz', own: null }, 'empty: the fallback')
+  t.same(appProbeRoute('/app-health/anything/startupz', {}), { kind: 'startupz', own: null })
+  t.same(appProbeRoute('/app-health/anything/livez', {}), { kind: 'livez', own: null })
+  t.equal(appProbeRoute('/app-health/app/health', {}), null, 'empty: still only the three probe kinds')
 })

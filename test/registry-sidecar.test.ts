@@ -5,29 +5,37 @@ import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Instance } from
 import { startServer, startDoorman, request, waitFor, getJson, freePort } from './helpers/index.js'
 import { startRedis } from './helpers/redis.js'
 
-/** An app whose /ready answers 503 until `ready` is set. */
-async function app (t: Tap.Test): Promise<{ port: number, setReady: (r: boolean) => void, readyAt: () => number }> {
+/** An app whose /ready answers 503 until `ready` is set; `unready` holds when each 503 went out. */
+async function app (t: Tap.Test): Promise<{ port: number, setReady: (r: boolean) => void, readyAt: () => number, unready: number[] }> {
   let ready = false
   let readyAt = 0
+  const unready: number[] = []
   const { port } = await startServer(t, (req, res) => {
-    if (req.url === '/ready') { res.statusCode = ready ? 200 : 503; res.end(ready ? 'ok' : 'warming caches'); return }
+    if (req.url === '/ready') {
+      if (!ready) unready.push(Date.now())
+      res.statusCode = ready ? 200 : 503
+      res.end(ready ? 'ok' : 'warming caches')
+      return
+    }
     res.end('hello')
   })
-  return { port, setReady: (r) => { ready = r; if (r && readyAt === 0) readyAt = Date.now() }, readyAt: () => readyAt }
+  return { port, setReady: (r) => { ready = r; if (r && readyAt === 0) readyAt = Date.now() }, readyAt: () => readyAt, unready }
 }
 
 function probes (port: number): string {
   return JSON.stringify({ '/app-health/app/readyz': { httpGet: { path: '/ready', port } } })
 }
 
-async function watcher (t: Tap.Test, url: string, service: string): Promise<{ reg: RedisRegistry, view: () => Instance[] }> {
+/** A watch of `service` on its own Redis client; `puts` holds when each put reached it, and the instance. */
+async function watcher (t: Tap.Test, url: string, service: string): Promise<{ reg: RedisRegistry, view: () => Instance[], puts: Array<{ at: number, instance: Instance }> }> {
   const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 500 })
   t.teardown(async () => { await reg.close() })
   await reg.waitUp(5000)
-  const w = reg.watch(service)
+  const puts: Array<{ at: number, instance: Instance }> = []
+  const w = reg.watch(service, (_view, change) => { if (change.type === 'put') puts.push({ at: Date.now(), instance: change.instance }) })
   t.teardown(() => { w.close() })
   await w.ready
-  return { reg, view: () => [...w.view.values()] }
+  return { reg, view: () => [...w.view.values()], puts }
 }
 
 t.test('registers only after the app is ready and the delay has passed; readiness waits for it', async (t) => {
@@ -44,18 +52,20 @@ t.test('registers only after the app is ready and the delay has passed; readines
     DOORMAN_REGISTER_DELAY: '1500ms',
     DOORMAN_WARMUP: '8s'
   }, { waitReady: false })
-  // The app is not ready: not registered, not ready.
-  await new Promise((resolve) => setTimeout(resolve, 500))
-  t.same(w.view(), [], 'nothing registered while the app is not ready')
+  // The app is not ready. Once the lane has found it unready (checking every 100 ms) for well over the delay, an
+  // instance that registered without waiting for its app would be in Redis by now: it is not.
+  await waitFor('the app found unready for over 2.5 s', () => a.unready.length >= 2 && (a.unready.at(-1) as number) - a.unready[0] >= 2500, 15_000)
+  t.same(await w.reg.list('orders'), [], 'nothing registered while the app is not ready')
+  t.same(w.puts, [], 'and nothing was ever put')
   const notReady = await request(dm.admin, { path: '/readyz?verbose' })
   t.equal(notReady.status, 503)
   t.match(notReady.body, /\[-\]app-ready failed/)
   t.match(notReady.body, /\[-\]registered failed: not registered yet/)
 
   a.setReady(true)
-  const seen = await waitFor('registration', () => w.view()[0], 10_000)
-  const after = Date.now() - a.readyAt()
-  t.ok(after >= 1400, `registered ${after} ms after the app turned ready (delay 1500 ms)`)
+  const { at, instance: seen } = await waitFor('registration', () => w.puts[0], 10_000)
+  t.ok(seen.registeredAt - a.readyAt() >= 1500, `registered ${seen.registeredAt - a.readyAt()} ms after the app turned ready (delay 1500 ms)`)
+  t.ok(at - a.readyAt() >= 1500, `seen by the watcher ${at - a.readyAt()} ms after`)
   t.match(seen, { service: 'orders', zone: 'z1', cluster: 'default', address: `127.0.0.1:${dm.inbound}`, adminPort: dm.admin, state: 'warming' })
   t.ok(seen.weight >= 10 && seen.weight < 40, `a fresh instance publishes a low weight (${seen.weight})`)
   t.equal(seen.warmup.window, 8000)
@@ -142,7 +152,8 @@ t.test('memory registry: the same delayed registration, within one process', asy
   a.setReady(true)
   await waitFor('ready', async () => (await request(dm.admin, { path: '/readyz' })).status === 200, 10_000)
   t.ok(Date.now() - a.readyAt() >= 900, 'not before the delay')
-  const st = await getJson<{ registration: { registered: boolean }, limit: number }>(dm.admin, '/state')
+  const st = await getJson<{ registration: { registered: boolean }, limit: number, warmup: { weight: number } }>(dm.admin, '/state')
   t.equal(st.registration.registered, true)
-  t.ok(st.limit < 100, `the inbound limit ramps with the warmup (${st.limit} of 100)`)
+  t.ok(st.warmup.weight < 100, `warming: the published weight ramps (${st.warmup.weight}%)`)
+  t.equal(st.limit, 100, 'the inbound limit does not ramp by default (DOORMAN_WARMUP_INBOUND=off)')
 })

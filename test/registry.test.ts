@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { MemoryRegistry, RedisRegistry, FileRegistry, parseRegistryUrl, type Instance, type Registry, type RedisTarget, type Change } from '../src/registry/index.js'
 import { waitFor } from './helpers/index.js'
+import { createLogger } from '../src/core/log.js'
 import { startRedis } from './helpers/redis.js'
 
 let seq = 0
@@ -221,37 +222,45 @@ t.test('redis: watchers catch expiries by resync when keyspace events are off', 
 
 t.test('redis: an outage keeps the last view, reports down, and recovers', async (t) => {
   const server = await startRedis(t)
-  const reg = new RedisRegistry({ target: parseRegistryUrl(server.url) as RedisTarget, resyncMs: 300, reconnectGraceMs: 1500 })
+  // The registry's debug log says when a resync failed: the outage is observed through it, not waited out.
+  const logged: string[] = []
+  const log = createLogger('debug', { write: (line: string) => { logged.push(line) } })
+  const failedResyncs = (): number => logged.filter((l) => l.includes('registry resync failed')).length
+  const reg = new RedisRegistry({ target: parseRegistryUrl(server.url) as RedisTarget, resyncMs: 300, reconnectGraceMs: 1500, log })
   t.teardown(async () => { await reg.close() })
   await reg.waitUp(5000)
-  const statuses: boolean[] = []
-  reg.onStatus((up) => { statuses.push(up) })
-  const w = reg.watch('orders')
-  t.teardown(() => { w.close() })
+  const statuses: Array<{ up: boolean, at: number }> = []
+  reg.onStatus((up) => { statuses.push({ up, at: Date.now() }) })
   const a = instance('orders')
+  const deletes: number[] = []
+  const w = reg.watch('orders', (_view, change) => { if (change.type === 'delete' && change.id === a.id) deletes.push(Date.now()) })
+  t.teardown(() => { w.close() })
   await reg.register(a, 60_000)
   await waitFor('seen', () => w.view.has(a.id), 5000)
 
   await server.kill()
   await waitFor('reported down', () => !reg.up, 5000)
-  // Commands fail fast instead of queueing; the view keeps what it had.
+  // Commands fail fast instead of queueing; the view keeps what it had, resync after failed resync.
   const t0 = performance.now()
   await t.rejects(reg.heartbeat('orders', a.id, 60_000))
   t.ok(performance.now() - t0 < 2500, 'a command fails within the command timeout while Redis is down')
-  await new Promise((resolve) => setTimeout(resolve, 700))
+  const before = failedResyncs()
+  await waitFor('two more failed resyncs', () => failedResyncs() >= before + 2, 5000)
   t.ok(w.view.has(a.id), 'the view survives failed resyncs')
+  t.same(deletes, [], 'nothing was removed during the outage')
 
   await server.restart()
   await waitFor('reported up again', () => reg.up, 10_000)
-  t.same(statuses.slice(0, 2), [false, true])
+  t.same(statuses.slice(0, 2).map((s) => s.up), [false, true])
+  const upAt = statuses[1].at
   // Redis came back empty: the instance is gone and the heartbeat says so; but for the grace period after the
-  // reconnect, listings don't remove it (it is probably alive and about to register again).
-  const back = Date.now()
+  // reconnect, listings (the one right after it, and every 300 ms) don't remove it: it is probably alive and about to
+  // register again.
   t.equal(await reg.heartbeat('orders', a.id, 60_000), false)
-  await new Promise((resolve) => setTimeout(resolve, 700))
-  t.ok(w.view.has(a.id), 'kept through the grace period')
-  await waitFor('the resync drops the lost instance after the grace', () => !w.view.has(a.id), 5000)
-  t.ok(Date.now() - back >= 1000, 'not before')
+  await waitFor('the resync drops the lost instance after the grace', () => deletes.length > 0, 5000)
+  t.equal(deletes.length, 1)
+  t.ok(deletes[0] - upAt >= 1490, `kept through the grace period: removed ${deletes[0] - upAt} ms after the reconnect (grace 1500 ms)`)
+  t.notOk(w.view.has(a.id))
   await reg.register(a, 60_000)
   await waitFor('seen again', () => w.view.has(a.id), 5000)
 })

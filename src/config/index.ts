@@ -52,6 +52,7 @@ export interface Config {
   warmup: number
   warmupAggression: number
   warmupMinWeight: number
+  warmupInbound: 'off' | 'ramp'
   drainDelay: number
   drainQuiet: number
   drainTimeout: number

@@ -78,15 +78,16 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_OUTLIER_EJECT_TIME', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Outbound lane: how long an ejection lasts, times the instance's number of recent ejections (at most 10×)." },
   { env: 'DOORMAN_OUTLIER_MAX_EJECT', kind: 'percent', default: '50', scope: 'sidecar', doc: "Outbound lane: protection threshold, most percent of a service's instances ejected at once (a service with one instance never loses it)." },
   // Warmup
-  { env: 'DOORMAN_WARMUP', kind: 'duration', default: '60s', scope: 'sidecar', doc: 'Slow-start window after registration (0 = off).' },
+  { env: 'DOORMAN_WARMUP', kind: 'duration', default: '60s', scope: 'sidecar', doc: "Slow-start window after registration: the weight doorman's consumers balance by ramps up over it (0 = off)." },
   { env: 'DOORMAN_WARMUP_AGGRESSION', kind: 'number', default: '1.0', scope: 'sidecar', doc: 'Warmup curve exponent (1 = linear).' },
   { env: 'DOORMAN_WARMUP_MIN_WEIGHT', kind: 'percent', default: '10', scope: 'sidecar', doc: 'Weight floor in percent during warmup.' },
+  { env: 'DOORMAN_WARMUP_INBOUND', kind: 'enum', values: ['off', 'ramp'], default: 'off', scope: 'sidecar', doc: "`off`: warmup is the consumers' weight only, and the instance takes what it is sent up to its limit; `ramp`: its own limit also ramps with the weight, and what the ramp sheds says `x-doorman-shed: warmup`. Turn it on only when every caller balances by doorman's weights, or when the app truly can't take its share cold: a caller that doesn't (a Kubernetes Service, an ingress) sends a new instance its full share at once, and the ramp sheds the excess as 503s for the whole window ([warmup.md](warmup.md))." },
   // Drain
   { env: 'DOORMAN_DRAIN_DELAY', kind: 'duration', default: '5s', scope: 'sidecar', doc: 'After drain starts, keep serving (flagged) at least this long while endpoints propagate.' },
   { env: 'DOORMAN_DRAIN_QUIET', kind: 'duration', default: '1s', scope: 'sidecar', doc: '...and until no new request has arrived for this long (exit on quiet, not on a timer).' },
   { env: 'DOORMAN_DRAIN_TIMEOUT', kind: 'duration', default: '25s', scope: 'sidecar', doc: 'Longest wait for in-flight requests before closing.' },
   // Probes
-  { env: 'DOORMAN_APP_PROBES', kind: 'json', default: '', scope: 'sidecar', annotatable: false, doc: "JSON of the app's original probes, written by the injector (`{\"/app-health/app/livez\":{\"httpGet\":{...}}}`)." },
+  { env: 'DOORMAN_APP_PROBES', kind: 'json', default: '', scope: 'sidecar', annotatable: false, doc: "JSON of the app's original probes, written by the injector (`{\"/app-health/app/livez\":{\"httpGet\":{...}}}`). When set, the lane answers only the `/app-health/…` paths it holds (others are 404); when empty, every `/app-health/<c>/<probe>` falls back to a TCP connect to the app port (`readyz`, `startupz`) and the app's progress (`livez`) ([probes.md](probes.md))." },
   { env: 'DOORMAN_LIVENESS_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: "`/livez` fails when doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_READINESS_STALL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "`/readyz` fails while doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_APP_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: '`/app-health/<c>/livez` fails when the app has work in flight and completes none for this long.' },

@@ -1,5 +1,6 @@
 // Probe logic over the shared state: pure functions of (state, settings, now), used by the lane thread.
 import { S, T, type SharedState } from './shared.js'
+import type { AppProbe } from '../config/index.js'
 
 export interface Check {
   name: string
@@ -82,6 +83,31 @@ export function appLivenessChecks (p: ProgressTracker, own: Check | null, now: n
     checks.push({ name: 'app-probe', ok: own.ok || busyAlive, detail: own.ok ? own.detail : busyAlive ? `${own.detail}, but the app completes requests: busy, not dead` : own.detail })
   }
   return checks
+}
+
+/** What a lane path under `/app-health/` asks for. */
+export type AppProbeRoute =
+  /** One of the app's probes; `own` is null without DOORMAN_APP_PROBES (the app's port and progress stand in). */
+  | { kind: 'livez' | 'readyz' | 'startupz', own: AppProbe | null }
+  /** A path DOORMAN_APP_PROBES doesn't hold, and the paths it does. */
+  | { kind: 'unknown', held: string[] }
+
+const APP_HEALTH = /^\/app-health\/[^/]+\/(livez|readyz|startupz)$/
+
+/**
+ * Routes a lane path to the app's probe it names, or null when it is not an app probe path at all. With
+ * DOORMAN_APP_PROBES set, only the paths it holds are probes: any other `/app-health/…` path is unknown (a typo or a
+ * renamed container must fail, not pass on the app's port for ever). Without it (doorman run by hand, no injector)
+ * there is nothing to check a name against: every `/app-health/<c>/<probe>` falls back to the app's port and progress.
+ */
+export function appProbeRoute (path: string, probes: Readonly<Record<string, AppProbe>>): AppProbeRoute | null {
+  if (!path.startsWith('/app-health/')) return null
+  const held = Object.keys(probes)
+  const m = APP_HEALTH.exec(path)
+  if (held.length === 0) return m === null ? null : { kind: m[1] as 'livez' | 'readyz' | 'startupz', own: null }
+  const own = probes[path]
+  if (own === undefined || m === null) return { kind: 'unknown', held: held.sort() }
+  return { kind: m[1] as 'livez' | 'readyz' | 'startupz', own }
 }
 
 export function render (checks: Check[], verbose: boolean, name: string): { status: number, body: string } {

@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { Registry, Gauge, Histogram, Counter } from 'prom-client'
 import { SharedState, S, T, nowMs } from './shared.js'
-import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, render, ProgressTracker, type Check } from './probes.js'
+import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, appProbeRoute, render, ProgressTracker, type Check } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
@@ -202,18 +202,22 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
         return
       }
     }
-    const m = /^\/app-health\/([^/]+)\/(livez|readyz|startupz)$/.exec(path)
-    if (m !== null) {
-      const own = cfg.appProbes[path]
-      const name = `app-${m[2]}`
-      if (m[2] === 'livez') {
-        const ownCheck = own === undefined ? null : await runProbe(own, target).then((r) => ({ name: 'app-probe', ok: r.ok, detail: r.detail }))
+    const route = appProbeRoute(path, cfg.appProbes)
+    if (route?.kind === 'unknown') {
+      probeFailures.inc({ probe: 'app-unknown' })
+      reply(res, 404, `no app probe at ${path}: DOORMAN_APP_PROBES holds ${route.held.join(', ')}\n`)
+      return
+    }
+    if (route !== null) {
+      const name = `app-${route.kind}`
+      if (route.kind === 'livez') {
+        const ownCheck = route.own === null ? null : await runProbe(route.own, target).then((r) => ({ name: 'app-probe', ok: r.ok, detail: r.detail }))
         const at = nowMs()
         progress.sample(at)
         probe(res, name, started, appLivenessChecks(progress, ownCheck, at), verbose)
         return
       }
-      const r = own === undefined ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(own, target)
+      const r = route.own === null ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(route.own, target)
       probe(res, name, started, [{ name: 'app-probe', ok: r.ok, detail: r.detail }], verbose)
       return
     }

@@ -100,7 +100,7 @@ export class Limiter {
   #timer: unknown = null
   #timerAt = Infinity
   /** Counters for metrics; read, never reset. */
-  readonly stats = { shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0 } as Record<string, number>, limitChanges: 0 }
+  readonly stats = { shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0, warmup: 0 } as Record<string, number>, limitChanges: 0 }
   /** Called whenever the effective limit changes. */
   onLimitChange: ((limit: number) => void) | null = null
 
@@ -150,6 +150,25 @@ export class Limiter {
   #cap (p: Priority): number { return p === CRITICAL ? this.#effective : this.#nonCritical }
 
   /**
+   * The reason a shed gives. While the warmup ramp holds the limit below the algorithm's own, a shed the unscaled
+   * limit would have had a free slot for (in flight below the request's cap at the base limit) was caused by the
+   * ramp, not by the app's load: it says `warmup`. `draining-closed` is never the ramp's.
+   */
+  #reason (reason: ShedReason, p: Priority): ShedReason {
+    if (reason === 'draining-closed' || this.#effective >= this.#algorithm.limit) return reason
+    const base = this.#algorithm.limit
+    const cap = p !== CRITICAL && this.#reserve > 0 ? Math.max(1, base - Math.ceil(base * this.#reserve / 100)) : base
+    return this.#inflight < cap ? 'warmup' : reason
+  }
+
+  /** Counts a shed returned from acquire(), under the reason it gives. */
+  #shedNow (reason: ShedReason, p: Priority): ShedReason {
+    const r = this.#reason(reason, p)
+    this.stats.shed[r] = (this.stats.shed[r] ?? 0) + 1
+    return r
+  }
+
+  /**
    * Asks for a slot. Returns true when granted at once (the caller must call release()), a ShedReason when the
    * request is shed at once, or a Waiter whose callback runs later with null (granted) or a reason (shed).
    */
@@ -159,8 +178,7 @@ export class Limiter {
       return true
     }
     if (priority === LOW && (this.#queuedByPriority[CRITICAL] + this.#queuedByPriority[NORMAL] > 0 || this.#queued >= this.#maxQueue)) {
-      this.stats.shed['low-priority']++
-      return 'low-priority'
+      return this.#shedNow('low-priority', LOW)
     }
     if (this.#queued >= this.#maxQueue) {
       // Make room by shedding the newest low-priority waiter: low requests go first under pressure. A critical
@@ -171,10 +189,7 @@ export class Limiter {
         victim = this.#queues[NORMAL].popNewest()
         reason = 'queue-full'
       }
-      if (victim === undefined) {
-        this.stats.shed['queue-full']++
-        return 'queue-full'
-      }
+      if (victim === undefined) return this.#shedNow('queue-full', priority)
       this.#shed(victim, reason)
     }
     const w = new Waiter(priority, this.#timers.now() + this.#queueTimeout, cb)
@@ -236,8 +251,9 @@ export class Limiter {
     w.state = SHED
     this.#queued--
     this.#queuedByPriority[w.priority]--
-    this.stats.shed[reason] = (this.stats.shed[reason] ?? 0) + 1
-    w.cb(reason)
+    const r = this.#reason(reason, w.priority)
+    this.stats.shed[r] = (this.stats.shed[r] ?? 0) + 1
+    w.cb(r)
   }
 
   #arm (at: number): void {

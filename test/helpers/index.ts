@@ -22,7 +22,11 @@ export async function freePort (host = '127.0.0.1'): Promise<number> {
   return port
 }
 
-/** Polls `fn` until it returns a truthy value or the deadline passes (then throws with `what`). */
+/**
+ * Polls `fn` until it returns a value, and resolves with it; throws with `what` once the deadline passes. Only
+ * undefined, null and false mean "not yet": 0 and '' are values, so a poll on a number or a string must say when it
+ * is not there yet (`() => joinedAt > 0 ? joinedAt : undefined`), or it returns at once.
+ */
 export async function waitFor<T> (what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
@@ -114,21 +118,25 @@ export interface Doorman extends Child {
   outbound: number
 }
 
-/** Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes. */
-export async function startDoorman (t: Teardown, env: Record<string, string>, opts: { waitReady?: boolean, args?: string[], wrap?: string[] } = {}): Promise<Doorman> {
+/**
+ * Starts `doorman run` (the built CLI) in front of an app port, on free ports; resolves once /startupz passes (and
+ * /readyz unless `waitReady` is false). A variable given as undefined is left unset: doorman's own default applies.
+ */
+export async function startDoorman (t: Teardown, env: Record<string, string | undefined>, opts: { waitReady?: boolean, args?: string[], wrap?: string[] } = {}): Promise<Doorman> {
   const inbound = env.DOORMAN_INBOUND_PORT !== undefined ? Number(env.DOORMAN_INBOUND_PORT) : await freePort()
   const admin = env.DOORMAN_ADMIN_PORT !== undefined ? Number(env.DOORMAN_ADMIN_PORT) : await freePort()
   const outbound = env.DOORMAN_OUTBOUND_PORT !== undefined ? Number(env.DOORMAN_OUTBOUND_PORT) : 0
-  const child = spawnNode(t, opts.args ?? [CLI, 'run'], {
+  const all: Record<string, string | undefined> = {
     DOORMAN_BIND_HOST: '127.0.0.1',
     DOORMAN_LOG_LEVEL: 'warn',
-    // No warmup ramp of the inbound limit unless a test asks for one: limits under test are the configured ones.
+    // No warmup window unless a test asks for one: instances register `up`, at full weight, at once.
     DOORMAN_WARMUP: '0',
     ...env,
     DOORMAN_INBOUND_PORT: String(inbound),
     DOORMAN_ADMIN_PORT: String(admin),
     DOORMAN_OUTBOUND_PORT: String(outbound)
-  }, { wrap: opts.wrap })
+  }
+  const child = spawnNode(t, opts.args ?? [CLI, 'run'], Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined)), { wrap: opts.wrap })
   let exitedEarly = false
   void child.exited.then(() => { exitedEarly = true })
   await waitFor('doorman /startupz', async () => {
