@@ -1,11 +1,33 @@
-// docs/configuration.md, generated from the settings table (and the injector's own annotations), so the doc can't
-// drift from the code: `npm run docs:config` rewrites it, and a test fails when the committed file is stale.
-import { writeFileSync } from 'node:fs'
+// docs/configuration.md and the setting names the Helm chart's values.schema.json accepts, generated from the settings
+// table (and the injector's own annotations), so neither can drift from the code: `npm run docs:config` rewrites
+// both, and a test fails when a committed file is stale.
+import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { SETTINGS, annotationFor, type Setting, type Scope } from './table.js'
+import { SETTINGS, annotationFor, podSettable, type Setting, type Scope } from './table.js'
 import { INJECTOR_ANNOTATIONS } from '../inject/annotations.js'
 
 export const DOC_PATH = fileURLToPath(new URL('../../docs/configuration.md', import.meta.url))
+export const CHART_SCHEMA_PATH = fileURLToPath(new URL('../../charts/doorman/values.schema.json', import.meta.url))
+
+/**
+ * The settings the chart's `sidecar.env` and `checker.env` values may hold: every setting a pod may set (but the
+ * app's port and the service, which are per workload), and the checker's own (but those the chart sets itself).
+ */
+export function chartSettingNames (): { sidecar: string[], checker: string[] } {
+  return {
+    sidecar: SETTINGS.filter(podSettable).map((s) => s.env).filter((e) => e !== 'DOORMAN_APP_PORT' && e !== 'DOORMAN_SERVICE'),
+    checker: SETTINGS.filter((s) => s.scope === 'checker' || s.scope === 'all').map((s) => s.env).filter((e) => !['DOORMAN_REGISTRY', 'DOORMAN_ADMIN_PORT', 'DOORMAN_LOG_LEVEL'].includes(e))
+  }
+}
+
+/** values.schema.json (its text) with the setting-name lists of `sidecar.env` and `checker.env` from the table. */
+export function renderChartSchema (text: string): string {
+  const schema = JSON.parse(text) as { properties: Record<'sidecar' | 'checker', { properties: { env: { propertyNames: { enum: string[] } } } }> }
+  const names = chartSettingNames()
+  schema.properties.sidecar.properties.env.propertyNames.enum = names.sidecar
+  schema.properties.checker.properties.env.propertyNames.enum = names.checker
+  return JSON.stringify(schema, null, 2) + '\n'
+}
 
 const SCOPES: Array<[Scope, string, string]> = [
   ['sidecar', 'The sidecar (`doorman run`)', 'Each is also settable per pod by its annotation, which the injector copies into the sidecar\'s environment.'],
@@ -135,5 +157,6 @@ export function renderConfigDoc (): string {
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   writeFileSync(DOC_PATH, renderConfigDoc())
-  process.stdout.write(`wrote ${DOC_PATH}\n`)
+  writeFileSync(CHART_SCHEMA_PATH, renderChartSchema(readFileSync(CHART_SCHEMA_PATH, 'utf8')))
+  process.stdout.write(`wrote ${DOC_PATH} and ${CHART_SCHEMA_PATH}\n`)
 }
