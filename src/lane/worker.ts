@@ -1,6 +1,6 @@
 // The lane thread: the admin/probe server on its own event loop. It answers probes from shared memory, runs the
 // app's own probes over connections of its own, and asks the main thread only for metrics (with a timeout).
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parentPort, workerData } from 'node:worker_threads'
 import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
@@ -11,6 +11,7 @@ import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
 import { setLanePriority } from './priority.js'
+import { http } from '../core/http.js'
 
 const data = workerData as LaneData
 const port = parentPort as NonNullable<typeof parentPort>

@@ -9,7 +9,8 @@
 //   - ejects an instance after consecutive gateway failures, never more than DOORMAN_OUTLIER_MAX_EJECT percent of
 //     the service's instances at once (the protection threshold);
 //   - answers 503 with x-doorman-error when the service has no usable instance.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse, Server } from 'node:http'
+import { http } from '../core/http.js'
 import type { Logger } from '../core/log.js'
 import { classifyUpstreamError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
@@ -139,7 +140,7 @@ class Upstream {
 }
 
 export class Outbound {
-  readonly server: http.Server
+  readonly server: Server
   readonly registry: Registry
   readonly metrics: Metrics
   readonly log: Logger
