@@ -16,7 +16,7 @@ import { classifyUpstreamError, NoInstanceError, NoServiceError, DoormanError, t
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/headers.js'
-import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/index.js'
+import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/types.js'
 import { Balancer } from './balancer.js'
 import { Endpoint } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
