@@ -49,7 +49,7 @@ async function forkScript (script: string, env: Record<string, string> = {}, cgr
 export async function startApp (cgroup?: MemoryCgroup): Promise<{ proc: ChildProcess, port: number }> { return await forkScript('app.js', {}, cgroup) }
 
 /** The floor for doorman's design: a bare http.Server on the main thread and another in a worker thread. */
-export async function startFloor (cgroup?: MemoryCgroup): Promise<{ proc: ChildProcess, port: number, constrainedMemory?: number }> { return await forkScript('floor.js', {}, cgroup) }
+export async function startFloor (cgroup?: MemoryCgroup, env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number, constrainedMemory?: number }> { return await forkScript('floor.js', env, cgroup) }
 
 export async function startHttpProxy (appPort: number): Promise<{ proc: ChildProcess, port: number }> {
   return await forkScript('http-proxy.js', { BENCH_APP_PORT: String(appPort) })
