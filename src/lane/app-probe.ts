@@ -1,6 +1,6 @@
 // Runs one of the app's own probes (httpGet, tcpSocket, grpc), as kubelet would, over a connection of its own:
 // never through the business pool or its queue.
-// node:https and node:http2 (about 4 and 9 MB in the lane thread) are loaded by the first probe that needs them.
+// node:https and node:http2 are loaded by the first probe that needs them: a few MB of the lane thread otherwise.
 import net from 'node:net'
 import type { AppProbe } from '../config/index.js'
 import { http } from '../core/http.js'
