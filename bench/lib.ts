@@ -1,7 +1,7 @@
 // Shared pieces of the benchmark: child processes (the app, the baseline proxy, doorman, the load generator), the
 // CPU time of a process from /proc, free ports, percentiles and table formatting.
 import { fork, spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { readFileSync, existsSync } from 'node:fs'
+import { readFileSync, existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import http from 'node:http'
 import { once } from 'node:events'
@@ -33,14 +33,23 @@ function track (c: ChildProcess): ChildProcess {
   return c
 }
 
-/** Forks one of the bench's own scripts and waits for its first IPC message (`{ port }`). */
-async function forkScript (script: string, env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number }> {
-  const proc = track(fork(path.join(HERE, script), [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
-  const [msg] = await once(proc, 'message') as [{ port: number }]
-  return { proc, port: msg.port }
+/**
+ * Forks one of the bench's own scripts and waits for its first IPC message (`{ port }`); in `cgroup` when given
+ * (started through it, so the process sees the limit from its first instruction).
+ */
+async function forkScript (script: string, env: Record<string, string> = {}, cgroup?: MemoryCgroup): Promise<{ proc: ChildProcess, port: number, constrainedMemory?: number }> {
+  const stdio: ['ignore', 'inherit', 'inherit', 'ipc'] = ['ignore', 'inherit', 'inherit', 'ipc']
+  const argv = [process.execPath, path.join(HERE, script)]
+  const [cmd, ...args] = cgroup?.wrap(argv) ?? argv
+  const proc = track(cgroup === undefined ? fork(argv[1], [], { env: { ...process.env, ...env }, stdio }) : spawn(cmd, args, { env: { ...process.env, ...env }, stdio }))
+  const [msg] = await once(proc, 'message') as [{ port: number, constrainedMemory?: number }]
+  return { proc, ...msg }
 }
 
-export async function startApp (): Promise<{ proc: ChildProcess, port: number }> { return await forkScript('app.js') }
+export async function startApp (cgroup?: MemoryCgroup): Promise<{ proc: ChildProcess, port: number }> { return await forkScript('app.js', {}, cgroup) }
+
+/** The floor for doorman's design: a bare http.Server on the main thread and another in a worker thread. */
+export async function startFloor (cgroup?: MemoryCgroup, env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number, constrainedMemory?: number }> { return await forkScript('floor.js', env, cgroup) }
 
 export async function startHttpProxy (appPort: number): Promise<{ proc: ChildProcess, port: number }> {
   return await forkScript('http-proxy.js', { BENCH_APP_PORT: String(appPort) })
@@ -117,10 +126,12 @@ export interface Doorman { proc: ChildProcess, port: number, admin: number, stop
  * Starts `doorman run` (the built CLI) in front of the app and waits for /readyz. `nodeArgs` go to node (e.g.
  * `--cpu-prof`); `stop()` sends SIGTERM and waits for the exit, so profiles get written.
  */
-export async function startDoorman (appPort: number, env: Record<string, string>, nodeArgs: string[] = []): Promise<Doorman> {
+export async function startDoorman (appPort: number, env: Record<string, string>, nodeArgs: string[] = [], cgroup?: MemoryCgroup): Promise<Doorman> {
   const port = await freePort()
   const admin = await freePort()
-  const proc = track(spawn(process.execPath, [...nodeArgs, CLI, 'run'], {
+  const argv = [process.execPath, ...nodeArgs, CLI, 'run']
+  const [cmd, ...args] = cgroup?.wrap(argv) ?? argv
+  const proc = track(spawn(cmd, args, {
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
@@ -212,6 +223,64 @@ export function cpuMicros (pid: number, tid?: number): number {
   // Fields after the command name (which may hold spaces) start at field 3 (state); utime is 14, stime 15.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(f[11]) + Number(f[12])) * 1e6 / clockTicks
+}
+
+/** A process's memory from /proc/<pid>/status, in bytes: resident, of it anonymous and file-backed, and its peak. */
+export interface ProcMemory { rss: number, anon: number, file: number, peak: number }
+
+export function procMemory (pid: number): ProcMemory {
+  const status = readFileSync(`/proc/${pid}/status`, 'latin1')
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), peak: kb('VmHWM') }
+}
+
+/**
+ * A memory cgroup of its own with a limit, as a pod's container has: a child of this process's own cgroup (cgroup v1
+ * memory controller, or v2 where the parent delegates `memory`). Node reads the limit at start-up (libuv's
+ * constrained memory) and V8 sizes its heap from it. `create` returns null where no such group can be made (not
+ * root, no delegation, not Linux).
+ */
+export class MemoryCgroup {
+  readonly #dir: string
+  readonly #v2: boolean
+  private constructor (dir: string, v2: boolean) { this.#dir = dir; this.#v2 = v2 }
+
+  static create (name: string, limitBytes: number): MemoryCgroup | null {
+    try {
+      const lines = readFileSync('/proc/self/cgroup', 'latin1').split('\n')
+      const v1 = lines.find((l) => l.split(':')[1]?.split(',').includes('memory'))
+      const v2 = lines.find((l) => l.startsWith('0::'))
+      const dir = v1 !== undefined
+        ? path.join('/sys/fs/cgroup/memory', v1.split(':')[2], name)
+        : path.join('/sys/fs/cgroup', (v2 as string).slice(3), name)
+      mkdirSync(dir)
+      const group = new MemoryCgroup(dir, v1 === undefined)
+      try {
+        writeFileSync(path.join(dir, group.#v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(limitBytes))
+      } catch (err) {
+        group.close()
+        throw err
+      }
+      return group
+    } catch {
+      return null
+    }
+  }
+
+  /** A command line that enters the group, then runs `argv` in its place. */
+  wrap (argv: string[]): string[] {
+    return ['/bin/sh', '-c', `echo $$ > '${this.#dir}/cgroup.procs' && exec "$0" "$@"`, ...argv]
+  }
+
+  /** What the group is charged now: what its memory limit counts. */
+  usage (): number {
+    return Number(readFileSync(path.join(this.#dir, this.#v2 ? 'memory.current' : 'memory.usage_in_bytes'), 'latin1'))
+  }
+
+  /** Removes the group (once its processes have exited). */
+  close (): void {
+    try { rmdirSync(this.#dir) } catch {}
+  }
 }
 
 /** Busy and total CPU time of the whole machine (all cores) in microseconds, from /proc/stat; NaN where missing. */

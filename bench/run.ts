@@ -1,5 +1,5 @@
 // `npm run bench`: runs the benchmark sections in order and prints their tables, then every target checked.
-// Usage: npm run bench -- [--only proxy,lane] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
+// Usage: npm run bench -- [--only proxy,lane,memory] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
 import { parseArgs } from 'node:util'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
@@ -8,6 +8,7 @@ import { laneSection } from './lane.js'
 import { outboundSection } from './outbound.js'
 import { adaptiveSection } from './adaptive.js'
 import { checkerSection } from './checker.js'
+import { memorySection } from './memory.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -38,6 +39,7 @@ export interface Section { name: string, title: string, run: (opts: Options) => 
 const SECTIONS: Section[] = [
   proxySection,
   laneSection,
+  memorySection,
   outboundSection,
   adaptiveSection,
   checkerSection

@@ -6,7 +6,7 @@ import { Sidecar } from './sidecar.js'
 export async function command (_args: string[]): Promise<number> {
   const cfg = loadConfig(undefined, { sidecar: true })
   const log = createLogger(cfg.logLevel)
-  const sidecar = new Sidecar(cfg, log)
+  const sidecar = await Sidecar.create(cfg, log)
   try {
     await sidecar.start()
   } catch (err) {

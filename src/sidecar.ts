@@ -10,7 +10,8 @@ import { Inbound } from './inbound/index.js'
 import { Lane, S, T, setPhase } from './lane/index.js'
 import { Drainer, CLOSED, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
-import { openRegistry, type Registry } from './registry/index.js'
+import { openRegistry } from './registry/open.js'
+import type { Registry } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
 
@@ -30,11 +31,17 @@ export class Sidecar {
   #resolveStopped!: (code: number) => void
   #stopping = false
 
-  constructor (cfg: Readonly<Config>, log: Logger) {
+  /** Opens the registry DOORMAN_REGISTRY names (loading only its backend), then builds the sidecar. */
+  static async create (cfg: Readonly<Config>, log: Logger): Promise<Sidecar> {
+    const registry = await openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), reconnectGraceMs: Math.max(cfg.registryTtl, 5000) })
+    return new Sidecar(cfg, log, registry)
+  }
+
+  constructor (cfg: Readonly<Config>, log: Logger, registry: Registry) {
     this.cfg = cfg
     this.log = log
     this.metrics = new Metrics()
-    this.registry = openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), reconnectGraceMs: Math.max(cfg.registryTtl, 5000) })
+    this.registry = registry
     this.registration = new Registration({
       registry: cfg.service !== '' ? this.registry : null,
       id: instanceId(),

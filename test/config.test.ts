@@ -78,6 +78,14 @@ const BAD: Array<[string, string]> = [
   ['DOORMAN_DRAIN_DELAY', 'soon'],
   ['DOORMAN_APP_PROBES', '{not json'],
   ['DOORMAN_APP_PROBES', '{"/livez":{"httpGet":{"port":1}}}'],
+  ['DOORMAN_APP_PROBES', '[]'],
+  ['DOORMAN_APP_PROBES', '{"/app-health/app/livez":{"timeoutSeconds":1}}'],
+  ['DOORMAN_APP_PROBES', '{"/app-health/app/livez":{"httpGet":{"path":"/h"}}}'],
+  ['DOORMAN_APP_PROBES', '{"/app-health/app/livez":{"grpc":{"port":"grpc"}}}'],
+  ['DOORMAN_APP_PROBES', '{"/app-health/app/readyz":{"tcpSocket":{"port":1},"timeoutSeconds":0}}'],
+  ['DOORMAN_APP_PROBES', '{"/app-health/app/readyz":{"httpGet":{"port":1,"httpHeaders":[{"name":"x"}]}}}'],
+  ['DOORMAN_WARMUP_AGGRESSION', '1e3'],
+  ['DOORMAN_CHECK_CANARY', 'Orders'],
   ['DOORMAN_LOG_LEVEL', 'loud'],
   ['DOORMAN_CHECK_MODE', 'sometimes'],
   ['DOORMAN_CRITICAL_PATHS', 'checkout'],
@@ -132,6 +140,28 @@ t.test('the injector\'s defaults for the sidecar are checked as the sidecar chec
     t.equal(res(bad)?.variable, 'DOORMAN_SIDECAR_RESOURCES', `${bad} is refused`)
     t.match(res(bad)?.message, /^DOORMAN_SIDECAR_RESOURCES: got .*; expected a JSON object/)
   }
+})
+
+t.test('refusals say what was wrong where there is more to say', async (t) => {
+  const message = (name: string, value: string): string | undefined => configError(() => loadConfig({ DOORMAN_APP_PORT: '1', [name]: value }))?.message
+  t.match(message('DOORMAN_APP_PROBES', '{"/app-health/app/livez":{"timeoutSeconds":1}}'), /\(a probe needs httpGet, tcpSocket or grpc\)$/)
+  t.match(message('DOORMAN_APP_PROBES', '{"/livez":{"httpGet":{"port":1}}}'), /\(keys are \/app-health\/<container>\/<livez\|readyz\|startupz>\)$/)
+  t.match(message('DOORMAN_CRITICAL_PATHS', '/a,b'), /\(globs start with \/\)$/)
+  t.match(message('DOORMAN_APP_PORT', 'http'), /expected a port number from 0 to 65535$/)
+})
+
+t.test('values are read as the kinds say', async (t) => {
+  const c = loadConfig({ DOORMAN_APP_PORT: ' 8080 ', DOORMAN_REGISTRY: ' memory ', DOORMAN_LANE_NICE: '-5', DOORMAN_WARMUP_AGGRESSION: '1.5', DOORMAN_CHECK_MAX_EJECT: '12.5', DOORMAN_CHECK_CANARY: 'orders, pay-*,,', DOORMAN_APP_PROBES: '' })
+  t.equal(c.appPort, 8080)
+  t.equal(c.registry, 'memory')
+  t.equal(c.laneNice, -5)
+  t.equal(c.warmupAggression, 1.5)
+  t.equal(c.checkMaxEject, 12.5)
+  t.same(c.checkCanary, ['orders', 'pay-*'])
+  t.ok(Object.isFrozen(c.checkCanary))
+  t.same(c.appProbes, {})
+  const probes = { '/app-health/app/readyz': { httpGet: { path: '/ready', port: 'http', scheme: 'HTTPS', httpHeaders: [{ name: 'x', value: 'y' }] }, timeoutSeconds: 2, periodSeconds: 5 }, '/app-health/app/startupz': { grpc: { port: 9000 } } }
+  t.same(loadConfig({ DOORMAN_APP_PORT: '1', DOORMAN_APP_PROBES: JSON.stringify(probes) }).appProbes, probes)
 })
 
 t.test('secrets are not echoed', async (t) => {

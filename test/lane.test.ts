@@ -221,6 +221,10 @@ t.test('metrics are served by the lane, with the main thread\'s and the lane\'s 
   }
   t.match(m, /doorman_requests_total\{code="200"\} 1/)
   t.match(m, /doorman_ready 1/)
+  const gauge = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(m)?.[1])
+  t.ok(gauge('doorman_lane_heap_size_used_bytes') > 0, "the lane's heap is shown")
+  t.ok(gauge('doorman_lane_heap_size_used_bytes') <= gauge('doorman_lane_heap_size_total_bytes'))
+  t.ok(gauge('doorman_lane_heap_size_limit_bytes') < 80 * 1024 * 1024, "the lane's heap is bounded by its resource limits")
   const page = await request(dm.admin, { path: '/' })
   t.match(page.headers['content-type'], /text\/html/)
   t.match(page.body, /fetch\('\/state'/)

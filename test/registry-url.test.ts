@@ -1,7 +1,8 @@
 // DOORMAN_REGISTRY parsing and the ioredis options derived from it.
 import t from 'tap'
 import { parseRegistryUrl, describeTarget, type RedisTarget } from '../src/registry/index.js'
-import { clientOptions, backoff, toFields, fromFields } from '../src/registry/redis.js'
+import { clientOptions, toFields, fromFields } from '../src/registry/redis.js'
+import { backoff } from '../src/registry/types.js'
 import { ConfigError } from '../src/core/errors.js'
 
 t.test('memory and file', async (t) => {

@@ -17,8 +17,8 @@ const USAGE = `usage: doorman checker                     run a checker replica 
        doorman checker mode SCOPE --clear  remove a scope's entry
 `
 
-function sharedRegistry (cfg: Readonly<Config>): RedisRegistry {
-  const registry = openRegistry(cfg.registry, { commandTimeout: 2000, resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)) })
+async function sharedRegistry (cfg: Readonly<Config>): Promise<RedisRegistry> {
+  const registry = await openRegistry(cfg.registry, { commandTimeout: 2000, resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)) })
   if (!(registry instanceof RedisRegistry)) {
     void registry.close()
     throw new ConfigError('DOORMAN_REGISTRY', 'DOORMAN_REGISTRY: doorman checker needs the registry the sidecars share; expected redis://…, rediss://…, redis+sentinel://… or redis+cluster://… (memory is one process\'s own)')
@@ -35,7 +35,7 @@ export async function command (args: string[]): Promise<number> {
   }
   const cfg = loadConfig()
   const log = createLogger(cfg.logLevel).child({ component: 'checker' })
-  const registry = sharedRegistry(cfg)
+  const registry = await sharedRegistry(cfg)
   registry.onStatus((up) => { if (up) log.info('registry reachable'); else log.warn('registry unreachable') })
   const checker = new Checker({
     registry,
@@ -97,7 +97,7 @@ async function modeCommand (args: string[]): Promise<number> {
     return 1
   }
   const cfg = loadConfig()
-  const registry = sharedRegistry(cfg)
+  const registry = await sharedRegistry(cfg)
   try {
     if (!await registry.waitUp(3000)) {
       process.stderr.write('doorman checker mode: the registry is unreachable\n')

@@ -1,6 +1,5 @@
-// The only reader of process.env. Validates every DOORMAN_* setting once, against schemas built from the
-// settings table, and returns one frozen Config. A bad value throws ConfigError naming the variable.
-import { z } from 'zod'
+// The only reader of process.env. Validates every DOORMAN_* setting once, with a parser per kind of the settings
+// table, and returns one frozen Config. A bad value throws ConfigError naming the variable.
 import { SETTINGS, QUANTITY, keyFor, podSettable, type Setting } from './table.js'
 import { ConfigError } from '../core/errors.js'
 import { SERVICE_NAME } from '../registry/types.js'
@@ -96,80 +95,147 @@ export function parseDuration (text: string): number | undefined {
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
-const intText = z.string().trim().regex(/^\d+$/)
 
-const probeSchema = z.object({
-  httpGet: z.object({
-    path: z.string().optional(),
-    port: z.union([z.number().int(), z.string()]),
-    host: z.string().optional(),
-    scheme: z.string().optional(),
-    httpHeaders: z.array(z.object({ name: z.string(), value: z.string() })).optional()
-  }).optional(),
-  tcpSocket: z.object({ port: z.union([z.number().int(), z.string()]), host: z.string().optional() }).optional(),
-  grpc: z.object({ port: z.number().int(), service: z.string().optional() }).optional(),
-  timeoutSeconds: z.number().positive().optional()
-}).passthrough().refine((p) => p.httpGet !== undefined || p.tcpSocket !== undefined || p.grpc !== undefined, 'a probe needs httpGet, tcpSocket or grpc')
+/** A parsed value, or why the text was refused (`detail` is added to the message when there is one). */
+type Parsed = { ok: true, value: unknown } | { ok: false, detail?: string }
+const bad = (detail?: string): Parsed => ({ ok: false, detail })
+const good = (value: unknown): Parsed => ({ ok: true, value })
 
-/** A JSON setting, parsed (bad JSON reported as such); empty is `{}`. */
-const jsonText = z.string().transform((v, ctx) => {
+/** Trimmed text matching `re`, as a number within [min, max]. */
+function numberIn (re: RegExp, min: number, max: number, integer = true): (v: string) => Parsed {
+  return (v) => {
+    const t = v.trim()
+    if (!re.test(t)) return bad()
+    const n = Number(t)
+    return Number.isFinite(n) && (!integer || Number.isInteger(n)) && n >= min && n <= max ? good(n) : bad()
+  }
+}
+
+/** A comma-separated list, empty entries dropped, each entry checked. */
+function listOf (re: RegExp, detail: string): (v: string) => Parsed {
+  return (v) => {
+    const items = v.split(',').map((x) => x.trim()).filter((x) => x !== '')
+    return items.every((x) => re.test(x)) ? good(Object.freeze(items)) : bad(detail)
+  }
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const optional = (v: unknown, check: (v: unknown) => boolean): boolean => v === undefined || check(v)
+const isString = (v: unknown): boolean => typeof v === 'string'
+const isInt = (v: unknown): boolean => Number.isInteger(v)
+const isPort = (v: unknown): boolean => isInt(v) || isString(v)
+
+/** One of the app's probes as the injector passes it: a Kubernetes probe with httpGet, tcpSocket or grpc. */
+function checkProbe (p: unknown): Parsed {
+  if (!isObj(p)) return bad()
+  const { httpGet: h, tcpSocket: tcp, grpc } = p
+  const shapeOk = optional(h, (h) => isObj(h) && isPort(h.port) && optional(h.path, isString) && optional(h.host, isString) && optional(h.scheme, isString) &&
+      optional(h.httpHeaders, (hs) => Array.isArray(hs) && hs.every((x) => isObj(x) && isString(x.name) && isString(x.value)))) &&
+    optional(tcp, (t) => isObj(t) && isPort(t.port) && optional(t.host, isString)) &&
+    optional(grpc, (g) => isObj(g) && isInt(g.port) && optional(g.service, isString)) &&
+    optional(p.timeoutSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s))
+  if (!shapeOk) return bad()
+  return h === undefined && tcp === undefined && grpc === undefined ? bad('a probe needs httpGet, tcpSocket or grpc') : good(p)
+}
+
+const PROBE_KEY = /^\/app-health\/[^/]+\/(livez|readyz|startupz)$/
+
+/** A JSON setting: empty is `{}`; bad JSON is undefined (refused by the caller). */
+function parseJson (v: string): unknown {
   if (v.trim() === '') return {}
-  try { return JSON.parse(v) as unknown } catch { ctx.addIssue({ code: 'custom', message: 'bad JSON' }); return z.NEVER }
-})
+  try { return JSON.parse(v) as unknown } catch { return undefined }
+}
 
-const scalar = z.union([z.string(), z.number(), z.boolean()]).transform(String)
+function parseProbes (v: string): Parsed {
+  const probes = parseJson(v)
+  if (!isObj(probes)) return bad()
+  for (const [key, probe] of Object.entries(probes)) {
+    if (!PROBE_KEY.test(key)) return bad('keys are /app-health/<container>/<livez|readyz|startupz>')
+    const r = checkProbe(probe)
+    if (!r.ok) return r
+  }
+  return good(probes)
+}
+
+const isScalar = (v: unknown): v is string | number | boolean => typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
 const podSettings = new Set(SETTINGS.filter(podSettable).map((s) => s.env))
 /** Settings that describe one pod, which the injector derives from it when its annotations don't say: no defaults. */
 const PER_POD = new Set(['DOORMAN_APP_PORT', 'DOORMAN_SERVICE'])
-const settingsSchema = z.record(z.string(), scalar).superRefine((o, ctx) => {
-  for (const k of Object.keys(o)) {
-    if (PER_POD.has(k)) ctx.addIssue({ code: 'custom', message: `${k} is each pod's own (its annotation, else what the injector reads from the pod)` })
-    else if (!podSettings.has(k)) ctx.addIssue({ code: 'custom', message: `${k} is not a setting a pod annotation may set` })
+
+/** The injector's defaults for the sidecar: DOORMAN_* settings a pod annotation may set, to scalar values. */
+function parseSettings (v: string): Parsed {
+  const o = parseJson(v)
+  if (!isObj(o) || !Object.values(o).every(isScalar)) return bad()
+  const problems = Object.keys(o).flatMap((k) => PER_POD.has(k)
+    ? [`${k} is each pod's own (its annotation, else what the injector reads from the pod)`]
+    : podSettings.has(k) ? [] : [`${k} is not a setting a pod annotation may set`])
+  if (problems.length > 0) return bad(problems.join('; '))
+  return good(Object.freeze(Object.fromEntries(Object.entries(o).map(([k, x]) => [k, String(x)]))))
+}
+
+/** A container's resources: requests and limits of cpu and memory, as Kubernetes quantities. */
+function parseResources (v: string): Parsed {
+  const o = parseJson(v)
+  const only = (x: unknown, keys: string[]): x is Record<string, unknown> => isObj(x) && Object.keys(x).every((k) => keys.includes(k))
+  if (!only(o, ['requests', 'limits'])) return bad()
+  const out: Record<string, Record<string, string>> = {}
+  for (const [part, q] of Object.entries(o)) {
+    if (q === undefined) continue
+    if (!only(q, ['cpu', 'memory'])) return bad()
+    out[part] = {}
+    for (const [k, x] of Object.entries(q)) {
+      if (x === undefined) continue
+      if (typeof x !== 'string' && typeof x !== 'number') return bad()
+      if (!QUANTITY.test(String(x))) return bad('quantities look like 100m, 128Mi or 1')
+      out[part][k] = String(x)
+    }
   }
-})
-const quantity = z.union([z.string(), z.number()]).transform(String).pipe(z.string().regex(QUANTITY, 'quantities look like 100m, 128Mi or 1'))
-const cpuMemory = z.object({ cpu: quantity.optional(), memory: quantity.optional() }).strict()
-const resourcesSchema = z.object({ requests: cpuMemory.optional(), limits: cpuMemory.optional() }).strict()
+  return good(out)
+}
 
-const probesSchema = z.record(z.string().regex(/^\/app-health\/[^/]+\/(livez|readyz|startupz)$/, 'keys are /app-health/<container>/<livez|readyz|startupz>'), probeSchema)
+const INT = /^\d+$/
+const DECIMAL = /^\d+(\.\d+)?$/
+const REGISTRY = /^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+|file:\/\/\/\S*)$/
+const HOST = /^[A-Za-z0-9.:\-[\]]+$/
 
-function schemaFor (s: Setting): { schema: z.ZodType, accepts: string } {
+function parserFor (s: Setting): { parse: (v: string) => Parsed, accepts: string } {
   switch (s.kind) {
     case 'nice':
-      return { schema: z.string().trim().regex(/^-?\d+$/).transform(Number).pipe(z.number().int().min(-20).max(19)), accepts: 'a nice value, a whole number from -20 to 19' }
+      return { parse: numberIn(/^-?\d+$/, -20, 19), accepts: 'a nice value, a whole number from -20 to 19' }
     case 'port':
-      return { schema: intText.transform(Number).pipe(z.number().int().min(0).max(65535)), accepts: 'a port number from 0 to 65535' }
+      return { parse: numberIn(INT, 0, 65535), accepts: 'a port number from 0 to 65535' }
     case 'int':
-      return { schema: intText.transform(Number).pipe(z.number().int().min(1).max(Number.MAX_SAFE_INTEGER)), accepts: 'a whole number of at least 1' }
+      return { parse: numberIn(INT, 1, Number.MAX_SAFE_INTEGER), accepts: 'a whole number of at least 1' }
     case 'count':
-      return { schema: intText.transform(Number).pipe(z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)), accepts: 'a whole number of at least 0' }
+      return { parse: numberIn(INT, 0, Number.MAX_SAFE_INTEGER), accepts: 'a whole number of at least 0' }
     case 'percent':
-      return { schema: z.string().trim().regex(/^\d+(\.\d+)?$/).transform(Number).pipe(z.number().min(0).max(100)), accepts: 'a percentage from 0 to 100' }
+      return { parse: numberIn(DECIMAL, 0, 100, false), accepts: 'a percentage from 0 to 100' }
     case 'number':
-      return { schema: z.string().trim().regex(/^\d+(\.\d+)?$/).transform(Number).pipe(z.number().positive().finite()), accepts: 'a positive number such as 1.0' }
+      return { parse: numberIn(DECIMAL, Number.MIN_VALUE, Number.MAX_VALUE, false), accepts: 'a positive number such as 1.0' }
     case 'duration':
-      return { schema: z.string().transform((v, ctx) => { const d = parseDuration(v); if (d === undefined) { ctx.addIssue({ code: 'custom', message: 'bad duration' }); return z.NEVER } return d }), accepts: 'a duration such as 250ms, 5s or 2m' }
+      return { parse: (v) => { const d = parseDuration(v); return d === undefined ? bad() : good(d) }, accepts: 'a duration such as 250ms, 5s or 2m' }
     case 'enum':
-      return { schema: z.enum(s.values as [string, ...string[]]), accepts: `one of ${(s.values ?? []).join(', ')}` }
-    case 'level':
-      return { schema: z.enum(LEVELS as [string, ...string[]]), accepts: `one of ${LEVELS.join(', ')}` }
+    case 'level': {
+      const values = s.kind === 'level' ? LEVELS : s.values ?? []
+      return { parse: (v) => values.includes(v) ? good(v) : bad(), accepts: `one of ${values.join(', ')}` }
+    }
     case 'list':
-      return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^\//, 'globs start with /'))), accepts: 'comma-separated path globs starting with / (such as /checkout/*)' }
+      return { parse: listOf(/^\//, 'globs start with /'), accepts: 'comma-separated path globs starting with / (such as /checkout/*)' }
     case 'globs':
-      return { schema: z.string().transform((v) => Object.freeze(v.split(',').map((x) => x.trim()).filter((x) => x !== ''))).pipe(z.array(z.string().regex(/^[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?'))), accepts: 'comma-separated service name globs (such as orders,pay-*)' }
+      return { parse: listOf(/^[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?'), accepts: 'comma-separated service name globs (such as orders,pay-*)' }
     case 'json':
-      return { schema: jsonText.pipe(probesSchema), accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc' }
+      return { parse: parseProbes, accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc' }
     case 'settings':
-      return { schema: jsonText.pipe(settingsSchema).transform((v) => Object.freeze(v)), accepts: 'a JSON object from DOORMAN_* settings a pod annotation may set to their values' }
+      return { parse: parseSettings, accepts: 'a JSON object from DOORMAN_* settings a pod annotation may set to their values' }
     case 'resources':
-      return { schema: jsonText.pipe(resourcesSchema), accepts: 'a JSON object {"requests":{"cpu":…,"memory":…},"limits":{…}} of Kubernetes quantities' }
+      return { parse: parseResources, accepts: 'a JSON object {"requests":{"cpu":…,"memory":…},"limits":{…}} of Kubernetes quantities' }
     case 'registry':
-      return { schema: z.string().trim().regex(/^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+|file:\/\/\/\S*)$/), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
+      return { parse: (v) => REGISTRY.test(v.trim()) ? good(v.trim()) : bad(), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
     case 'host':
-      return { schema: z.string().trim().regex(/^[A-Za-z0-9.:\-[\]]+$/), accepts: 'a host name or IP address' }
+      return { parse: (v) => HOST.test(v.trim()) ? good(v.trim()) : bad(), accepts: 'a host name or IP address' }
     case 'path':
     case 'string':
-      return { schema: z.string(), accepts: 'text' }
+      return { parse: good, accepts: 'text' }
   }
 }
 
@@ -188,7 +254,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
   for (const s of SETTINGS) {
     let raw = env[s.env]
     if (s.env === 'DOORMAN_ADVERTISE_HOST' && (raw === undefined || raw === '')) raw = env.POD_IP !== undefined && env.POD_IP !== '' ? env.POD_IP : '127.0.0.1'
-    const { schema, accepts } = schemaFor(s)
+    const { parse, accepts } = parserFor(s)
     if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json' && s.kind !== 'settings')) {
       if (s.default === undefined) {
         if (s.required === true && opts.sidecar === true) throw new ConfigError(s.env, `${s.env} is required: expected ${accepts}`)
@@ -197,12 +263,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
       }
       raw = s.default
     }
-    const r = schema.safeParse(raw)
-    if (!r.success) {
-      const detail = r.error.issues.map((i) => i.message).filter((m) => m !== 'bad duration' && m !== 'bad JSON' && !m.startsWith('Invalid')).join('; ')
-      throw new ConfigError(s.env, `${s.env}: got ${show(raw, s.secret)}; expected ${accepts}${detail !== '' ? ` (${detail})` : ''}`)
-    }
-    out[keyFor(s.env)] = r.data
+    const r = parse(raw)
+    if (!r.ok) throw new ConfigError(s.env, `${s.env}: got ${show(raw, s.secret)}; expected ${accepts}${r.detail !== undefined ? ` (${r.detail})` : ''}`)
+    out[keyFor(s.env)] = r.value
   }
   const cfg = out as unknown as Config
   // The floor only matters for adaptive limits; a static limit below the default floor is fine.

@@ -1,8 +1,9 @@
 // The inbound listener: business traffic → drain gate → limiter → the app, over keep-alive undici connections.
 // Bodies stream both ways with backpressure; WebSocket and other upgrades go through http-proxy under their own cap.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
+import { http } from '../core/http.js'
 import type { Logger } from '../core/log.js'
 import { classifyUpstreamError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
@@ -46,7 +47,7 @@ export interface InboundStats {
 }
 
 export class Inbound {
-  readonly server: http.Server
+  readonly server: Server
   readonly upstream: Upstream
   readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0 }
   #opts: InboundOptions

@@ -2,7 +2,8 @@
 // recently freed handed out first. undici's Pool finds a free client by scanning all of them on every request (twice
 // when the first pick is busy), a cost that grows with the requests in flight; here a request takes the top of a
 // stack of free connections and gives it back when its exchange ends.
-import { Client, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
+import { Client } from '../core/undici.js'
 
 /** One connection to the app. */
 export class Conn {

@@ -1,10 +1,9 @@
 // Runs one of the app's own probes (httpGet, tcpSocket, grpc), as kubelet would, over a connection of its own:
 // never through the business pool or its queue.
-import http from 'node:http'
-import https from 'node:https'
+// node:https and node:http2 are loaded by the first probe that needs them: a few MB of the lane thread otherwise.
 import net from 'node:net'
-import http2 from 'node:http2'
 import type { AppProbe } from '../config/index.js'
+import { http } from '../core/http.js'
 
 export interface ProbeResult {
   ok: boolean
@@ -36,7 +35,7 @@ async function httpProbe (g: NonNullable<AppProbe['httpGet']>, target: ProbeTarg
   const headers: Record<string, string> = { 'user-agent': 'doorman-probe', accept: '*/*', connection: 'close' }
   for (const h of g.httpHeaders ?? []) headers[h.name.toLowerCase()] = h.value
   return await new Promise((resolve) => {
-    const req = (secure ? https : http).request({
+    const req = (secure ? process.getBuiltinModule('node:https') : http).request({
       host: g.host ?? target.host,
       port: portOf(g.port, target.port),
       path: g.path ?? '/',
@@ -71,7 +70,7 @@ async function grpcProbe (host: string, port: number, service: string, timeout: 
   return await new Promise((resolve) => {
     let settled = false
     const done = (r: ProbeResult): void => { if (!settled) { settled = true; clearTimeout(timer); session.close(); resolve(r) } }
-    const session = http2.connect(`http://${host.includes(':') ? `[${host}]` : host}:${port}`)
+    const session = process.getBuiltinModule('node:http2').connect(`http://${host.includes(':') ? `[${host}]` : host}:${port}`)
     const timer = setTimeout(() => { session.destroy(); done({ ok: false, detail: `timed out after ${timeout}ms` }) }, timeout)
     session.on('error', (err: NodeJS.ErrnoException) => { done({ ok: false, detail: err.code ?? err.message }) })
     // HealthCheckRequest { string service = 1; }

@@ -1,16 +1,18 @@
 // The lane thread: the admin/probe server on its own event loop. It answers probes from shared memory, runs the
 // app's own probes over connections of its own, and asks the main thread only for metrics (with a timeout).
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parentPort, workerData } from 'node:worker_threads'
 import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
-import { Registry, Gauge, Histogram, Counter } from 'prom-client'
+import { getHeapStatistics } from 'node:v8'
 import { SharedState, S, T, nowMs } from './shared.js'
 import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, appProbeRoute, render, ProgressTracker, type Check } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
 import { setLanePriority } from './priority.js'
+import { http } from '../core/http.js'
+import { LaneMetrics, CONTENT_TYPE } from './metrics.js'
 
 const data = workerData as LaneData
 const port = parentPort as NonNullable<typeof parentPort>
@@ -22,27 +24,20 @@ const send = (m: FromLane): void => { port.postMessage(m) }
 const priority = setLanePriority(cfg.laneNice)
 
 // --- metrics owned by the lane ---
-const registry = new Registry()
-const probeDuration = new Histogram({
-  name: 'doorman_probe_duration_seconds',
-  help: 'Time the lane took to answer a probe, by probe.',
-  labelNames: ['probe'],
-  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
-  registers: [registry]
-})
-const probeFailures = new Counter({ name: 'doorman_probe_failures_total', help: 'Probes answered with a failure, by probe.', labelNames: ['probe'], registers: [registry] })
+const metrics = new LaneMetrics()
+const observeProbe = metrics.histogram('doorman_probe_duration_seconds', 'Time the lane took to answer a probe, by probe.',
+  [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1])
+const probeFailed = metrics.counter('doorman_probe_failures_total', 'Probes answered with a failure, by probe.')
 let lastReady = false
-// eslint-disable-next-line no-new
-new Gauge({ name: 'doorman_ready', help: '1 when the lane reports the pod ready for traffic.', registers: [registry], collect () { this.set(Number(lastReady)) } })
-// eslint-disable-next-line no-new
-new Gauge({ name: 'doorman_main_loop_stall_seconds', help: "Age of the main thread's last heartbeat, as the lane sees it.", registers: [registry], collect () { this.set(state.heartbeatAge() / 1000) } })
-// eslint-disable-next-line no-new
-new Gauge({ name: 'doorman_lane_nice', help: "The lane thread's nice value (lower runs first; DOORMAN_LANE_NICE asks for it).", registers: [registry], collect () { this.set(priority.nice) } })
+metrics.gauge('doorman_ready', '1 when the lane reports the pod ready for traffic.', () => Number(lastReady))
+metrics.gauge('doorman_main_loop_stall_seconds', "Age of the main thread's last heartbeat, as the lane sees it.", () => state.heartbeatAge() / 1000)
+metrics.gauge('doorman_lane_nice', "The lane thread's nice value (lower runs first; DOORMAN_LANE_NICE asks for it).", () => priority.nice)
 let maxStall = 0
-// eslint-disable-next-line no-new
-new Gauge({ name: 'doorman_main_loop_max_stall_seconds', help: "Longest main-thread heartbeat gap the lane has seen.", registers: [registry], collect () { this.set(maxStall / 1000) } })
-// eslint-disable-next-line no-new
-new Gauge({ name: 'doorman_app_ready', help: '1 while the app passes its readiness check.', registers: [registry], collect () { this.set(state.get(S.APP_READY)) } })
+metrics.gauge('doorman_main_loop_max_stall_seconds', 'Longest main-thread heartbeat gap the lane has seen.', () => maxStall / 1000)
+metrics.gauge('doorman_app_ready', '1 while the app passes its readiness check.', () => state.get(S.APP_READY))
+metrics.gauge('doorman_lane_heap_size_used_bytes', "The lane thread's V8 heap in use.", () => getHeapStatistics().used_heap_size)
+metrics.gauge('doorman_lane_heap_size_total_bytes', "The lane thread's V8 heap, in use or free.", () => getHeapStatistics().total_heap_size)
+metrics.gauge('doorman_lane_heap_size_limit_bytes', "The most the lane thread's V8 heap may hold (its resource limits).", () => getHeapStatistics().heap_size_limit)
 
 // --- the app's checks, on the lane's own timer ---
 const progress = new ProgressTracker(state, cfg)
@@ -132,9 +127,9 @@ function reply (res: ServerResponse, status: number, body: string, type = 'text/
 function probe (res: ServerResponse, name: string, started: number, checks: Check[], verbose: boolean): void {
   const r = render(checks, verbose, name)
   if (name === 'readyz') lastReady = r.status === 200
-  if (r.status !== 200) probeFailures.inc({ probe: name })
+  if (r.status !== 200) probeFailed(name)
   reply(res, r.status, r.body)
-  probeDuration.observe({ probe: name }, (performance.now() - started) / 1000)
+  observeProbe(name, (performance.now() - started) / 1000)
 }
 
 export function stateJson (): Record<string, unknown> {
@@ -196,15 +191,15 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
       case '/state': reply(res, 200, JSON.stringify(stateJson()) + '\n', 'application/json'); return
       case '/': reply(res, 200, statusPage(), 'text/html; charset=utf-8'); return
       case '/metrics': {
-        const [main, lane] = await Promise.all([mainMetrics(), registry.metrics()])
-        const body = (main ?? '# doorman: the main thread did not answer within 1s; lane metrics only\n') + lane
-        reply(res, 200, body, registry.contentType)
+        const main = await mainMetrics()
+        const body = (main ?? '# doorman: the main thread did not answer within 1s; lane metrics only\n') + metrics.text()
+        reply(res, 200, body, CONTENT_TYPE)
         return
       }
     }
     const route = appProbeRoute(path, cfg.appProbes)
     if (route?.kind === 'unknown') {
-      probeFailures.inc({ probe: 'app-unknown' })
+      probeFailed('app-unknown')
       reply(res, 404, `no app probe at ${path}: DOORMAN_APP_PROBES holds ${route.held.join(', ')}\n`)
       return
     }

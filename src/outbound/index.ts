@@ -9,13 +9,14 @@
 //   - ejects an instance after consecutive gateway failures, never more than DOORMAN_OUTLIER_MAX_EJECT percent of
 //     the service's instances at once (the protection threshold);
 //   - answers 503 with x-doorman-error when the service has no usable instance.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse, Server } from 'node:http'
+import { http } from '../core/http.js'
 import type { Logger } from '../core/log.js'
 import { classifyUpstreamError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/headers.js'
-import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/index.js'
+import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/types.js'
 import { Balancer } from './balancer.js'
 import { Endpoint } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
@@ -139,7 +140,7 @@ class Upstream {
 }
 
 export class Outbound {
-  readonly server: http.Server
+  readonly server: Server
   readonly registry: Registry
   readonly metrics: Metrics
   readonly log: Logger

@@ -54,7 +54,7 @@ export async function command (args: string[]): Promise<number> {
     return 1
   }
   const cfg = loadConfig()
-  const registry = openRegistry(cfg.registry, { commandTimeout: 5000 })
+  const registry = await openRegistry(cfg.registry, { commandTimeout: 5000 })
   try {
     if (registry.kind === 'memory') {
       process.stderr.write('doorman instances: DOORMAN_REGISTRY is memory: each doorman process keeps its own registry, so there is nothing to list from here (set DOORMAN_REGISTRY to a redis:// URL to share one)\n')

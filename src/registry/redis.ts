@@ -10,7 +10,7 @@
 import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import type { Logger } from '../core/log.js'
 import type { Instance, InstancePatch, OwnState, Registry, Watch, WatchListener } from './types.js'
-import { STATES, byId, checkService, effectiveState } from './types.js'
+import { STATES, backoff, byId, checkService, effectiveState } from './types.js'
 import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
 
@@ -74,11 +74,6 @@ export interface RedisRegistryOptions {
    * drop every instance meanwhile. Pushed deletions still apply at once.
    */
   reconnectGraceMs?: number
-}
-
-/** Reconnect backoff: 100 ms doubling to 2 s. */
-export function backoff (attempt: number): number {
-  return Math.min(2000, 50 * 2 ** Math.min(Math.max(attempt, 1), 6))
 }
 
 /** ioredis options for a target; `subscriber` connections queue their (re)subscriptions until connected. */

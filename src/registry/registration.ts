@@ -4,9 +4,8 @@
 // counting as registered once it was, retries with backoff, and registers again by itself when the store comes
 // back without its record.
 import type { Logger } from '../core/log.js'
-import type { Instance, InstancePatch, OwnState, Registry } from './types.js'
+import { backoff, type Instance, type InstancePatch, type OwnState, type Registry } from './types.js'
 import { progress as warmupProgress, factor, warming, publishInterval, type WarmupSettings } from '../warmup/index.js'
-import { backoff } from './redis.js'
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 

@@ -111,6 +111,11 @@ export interface Registry {
   close: () => Promise<void>
 }
 
+/** Reconnect and retry backoff: 100 ms doubling to 2 s. */
+export function backoff (attempt: number): number {
+  return Math.min(2000, 50 * 2 ** Math.min(Math.max(attempt, 1), 6))
+}
+
 /** Effective state from the instance's own state and a checker's ejection: draining wins, then ejection. */
 export function effectiveState (own: OwnState, ejected: boolean): InstanceState {
   if (own === 'draining') return 'draining'
