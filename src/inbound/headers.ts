@@ -6,6 +6,17 @@ const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 't
 /** Hop-by-hop response headers. `trailer` stays: it announces the trailers doorman passes on. */
 const RESPONSE_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'proxy-authenticate'])
 
+/** True for a header name under doorman's own prefix (`x-doorman-`, any case): only doorman may send those. */
+export function isOwnHeader (name: string): boolean {
+  return name.length > 10 && (name.charCodeAt(0) | 0x20) === 120 /* x */ && name.charCodeAt(1) === 45 /* - */ &&
+    name.slice(2, 10).toLowerCase() === 'doorman-'
+}
+
+/** isOwnHeader for a raw header name as undici gives it (latin1 bytes). */
+function isOwnRaw (name: Buffer): boolean {
+  return name.length > 10 && (name[0] | 0x20) === 120 && name[1] === 45 && name.toString('latin1', 2, 10).toLowerCase() === 'doorman-'
+}
+
 /** A table by name length: 1 where some name of `names` has that length (names of other lengths can't match). */
 function lengthTable (names: Iterable<string>): Uint8Array {
   const list = [...names]
@@ -47,7 +58,7 @@ export interface RequestHeaders {
 
 /**
  * Builds the header list sent to the app from a request's rawHeaders: hop-by-hop headers dropped (including those
- * named in Connection), x-forwarded-for appended, x-forwarded-proto/-host added when absent, x-request-id kept or made.
+ * named in Connection) and doorman's own (x-doorman-*) removed, x-forwarded-for appended, x-forwarded-proto/-host added when absent, x-request-id kept or made.
  */
 export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeaders {
   const out: string[] = []
@@ -64,7 +75,11 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]
     const value = raw[i + 1]
-    if (named === null && REQUEST_LENGTHS[name.length] !== 1) { out.push(name, value); continue }
+    if (named === null && REQUEST_LENGTHS[name.length] !== 1) {
+      if (!isOwnHeader(name)) out.push(name, value)
+      continue
+    }
+    if (isOwnHeader(name)) continue
     const lower = name.toLowerCase()
     if (REQUEST_DROP.has(lower)) {
       if (lower === 'transfer-encoding') hasBody = true
@@ -112,14 +127,17 @@ export interface ResponseHead {
 /**
  * Builds the header list sent to the client from the app's raw response headers (Buffers, as undici gives them),
  * dropping hop-by-hop headers, and appending `extra` (flat name/value pairs). Adds x-request-id when the app did not.
+ * With `stripOwn`, x-doorman-* headers are removed too: an app's answer never speaks for doorman (the inbound lane);
+ * the outbound lane passes the provider doorman's own signals on to the app.
  */
-export function responseHeaders (raw: Buffer[], requestId: string, extra: readonly string[] | null): ResponseHead {
+export function responseHeaders (raw: Buffer[], requestId: string, extra: readonly string[] | null, stripOwn = true): ResponseHead {
   const out: string[] = []
   let named: Set<string> | null = null
   let sawRequestId = false
   let contentLength = -1
   let lengths = 0
   for (let i = 0; i < raw.length; i += 2) {
+    if (stripOwn && isOwnRaw(raw[i])) continue
     const name = raw[i].toString('latin1')
     if (RESPONSE_LENGTHS[name.length] === 1) {
       const lower = name.toLowerCase()
@@ -150,9 +168,12 @@ export function responseHeaders (raw: Buffer[], requestId: string, extra: readon
   return { headers: out, contentLength }
 }
 
-/** Trailers from undici's raw form (flat name/value) to what ServerResponse.addTrailers takes. */
+/** Trailers from undici's raw form (flat name/value) to what ServerResponse.addTrailers takes; x-doorman-* dropped. */
 export function trailerPairs (raw: Array<Buffer | string>): Array<[string, string]> {
   const out: Array<[string, string]> = []
-  for (let i = 0; i < raw.length; i += 2) out.push([raw[i].toString(), raw[i + 1].toString()])
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toString()
+    if (!isOwnHeader(name)) out.push([name, raw[i + 1].toString()])
+  }
   return out
 }

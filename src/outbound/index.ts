@@ -2,7 +2,8 @@
 // The service is named by the Host header or an absolute-form request (so HTTP_PROXY works); doorman balances over
 // the service's `up` and `warming` instances from its registry watch (weighted power-of-two-choices, warmup weights
 // included), keeps an undici pool per instance, and:
-//   - drops an instance for new requests the moment one of its responses says x-doorman-draining;
+//   - drops an instance for new requests the moment one of its responses says x-doorman-draining (until the registry
+//     reports it routable again in a newer record, it registers anew, or 10 s pass);
 //   - retries once on another instance when the connection was refused, or reset before any response byte
 //     (idempotent methods; any method when nothing was sent), or when the instance shed the request (503 with
 //     x-doorman-shed: the app never saw it);
@@ -18,7 +19,7 @@ import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/headers.js'
 import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/types.js'
 import { Balancer } from './balancer.js'
-import { Endpoint } from './endpoint.js'
+import { Endpoint, type PoolSettings } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
 
 export { Balancer } from './balancer.js'
@@ -44,6 +45,8 @@ export interface OutboundOptions {
   connections?: number
   /** Request bodies up to this size are buffered so the request can be retried (default 64 KiB). */
   maxRetryBody?: number
+  /** Longest a response's drain flag keeps an instance out without the registry agreeing (default 10 s). */
+  drainMemoryMs?: number
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
@@ -145,7 +148,7 @@ export class Outbound {
   readonly metrics: Metrics
   readonly log: Logger
   readonly outlier: OutlierSettings
-  readonly poolSettings: { connections: number, headersTimeout: number }
+  readonly poolSettings: PoolSettings
   readonly maxRetryBody: number
   readonly #upstreams = new Map<string, Upstream>()
   #port: number
@@ -157,7 +160,7 @@ export class Outbound {
     this.metrics = opts.metrics
     this.log = opts.log
     this.outlier = opts.outlier
-    this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout }
+    this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout, drainMemoryMs: opts.drainMemoryMs }
     this.maxRetryBody = opts.maxRetryBody ?? 65_536
     this.#port = opts.port
     this.server = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
@@ -407,7 +410,7 @@ class Call {
       const name = rawHeaders[i]
       if (name.length === 18 && name.toString('latin1').toLowerCase() === 'x-doorman-draining') {
         // The instance drains: no new requests to it from now on, before the registry event even arrives.
-        if (!ep.drainingSeen) { ep.drainingSeen = true; this.#up.balancer.invalidate() }
+        if (ep.sawDraining(performance.now())) this.#up.balancer.invalidate()
       } else if (name.length === 14 && name.toString('latin1').toLowerCase() === 'x-doorman-shed') shed = true
     }
     if (statusCode === 503 && shed && this.#retryTarget() !== null) {
@@ -419,7 +422,7 @@ class Call {
     else this.#up.outcome(ep, false)
     const res = this.#res
     if (res.destroyed) return true
-    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null).headers)
+    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null, false).headers)
     this.#resume = resume
     return true
   }

@@ -1,0 +1,101 @@
+// Hostile input and quiet faults (issue 17), each against real doorman processes on loopback: who may speak
+// doorman's signals, slow readers, whose mistake a bad request is, an unreadable registry, forwarded headers, and
+// the small things a production user trips on.
+import t from 'tap'
+import http from 'node:http'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { request, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
+import { startConsumer } from './helpers/mesh.js'
+
+function registryDir (t: Tap.Test): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'doorman-hostile-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+interface App { port: number, hits: () => number, seen: http.IncomingHttpHeaders[] }
+
+/** An app on port 0 with the given handler, counting requests and keeping the headers it received. */
+async function app (t: Tap.Test, handler: http.RequestListener): Promise<App> {
+  let hits = 0
+  const seen: http.IncomingHttpHeaders[] = []
+  const { port } = await startServer(t, (req, res) => {
+    hits++
+    seen.push(req.headers)
+    handler(req, res)
+  })
+  return { port, hits: () => hits, seen }
+}
+
+/** An app behind its own doorman, registered as `orders` in a file registry. */
+async function provider (t: Tap.Test, registry: string, handler: http.RequestListener, env: Record<string, string> = {}): Promise<App & { dm: Doorman }> {
+  const a = await app(t, handler)
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port), DOORMAN_REGISTRY: registry, DOORMAN_SERVICE: 'orders', DOORMAN_REGISTRY_TTL: '5s', ...env })
+  return { ...a, dm }
+}
+
+const plain = (name: string): http.RequestListener => (req, res) => { req.resume(); req.on('end', () => { res.end(name) }) }
+
+t.test('1. doorman owns x-doorman-*: an app cannot drop its own instance from every consumer', async (t) => {
+  const url = `file://${registryDir(t)}`
+  const a = await provider(t, url, (req, res) => {
+    req.resume()
+    req.on('end', () => { res.setHeader('x-doorman-draining', '1'); res.setHeader('X-Doorman-Shed', 'queue-full'); res.end('a') })
+  })
+  const b = await provider(t, url, plain('b'))
+  const consumer = await startConsumer(t, url)
+  await waitFor('both providers listed', async () => {
+    await request(consumer.outbound, { headers: { host: 'orders' } })
+    return a.hits() > 0 && b.hits() > 0
+  }, 10_000)
+  const before = a.hits()
+  for (let i = 0; i < 40; i++) {
+    const r = await request(consumer.outbound, { headers: { host: 'orders' } })
+    t.equal(r.status, 200)
+    t.equal(r.headers['x-doorman-draining'], undefined, "the app's forged flag never reaches a consumer")
+  }
+  t.ok(a.hits() - before >= 8, `the app that forged a drain flag still gets its share (${a.hits() - before} of 40)`)
+
+  // A client's x-doorman-* never reaches the app either.
+  const direct = await request(a.dm.inbound, { headers: { 'x-doorman-draining': '1', 'X-Doorman-Shed': 'queue-full', 'x-doormanish': 'kept' } })
+  t.equal(direct.status, 200)
+  const seen = a.seen[a.seen.length - 1]
+  t.equal(seen['x-doorman-draining'], undefined)
+  t.equal(seen['x-doorman-shed'], undefined)
+  t.equal(seen['x-doormanish'], 'kept', 'only the x-doorman- prefix is doorman\'s')
+  t.equal(direct.headers['x-doorman-shed'], undefined)
+})
+
+t.test('1. a shed relayed by a gateway app is its own 503: a POST is not run twice', async (t) => {
+  const url = `file://${registryDir(t)}`
+  const posts: string[] = []
+  const handler = (name: string): http.RequestListener => (req, res) => {
+    let body = ''
+    req.on('data', (c: Buffer) => { body += c.toString() })
+    req.on('end', () => {
+      if (req.method === 'POST') posts.push(body)
+      if (name === 'gateway' && req.method === 'POST') {
+        res.writeHead(503, { 'x-doorman-shed': 'queue-full', 'retry-after': '1' })
+        res.end('relayed shed')
+        return
+      }
+      res.end(name)
+    })
+  }
+  const gw = await provider(t, url, handler('gateway'))
+  const b = await provider(t, url, handler('b'))
+  const consumer = await startConsumer(t, url, { DOORMAN_OUTLIER_FAILURES: '1000' })
+  await waitFor('both providers listed', async () => {
+    await request(consumer.outbound, { headers: { host: 'orders' } })
+    return gw.hits() > 0 && b.hits() > 0
+  }, 10_000)
+  let gatewayAnswers = 0
+  for (let i = 0; i < 12; i++) {
+    const r = await request(consumer.outbound, { method: 'POST', headers: { host: 'orders' }, body: `order-${i}` })
+    if (r.status === 503) gatewayAnswers++
+  }
+  t.ok(gatewayAnswers > 0, `the gateway answered some POSTs (${gatewayAnswers})`)
+  t.equal(posts.length, 12, `every POST ran once (${posts.join(' ')})`)
+})
