@@ -3,6 +3,8 @@
 // the small things a production user trips on.
 import t from 'tap'
 import http from 'node:http'
+import net from 'node:net'
+import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -98,4 +100,38 @@ t.test('1. a shed relayed by a gateway app is its own 503: a POST is not run twi
   }
   t.ok(gatewayAnswers > 0, `the gateway answered some POSTs (${gatewayAnswers})`)
   t.equal(posts.length, 12, `every POST ran once (${posts.join(' ')})`)
+})
+
+t.test('2. a client that stops reading loses its slot after DOORMAN_CLIENT_WRITE_TIMEOUT; the app sees the cancellation', async (t) => {
+  let cancelled = 0
+  const big = Buffer.alloc(64 * 1024, 'x')
+  const a = await app(t, (req, res) => {
+    if (req.url === '/small') { res.end('small'); return }
+    // A large answer, written as fast as the reader takes it, up to 256 MB.
+    let left = 4096
+    res.on('close', () => { if (!res.writableFinished) cancelled++ })
+    const more = (): void => {
+      while (left > 0 && !res.destroyed) {
+        left--
+        if (!res.write(big)) { res.once('drain', more); return }
+      }
+      if (left === 0) res.end()
+    }
+    more()
+  })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port), DOORMAN_MAX_CONCURRENCY: '1', DOORMAN_QUEUE_TIMEOUT: '500ms', DOORMAN_CLIENT_WRITE_TIMEOUT: '1s' })
+  const stalled = net.connect(dm.inbound, '127.0.0.1')
+  t.teardown(() => { stalled.destroy() })
+  stalled.write('GET /big HTTP/1.1\r\nhost: app\r\n\r\n')
+  // Read the head, then nothing more.
+  await once(stalled, 'data')
+  stalled.pause()
+  const small = await waitFor('a request served while the stalled reader is cut', async () => {
+    const r = await request(dm.inbound, { path: '/small' })
+    return r.status === 200 ? r : undefined
+  }, 15_000, 100)
+  t.equal(small.body, 'small')
+  await waitFor('the app saw the big answer cancelled', () => cancelled === 1, 5_000)
+  const metrics = await request(dm.admin, { path: '/metrics' })
+  t.match(metrics.body, /doorman_client_errors_total\{kind="write-timeout"\} 1/)
 })

@@ -160,6 +160,36 @@ t.test('a drain flag seen on a response ends when the registry says up again, or
   await waitFor('a back after the drain memory ends', async () => { await request(port, { headers: { host: 'orders' } }); return a.hits() > again }, 10_000, 50)
 })
 
+t.test('a local app that stops reading is cut after the client write timeout, and the provider sees the cancellation', async (t) => {
+  const reg = await registry(t)
+  let cancelled = 0
+  const big = Buffer.alloc(64 * 1024, 'x')
+  const a = await named(t, 'a', (_req, res) => {
+    let left = 4096
+    res.on('close', () => { if (!res.writableFinished) cancelled++ })
+    const more = (): void => {
+      while (left > 0 && !res.destroyed) {
+        left--
+        if (!res.write(big)) { res.once('drain', more); return }
+      }
+      if (left === 0) res.end()
+    }
+    more()
+  })
+  await reg.register(inst('orders', a.port), 60_000)
+  const metrics = new Metrics({ defaults: false })
+  const out = new Outbound({ port: 0, registry: reg, metrics, log: silentLogger(), upstreamTimeout: 5000, outlier: { failures: 3, ejectTime: 30_000, maxEject: 50 }, clientWriteTimeout: 500 })
+  const port = await out.listen()
+  t.teardown(async () => { await out.close() })
+  const stalled = net.connect(port, '127.0.0.1')
+  t.teardown(() => { stalled.destroy() })
+  stalled.write('GET /big HTTP/1.1\r\nhost: orders\r\n\r\n')
+  await once(stalled, 'data')
+  stalled.pause()
+  await waitFor('the provider saw the answer cancelled', () => cancelled === 1, 10_000)
+  t.match(await metrics.text(), /doorman_client_errors_total\{kind="write-timeout"\} 1/)
+})
+
 t.test('connection refused: retried on another instance, whatever the method; then ejected', async (t) => {
   const reg = await registry(t)
   const dead = await freePort()

@@ -65,6 +65,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_MAX_QUEUE', kind: 'count', default: '100', scope: 'sidecar', doc: 'Most requests waiting for a slot; beyond it: shed at once.' },
   { env: 'DOORMAN_QUEUE_TIMEOUT', kind: 'duration', default: '1s', scope: 'sidecar', doc: 'Longest wait for a slot; beyond it: shed.' },
   { env: 'DOORMAN_UPSTREAM_TIMEOUT', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Longest wait for the app's response headers." },
+  { env: 'DOORMAN_CLIENT_WRITE_TIMEOUT', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Longest a response may wait on a client that reads nothing (a write that can't go out because the client stopped reading): beyond it doorman closes the client's connection, cancels the request to the app and frees its slot (`doorman_client_errors_total{kind=\"write-timeout\"}`). The inbound and outbound lanes." },
   { env: 'DOORMAN_MAX_UPGRADES', kind: 'int', default: '1000', scope: 'sidecar', doc: 'Most upgraded (WebSocket) connections open at once; a separate cap from the request limit.' },
   { env: 'DOORMAN_MAX_HEADER_SIZE', kind: 'int', default: '16384', scope: 'sidecar', doc: 'Largest request head in bytes; larger ones are answered 431 and never reach the app.' },
   { env: 'DOORMAN_HEADERS_TIMEOUT', kind: 'duration', default: '10s', scope: 'sidecar', doc: 'Longest time a client may take to send a request head; slower ones are answered 408.' },

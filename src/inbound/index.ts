@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
-import { http } from '../core/http.js'
+import { http, clearStall } from '../core/http.js'
 import type { Logger } from '../core/log.js'
 import { classifyUpstreamError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
@@ -21,6 +21,8 @@ export interface InboundOptions {
   metrics: Metrics
   log: Logger
   upstreamTimeout: number
+  /** Longest a response write may wait on a client that reads nothing (default 30 s). */
+  clientWriteTimeout?: number
   /** Connections to the app: the most requests that can ever be in flight (the limit's ceiling). */
   connections: number
   maxUpgrades: number
@@ -221,6 +223,7 @@ export class Inbound {
     if (this.#debug) this.#log.debug({ status, ms: Math.round(now - startedAt), outcome, err: err?.code }, 'request')
   }
 
+  /** @internal */ get writeTimeout (): number { return this.#opts.clientWriteTimeout ?? 30_000 }
   /** @internal */ get limiter (): Limiter { return this.#limiter }
   /** @internal */ get metrics (): Metrics { return this.#metrics }
   /** @internal */ get log (): Logger { return this.#log }
@@ -336,6 +339,7 @@ class Exchange {
   #fail (): void {
     if (this.#state !== ACTIVE) return
     this.#state = DONE
+    this.#stall = clearStall(this.#stall)
     const abort = this.#abort
     this.#abort = null
     // The app's latency counts only if its response head arrived: the client's impatience says nothing about it.
@@ -379,7 +383,18 @@ class Exchange {
   #ended = false
   #onDrain = (): void => {
     this.#paused = false
+    this.#stall = clearStall(this.#stall)
     this.#resume?.()
+  }
+
+  #stall: NodeJS.Timeout | null = null
+  /** The client read nothing for the write timeout: free the slot, cancel the app's request, close the client. */
+  #onStall = (): void => {
+    this.#stall = null
+    if (this.#state !== ACTIVE) return
+    Metrics.inc(this.#in.metrics.clientErrors, 'write-timeout')
+    this.#fail()
+    this.#res.destroy()
   }
 
   onData (chunk: Buffer): boolean {
@@ -397,6 +412,7 @@ class Exchange {
     if (!res.write(chunk) && !this.#paused) {
       this.#paused = true
       res.once('drain', this.#onDrain)
+      this.#stall = setTimeout(this.#onStall, this.#in.writeTimeout)
       return false
     }
     return !this.#paused
@@ -413,6 +429,7 @@ class Exchange {
   onComplete (trailers: Array<Buffer | string> | null): void {
     if (this.#state !== ACTIVE) { this.#freeConn(); return }
     this.#state = DONE
+    this.#stall = clearStall(this.#stall)
     this.#abort = null
     const res = this.#res
     if (!this.#ended) {
@@ -430,6 +447,7 @@ class Exchange {
     const mapped = classifyUpstreamError(err)
     this.#timedOut = mapped.status === 504
     this.#state = DONE
+    this.#stall = clearStall(this.#stall)
     this.#abort = null
     // A timeout is a drop signal without a latency sample; other failures (refused, reset) are neither.
     this.#in.limiter.release(-1, this.#timedOut, this.#sentInflight)

@@ -11,7 +11,7 @@
 //     the service's instances at once (the protection threshold);
 //   - answers 503 with x-doorman-error when the service has no usable instance.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
-import { http } from '../core/http.js'
+import { http, clearStall } from '../core/http.js'
 import type { Logger } from '../core/log.js'
 import { classifyUpstreamError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
@@ -45,6 +45,8 @@ export interface OutboundOptions {
   connections?: number
   /** Request bodies up to this size are buffered so the request can be retried (default 64 KiB). */
   maxRetryBody?: number
+  /** Longest a response write may wait on a local app that reads nothing (default 30 s). */
+  clientWriteTimeout?: number
   /** Longest a response's drain flag keeps an instance out without the registry agreeing (default 10 s). */
   drainMemoryMs?: number
 }
@@ -150,6 +152,7 @@ export class Outbound {
   readonly outlier: OutlierSettings
   readonly poolSettings: PoolSettings
   readonly maxRetryBody: number
+  readonly clientWriteTimeout: number
   readonly #upstreams = new Map<string, Upstream>()
   #port: number
   #sweep: NodeJS.Timeout
@@ -162,6 +165,7 @@ export class Outbound {
     this.outlier = opts.outlier
     this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout, drainMemoryMs: opts.drainMemoryMs }
     this.maxRetryBody = opts.maxRetryBody ?? 65_536
+    this.clientWriteTimeout = opts.clientWriteTimeout ?? 30_000
     this.#port = opts.port
     this.server = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res) })
@@ -379,6 +383,7 @@ class Call {
   #finishAttempt (): Endpoint | null {
     const ep = this.#ep
     this.#abort = null
+    this.#stall = clearStall(this.#stall)
     if (ep !== null) this.#up.release(ep)
     return ep
   }
@@ -429,7 +434,17 @@ class Call {
 
   #onDrain = (): void => {
     this.#paused = false
+    this.#stall = clearStall(this.#stall)
     this.#resume?.()
+  }
+
+  #stall: NodeJS.Timeout | null = null
+  /** The local app read nothing for the write timeout: close its connection (which cancels the attempt). */
+  #onStall = (): void => {
+    this.#stall = null
+    if (this.#state !== ACTIVE) return
+    Metrics.inc(this.#out.metrics.clientErrors, 'write-timeout')
+    this.#res.destroy()
   }
 
   onData (chunk: Buffer): boolean {
@@ -439,6 +454,7 @@ class Call {
     if (!res.write(chunk) && !this.#paused) {
       this.#paused = true
       res.once('drain', this.#onDrain)
+      this.#stall = setTimeout(this.#onStall, this.#out.clientWriteTimeout)
       return false
     }
     return !this.#paused
