@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { request, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
+import { request, rawRequest, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
 import { startConsumer } from './helpers/mesh.js'
 
 function registryDir (t: Tap.Test): string {
@@ -134,4 +134,35 @@ t.test('2. a client that stops reading loses its slot after DOORMAN_CLIENT_WRITE
   await waitFor('the app saw the big answer cancelled', () => cancelled === 1, 5_000)
   const metrics = await request(dm.admin, { path: '/metrics' })
   t.match(metrics.body, /doorman_client_errors_total\{kind="write-timeout"\} 1/)
+})
+
+t.test("3. a request doorman can't forward is the client's mistake: 400, never the app's or an instance's", async (t) => {
+  const a = await app(t, plain('a'))
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port) })
+  const twoHosts = await rawRequest(dm.inbound, 'GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n')
+  t.match(twoHosts, /^HTTP\/1\.1 400 /, 'two Host headers: 400')
+  t.match(twoHosts, /x-doorman-error: DOORMAN_ERR_BAD_REQUEST/i)
+  const dropped = await rawRequest(dm.inbound, 'POST / HTTP/1.1\r\nhost: a\r\nconnection: content-length\r\ncontent-length: 5\r\n\r\nhello')
+  t.match(dropped, /^HTTP\/1\.1 400 /, 'Connection naming Content-Length: 400, not a body silently dropped')
+  t.equal(a.hits(), 0, 'the app was never contacted')
+  const text = (await request(dm.admin, { path: '/metrics' })).body
+  t.notMatch(text, /doorman_upstream_errors_total\{kind="protocol"\}/, 'not counted against the app')
+  t.match(text, /doorman_client_errors_total\{kind="malformed"\} 2/)
+  t.equal((await request(dm.inbound)).status, 200)
+
+  // Outbound: twelve such requests from the local app don't eject a healthy provider.
+  const url = `file://${registryDir(t)}`
+  const p1 = await provider(t, url, plain('p1'))
+  const p2 = await provider(t, url, plain('p2'))
+  const consumer = await startConsumer(t, url, { DOORMAN_OUTLIER_FAILURES: '3' })
+  await waitFor('both providers listed', async () => {
+    await request(consumer.outbound, { headers: { host: 'orders' } })
+    return p1.hits() > 0 && p2.hits() > 0
+  }, 10_000)
+  for (let i = 0; i < 12; i++) {
+    const r = await rawRequest(consumer.outbound, 'GET / HTTP/1.1\r\nhost: orders\r\nhost: orders\r\nconnection: close\r\n\r\n')
+    t.match(r, /^HTTP\/1\.1 400 /)
+  }
+  const out = (await request(consumer.admin, { path: '/metrics' })).body
+  t.notMatch(out, /doorman_outbound_ejections_total\{service="orders"\} [1-9]/, 'no provider ejected for the local app\'s mistakes')
 })

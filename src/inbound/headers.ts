@@ -54,6 +54,8 @@ export interface RequestHeaders {
   headers: string[]
   requestId: string
   hasBody: boolean
+  /** Why the request can't be forwarded faithfully (answer 400), or null. */
+  refused: string | null
 }
 
 /**
@@ -66,6 +68,10 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') named = connectionTokens(raw[i + 1], named)
   }
+  // Connection may name hop-by-hop headers to drop, but dropping Content-Length would lose the body's framing and
+  // dropping Host would send the request elsewhere: such a request is refused rather than changed.
+  let refused: string | null = null
+  if (named !== null && (named.has('content-length') || named.has('host'))) refused = 'the Connection header names Content-Length or Host'
   let xff: string | null = null
   let requestId = ''
   let host = ''
@@ -94,6 +100,7 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
         if (requestId === '') requestId = value
         break
       case 'host':
+        if (host !== '') refused = 'two Host headers'
         host = value
         break
       case 'x-forwarded-proto':
@@ -115,7 +122,7 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
     requestId = randomUUID()
     out.push('x-request-id', requestId)
   }
-  return { headers: out, requestId, hasBody }
+  return { headers: out, requestId, hasBody, refused }
 }
 
 export interface ResponseHead {

@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import { http, clearStall } from '../core/http.js'
 import type { Logger } from '../core/log.js'
-import { classifyUpstreamError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
+import { classifyUpstreamError, BadRequestError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
 import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
@@ -214,6 +214,9 @@ export class Inbound {
     const m = this.#metrics
     if (outcome === 'ok') {
       this.stats.completed++
+    } else if (outcome === 'error' && err !== null && err.status < 500) {
+      // The client's mistake (refused before the app saw it): not the app's failure.
+      Metrics.inc(m.clientErrors, 'malformed')
     } else if (outcome === 'error') {
       this.stats.failed++
       Metrics.inc(m.upstreamErrors, timedOut ? 'timeout' : err?.code === 'DOORMAN_ERR_UPSTREAM_CONNECT' ? 'connect' : err?.code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL' ? 'protocol' : 'other')
@@ -296,6 +299,7 @@ class Exchange {
     const socket = req.socket
     const h = requestHeaders(req.rawHeaders, { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http' })
     this.#requestId = h.requestId
+    if (h.refused !== null) { this.onError(new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`)); return }
     if (this.#expectContinue) this.#res.writeContinue()
     this.#sent = performance.now()
     this.#sentInflight = this.#in.limiter.inflight

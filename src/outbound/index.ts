@@ -13,7 +13,7 @@
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import { http, clearStall } from '../core/http.js'
 import type { Logger } from '../core/log.js'
-import { classifyUpstreamError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
+import { classifyUpstreamError, BadRequestError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/headers.js'
@@ -251,6 +251,11 @@ export class Outbound {
     const ep = up.balancer.pick(now)
     if (ep === undefined) { this.#noInstance(res, up.service); return }
     const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http' })
+    if (h.refused !== null) {
+      Metrics.inc(this.metrics.clientErrors, 'malformed')
+      respondError(res, new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`), ['x-request-id', h.requestId])
+      return
+    }
     if (target.host !== null) setHost(h.headers, target.host)
     const call = new Call(this, up, req, res, target.path, h.headers, h.requestId)
     if (!h.hasBody) { call.begin(ep, null); return }
@@ -485,7 +490,9 @@ class Call {
     const ep = this.#finishAttempt()
     const mapped = classifyUpstreamError(err)
     const code = (err as { code?: string }).code ?? ''
-    if (ep !== null) this.#up.outcome(ep, true)
+    // Outlier detection counts only what the instance did: a request undici refused to send is the app's mistake.
+    const clientsFault = mapped.status < 500
+    if (ep !== null && !clientsFault) this.#up.outcome(ep, true)
     if (this.#state === DISCARD) {
       const next = this.#retryTarget()
       if (next !== null) { this.#retry(next, 'shed'); return }
@@ -498,7 +505,7 @@ class Call {
       }
     }
     this.#state = DONE
-    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\terror`)
+    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\t${clientsFault ? 'bad-request' : 'error'}`)
     if (this.#res.headersSent) { this.#res.destroy(); return }
     respondError(this.#res, mapped as UpstreamConnectError, ['x-request-id', this.#requestId])
     if (mapped.code === 'DOORMAN_ERR_INTERNAL') this.#out.log.error({ err }, 'outbound proxy error')
