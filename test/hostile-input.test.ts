@@ -5,10 +5,10 @@ import t from 'tap'
 import http from 'node:http'
 import net from 'node:net'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { request, rawRequest, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
+import { getJson, request, rawRequest, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
 import { startConsumer } from './helpers/mesh.js'
 
 function registryDir (t: Tap.Test): string {
@@ -165,4 +165,37 @@ t.test("3. a request doorman can't forward is the client's mistake: 400, never t
   }
   const out = (await request(consumer.admin, { path: '/metrics' })).body
   t.notMatch(out, /doorman_outbound_ejections_total\{service="orders"\} [1-9]/, 'no provider ejected for the local app\'s mistakes')
+})
+
+t.test('4. an unreadable file registry is an outage: consumers keep the last instances, and it reports itself down', async (t) => {
+  const parent = registryDir(t)
+  const dir = path.join(parent, 'registry')
+  const url = `file://${dir}`
+  const p1 = await provider(t, url, plain('p1'), { DOORMAN_REGISTRY_TTL: '3s' })
+  const consumer = await startConsumer(t, url, { DOORMAN_REGISTRY_TTL: '3s' })
+  await waitFor('the provider listed', async () => (await request(consumer.outbound, { headers: { host: 'orders' } })).status === 200, 10_000)
+  // The directory is replaced by a file: nothing can list or write it.
+  // (Moved away rather than removed: the doormen write into it all the while.)
+  const file = path.join(parent, 'file')
+  writeFileSync(file, 'not a directory')
+  let moves = 0
+  await waitFor('the directory replaced by a file', () => {
+    try { renameSync(dir, path.join(parent, `gone-${++moves}`)) } catch {}
+    try { renameSync(file, dir); return true } catch { return false }
+  }, 5_000, 1)
+  const state = async (port: number): Promise<boolean> => ((await getJson<{ registration: { registryUp: boolean } }>(port, '/state')).registration.registryUp)
+  let failed = 0
+  for (let i = 0; i < 40; i++) {
+    if ((await request(consumer.outbound, { headers: { host: 'orders' } })).status !== 200) failed++
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  t.equal(failed, 0, 'the consumer kept routing to the last instances it knew')
+  await waitFor('the consumer reports the registry down', async () => !(await state(consumer.admin)), 10_000, 100)
+  t.match((await request(consumer.admin, { path: '/metrics' })).body, /doorman_registry_up 0/)
+  t.ok(p1.hits() > 40)
+  // Back: a directory again; both report the registry up, and the provider registers anew.
+  rmSync(dir, { force: true })
+  mkdirSync(dir, { recursive: true })
+  await waitFor('the consumer reports the registry up', async () => await state(consumer.admin), 10_000, 100)
+  await waitFor('the provider registered again', () => existsSync(path.join(dir, 'orders')) && readdirSync(path.join(dir, 'orders')).length > 0, 10_000)
 })
