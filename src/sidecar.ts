@@ -85,7 +85,8 @@ export class Sidecar {
       maxHeaderSize: cfg.maxHeaderSize,
       headersTimeout: cfg.headersTimeout,
       criticalPaths: cfg.criticalPaths,
-      lowPaths: cfg.lowPaths
+      lowPaths: cfg.lowPaths,
+      trustedHops: cfg.trustedHops
     })
     this.lane = new Lane({
       settings: {

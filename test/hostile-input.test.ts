@@ -199,3 +199,47 @@ t.test('4. an unreadable file registry is an outage: consumers keep the last ins
   await waitFor('the consumer reports the registry up', async () => await state(consumer.admin), 10_000, 100)
   await waitFor('the provider registered again', () => existsSync(path.join(dir, 'orders')) && readdirSync(path.join(dir, 'orders')).length > 0, 10_000)
 })
+
+t.test("5. x-forwarded-* are doorman's unless a trusted hop sets them; one policy on every path, WebSocket included", async (t) => {
+  const upgrades: http.IncomingHttpHeaders[] = []
+  const a = await app(t, plain('a'))
+  const wsApp = await startServer(t, plain('ws'), (s) => {
+    s.on('upgrade', (req, socket) => {
+      upgrades.push(req.headers)
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nx-doorman-draining: 1\r\nx-app: yes\r\n\r\n')
+    })
+  })
+  const edge = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port) })
+  const forged = { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil', 'x-forwarded-port': '443', 'x-forwarded-for': '10.9.9.9', host: 'shop.example' }
+  t.equal((await request(edge.inbound, { headers: forged })).status, 200)
+  let seen = a.seen[a.seen.length - 1]
+  t.equal(seen['x-forwarded-proto'], 'http', "a plain-HTTP client's x-forwarded-proto is replaced")
+  t.equal(seen['x-forwarded-host'], 'shop.example', 'x-forwarded-host is the Host doorman received')
+  t.equal(seen['x-forwarded-port'], String(edge.inbound))
+  t.equal(seen['x-forwarded-for'], '10.9.9.9, 127.0.0.1', 'x-forwarded-for is appended to')
+
+  const behindIngress = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port), DOORMAN_TRUSTED_HOPS: '1' })
+  t.equal((await request(behindIngress.inbound, { headers: forged })).status, 200)
+  seen = a.seen[a.seen.length - 1]
+  t.equal(seen['x-forwarded-proto'], 'https', 'kept from a trusted hop')
+  t.equal(seen['x-forwarded-host'], 'evil')
+  t.equal(seen['x-forwarded-port'], '443')
+  t.equal(seen['x-forwarded-for'], '10.9.9.9, 127.0.0.1')
+
+  const ws = await startDoorman(t, { DOORMAN_APP_PORT: String(wsApp.port) })
+  const answer = await rawRequest(ws.inbound, 'GET /chat HTTP/1.1\r\nhost: shop.example\r\nupgrade: websocket\r\nconnection: Upgrade, x-secret\r\nx-secret: hop\r\n' +
+    'proxy-authorization: Basic c2VjcmV0\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-forwarded-proto: https\r\nx-doorman-shed: forged\r\n\r\n')
+  t.match(answer, /^HTTP\/1\.1 101 /)
+  t.match(answer, /x-app: yes/i)
+  t.notMatch(answer, /x-doorman-draining/i, "the app's x-doorman-* never reaches the client")
+  t.equal(upgrades.length, 1)
+  const up = upgrades[0]
+  t.equal(up['proxy-authorization'], undefined, 'Proxy-Authorization is not forwarded')
+  t.equal(up['x-secret'], undefined, 'headers named in Connection are not forwarded')
+  t.equal(up['x-doorman-shed'], undefined)
+  t.equal(up['x-forwarded-port'], String(ws.inbound))
+  t.equal(up['x-forwarded-proto'], 'http')
+  t.ok(up['x-request-id'], 'an x-request-id is made')
+  t.equal(up.upgrade, 'websocket')
+  t.equal(up['sec-websocket-key'], 'dGhlIHNhbXBsZSBub25jZQ==')
+})

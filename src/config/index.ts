@@ -39,6 +39,7 @@ export interface Config {
   queueTimeout: number
   upstreamTimeout: number
   clientWriteTimeout: number
+  trustedHops: number
   maxUpgrades: number
   maxHeaderSize: number
   headersTimeout: number

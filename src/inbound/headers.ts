@@ -27,7 +27,7 @@ function lengthTable (names: Iterable<string>): Uint8Array {
 /** Response header names worth lower-casing to compare: as long as a dropped one, x-request-id or content-length. */
 const RESPONSE_LENGTHS = lengthTable([...RESPONSE_DROP, 'x-request-id', 'content-length'])
 /** Request header names worth lower-casing to compare (unless Connection names others): those handled below. */
-const REQUEST_LENGTHS = lengthTable([...REQUEST_DROP, 'x-forwarded-for', 'x-request-id', 'host', 'x-forwarded-proto', 'x-forwarded-host', 'content-length'])
+const REQUEST_LENGTHS = lengthTable([...REQUEST_DROP, 'x-forwarded-for', 'x-request-id', 'host', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'content-length'])
 
 /** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
 function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
@@ -48,6 +48,13 @@ export interface ForwardInfo {
   remoteAddress: string
   /** `http` or `https`. */
   proto: string
+  /** The port the request arrived on, sent as x-forwarded-port (0: none). */
+  port: number
+  /**
+   * Whether the peer is a trusted hop (DOORMAN_TRUSTED_HOPS, or the local app on the outbound lane): its
+   * x-forwarded-proto, -host and -port are kept. Otherwise doorman sets them from what it saw itself.
+   */
+  trusted: boolean
 }
 
 export interface RequestHeaders {
@@ -59,8 +66,10 @@ export interface RequestHeaders {
 }
 
 /**
- * Builds the header list sent to the app from a request's rawHeaders: hop-by-hop headers dropped (including those
- * named in Connection) and doorman's own (x-doorman-*) removed, x-forwarded-for appended, x-forwarded-proto/-host added when absent, x-request-id kept or made.
+ * Builds the header list sent to the app from a request's rawHeaders, by the one policy of docs/headers.md:
+ * hop-by-hop headers dropped (including those named in Connection) and doorman's own (x-doorman-*) removed;
+ * x-forwarded-for appended; x-forwarded-proto, -host and -port set by doorman (kept from a trusted peer, added when
+ * absent); x-request-id kept or made.
  */
 export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeaders {
   const out: string[] = []
@@ -77,7 +86,9 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   let host = ''
   let hasProto = false
   let hasXfHost = false
+  let hasXfPort = false
   let hasBody = false
+  const trusted = info.trusted
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]
     const value = raw[i + 1]
@@ -104,10 +115,16 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
         host = value
         break
       case 'x-forwarded-proto':
+        if (!trusted) continue
         hasProto = true
         break
       case 'x-forwarded-host':
+        if (!trusted) continue
         hasXfHost = true
+        break
+      case 'x-forwarded-port':
+        if (!trusted) continue
+        hasXfPort = true
         break
       case 'content-length':
         if (value !== '0') hasBody = true
@@ -118,11 +135,37 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
   out.push('x-forwarded-for', xff === null ? info.remoteAddress : `${xff}, ${info.remoteAddress}`)
   if (!hasProto) out.push('x-forwarded-proto', info.proto)
   if (!hasXfHost && host !== '') out.push('x-forwarded-host', host)
+  if (!hasXfPort && info.port !== 0) out.push('x-forwarded-port', String(info.port))
   if (requestId === '') {
     requestId = randomUUID()
     out.push('x-request-id', requestId)
   }
   return { headers: out, requestId, hasBody, refused }
+}
+
+/**
+ * The same policy for an upgrade request (WebSocket), as the header object http-proxy sends: `upgrade` kept and
+ * `connection: upgrade` set (the two hop-by-hop headers an upgrade needs), duplicates as arrays.
+ */
+export function upgradeHeaders (raw: string[], info: ForwardInfo): { headers: Record<string, string | string[]>, requestId: string, refused: string | null } {
+  const h = requestHeaders(raw, info)
+  const out: Record<string, string | string[]> = {}
+  for (let i = 0; i < h.headers.length; i += 2) {
+    const name = h.headers[i].toLowerCase()
+    const value = h.headers[i + 1]
+    const had = out[name]
+    out[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [had, value]
+  }
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 7 && raw[i].toLowerCase() === 'upgrade') { out.upgrade = raw[i + 1]; break }
+  }
+  out.connection = 'upgrade'
+  return { headers: out, requestId: h.requestId, refused: h.refused }
+}
+
+/** Removes doorman's own headers (x-doorman-*) from a header object in place (the upgrade path's responses). */
+export function stripOwn (headers: Record<string, unknown>): void {
+  for (const name of Object.keys(headers)) if (isOwnHeader(name)) Reflect.deleteProperty(headers, name)
 }
 
 export interface ResponseHead {

@@ -9,7 +9,7 @@ import { classifyUpstreamError, BadRequestError, UpgradeLimitError, type Doorman
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
 import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
-import { requestHeaders, responseHeaders, trailerPairs } from './headers.js'
+import { requestHeaders, responseHeaders, trailerPairs, upgradeHeaders, stripOwn, type ForwardInfo } from './headers.js'
 import { Upstream, type Conn } from './upstream.js'
 
 export interface InboundOptions {
@@ -30,6 +30,8 @@ export interface InboundOptions {
   headersTimeout: number
   criticalPaths?: readonly string[]
   lowPaths?: readonly string[]
+  /** Proxies in front of doorman trusted to set x-forwarded-proto, -host and -port (DOORMAN_TRUSTED_HOPS). */
+  trustedHops?: number
 }
 
 const DRAIN_HEADERS = ['x-doorman-draining', '1', 'connection', 'close'] as const
@@ -65,6 +67,7 @@ export class Inbound {
   #draining = false
   #closed = false
   #extra: readonly string[] | null = null
+  #trusted: boolean
 
   constructor (opts: InboundOptions) {
     this.#opts = opts
@@ -73,6 +76,7 @@ export class Inbound {
     this.#log = opts.log
     this.#debug = opts.log.isLevelEnabled('debug')
     this.#classify = classifier(opts.criticalPaths ?? [], opts.lowPaths ?? [])
+    this.#trusted = (opts.trustedHops ?? 0) > 0
     this.#origin = `http://${opts.appHost.includes(':') ? `[${opts.appHost}]` : opts.appHost}:${opts.appPort}`
     this.upstream = new Upstream(this.#origin, opts.connections, {
       headersTimeout: opts.upstreamTimeout,
@@ -80,7 +84,12 @@ export class Inbound {
       keepAliveTimeout: 4_000,
       connect: { timeout: Math.min(opts.upstreamTimeout, 10_000) }
     })
-    this.#wsProxy = httpProxy.createProxyServer({ target: this.#origin, ws: true, xfwd: true })
+    // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.
+    this.#wsProxy = httpProxy.createProxyServer({ target: this.#origin, ws: true, xfwd: false })
+    this.#wsProxy.on('proxyReqWs', (proxyReq) => {
+      proxyReq.prependListener('response', (r: IncomingMessage) => { stripOwn(r.headers) })
+      proxyReq.prependListener('upgrade', (r: IncomingMessage) => { stripOwn(r.headers) })
+    })
     this.#wsProxy.on('error', (err, _req, resOrSocket) => {
       Metrics.inc(this.#metrics.upstreamErrors, 'upgrade')
       this.#log.warn({ err }, 'upgrade proxy error')
@@ -199,9 +208,22 @@ export class Inbound {
       respondOnSocket(socket, err.status, err.code)
       return
     }
+    const h = upgradeHeaders(req.rawHeaders, this.forwardInfo(req))
+    if (h.refused !== null) {
+      Metrics.inc(this.#metrics.clientErrors, 'malformed')
+      respondOnSocket(socket, 400, 'DOORMAN_ERR_BAD_REQUEST')
+      return
+    }
+    req.headers = h.headers
     this.#upgrades.add(socket)
     socket.once('close', () => { this.#upgrades.delete(socket) })
     this.#wsProxy.ws(req, socket, head)
+  }
+
+  /** What the header policy needs to know of a request's connection. */
+  forwardInfo (req: IncomingMessage): ForwardInfo {
+    const socket = req.socket
+    return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted: this.#trusted }
   }
 
   // --- called by Exchange ---
@@ -296,8 +318,7 @@ class Exchange {
     this.#state = ACTIVE
     this.#in.track(this)
     const req = this.#req
-    const socket = req.socket
-    const h = requestHeaders(req.rawHeaders, { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http' })
+    const h = requestHeaders(req.rawHeaders, this.#in.forwardInfo(req))
     this.#requestId = h.requestId
     if (h.refused !== null) { this.onError(new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`)); return }
     if (this.#expectContinue) this.#res.writeContinue()

@@ -250,7 +250,7 @@ export class Outbound {
     const now = performance.now()
     const ep = up.balancer.pick(now)
     if (ep === undefined) { this.#noInstance(res, up.service); return }
-    const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http' })
+    const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http', port: 0, trusted: true })
     if (h.refused !== null) {
       Metrics.inc(this.metrics.clientErrors, 'malformed')
       respondError(res, new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`), ['x-request-id', h.requestId])
