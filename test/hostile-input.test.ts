@@ -8,7 +8,7 @@ import { once } from 'node:events'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { getJson, request, rawRequest, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
+import { CLI, getJson, request, rawRequest, spawnNode, startServer, startDoorman, waitFor, type Doorman } from './helpers/index.js'
 import { startConsumer } from './helpers/mesh.js'
 
 function registryDir (t: Tap.Test): string {
@@ -242,4 +242,76 @@ t.test("5. x-forwarded-* are doorman's unless a trusted hop sets them; one polic
   t.ok(up['x-request-id'], 'an x-request-id is made')
   t.equal(up.upgrade, 'websocket')
   t.equal(up['sec-websocket-key'], 'dGhlIHNhbXBsZSBub25jZQ==')
+})
+
+/** An app speaking raw bytes: each connection gets `answer` after the request head arrives. */
+async function rawApp (t: Tap.Test, answer: string): Promise<number> {
+  const server = net.createServer((c) => { c.on('error', () => {}); c.once('data', () => { c.end(answer) }) })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.close() })
+  return (server.address() as net.AddressInfo).port
+}
+
+t.test('6. a malformed answer from the app is a 502 DOORMAN_ERR_UPSTREAM_PROTOCOL, logged as one line without its bytes', async (t) => {
+  const answers: Record<string, string> = {
+    '204 with a body': 'HTTP/1.1 204 No Content\r\ncontent-length: 12\r\n\r\nSECRET-BYTES',
+    'a bad chunk size': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nSECRET-BYTES\r\n0\r\n\r\n',
+    'no status line': 'SECRET-BYTES and more\r\n\r\n',
+    '2,000 header fields': 'HTTP/1.1 200 OK\r\n' + Array.from({ length: 2000 }, (_, i) => `x-secret-bytes-field-${i}: SECRET-BYTES`).join('\r\n') + '\r\ncontent-length: 2\r\n\r\nok',
+    'a bare CR in a header value': 'HTTP/1.1 200 OK\r\nx-a: SECRET\rBYTES\r\ncontent-length: 2\r\n\r\nok'
+  }
+  for (const [what, answer] of Object.entries(answers)) {
+    const port = await rawApp(t, answer)
+    const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(port) })
+    const r = await request(dm.inbound)
+    t.equal(r.status, 502, `${what}: 502`)
+    t.equal(r.headers['x-doorman-error'], 'DOORMAN_ERR_UPSTREAM_PROTOCOL', `${what}: the app's fault`)
+    const lines = (): string[] => dm.output().split('\n').filter((l) => l.includes('malformed response'))
+    const logged = await waitFor(`${what}: logged`, () => lines().length > 0 ? lines() : undefined, 5_000)
+    t.equal(logged.length, 1, `${what}: one line`)
+    t.notMatch(dm.output(), /SECRET|DOORMAN_ERR_INTERNAL|"stack"/, `${what}: no app bytes, no stack trace`)
+  }
+})
+
+t.test('6. DOORMAN_APP_HOST=[::1] works; a malformed host exits 78', async (t) => {
+  const server = http.createServer((_req, res) => { res.end('v6') })
+  server.listen(0, '::1')
+  await once(server, 'listening')
+  t.teardown(() => { server.close() })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String((server.address() as net.AddressInfo).port), DOORMAN_APP_HOST: '[::1]' })
+  const r = await request(dm.inbound)
+  t.equal(r.status, 200)
+  t.equal(r.body, 'v6')
+  for (const bad of ['[::1', '[localhost]', 'a:b']) {
+    const child = spawnNode(t, [CLI, 'run'], { DOORMAN_APP_PORT: '1', DOORMAN_APP_HOST: bad })
+    t.equal((await child.exited).code, 78, `${bad}: exit 78`)
+    t.match(child.output(), /DOORMAN_APP_HOST/)
+  }
+})
+
+t.test('6. an unknown DOORMAN_* variable is warned about at start-up, naming the closest setting', async (t) => {
+  const a = await app(t, plain('a'))
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port), DOORMAN_MAX_CONCURENCY: '5', DOORMAN_SERVICE_HOST: '10.0.0.1', DOORMAN_PORT_7080_TCP: 'tcp://10.0.0.1:7080' })
+  const line = dm.output().split('\n').find((l) => l.includes('DOORMAN_MAX_CONCURENCY'))
+  t.ok(line, 'the typo is named')
+  t.match(line ?? '', /did you mean DOORMAN_MAX_CONCURRENCY\?/)
+  t.notMatch(dm.output(), /DOORMAN_SERVICE_HOST|DOORMAN_PORT_7080_TCP/, "Kubernetes' service links are not settings and not warned about")
+})
+
+t.test("6. a shed 503 carries the client's x-request-id, or a new one", async (t) => {
+  let release: (() => void) | null = null
+  const a = await app(t, (_req, res) => { release = () => { res.end('slow') } })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(a.port), DOORMAN_MAX_CONCURRENCY: '1', DOORMAN_MAX_QUEUE: '0' })
+  const held = request(dm.inbound, { path: '/held' })
+  await waitFor('the slot taken', () => release !== null)
+  const mine = await request(dm.inbound, { headers: { 'x-request-id': 'mine-1' } })
+  t.equal(mine.status, 503)
+  t.equal(mine.headers['x-doorman-shed'], 'queue-full')
+  t.equal(mine.headers['x-request-id'], 'mine-1')
+  const made = await request(dm.inbound)
+  t.equal(made.status, 503)
+  t.match(made.headers['x-request-id'], /^[0-9a-f-]{36}$/)
+  ;(release as unknown as () => void)()
+  t.equal((await held).status, 200)
 })

@@ -127,9 +127,12 @@ export function classifyUpstreamError (err: unknown): DoormanError {
     case 'HPE_INVALID_HEADER_TOKEN':
     case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+    case 'UND_ERR_HEADERS_OVERFLOW':
       return new UpstreamProtocolError(err)
     default:
       if (typeof e?.code === 'string' && e.code.startsWith('HPE_')) return new UpstreamProtocolError(err)
+      // undici's parser errors carry no code of their own (no status line, too many header fields, a bare CR).
+      if (e?.name === 'HTTPParserError') return new UpstreamProtocolError(err)
       return new InternalError(err)
   }
 }

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import httpProxy from 'http-proxy'
 import { http, clearStall } from '../core/http.js'
-import type { Logger } from '../core/log.js'
+import { logProxyError, type Logger } from '../core/log.js'
 import { classifyUpstreamError, BadRequestError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
 import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
@@ -110,6 +110,11 @@ export class Inbound {
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, true) })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => { this.#clientError(err, socket) })
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { this.#upgrade(req, socket, head) })
+    // The inbound port opens no tunnels: a CONNECT gets an answer rather than a silent close.
+    this.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      Metrics.inc(this.#metrics.clientErrors, 'connect')
+      respondOnSocket(socket, 405, 'DOORMAN_ERR_BAD_REQUEST', 'allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n')
+    })
     opts.metrics.readings.upgrades = () => this.#upgrades.size
   }
 
@@ -365,6 +370,7 @@ class Exchange {
     if (this.#state !== ACTIVE) return
     this.#state = DONE
     this.#stall = clearStall(this.#stall)
+    this.#headTimer = clearStall(this.#headTimer)
     const abort = this.#abort
     this.#abort = null
     // The app's latency counts only if its response head arrived: the client's impatience says nothing about it.
@@ -392,7 +398,11 @@ class Exchange {
     if (res.destroyed) { this.#fail(); return true }
     const head = responseHeaders(rawHeaders, this.#requestId, this.#in.extraHeaders)
     this.#remaining = head.contentLength
-    res.writeHead(statusCode, statusText, head.headers)
+    // The head is written with the first body bytes (as Node would send it anyway), so that a response that turns
+    // out malformed right after its head (a 204 with a body, a bad chunk size) can still be answered 502.
+    this.#head = head.headers
+    this.#statusText = statusText
+    queueMicrotask(this.#headLater)
     this.#resume = resume
     // The app's own latency: from the request fully sent to the response head. 5xx counts as a drop signal.
     this.#headersAt = performance.now()
@@ -401,6 +411,25 @@ class Exchange {
   }
 
   #resume: (() => void) | null = null
+  /** The response head not yet written, and its status text. */
+  #head: string[] | null = null
+  #statusText = ''
+  #headTimer: NodeJS.Timeout | null = null
+  #writeHead = (): void => {
+    this.#headTimer = clearStall(this.#headTimer)
+    const head = this.#head
+    if (head === null) return
+    this.#head = null
+    if (!this.#res.destroyed) this.#res.writeHead(this.#status, this.#statusText, head)
+  }
+
+  /**
+   * No body bytes came with the head: write it on its own once undici had its chance to report the connection broken
+   * (it does from the socket's close callback, which runs before the next timers), for a response that streams later.
+   */
+  #headLater = (): void => {
+    if (this.#head !== null && this.#headTimer === null && this.#state === ACTIVE) this.#headTimer = setTimeout(this.#writeHead, 0)
+  }
   #rtt = -1
   /** Body bytes still to come when the app sent a content-length (-1: not known). */
   #remaining = -1
@@ -426,6 +455,7 @@ class Exchange {
     if (this.#state !== ACTIVE) return true
     const res = this.#res
     if (res.destroyed) { this.#fail(); return true }
+    if (this.#head !== null) this.#writeHead()
     if (this.#remaining === chunk.length) {
       // The last bytes of a content-length body: end() sends head and body in one write, as soon as write() would.
       this.#remaining = 0
@@ -457,6 +487,7 @@ class Exchange {
     this.#stall = clearStall(this.#stall)
     this.#abort = null
     const res = this.#res
+    this.#writeHead()
     if (!this.#ended) {
       if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
       res.end()
@@ -473,6 +504,8 @@ class Exchange {
     this.#timedOut = mapped.status === 504
     this.#state = DONE
     this.#stall = clearStall(this.#stall)
+    this.#headTimer = clearStall(this.#headTimer)
+    this.#head = null
     this.#abort = null
     // A timeout is a drop signal without a latency sample; other failures (refused, reset) are neither.
     this.#in.limiter.release(-1, this.#timedOut, this.#sentInflight)
@@ -483,6 +516,6 @@ class Exchange {
       const extra = this.#in.extraHeaders
       respondError(this.#res, mapped, extra === null ? ['x-request-id', this.#requestId] : ['x-request-id', this.#requestId, ...extra])
     }
-    if (mapped.code === 'DOORMAN_ERR_INTERNAL') this.#in.log.error({ err }, 'proxy error')
+    logProxyError(this.#in.log, mapped.code, err)
   }
 }

@@ -12,7 +12,7 @@
 //   - answers 503 with x-doorman-error when the service has no usable instance.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import { http, clearStall } from '../core/http.js'
-import type { Logger } from '../core/log.js'
+import { logProxyError, type Logger } from '../core/log.js'
 import { classifyUpstreamError, BadRequestError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
@@ -508,6 +508,6 @@ class Call {
     Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\t${clientsFault ? 'bad-request' : 'error'}`)
     if (this.#res.headersSent) { this.#res.destroy(); return }
     respondError(this.#res, mapped as UpstreamConnectError, ['x-request-id', this.#requestId])
-    if (mapped.code === 'DOORMAN_ERR_INTERNAL') this.#out.log.error({ err }, 'outbound proxy error')
+    logProxyError(this.#out.log, mapped.code, err)
   }
 }
