@@ -402,7 +402,7 @@ class Exchange {
     // out malformed right after its head (a 204 with a body, a bad chunk size) can still be answered 502.
     this.#head = head.headers
     this.#statusText = statusText
-    queueMicrotask(this.#headLater)
+    process.nextTick(Exchange.#headLater, this)
     this.#resume = resume
     // The app's own latency: from the request fully sent to the response head. 5xx counts as a drop signal.
     this.#headersAt = performance.now()
@@ -415,7 +415,7 @@ class Exchange {
   #head: string[] | null = null
   #statusText = ''
   #headTimer: NodeJS.Timeout | null = null
-  #writeHead = (): void => {
+  #writeHead (): void {
     this.#headTimer = clearStall(this.#headTimer)
     const head = this.#head
     if (head === null) return
@@ -427,9 +427,11 @@ class Exchange {
    * No body bytes came with the head: write it on its own once undici had its chance to report the connection broken
    * (it does from the socket's close callback, which runs before the next timers), for a response that streams later.
    */
-  #headLater = (): void => {
-    if (this.#head !== null && this.#headTimer === null && this.#state === ACTIVE) this.#headTimer = setTimeout(this.#writeHead, 0)
+  static #headLater (ex: Exchange): void {
+    if (ex.#head !== null && ex.#headTimer === null && ex.#state === ACTIVE) ex.#headTimer = setTimeout(Exchange.#headNow, 0, ex)
   }
+
+  static #headNow (ex: Exchange): void { ex.#writeHead() }
   #rtt = -1
   /** Body bytes still to come when the app sent a content-length (-1: not known). */
   #remaining = -1
@@ -443,7 +445,8 @@ class Exchange {
 
   #stall: NodeJS.Timeout | null = null
   /** The client read nothing for the write timeout: free the slot, cancel the app's request, close the client. */
-  #onStall = (): void => {
+  static #onStall (ex: Exchange): void { ex.#stalled() }
+  #stalled (): void {
     this.#stall = null
     if (this.#state !== ACTIVE) return
     Metrics.inc(this.#in.metrics.clientErrors, 'write-timeout')
@@ -467,7 +470,7 @@ class Exchange {
     if (!res.write(chunk) && !this.#paused) {
       this.#paused = true
       res.once('drain', this.#onDrain)
-      this.#stall = setTimeout(this.#onStall, this.#in.writeTimeout)
+      this.#stall = setTimeout(Exchange.#onStall, this.#in.writeTimeout, this)
       return false
     }
     return !this.#paused

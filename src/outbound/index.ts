@@ -445,7 +445,8 @@ class Call {
 
   #stall: NodeJS.Timeout | null = null
   /** The local app read nothing for the write timeout: close its connection (which cancels the attempt). */
-  #onStall = (): void => {
+  static #onStall (call: Call): void { call.#stalled() }
+  #stalled (): void {
     this.#stall = null
     if (this.#state !== ACTIVE) return
     Metrics.inc(this.#out.metrics.clientErrors, 'write-timeout')
@@ -459,7 +460,7 @@ class Call {
     if (!res.write(chunk) && !this.#paused) {
       this.#paused = true
       res.once('drain', this.#onDrain)
-      this.#stall = setTimeout(this.#onStall, this.#out.clientWriteTimeout)
+      this.#stall = setTimeout(Call.#onStall, this.#out.clientWriteTimeout, this)
       return false
     }
     return !this.#paused
