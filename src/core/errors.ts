@@ -72,8 +72,8 @@ export class InternalError extends DoormanError {
 }
 
 /**
- * Every code, for docs and tests. The last four are answered on the raw socket for requests Node's parser refused
- * (400, 431, 408) or upgrades arriving after the listeners closed (503); they have no class of their own.
+ * Every code, for docs and tests. The last five are answered on the raw socket for requests Node's parser refused
+ * (400, 431, 408), upgrades to a protocol doorman doesn't carry (400) or upgrades arriving after the listeners closed (503); they have no class of their own.
  */
 export const ERROR_CODES = [
   'DOORMAN_ERR_CONFIG',
@@ -85,6 +85,7 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_NO_SERVICE',
   'DOORMAN_ERR_INTERNAL',
   'DOORMAN_ERR_BAD_REQUEST',
+  'DOORMAN_ERR_UPGRADE_UNSUPPORTED',
   'DOORMAN_ERR_HEADER_OVERFLOW',
   'DOORMAN_ERR_HEADERS_TIMEOUT',
   'DOORMAN_ERR_DRAINING'
