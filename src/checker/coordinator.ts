@@ -25,9 +25,20 @@ export interface EjectResult {
   budget: number
 }
 
+/** A group's membership as one heartbeat found it. */
+export interface Membership {
+  /** The group's live replicas, sorted. */
+  replicas: string[]
+  /**
+   * Milliseconds until the first of the other replicas expires unless it heartbeats again (Infinity when alone):
+   * when a replica dies, the others look again at that moment and take its share over at once.
+   */
+  nextExpiry: number
+}
+
 export interface Coordinator {
-  /** Renews this replica's membership of its group; resolves with the group's live replicas, sorted. */
-  heartbeat: (group: string, id: string, ttlMs: number) => Promise<string[]>
+  /** Renews this replica's membership of its group; resolves with the group's live replicas and their expiries. */
+  heartbeat: (group: string, id: string, ttlMs: number) => Promise<Membership>
   /** Leaves the group at once (on a clean stop), so the others take over at their next round. */
   leave: (group: string, id: string) => Promise<void>
   /** The run-time mode table over `fallback` (values that are not modes come back in `bad`). */
@@ -69,13 +80,15 @@ export class MemoryCoordinator implements Coordinator {
     this.#now = now
   }
 
-  async heartbeat (group: string, id: string, ttlMs: number): Promise<string[]> {
+  async heartbeat (group: string, id: string, ttlMs: number): Promise<Membership> {
     let g = this.#groups.get(group)
     if (g === undefined) { g = new Map(); this.#groups.set(group, g) }
     const now = this.#now()
     for (const [r, until] of g) if (until <= now) g.delete(r)
     g.set(id, now + ttlMs)
-    return [...g.keys()].sort()
+    let next = Infinity
+    for (const [r, until] of g) if (r !== id) next = Math.min(next, until - now)
+    return { replicas: [...g.keys()].sort(), nextExpiry: next }
   }
 
   async leave (group: string, id: string): Promise<void> {
@@ -128,7 +141,8 @@ export class MemoryCoordinator implements Coordinator {
 }
 
 // The replicas of a group: a sorted set of replica → expiry (the store's clock, ms). Expired members are pruned on
-// every heartbeat; the set itself expires when every replica is gone.
+// every heartbeat; the set itself expires when every replica is gone. Returns the members and, for each, the
+// milliseconds left before it expires (by the store's clock, so the replicas' clocks don't matter).
 const HEARTBEAT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -136,7 +150,13 @@ local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return redis.call('ZRANGE', KEYS[1], 0, -1)`
+local out = {}
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  out[#out + 1] = all[i]
+  out[#out + 1] = tostring(tonumber(all[i + 1]) - now)
+end
+return out`
 
 // The protection threshold, atomically: reads every instance of the service once (all in the service's slot, see
 // docs/registry.md) and counts each cluster, then takes the asked-for ids in order and sets `ejected` on each only
@@ -218,9 +238,15 @@ export class RedisCoordinator implements Coordinator {
   modeKey (): string { return `${this.#prefix}:checker:mode` }
   #tag (service: string): string { return `${this.#prefix}:{${service}}` }
 
-  async heartbeat (group: string, id: string, ttlMs: number): Promise<string[]> {
-    const members = await this.#scripts.dmCheckerHeartbeat(this.replicasKey(group), id, String(Math.max(1, Math.round(ttlMs))))
-    return [...members].sort()
+  async heartbeat (group: string, id: string, ttlMs: number): Promise<Membership> {
+    const flat = await this.#scripts.dmCheckerHeartbeat(this.replicasKey(group), id, String(Math.max(1, Math.round(ttlMs))))
+    const replicas: string[] = []
+    let next = Infinity
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      replicas.push(flat[i])
+      if (flat[i] !== id) next = Math.min(next, Number(flat[i + 1]))
+    }
+    return { replicas: replicas.sort(), nextExpiry: next }
   }
 
   async leave (group: string, id: string): Promise<void> {
