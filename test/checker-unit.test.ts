@@ -11,6 +11,7 @@ import {
   ejectBudget, globMatcher, owner, type EjectResult, type Target, type ProbeResult
 } from '../src/checker/index.js'
 import { CheckerAdmin } from '../src/checker/admin.js'
+import { ownerFilter, type RoundContext } from '../src/checker/dispatcher.js'
 import { freePort, request, startServer, getJson, waitFor } from './helpers/index.js'
 import { instance } from './checker-helpers.js'
 
@@ -327,6 +328,27 @@ t.test('two replicas in one group split the services and take over when one leav
   await b.stop()
   const after = await a.round()
   t.equal(after.services, 12, 'after b left, a owns everything')
+})
+
+t.test('each service\'s owner is computed once, until the ring changes', async (t) => {
+  let computed = 0
+  const f = ownerFilter((s, r) => { computed++; return owner(s, r) })
+  const services = Array.from({ length: 100 }, (_, i) => `svc-${i}`)
+  // Each round brings a new array, as each heartbeat does.
+  const ctx = (replicas: string[]): RoundContext => ({ self: 'a', replicas: [...replicas], modes: new ModeTable('full') })
+  const mine = services.filter((s) => f.keep(s, ctx(['a', 'b'])))
+  t.equal(computed, 100)
+  t.same(mine, services.filter((s) => owner(s, ['a', 'b']) === 'a'))
+  for (let round = 0; round < 3; round++) t.same(services.filter((s) => f.keep(s, ctx(['a', 'b']))), mine)
+  t.equal(computed, 100, 'not again while the ring stays the same')
+  t.same(services.filter((s) => f.keep(s, ctx(['a', 'b', 'c']))), services.filter((s) => owner(s, ['a', 'b', 'c']) === 'a'))
+  t.equal(computed, 200, 'all again once it changed')
+  // Names no longer listed are forgotten.
+  f.retain?.(services.slice(0, 10))
+  for (const s of services.slice(0, 10)) f.keep(s, ctx(['a', 'b', 'c']))
+  t.equal(computed, 200, 'listed names kept')
+  f.keep('svc-50', ctx(['a', 'b', 'c']))
+  t.equal(computed, 201, 'a forgotten one computed again')
 })
 
 t.test('a replica that stops heartbeating is taken over the moment its membership expires, not at the next round', async (t) => {

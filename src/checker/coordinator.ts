@@ -52,6 +52,16 @@ export interface Coordinator {
   eject: (service: string, ids: readonly string[], maxPercent: number) => Promise<EjectResult[]>
   /** Releases an ejection. False when the instance is no longer registered. */
   recover: (service: string, id: string) => Promise<boolean>
+  /**
+   * The names in the registry's service set, as stored: one read, no per-service count (the owner of each service
+   * keeps a live view of it, which is the count it needs). A name may have no instance left (see pruneService).
+   */
+  serviceNames: () => Promise<string[]>
+  /**
+   * Takes a service with no instance left out of the registry's service set (its owner does, once its view is empty).
+   * False, with the set as it was, when the service has an instance again.
+   */
+  pruneService: (service: string) => Promise<boolean>
 }
 
 /** Counts each cluster for the threshold: instances that are routable or ejected (draining ones are leaving). */
@@ -137,6 +147,15 @@ export class MemoryCoordinator implements Coordinator {
 
   async recover (service: string, id: string): Promise<boolean> {
     return await this.#registry.setEjected(service, id, false)
+  }
+
+  async serviceNames (): Promise<string[]> {
+    return await this.#registry.services()
+  }
+
+  /** The memory registry forgets a service with its last instance: nothing to prune. */
+  async pruneService (service: string): Promise<boolean> {
+    return (await this.#registry.list(service)).length === 0
   }
 }
 
@@ -271,5 +290,26 @@ export class RedisCoordinator implements Coordinator {
 
   async recover (service: string, id: string): Promise<boolean> {
     return await this.#registry.setEjected(service, id, false)
+  }
+
+  /** `<prefix>:services`, the registry's service set (see docs/registry.md). */
+  servicesKey (): string { return `${this.#prefix}:services` }
+
+  async serviceNames (): Promise<string[]> {
+    return (await this.#registry.client.smembers(this.servicesKey())).sort()
+  }
+
+  // The service set and a service's ids are in different slots on a Cluster, so this can't be one script. Three steps
+  // instead, safe against a registration at any moment: a registration writes its id first, then adds the service to
+  // the set. An id written before the second look is seen there and the name goes back; an id written after it comes
+  // with its own addition, which lands after the removal. Either way a service with an instance stays in the set.
+  async pruneService (service: string): Promise<boolean> {
+    const c = this.#registry.client
+    const ids = `${this.#tag(service)}:ids`
+    if (await c.scard(ids) > 0) return false
+    await c.srem(this.servicesKey(), service)
+    if (await c.scard(ids) === 0) return true
+    await c.sadd(this.servicesKey(), service)
+    return false
   }
 }

@@ -122,6 +122,7 @@ export class Checker {
     this.metrics = opts.metrics ?? new CheckerMetrics()
     this.dispatcher = new Dispatcher({
       registry: opts.registry,
+      catalog: opts.coordinator,
       log: opts.log.child({ part: 'dispatcher' }),
       serviceFilters: [
         excludeFilter(opts.exclude ?? []),
