@@ -6,6 +6,9 @@
 // has the Dispatcher list the services this replica owns (rendezvous hashing over the group's live replicas) and
 // their instances, has the Prober probe them, and the Decider count and decide as results arrive; the round ends
 // once every decision has been acted on. Replicas share nothing but the registry's store (coordinator.ts).
+// When another replica's membership expires (it died), the next round starts at that moment, not an interval later:
+// with probes bounded by the interval, its share's frozen instances are ejected within
+// DOORMAN_REGISTRY_TTL + (failures + 1) × interval of its death (docs/checker.md).
 import { hostname } from 'node:os'
 import type { Logger } from '../core/log.js'
 import type { InstanceState, Registry } from '../registry/types.js'
