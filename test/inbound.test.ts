@@ -373,3 +373,28 @@ t.test('WebSocket echo through doorman, under its own cap', async (t) => {
   await once(third, 'open')
   third.close()
 })
+
+t.test('upgrades: h2c is ignored and answered over HTTP/1.1 (curl --http2), other protocols get a 400, never an empty reply', async (t) => {
+  const app = await startApp(t)
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })
+  const { execFile } = await import('node:child_process')
+  const curl = async (args: string[]): Promise<string> => await new Promise((resolve, reject) => {
+    execFile('curl', ['-sS', '-i', '--max-time', '10', ...args], (err, stdout) => { if (err !== null) reject(err); else resolve(stdout) })
+  })
+  const get = await curl(['--http2', `http://127.0.0.1:${dm.inbound}/echo`])
+  t.match(get, /^HTTP\/1\.1 200/, 'curl --http2 (Upgrade: h2c) gets its answer over HTTP/1.1')
+  const post = await curl(['--http2', '--data-binary', 'hello h2c', `http://127.0.0.1:${dm.inbound}/echo`])
+  t.match(post, /^HTTP\/1\.1 200/, 'a POST with an h2c upgrade too')
+  const body = JSON.parse(post.slice(post.indexOf('\r\n\r\n') + 4)) as { method: string, length: number, headers: Record<string, string> }
+  t.equal(body.method, 'POST')
+  t.equal(body.length, 9, 'its body reached the app')
+  t.equal(body.headers.upgrade, undefined, 'the app never sees the Upgrade header')
+  t.equal(body.headers['http2-settings'], undefined, 'nor HTTP2-Settings')
+  const before = app.seen.length
+  const foo = await rawRequest(dm.inbound, 'POST /echo HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\nContent-Length: 5\r\n\r\nhello')
+  t.match(foo, /^HTTP\/1\.1 400/, 'an unknown upgrade gets 400')
+  t.match(foo, /x-doorman-error: DOORMAN_ERR_UPGRADE_UNSUPPORTED/)
+  const both = await rawRequest(dm.inbound, 'GET /echo HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: h2c, foo\r\n\r\n')
+  t.match(both, /^HTTP\/1\.1 400/, 'h2c offered beside an unknown protocol: 400 too')
+  t.equal(app.seen.length, before, 'neither reached the app')
+})

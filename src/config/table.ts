@@ -73,7 +73,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   // Registry
   { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`, or `file:///directory` (several processes on one machine, no Redis).' },
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },
-  { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this.' },
+  { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this; so does a `doorman checker` replica its ring (the others take its share over then).' },
   { env: 'DOORMAN_REGISTER_DELAY', kind: 'duration', default: '0s', scope: 'sidecar', doc: 'Extra wait after the app is ready before registering.' },
   // Outbound lane: passive outlier ejection
   { env: 'DOORMAN_OUTLIER_FAILURES', kind: 'int', default: '5', scope: 'sidecar', doc: 'Outbound lane: consecutive gateway failures (refused, reset, timeout, 502/503/504 other than a shed) that eject an instance.' },
@@ -109,7 +109,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_SIDECAR_RESOURCES', kind: 'resources', default: JSON.stringify(SIDECAR_RESOURCES), scope: 'webhook', annotatable: false, doc: "`doorman webhook` and `doorman inject`: the injected sidecar's `resources` as JSON (`requests` and `limits` of `cpu` and `memory`); what it leaves out is not set. A pod's `doorman.io/sidecar-*` annotations change one value each." },
   // Checker
   { env: 'DOORMAN_CHECK_INTERVAL', kind: 'duration', default: '3s', scope: 'checker', annotatable: false, doc: '`doorman checker`: round period.' },
-  { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout." },
+  { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout, at most `DOORMAN_CHECK_INTERVAL` (a longer one is cut to the interval)." },
   { env: 'DOORMAN_CHECK_FAILURES', kind: 'int', default: '3', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive failures that eject an instance.' },
   { env: 'DOORMAN_CHECK_SUCCESSES', kind: 'int', default: '2', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive successes that recover an instance.' },
   { env: 'DOORMAN_CHECK_MAX_EJECT', kind: 'percent', default: '33', scope: 'checker', annotatable: false, doc: "`doorman checker`: protection threshold, most percent of a service's cluster ejected at once." },

@@ -83,7 +83,8 @@ export class InternalError extends DoormanError {
 
 /**
  * Every code, for docs and tests. DOORMAN_ERR_BAD_REQUEST is also answered on the raw socket for requests Node's
- * parser refused, as are the last three (431, 408, and 503 for upgrades arriving after the listeners closed).
+ * parser refused, as are the last four: upgrades to a protocol doorman doesn't carry (400), 431, 408, and 503 for
+ * upgrades arriving after the listeners closed.
  */
 export const ERROR_CODES = [
   'DOORMAN_ERR_CONFIG',
@@ -95,6 +96,7 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_NO_SERVICE',
   'DOORMAN_ERR_INTERNAL',
   'DOORMAN_ERR_BAD_REQUEST',
+  'DOORMAN_ERR_UPGRADE_UNSUPPORTED',
   'DOORMAN_ERR_HEADER_OVERFLOW',
   'DOORMAN_ERR_HEADERS_TIMEOUT',
   'DOORMAN_ERR_DRAINING'

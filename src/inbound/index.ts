@@ -104,7 +104,10 @@ export class Inbound {
       keepAliveTimeout: 5_000,
       connectionsCheckingInterval: Math.min(1_000, opts.headersTimeout),
       requireHostHeader: true,
-      insecureHTTPParser: false
+      insecureHTTPParser: false,
+      // Upgrade: h2c (curl --http2, the JDK's HttpClient) is ignored and the request answered over HTTP/1.1, as
+      // RFC 9110 §7.8 allows and RFC 9113 asks; every other token goes to #upgrade (WebSocket proxied, the rest 400).
+      shouldUpgradeCallback: (req: IncomingMessage) => !onlyH2cUpgrade(req.headers.upgrade)
     })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, false) })
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, true) })
@@ -206,6 +209,11 @@ export class Inbound {
   }
 
   #upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (!isWebSocketUpgrade(req.headers.upgrade)) {
+      Metrics.inc(this.#metrics.clientErrors, 'bad-upgrade')
+      respondOnSocket(socket, 400, 'DOORMAN_ERR_UPGRADE_UNSUPPORTED')
+      return
+    }
     if (this.#closed) { respondOnSocket(socket, 503, 'DOORMAN_ERR_DRAINING'); return }
     if (this.#upgrades.size >= this.#opts.maxUpgrades) {
       const err = new UpgradeLimitError()
@@ -521,4 +529,16 @@ class Exchange {
     }
     logProxyError(this.#in.log, mapped.code, err)
   }
+}
+
+/** The protocols an Upgrade header offers, lower-cased, without versions (`websocket`, `h2c`). */
+function upgradeTokens (value: string | undefined): string[] {
+  return (value ?? '').split(',').map((t) => t.trim().split('/')[0].toLowerCase()).filter((t) => t !== '')
+}
+function onlyH2cUpgrade (value: string | undefined): boolean {
+  const tokens = upgradeTokens(value)
+  return tokens.length > 0 && tokens.every((t) => t === 'h2c')
+}
+function isWebSocketUpgrade (value: string | undefined): boolean {
+  return upgradeTokens(value).includes('websocket')
 }
