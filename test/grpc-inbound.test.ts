@@ -3,6 +3,7 @@
 import t from 'tap'
 import path from 'node:path'
 import net from 'node:net'
+import http2 from 'node:http2'
 import { execFile } from 'node:child_process'
 import grpc from '@grpc/grpc-js'
 import loader from '@grpc/proto-loader'
@@ -216,4 +217,99 @@ t.test('preface detection', async (t) => {
   t.equal(classify(Buffer.from('PRI * HTTP/2')), null, 'a prefix waits for more')
   t.equal(classify(Buffer.from('PRI * HTTP/1.1\r\n')), 'h1')
   t.equal(classify(Buffer.concat([PREFACE, Buffer.from('xyz')])), 'h2')
+})
+
+/** A gRPC request by hand (node:http2), with a grpc-timeout header and no deadline of the caller's own. */
+async function rawGrpc (port: number, msg: Uint8Array, headers: Record<string, string>): Promise<{ headers: Any, ms: number, session: http2.ClientHttp2Session }> {
+  const session = http2.connect(`http://127.0.0.1:${port}`)
+  const t0 = Date.now()
+  return await new Promise((resolve, reject) => {
+    const req = session.request({ ':method': 'POST', ':path': '/doorman.test.Echo/Unary', 'content-type': 'application/grpc', te: 'trailers', ...headers })
+    let head: Any = null
+    req.on('response', (h) => { head = h })
+    req.on('trailers', (h) => { head = { ...head, ...h } })
+    req.on('data', () => {})
+    req.on('end', () => { resolve({ headers: head, ms: Date.now() - t0, session }) })
+    req.on('error', reject)
+    const frame = Buffer.alloc(5 + msg.length)
+    frame.writeUInt32BE(msg.length, 1)
+    Buffer.from(msg).copy(frame, 5)
+    req.end(frame)
+  })
+}
+
+/** Msg { text, delay_ms } in protobuf wire form (fields 1 and 3). */
+function encodeMsg (text: string, delayMs: number): Uint8Array {
+  const tb = Buffer.from(text)
+  return Buffer.concat([Buffer.from([0x0a, tb.length]), tb, Buffer.from([0x18]), varint(delayMs)])
+}
+function varint (n: number): Buffer {
+  const out: number[] = []
+  while (n > 127) { out.push((n & 127) | 128); n >>>= 7 }
+  out.push(n)
+  return Buffer.from(out)
+}
+
+t.test('grpc-timeout bounds the queue wait and the app wait; a cancelled call frees its slot at once', async (t) => {
+  const app = await startFixtureApp(t, 'grpc-app.mjs')
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_APP_PROTOCOL: 'h2c', DOORMAN_MAX_CONCURRENCY: '1', DOORMAN_MAX_QUEUE: '5', DOORMAN_QUEUE_TIMEOUT: '20s' })
+  const c = client(dm.inbound)
+  const direct = client(app.port)
+  t.teardown(() => { c.close(); direct.close() })
+  await unary(direct, { text: 'reset' })
+
+  // Waiting on the app: doorman answers DEADLINE_EXCEEDED and resets the app's stream.
+  const active = await rawGrpc(dm.inbound, encodeMsg('slow', 5000), { 'grpc-timeout': '300m' })
+  t.teardown(() => { active.session.destroy() })
+  t.equal(active.headers[':status'], 200)
+  t.equal(active.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED')
+  t.ok(active.ms < 3000, `answered at the deadline (${active.ms} ms)`)
+  await waitFor('the app to see the cancellation', async () => (await appStats(direct)).cancelled === 1, 5000)
+
+  // Waiting in the queue: the one slot is taken by a slow call.
+  const hog = unary(c, { text: 'hog', delayMs: 1500 })
+  await waitFor('the slow call to reach the app', async () => (await appStats(direct)).inflight === 1, 5000)
+  const queued = await rawGrpc(dm.inbound, encodeMsg('q', 0), { 'grpc-timeout': '200m' })
+  t.teardown(() => { queued.session.destroy() })
+  t.equal(queued.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED while queued')
+  t.ok(queued.ms < 1400, `before the slot came free (${queued.ms} ms)`)
+  t.equal((await hog).status.code, grpc.status.OK)
+
+  // The caller cancels: the app sees it and the slot is free at once for the next call.
+  const call = c.Unary({ text: 'cancel-me', delayMs: 10_000 }, () => {})
+  await waitFor('the call to reach the app', async () => (await appStats(direct)).inflight === 1, 5000)
+  call.cancel()
+  await waitFor('the app to see the cancellation', async () => (await appStats(direct)).cancelled === 2, 5000)
+  const next = await unary(c, { text: 'after' }, { deadlineMs: 3000 })
+  t.equal(next.status.code, grpc.status.OK, 'the slot was given back')
+})
+
+t.test('SIGTERM with streams in flight: all complete, GOAWAY to idle sessions too, exit 0', async (t) => {
+  const app = await startFixtureApp(t, 'grpc-app.mjs')
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_APP_PROTOCOL: 'h2c', DOORMAN_DRAIN_DELAY: '1s', DOORMAN_DRAIN_QUIET: '300ms', DOORMAN_DRAIN_TIMEOUT: '20s' })
+  const c = client(dm.inbound)
+  const direct = client(app.port)
+  t.teardown(() => { c.close(); direct.close() })
+  await unary(direct, { text: 'reset' })
+  // An idle HTTP/2 session: it must get the GOAWAY without sending anything more.
+  const idle = http2.connect(`http://127.0.0.1:${dm.inbound}`)
+  t.teardown(() => { idle.destroy() })
+  const goaways: number[] = []
+  idle.on('goaway', (_code: number, last: number) => { goaways.push(last) })
+  idle.on('error', () => {})
+  await new Promise<void>((resolve) => { idle.once('remoteSettings', () => { resolve() }) })
+
+  const calls = Array.from({ length: 6 }, async () => await unary(c, { text: 'inflight', delayMs: 1500 }))
+  await waitFor('the calls to reach the app', async () => (await appStats(direct)).inflight === 6, 5000)
+  dm.proc.kill('SIGTERM')
+  await waitFor('the idle session to get a GOAWAY', () => goaways.length > 0, 5000)
+  t.equal(goaways[0], 2 ** 31 - 1, 'first GOAWAY: the largest stream id')
+  // While draining (before the listener closes), a new call is served and flagged.
+  const late = await unary(c, { text: 'late' })
+  t.equal(late.status.code, grpc.status.OK)
+  t.equal(late.headers?.get('x-doorman-draining')[0], '1', 'x-doorman-draining on responses while draining')
+  const results = await Promise.all(calls)
+  t.same(results.map((r) => r.status.code), Array(6).fill(grpc.status.OK), 'every stream in flight completed')
+  const { code } = await dm.exited
+  t.equal(code, 0)
 })

@@ -189,6 +189,8 @@ class StreamExchange implements UpstreamHandler {
   #waiter: Waiter | null = null
   #abort: ((err?: Error) => void) | null = null
   #deadline: NodeJS.Timeout | null = null
+  /** performance.now() when grpc-timeout passes (-1: none). */
+  #deadlineAt = -1
   conn: Conn | null = null
   #sent = 0
   #sentInflight = 0
@@ -213,6 +215,7 @@ class StreamExchange implements UpstreamHandler {
     // grpc-timeout bounds the wait for a slot and for the app together.
     const ms = grpc ? grpcTimeoutMs(headers['grpc-timeout']) : -1
     if (ms >= 0) {
+      this.#deadlineAt = arrivedAt + ms
       this.#deadline = setTimeout(this.#onDeadline, Math.max(1, Math.ceil(ms)))
       this.#deadline.unref()
     }
@@ -252,6 +255,8 @@ class StreamExchange implements UpstreamHandler {
       const v = h[name]
       if (v === undefined) continue
       if (Array.isArray(v)) for (const x of v) raw.push(name, x)
+      // The app gets what is left of the deadline after the queue wait, as Envoy passes it on.
+      else if (name === 'grpc-timeout' && this.#deadlineAt >= 0) raw.push(name, `${Math.max(1, Math.floor(this.#deadlineAt - performance.now()))}m`)
       else raw.push(name, v)
     }
     const authority = h[':authority']
