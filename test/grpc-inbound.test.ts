@@ -186,6 +186,19 @@ t.test('the app unreachable: UNAVAILABLE', async (t) => {
   t.ok(r.trailers?.get('x-doorman-error')[0], 'x-doorman-error names the cause')
 })
 
+t.test('DOORMAN_UPSTREAM_TIMEOUT: DEADLINE_EXCEEDED naming the timeout, the app\'s stream reset', async (t) => {
+  const app = await startFixtureApp(t, 'grpc-app.mjs')
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_APP_PROTOCOL: 'h2c', DOORMAN_UPSTREAM_TIMEOUT: '300ms' })
+  const c = client(dm.inbound)
+  const direct = client(app.port)
+  t.teardown(() => { c.close(); direct.close() })
+  await unary(direct, { text: 'reset' })
+  const r = await unary(c, { text: 'quiet', delayMs: 3000 })
+  t.equal(r.status.code, grpc.status.DEADLINE_EXCEEDED)
+  t.equal(r.trailers?.get('x-doorman-error')[0], 'DOORMAN_ERR_UPSTREAM_TIMEOUT')
+  await waitFor('the app to see the cancellation', async () => (await appStats(direct)).cancelled === 1, 5000)
+})
+
 t.test('curl --http2-prior-knowledge to an HTTP/1.1 app, and HTTP/1.1 on the same port', async (t) => {
   const { port } = await startServer(t, (req, res) => {
     let n = 0
