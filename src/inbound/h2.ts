@@ -376,7 +376,12 @@ class StreamExchange implements UpstreamHandler {
     this.#head = null
     const s = this.#stream
     if (s.destroyed || s.closed) return
-    s.respond(head, { waitForTrailers: true })
+    try {
+      s.respond(head, { waitForTrailers: true })
+    } catch {
+      // The client reset the stream a moment ago: its 'close' settles the exchange.
+      return
+    }
     s.on('wantTrailers', () => {
       try {
         s.sendTrailers(this.#trailers ?? {})
@@ -413,7 +418,7 @@ class StreamExchange implements UpstreamHandler {
       const head = this.#head
       this.#head = null
       if (trailers !== null) for (let i = 0; i < trailers.length; i += 2) head[trailers[i].toString().toLowerCase()] = trailers[i + 1].toString()
-      if (!s.destroyed && !s.closed) s.respond(head, { endStream: true })
+      if (!s.destroyed && !s.closed) try { s.respond(head, { endStream: true }) } catch {}
     } else if (!s.destroyed) {
       if (trailers !== null && trailers.length > 0) {
         const t: OutgoingHttpHeaders = {}
