@@ -4,6 +4,7 @@ import t from 'tap'
 import path from 'node:path'
 import net from 'node:net'
 import http2 from 'node:http2'
+import { readFileSync } from 'node:fs'
 import { execFile } from 'node:child_process'
 import grpc from '@grpc/grpc-js'
 import loader from '@grpc/proto-loader'
@@ -325,4 +326,45 @@ t.test('SIGTERM with streams in flight: all complete, GOAWAY to idle sessions to
   t.same(results.map((r) => r.status.code), Array(6).fill(grpc.status.OK), 'every stream in flight completed')
   const { code } = await dm.exited
   t.equal(code, 0)
+})
+
+t.test('flow control end to end: a client that stops reading holds the app back, doorman buffers little', async (t) => {
+  // An h2c app that writes 64 MiB as fast as HTTP/2 flow control lets it.
+  const chunk = Buffer.alloc(64 * 1024, 97)
+  let sent = 0
+  const app = http2.createServer()
+  app.on('stream', (st) => {
+    st.respond({ ':status': 200 })
+    const pump = (): void => {
+      while (sent < 64 << 20) {
+        sent += chunk.length
+        if (!st.write(chunk)) { st.once('drain', pump); return }
+      }
+      st.end()
+    }
+    pump()
+  })
+  app.listen(0, '127.0.0.1')
+  await new Promise((resolve) => app.once('listening', resolve))
+  t.teardown(() => { app.close() })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String((app.address() as net.AddressInfo).port), DOORMAN_APP_PROTOCOL: 'h2c' })
+  const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${dm.proc.pid as number}/status`, 'utf8'))?.[1] ?? 0) * 1024
+  const before = rss()
+  const session = http2.connect(`http://127.0.0.1:${dm.inbound}`)
+  t.teardown(() => { session.destroy() })
+  const req = session.request({ ':path': '/big' })
+  let got = 0
+  let held = false
+  req.on('data', (d: Buffer) => { got += d.length; if (!held && got >= 4 << 20) { held = true; req.pause() } })
+  req.on('error', () => {})
+  await waitFor('the client to read 4 MiB', () => got >= 4 << 20)
+  // The client reads no more: what the app manages to write levels off.
+  let last = -1
+  let same = 0
+  await waitFor('the app to be held back', () => { same = sent === last ? same + 1 : 0; last = sent; return same >= 10 }, 15_000, 50)
+  t.ok(sent - got < 16 << 20, `the app wrote ${(sent / 2 ** 20).toFixed(1)} MiB, the client read ${(got / 2 ** 20).toFixed(1)} MiB`)
+  t.ok(rss() - before < 64 << 20, `doorman's memory grew by ${((rss() - before) / 2 ** 20).toFixed(1)} MiB`)
+  req.resume()
+  await new Promise((resolve) => req.once('end', resolve))
+  t.equal(got, 64 << 20, 'everything arrived once the client read again')
 })
