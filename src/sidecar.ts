@@ -73,6 +73,7 @@ export class Sidecar {
     this.inbound = new Inbound({
       appHost: cfg.appHost,
       appPort: cfg.appPort,
+      appProtocol: cfg.appProtocol,
       port: cfg.inboundPort,
       host: cfg.bindHost,
       limiter: this.limiter,

@@ -26,6 +26,7 @@ export interface Config {
   adminPort: number
   bindHost: string
   appPort: number
+  appProtocol: 'http1' | 'h2c'
   appHost: string
   service: string
   cluster: string

@@ -52,6 +52,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   // The app
   { env: 'DOORMAN_APP_PORT', kind: 'port', required: true, scope: 'sidecar', doc: "The app's port on `DOORMAN_APP_HOST`." },
   { env: 'DOORMAN_APP_HOST', kind: 'host', default: '127.0.0.1', scope: 'sidecar', doc: "The app's host (normally loopback: the app shares the pod's network)." },
+  { env: 'DOORMAN_APP_PROTOCOL', kind: 'enum', values: ['http1', 'h2c'], default: 'http1', scope: 'sidecar', doc: 'How doorman talks to the app: `http1` or `h2c` (cleartext HTTP/2 with prior knowledge, as gRPC servers speak). Clients may use either on the inbound port; a gRPC call to an `http1` app is answered UNAVAILABLE naming this setting.' },
   { env: 'DOORMAN_SERVICE', kind: 'string', default: '', scope: 'sidecar', doc: 'Service name (required when a registry other than `memory` is set).' },
   { env: 'DOORMAN_CLUSTER', kind: 'string', default: 'default', scope: 'sidecar', doc: 'Cluster (placement group) within the service.' },
   { env: 'DOORMAN_ZONE', kind: 'string', default: '', scope: 'sidecar', doc: 'Zone within the service.' },
