@@ -59,6 +59,7 @@ export interface Config {
   livenessStall: number
   readinessStall: number
   appStall: number
+  livenessMaxFailing: number
   appCheckInterval: number
   laneNice: number
   adminToken: string

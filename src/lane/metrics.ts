@@ -51,13 +51,13 @@ export class LaneMetrics {
     }
   }
 
-  /** A counter by probe name. */
-  counter (name: string, help: string): (probe: string) => void {
+  /** A counter by one label (the probe's name unless given). */
+  counter (name: string, help: string, labelName = 'probe'): (probe: string) => void {
     const counts = new Map<string, number>()
     this.#families.push({
       render: () => {
         let out = head(name, help, 'counter')
-        for (const [probe, n] of counts) out += `${name}{probe="${label(probe)}"} ${n}\n`
+        for (const [probe, n] of counts) out += `${name}{${labelName}="${label(probe)}"} ${n}\n`
         return out
       }
     })

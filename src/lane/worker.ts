@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { getHeapStatistics } from 'node:v8'
 import { SharedState, S, T, nowMs } from './shared.js'
-import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, appProbeRoute, render, ProgressTracker, type Check } from './probes.js'
+import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, ProgressTracker, type Check, type Fleet } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
@@ -38,6 +38,21 @@ metrics.gauge('doorman_app_ready', '1 while the app passes its readiness check.'
 metrics.gauge('doorman_lane_heap_size_used_bytes', "The lane thread's V8 heap in use.", () => getHeapStatistics().used_heap_size)
 metrics.gauge('doorman_lane_heap_size_total_bytes', "The lane thread's V8 heap, in use or free.", () => getHeapStatistics().total_heap_size)
 metrics.gauge('doorman_lane_heap_size_limit_bytes', "The most the lane thread's V8 heap may hold (its resource limits).", () => getHeapStatistics().heap_size_limit)
+
+// --- the restart budget (DOORMAN_LIVENESS_MAX_FAILING) ---
+const fleet = (): Fleet => ({ view: state.flag(S.FLEET_VIEW), others: state.get(S.FLEET_OTHERS), othersFailing: state.get(S.FLEET_OTHERS_FAILING) })
+const livenessWaived = metrics.counter('doorman_liveness_waived_total', "App liveness probes answered 200 although the app's liveness check failed, by reason: `shared` (beyond the restart budget), `no-view` (memory registry, a stall alone), `confirming` (waiting for the other instances' reports).", 'reason')
+metrics.gauge('doorman_app_liveness_failing', "1 while the app's liveness check fails, before the restart budget (what the instance publishes in the registry).", () => state.get(S.APP_LIVE_FAILING))
+metrics.gauge('doorman_liveness_service_failing', "Instances of this instance's service failing their app liveness or restarting, this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.othersFailing + state.get(S.APP_LIVE_FAILING) : 0 })
+metrics.gauge('doorman_liveness_service_instances', "Instances of this instance's service (not draining), this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.others + 1 : 0 })
+metrics.gauge('doorman_liveness_budget', 'The restart budget: the most instances of the service whose app liveness may fail at once (0 without a view).', () => { const f = fleet(); return f.view ? restartBudget(f.others + 1, cfg.livenessMaxFailing) : 0 })
+let livezAsked = false
+let lastLiveVerdict = 'ok'
+function setLiveFailing (failing: boolean, now: number): void {
+  if (failing === state.flag(S.APP_LIVE_FAILING)) return
+  state.set(S.APP_LIVE_FAILING, Number(failing))
+  state.setTime(T.APP_LIVE_FAILING_SINCE, failing ? now : 0)
+}
 
 // --- the app's checks, on the lane's own timer ---
 const progress = new ProgressTracker(state, cfg)
@@ -76,6 +91,8 @@ progress.sample(nowMs())
 const progressTimer = setInterval(() => {
   const now = nowMs()
   progress.sample(now)
+  // Progress-only liveness: publish a stall as it happens (not at kubelet's next probe), once liveness is probed.
+  if (livezAsked && Object.keys(cfg.appProbes).length === 0) setLiveFailing(progress.stalledFor(now) >= cfg.appStall, now)
   const age = state.heartbeatAge(now)
   if (age > maxStall) maxStall = age
   if (drainWaiters.size > 0) answerDrainWaiters()
@@ -209,7 +226,15 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
         const ownCheck = route.own === null ? null : await runProbe(route.own, target).then((r) => ({ name: 'app-probe', ok: r.ok, detail: r.detail }))
         const at = nowMs()
         progress.sample(at)
-        probe(res, name, started, appLivenessChecks(progress, ownCheck, at), verbose)
+        livezAsked = true
+        const checks = appLivenessChecks(progress, ownCheck, at)
+        setLiveFailing(checks.some((c) => !c.ok), at)
+        const v = applyRestartBudget(checks, fleet(), cfg.livenessMaxFailing, state.time(T.APP_LIVE_FAILING_SINCE), at)
+        if (v.verdict === 'waived') livenessWaived(!fleet().view ? 'no-view' : v.reason.startsWith('failing for') ? 'confirming' : 'shared')
+        const kind = v.verdict === 'waived' && v.reason.startsWith('failing for') ? 'confirming' : v.verdict
+        if (kind !== lastLiveVerdict && kind !== 'confirming') send({ type: 'liveness', verdict: v.verdict, reason: v.reason, failing: v.failing, total: v.total, budget: v.budget })
+        if (kind !== 'confirming') lastLiveVerdict = kind
+        probe(res, name, started, v.checks, verbose)
         return
       }
       const r = route.own === null ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(route.own, target)
