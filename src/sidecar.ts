@@ -65,7 +65,7 @@ export class Sidecar {
         metrics: this.metrics,
         log: log.child({ component: 'outbound' }),
         upstreamTimeout: cfg.upstreamTimeout,
-        outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject }
+        outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
       algorithm: cfg.limitMode === 'adaptive' ? new GradientLimit({ min: cfg.limitMin, max: cfg.maxConcurrency }) : new FixedLimit(cfg.maxConcurrency),

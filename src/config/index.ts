@@ -48,6 +48,7 @@ export interface Config {
   outlierFailures: number
   outlierEjectTime: number
   outlierMaxEject: number
+  outboundPanicThreshold: number
   warmup: number
   warmupAggression: number
   warmupMinWeight: number

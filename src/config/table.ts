@@ -76,6 +76,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   // Outbound lane: passive outlier ejection
   { env: 'DOORMAN_OUTLIER_FAILURES', kind: 'int', default: '5', scope: 'sidecar', doc: 'Outbound lane: consecutive gateway failures (refused, reset, timeout, 502/503/504 other than a shed) that eject an instance.' },
   { env: 'DOORMAN_OUTLIER_EJECT_TIME', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Outbound lane: how long an ejection lasts, times the instance's number of recent ejections (at most 10×)." },
+  { env: 'DOORMAN_OUTBOUND_PANIC_THRESHOLD', kind: 'percent', default: '50', scope: 'sidecar', doc: "Outbound lane: panic mode (Envoy's `healthy_panic_threshold`). When fewer than this percent of a service's registered instances that are not draining are routable (`up`, `warming`, not ejected), requests are balanced over all of them — ejected and `starting` ones too — rather than over a few or none; `doorman_outbound_panic{service}` and a log line say so. 0 turns it off (ejected instances are still used when nothing else is left)." },
   { env: 'DOORMAN_OUTLIER_MAX_EJECT', kind: 'percent', default: '50', scope: 'sidecar', doc: "Outbound lane: protection threshold, most percent of a service's instances ejected at once (a service with one instance never loses it)." },
   // Warmup
   { env: 'DOORMAN_WARMUP', kind: 'duration', default: '60s', scope: 'sidecar', doc: "Slow-start window after registration: the weight doorman's consumers balance by ramps up over it (0 = off)." },

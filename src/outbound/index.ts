@@ -31,6 +31,8 @@ export interface OutlierSettings {
   ejectTime: number
   /** Most percent of a service's instances ejected at once. */
   maxEject: number
+  /** Panic mode: below this percent of routable instances, balance over all registered non-draining ones (0 = off). */
+  panicThreshold?: number
 }
 
 export interface OutboundOptions {
@@ -57,7 +59,7 @@ const IDLE_MS = 60_000
 /** One service's endpoints, fed by a registry watch. */
 class Upstream {
   readonly service: string
-  readonly balancer = new Balancer<Endpoint>()
+  readonly balancer: Balancer<Endpoint>
   readonly endpoints = new Map<string, Endpoint>()
   readonly watch: Watch
   lastUsed = performance.now()
@@ -66,6 +68,16 @@ class Upstream {
   constructor (out: Outbound, service: string) {
     this.#out = out
     this.service = service
+    const threshold = out.outlier.panicThreshold ?? 0
+    this.balancer = new Balancer<Endpoint>({
+      panicThreshold: threshold,
+      onPanic: (panic, routable, total) => {
+        out.metrics.outboundPanic.set(service, Number(panic))
+        if (panic) out.metrics.outboundPanics.set(service, (out.metrics.outboundPanics.get(service) ?? 0) + 1)
+        if (panic) out.log.warn({ service, routable, total, threshold }, 'panic mode: too few instances routable, balancing over every registered instance that is not draining (DOORMAN_OUTBOUND_PANIC_THRESHOLD)')
+        else out.log.info({ service, routable, total, threshold }, 'panic mode over: enough instances routable again')
+      }
+    })
     this.watch = out.registry.watch(service, (_view, change) => { this.#onChange(change) })
   }
 
