@@ -1,7 +1,7 @@
 // Probe semantics as pure functions of the shared state and a clock.
 import t from 'tap'
 import { SharedState, S, T } from '../src/lane/shared.js'
-import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, LIVENESS_CONFIRM_MS } from '../src/lane/probes.js'
+import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, LIVENESS_CONFIRM_MS, readinessTiming, ReadinessStreak } from '../src/lane/probes.js'
 
 const cfg = { livenessStall: 10_000, readinessStall: 1000, appStall: 5000, livenessMaxFailing: 25 }
 const ok = (checks: Array<{ ok: boolean }>): boolean => checks.every((c) => c.ok)
@@ -129,6 +129,20 @@ t.test('applyRestartBudget', async (t) => {
   const okv = applyRestartBudget(fine, three(2), 25, 0, at)
   t.equal(okv.verdict, 'ok')
   t.match(okv.checks.at(-1)?.detail, /2 of 3 instances/, 'verbose shows the count while passing too')
+})
+
+t.test("readiness follows the app's probe timing, as kubelet's verdict would", async (t) => {
+  const h = { httpGet: { path: '/ready', port: 1 } }
+  t.same(readinessTiming([], 1000), { period: 1000, failureThreshold: 3, successThreshold: 1 }, 'no readiness probe: the check interval, kubelet defaults')
+  t.same(readinessTiming([h], 1000), { period: 1000, failureThreshold: 3, successThreshold: 1 })
+  t.same(readinessTiming([{ ...h, periodSeconds: 5, failureThreshold: 2, successThreshold: 2 }], 1000), { period: 5000, failureThreshold: 2, successThreshold: 2 })
+  t.same(readinessTiming([{ ...h, periodSeconds: 5, failureThreshold: 4 }, { ...h, periodSeconds: 2, successThreshold: 3 }], 1000), { period: 2000, failureThreshold: 3, successThreshold: 3 }, 'several: the strictest')
+  const s = new ReadinessStreak(3, 2)
+  let ready = true
+  const seq = (results: boolean[]): boolean[] => results.map((ok) => (ready = s.next(ready, ok)))
+  t.same(seq([false, false, true, false, false]), [true, true, true, true, true], 'two failures, a pass, two failures: still ready')
+  t.same(seq([false]), [false], 'the third in a row: not ready')
+  t.same(seq([true, false, true, true]), [false, false, false, true], 'back after two passes in a row')
 })
 
 t.test('a stale main loop does not blame the app', async (t) => {

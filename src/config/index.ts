@@ -11,6 +11,10 @@ export interface AppProbe {
   tcpSocket?: { port: number | string, host?: string }
   grpc?: { port: number, service?: string }
   timeoutSeconds?: number
+  /** kubelet's timing of the probe; the lane honours a readiness probe's before the registry state changes. */
+  periodSeconds?: number
+  failureThreshold?: number
+  successThreshold?: number
 }
 
 /** A container's resources, as the injector gives them to the sidecar. */
@@ -135,7 +139,9 @@ function checkProbe (p: unknown): Parsed {
       optional(h.httpHeaders, (hs) => Array.isArray(hs) && hs.every((x) => isObj(x) && isString(x.name) && isString(x.value)))) &&
     optional(tcp, (t) => isObj(t) && isPort(t.port) && optional(t.host, isString)) &&
     optional(grpc, (g) => isObj(g) && isInt(g.port) && optional(g.service, isString)) &&
-    optional(p.timeoutSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s))
+    optional(p.timeoutSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s)) &&
+    optional(p.periodSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s)) &&
+    optional(p.failureThreshold, isInt) && optional(p.successThreshold, isInt)
   if (!shapeOk) return bad()
   return h === undefined && tcp === undefined && grpc === undefined ? bad('a probe needs httpGet, tcpSocket or grpc') : good(p)
 }

@@ -159,6 +159,47 @@ export function applyRestartBudget (checks: Check[], fleet: Fleet, maxPercent: n
   return { checks: [...checks, { name: 'restart-budget', ok: true, detail: reason }], verdict: 'failed', reason, failing, total, budget }
 }
 
+/** kubelet's defaults for a probe's thresholds. */
+export const KUBELET_FAILURE_THRESHOLD = 3
+export const KUBELET_SUCCESS_THRESHOLD = 1
+
+/**
+ * The timing the lane checks the app's readiness with once it has started, as kubelet would run its readiness
+ * probe: its period (DOORMAN_APP_CHECK_INTERVAL when the probe gives none, or with no readiness probe at all), and
+ * its failure and success thresholds (kubelet's defaults, 3 and 1, when absent). Several readiness probes (several
+ * containers) take the strictest: the shortest period and failure threshold, the longest success threshold.
+ */
+export function readinessTiming (probes: readonly AppProbe[], fallbackPeriod: number): { period: number, failureThreshold: number, successThreshold: number } {
+  if (probes.length === 0) return { period: fallbackPeriod, failureThreshold: KUBELET_FAILURE_THRESHOLD, successThreshold: KUBELET_SUCCESS_THRESHOLD }
+  return {
+    period: Math.min(...probes.map((p) => p.periodSeconds !== undefined ? p.periodSeconds * 1000 : fallbackPeriod)),
+    failureThreshold: Math.min(...probes.map((p) => p.failureThreshold ?? KUBELET_FAILURE_THRESHOLD)),
+    successThreshold: Math.max(...probes.map((p) => p.successThreshold ?? KUBELET_SUCCESS_THRESHOLD))
+  }
+}
+
+/** kubelet's verdict over consecutive results: ready → not after `failureThreshold` failures, back after `successThreshold` successes. */
+export class ReadinessStreak {
+  #failures = 0
+  #successes = 0
+  constructor (readonly failureThreshold: number, readonly successThreshold: number) {}
+
+  /** The verdict after one more result, from the current one. */
+  next (ready: boolean, ok: boolean): boolean {
+    if (ok) {
+      this.#failures = 0
+      this.#successes++
+      return ready || this.#successes >= this.successThreshold
+    }
+    this.#successes = 0
+    this.#failures++
+    return ready && this.#failures < this.failureThreshold
+  }
+
+  /** Consecutive failures so far. */
+  get failures (): number { return this.#failures }
+}
+
 /** What a lane path under `/app-health/` asks for. */
 export type AppProbeRoute =
   /** One of the app's probes; `own` is null without DOORMAN_APP_PROBES (the app's port and progress stand in). */

@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { getHeapStatistics } from 'node:v8'
 import { SharedState, S, T, nowMs } from './shared.js'
-import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, ProgressTracker, type Check, type Fleet } from './probes.js'
+import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, ProgressTracker, readinessTiming, ReadinessStreak, type Check, type Fleet } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
@@ -67,26 +67,31 @@ async function checkAll (kind: 'startupz' | 'readyz'): Promise<ProbeResult> {
   return bad ?? { ok: true, detail: results.map((r) => r.detail).join(', ') }
 }
 
-let appCheckRunning = false
+// Once the app has started, its readiness is checked on its readiness probe's period, and APP_READY (which the
+// registration follows) changes only after its failure or success threshold, as kubelet's verdict would.
+const timing = readinessTiming(probesByKind('readyz').map(([, p]) => p), cfg.appCheckInterval)
+const streak = new ReadinessStreak(timing.failureThreshold, timing.successThreshold)
+metrics.gauge('doorman_app_readiness_failures', "Consecutive failures of the app's readiness check (APP_READY turns 0 at the probe's failureThreshold).", () => streak.failures)
 async function appCheck (): Promise<void> {
-  if (appCheckRunning) return
-  appCheckRunning = true
-  try {
-    if (!state.flag(S.APP_STARTED)) {
-      const hasStartup = probesByKind('startupz').length > 0
-      const r = await checkAll(hasStartup ? 'startupz' : 'readyz')
-      if (!r.ok) { state.set(S.APP_READY, 0); return }
-      state.set(S.APP_STARTED, 1)
-      if (!hasStartup) { state.set(S.APP_READY, 1); return }
-    }
-    const r = await checkAll('readyz')
-    state.set(S.APP_READY, r.ok ? 1 : 0)
-  } finally {
-    appCheckRunning = false
+  if (!state.flag(S.APP_STARTED)) {
+    const hasStartup = probesByKind('startupz').length > 0
+    const r = await checkAll(hasStartup ? 'startupz' : 'readyz')
+    if (!r.ok) { state.set(S.APP_READY, 0); return }
+    state.set(S.APP_STARTED, 1)
+    if (!hasStartup) { state.set(S.APP_READY, 1); return }
   }
+  const r = await checkAll('readyz')
+  state.set(S.APP_READY, Number(streak.next(state.flag(S.APP_READY), r.ok)))
 }
-const appTimer = setInterval(() => { void appCheck() }, cfg.appCheckInterval)
-void appCheck()
+let appTimer: NodeJS.Timeout | undefined
+let stopping = false
+function scheduleAppCheck (): void {
+  if (stopping) return
+  appTimer = setTimeout(() => {
+    appCheck().catch(() => {}).finally(scheduleAppCheck)
+  }, state.flag(S.APP_STARTED) ? timing.period : cfg.appCheckInterval)
+}
+appCheck().catch(() => {}).finally(scheduleAppCheck)
 progress.sample(nowMs())
 const progressTimer = setInterval(() => {
   const now = nowMs()
@@ -267,7 +272,8 @@ server.listen(cfg.adminPort, cfg.bindHost, () => {
 server.on('error', (err) => { send({ type: 'error', message: err.message, code: (err as NodeJS.ErrnoException).code }) })
 
 async function shutdown (): Promise<void> {
-  clearInterval(appTimer)
+  stopping = true
+  clearTimeout(appTimer)
   clearInterval(progressTimer)
   state.set(S.LANE_UP, 0)
   const answered = answerDrainWaiters(true)

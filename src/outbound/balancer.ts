@@ -69,8 +69,14 @@ export class Balancer<E extends Balanceable> {
 
   get endpoints (): readonly E[] { return this.#all }
 
-  /** Re-reads tiers and weights at the next pick. */
-  invalidate (): void { this.#dirty = true }
+  /**
+   * Re-reads tiers and weights at the next pick; in panic mode at once, so that its end is noticed (and reported)
+   * without waiting for a request. `now` on the clock the endpoints' tiers use (performance.now()).
+   */
+  invalidate (now?: number): void {
+    this.#dirty = true
+    if (this.#panic) this.#refresh(now ?? performance.now())
+  }
 
   /** The tier picks come from now (-1 when none is usable). */
   tier (now: number): number {
