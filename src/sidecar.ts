@@ -71,7 +71,8 @@ export class Sidecar {
       algorithm: cfg.limitMode === 'adaptive' ? new GradientLimit({ min: cfg.limitMin, max: cfg.maxConcurrency }) : new FixedLimit(cfg.maxConcurrency),
       maxQueue: cfg.maxQueue,
       queueTimeout: cfg.queueTimeout,
-      criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0
+      criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0,
+      onQueueWait: (ms) => { this.metrics.queueWait.observe(ms / 1000) }
     })
     this.inbound = new Inbound({
       appHost: cfg.appHost,

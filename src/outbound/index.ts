@@ -251,6 +251,23 @@ export class Outbound {
     respondError(res, new NoInstanceError(service))
   }
 
+  /**
+   * Per-dependency saturation (seed 001): requests in flight to the service, their latency, and the ones that failed
+   * (`502`–`504`, other `5xx`, or `incomplete`: the response never finished, e.g. the app gave up waiting) — counted
+   * only for services with instances, so the labels stay bounded by the registry.
+   */
+  #track (service: string, res: ServerResponse, started: number): void {
+    const m = this.metrics
+    m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 0) + 1)
+    res.once('close', () => {
+      m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 1) - 1)
+      m.outboundDuration.observe({ service }, (performance.now() - started) / 1000)
+      const s = res.statusCode
+      const kind = !res.writableFinished ? 'incomplete' : s >= 502 && s <= 504 ? String(s) : s >= 500 ? '5xx' : null
+      if (kind !== null) Metrics.inc(m.outboundErrors, `${service}\t${kind}`)
+    })
+  }
+
   #start (up: Upstream, req: IncomingMessage, res: ServerResponse, target: Target): void {
     const now = performance.now()
     const ep = up.balancer.pick(now)
@@ -258,6 +275,7 @@ export class Outbound {
     const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http' })
     if (target.host !== null) setHost(h.headers, target.host)
     const call = new Call(this, up, req, res, target.path, h.headers, h.requestId)
+    this.#track(up.service, res, now)
     if (!h.hasBody) { call.begin(ep, null); return }
     const length = Number(req.headers['content-length'] ?? NaN)
     if (Number.isFinite(length) && length <= this.maxRetryBody) {
