@@ -53,7 +53,8 @@ async function livez (d: Doorman, verbose = false): Promise<{ status: number, bo
 
 async function metric (d: Doorman, name: string, labels = ''): Promise<number> {
   const text = (await request(d.admin, { path: '/metrics', timeout: 5000 })).body
-  const line = text.split('\n').find((l) => l.startsWith(labels === '' ? `${name} ` : `${name}{${labels}} `))
+  // Without labels asked for: the series whatever its labels (the liveness gauges carry the service's name).
+  const line = text.split('\n').find((l) => labels === '' ? l.startsWith(`${name} `) || l.startsWith(`${name}{`) : l.startsWith(`${name}{${labels}} `))
   return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1))
 }
 
@@ -110,6 +111,7 @@ t.test('progress-only liveness: at most the default budget fails when every inst
   const { dep, apps, doormans } = await fleet(t, redis, 'progress', false)
   const budget = restartBudget(3, DEFAULT_MAX_FAILING)
   t.equal(budget, 1)
+  t.match((await request(doormans[0].admin, { path: '/metrics' })).body, /doorman_liveness_budget\{service="progress"\} 1/, 'labelled by service, for the alert')
   for (const d of doormans) t.equal(await metric(d, 'doorman_liveness_budget'), budget, 'the budget as each instance sees it')
 
   // One pod's own deadlock: only its app is stuck. It is within the budget (1 of 3): its liveness fails.

@@ -64,9 +64,11 @@ export class LaneMetrics {
     return (probe) => { counts.set(probe, (counts.get(probe) ?? 0) + 1) }
   }
 
-  /** A gauge read when scraped. */
-  gauge (name: string, help: string, read: () => number): void {
-    this.#families.push({ render: () => `${head(name, help, 'gauge')}${name} ${num(read())}\n` })
+  /** A gauge read when scraped, with fixed labels if given. */
+  gauge (name: string, help: string, read: () => number, labels: Record<string, string> = {}): void {
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(',')
+    const series = l === '' ? name : `${name}{${l}}`
+    this.#families.push({ render: () => `${head(name, help, 'gauge')}${series} ${num(read())}\n` })
   }
 
   text (): string {

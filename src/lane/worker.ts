@@ -43,9 +43,11 @@ metrics.gauge('doorman_lane_heap_size_limit_bytes', "The most the lane thread's 
 const fleet = (): Fleet => ({ view: state.flag(S.FLEET_VIEW), others: state.get(S.FLEET_OTHERS), othersFailing: state.get(S.FLEET_OTHERS_FAILING) })
 const livenessWaived = metrics.counter('doorman_liveness_waived_total', "App liveness probes answered 200 although the app's liveness check failed, by reason: `shared` (beyond the restart budget), `no-view` (memory registry, a stall alone), `confirming` (waiting for the other instances' reports).", 'reason')
 metrics.gauge('doorman_app_liveness_failing', "1 while the app's liveness check fails, before the restart budget (what the instance publishes in the registry).", () => state.get(S.APP_LIVE_FAILING))
-metrics.gauge('doorman_liveness_service_failing', "Instances of this instance's service failing their app liveness or restarting, this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.othersFailing + state.get(S.APP_LIVE_FAILING) : 0 })
-metrics.gauge('doorman_liveness_service_instances', "Instances of this instance's service (not draining), this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.others + 1 : 0 })
-metrics.gauge('doorman_liveness_budget', 'The restart budget: the most instances of the service whose app liveness may fail at once (0 without a view).', () => { const f = fleet(); return f.view ? restartBudget(f.others + 1, cfg.livenessMaxFailing) : 0 })
+// The service's name as a label, so that alerts can compare a service's instances' views.
+const svc = { service: String(data.info.service ?? '') }
+metrics.gauge('doorman_liveness_service_failing', "Instances of this instance's service failing their app liveness or restarting, this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.othersFailing + state.get(S.APP_LIVE_FAILING) : 0 }, svc)
+metrics.gauge('doorman_liveness_service_instances', "Instances of this instance's service (not draining), this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.others + 1 : 0 }, svc)
+metrics.gauge('doorman_liveness_budget', 'The restart budget: the most instances of the service whose app liveness may fail at once (0 without a view).', () => { const f = fleet(); return f.view ? restartBudget(f.others + 1, cfg.livenessMaxFailing) : 0 }, svc)
 let livezAsked = false
 let lastLiveVerdict = 'ok'
 function setLiveFailing (failing: boolean, now: number): void {
