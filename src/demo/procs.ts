@@ -37,6 +37,8 @@ export interface AppSettings {
   executor: number
   startupMs: number
   logDir: string
+  /** The stall window of the app's own progress-style `/health/live`. */
+  stallMs?: number
 }
 
 /** Forks the example app; its stats messages go to `onStats`. */
@@ -44,7 +46,8 @@ export function startApp (s: AppSettings, onStats: (st: AppStats) => void): Chil
   const fd = logFd(s.logDir, s.name)
   const child = fork(path.join(DIST, 'demo', 'app.js'), [
     '--name', s.name, '--port', String(s.port), '--downstream', s.downstream,
-    '--workers', String(s.workers), '--executor', String(s.executor), '--startup-ms', String(s.startupMs), '--stats-ms', '100'
+    '--workers', String(s.workers), '--executor', String(s.executor), '--startup-ms', String(s.startupMs), '--stats-ms', '100',
+    '--stall-ms', String(s.stallMs ?? 3000)
   ], { stdio: ['ignore', fd, fd, 'ipc'], env: {} })
   fs.closeSync(fd)
   child.on('message', (m: { type?: string }) => { if (m.type === 'stats') onStats(m as AppStats) })

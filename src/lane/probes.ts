@@ -118,6 +118,8 @@ export interface LivenessVerdict {
   checks: Check[]
   /** `ok`: the checks pass; `failed`: a check fails and the probe fails; `waived`: a check fails, the probe passes. */
   verdict: 'ok' | 'failed' | 'waived'
+  /** Why a failing check was waived: beyond the budget, no view of the service, or the others' reports awaited. */
+  waivedBy?: 'shared' | 'no-view' | 'confirming'
   reason: string
   failing: number
   total: number
@@ -137,9 +139,10 @@ export function applyRestartBudget (checks: Check[], fleet: Fleet, maxPercent: n
   const failing = fleet.othersFailing + (failed ? 1 : 0)
   const budget = restartBudget(total, maxPercent)
   const setting = `DOORMAN_LIVENESS_MAX_FAILING=${maxPercent}%`
-  const waive = (reason: string): LivenessVerdict => ({
+  const waive = (waivedBy: 'shared' | 'no-view' | 'confirming', reason: string): LivenessVerdict => ({
     checks: [...checks.map((c) => c.ok ? c : { ...c, ok: true, waived: reason }), { name: 'restart-budget', ok: true, detail: reason }],
     verdict: 'waived',
+    waivedBy,
     reason,
     failing,
     total,
@@ -148,13 +151,13 @@ export function applyRestartBudget (checks: Check[], fleet: Fleet, maxPercent: n
   if (!fleet.view) {
     if (!failed) return { checks, verdict: 'ok', reason: '', failing, total, budget }
     const progressOnly = checks.every((c) => c.ok || c.name === 'progress')
-    if (progressOnly) return waive('no view of the service (memory registry): a stall alone is a readiness signal, never a restart')
+    if (progressOnly) return waive('no-view', 'no view of the service (memory registry): a stall alone is a readiness signal, never a restart')
     return { checks, verdict: 'failed', reason: 'the app\'s own probe fails and it completes nothing (no view of the service: judged alone)', failing, total, budget }
   }
   const counted = `${failing} of ${total} instances of the service failing or restarting, budget ${budget} (${setting})`
   if (!failed) return { checks: [...checks, { name: 'restart-budget', ok: true, detail: counted }], verdict: 'ok', reason: '', failing, total, budget }
-  if (failingSince !== 0 && now - failingSince < LIVENESS_CONFIRM_MS) return waive(`failing for ${Math.round(now - failingSince)}ms: waiting ${LIVENESS_CONFIRM_MS}ms for the other instances' reports`)
-  if (failing > budget) return waive(`${counted}: the failure is shared (a dependency, not this pod); a restart would cure nothing`)
+  if (failingSince !== 0 && now - failingSince < LIVENESS_CONFIRM_MS) return waive('confirming', `failing for ${Math.round(now - failingSince)}ms: waiting ${LIVENESS_CONFIRM_MS}ms for the other instances' reports`)
+  if (failing > budget) return waive('shared', `${counted}: the failure is shared (a dependency, not this pod); a restart would cure nothing`)
   const reason = `${counted}: within the budget, this pod's own failure`
   return { checks: [...checks, { name: 'restart-budget', ok: true, detail: reason }], verdict: 'failed', reason, failing, total, budget }
 }

@@ -237,8 +237,9 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
         const checks = appLivenessChecks(progress, ownCheck, at)
         setLiveFailing(checks.some((c) => !c.ok), at)
         const v = applyRestartBudget(checks, fleet(), cfg.livenessMaxFailing, state.time(T.APP_LIVE_FAILING_SINCE), at)
-        if (v.verdict === 'waived') livenessWaived(!fleet().view ? 'no-view' : v.reason.startsWith('failing for') ? 'confirming' : 'shared')
-        const kind = v.verdict === 'waived' && v.reason.startsWith('failing for') ? 'confirming' : v.verdict
+        if (v.waivedBy !== undefined) livenessWaived(v.waivedBy)
+        // The log line is written when the verdict changes; a failure waiting for the others' reports is not one yet.
+        const kind = v.waivedBy === 'confirming' ? 'confirming' : v.verdict
         if (kind !== lastLiveVerdict && kind !== 'confirming') send({ type: 'liveness', verdict: v.verdict, reason: v.reason, failing: v.failing, total: v.total, budget: v.budget })
         if (kind !== 'confirming') lastLiveVerdict = kind
         probe(res, name, started, v.checks, verbose)
