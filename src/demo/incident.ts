@@ -8,7 +8,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Downstream } from './downstream.js'
 import { LoadGenerator, type Endpoint } from './load.js'
-import { Container, Pod, PodWatch, appProbes, freePort, laneState, startApp, startDoorman } from './procs.js'
+import { Container, Pod, PodWatch, appProbes, freePort, laneCounter, laneState, startApp, startDoorman } from './procs.js'
 import type { ContainerEvent, ProbeRecord } from './kubelet.js'
 import { sleep, waitUntil } from './time.js'
 import type { IncidentPlan, IncidentRun, IncidentSample, Marker, Progress } from './results.js'
@@ -127,6 +127,8 @@ async function buildPod (i: number, o: RunOptions, downstream: string, registry:
         // The hang: the pods share a registry (a directory; the memory one has no view of the others), so each one's
         // restart budget sees the whole service.
         ...(registry !== null ? { DOORMAN_REGISTRY: registry, DOORMAN_REGISTRY_TTL: '3s' } : {}),
+        // The app's stall window is also how long a request completed keeps it "busy, not dead".
+        ...(plan.appStallMs !== undefined ? { DOORMAN_APP_STALL: `${plan.appStallMs}ms` } : {}),
         DOORMAN_SERVICE: 'evaluate',
         DOORMAN_MAX_CONCURRENCY: String(plan.limit),
         DOORMAN_MAX_QUEUE: String(plan.maxQueue),
@@ -248,6 +250,8 @@ export async function runIncident (o: RunOptions): Promise<IncidentRun> {
     downstream.hung = false
     load.stop()
     await load.settled()
+    // How often each pod's restart budget answered a failing app liveness 200 because the failure was shared.
+    const waived = await Promise.all(parts.map(async (p) => p.adminPort === null ? 0 : (await laneCounter(p.adminPort, 'doorman_liveness_waived_total', 'reason="shared"')) ?? 0))
     ending = true
     const durationMs = Date.now() - t0
     const probes = parts.map((p) => p.app.liveness?.stats ?? { probes: 0, failures: 0, maxMs: 0 })
@@ -267,6 +271,7 @@ export async function runIncident (o: RunOptions): Promise<IncidentRun> {
       workers: plan.workers,
       limit: o.withDoorman ? plan.limit : null,
       zeroReadySeconds: zeroReadyMs / 1000,
+      livenessWaived: o.withDoorman ? waived.reduce((a, b) => a + b, 0) : undefined,
       markers: markers.sort((a, b) => a.t - b.t),
       timeline
     }

@@ -96,6 +96,19 @@ export async function laneState<T> (adminPort: number): Promise<T | null> {
   }
 }
 
+/** One counter from a lane's /metrics (summed over its series matching `labels`), or null when it can't be read. */
+export async function laneCounter (adminPort: number, name: string, labels = ''): Promise<number | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(2000) })
+    const text = await res.text()
+    let n = 0
+    for (const line of text.split('\n')) if (line.startsWith(`${name}{`) && line.includes(labels)) n += Number(line.slice(line.lastIndexOf(' ') + 1))
+    return n
+  } catch {
+    return null
+  }
+}
+
 export interface ProbeTimings {
   periodMs: number
   timeoutMs: number

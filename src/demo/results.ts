@@ -95,6 +95,8 @@ export interface IncidentRun {
   workers: number
   limit: number | null
   zeroReadySeconds: number
+  /** With doorman: app liveness probes its restart budget answered 200 because the failure was shared (all pods). */
+  livenessWaived?: number
   markers: Marker[]
   timeline: IncidentSample[]
 }
@@ -187,7 +189,7 @@ export function hangChecks (plan: IncidentPlan, without: IncidentRun, withD: Inc
   const noEndpoint = withD.totals.kinds['no-endpoint'] ?? 0
   return [
     { name: 'dependency hang: every pod restarted without doorman', pass: pods.length > 0 && restarted.length === pods.length, detail: `${restarted.length} of ${pods.length} pods restarted (${without.restarts} restarts): their liveness failed together, and the dependency was still hung` },
-    { name: 'dependency hang: no restart with doorman', pass: withD.restarts === 0, detail: `${withD.restarts} restart(s); kubelet saw ${withD.probe.failures} of ${withD.probe.count} app liveness probes fail` },
+    { name: 'dependency hang: no restart with doorman', pass: withD.restarts === 0, detail: `${withD.restarts} restart(s); kubelet saw ${withD.probe.failures} of ${withD.probe.count} app liveness probes fail; the restart budget answered ${withD.livenessWaived ?? 0} failing ones 200 as shared (the app's own check failed on every pod at once)` },
     { name: 'dependency hang: traffic shed cleanly with doorman', pass: withD.totals.shed > 0 && noEndpoint === 0 && withD.totals.failed < without.totals.failed, detail: `${withD.totals.shed} shed (503 + retry-after), ${withD.totals.failed} failed with doorman vs ${without.totals.failed} without; pods never all unready (${noEndpoint} with no endpoint)` },
     { name: 'dependency hang: recovered with doorman', pass: recovered, detail: recovered ? `from ${settledT} s: every pod ready, ${after.reduce((n, s) => n + s.ok, 0)} ok, nothing failed or shed` : `after ${settledT} s: ${after.map((s) => `${s.readyPods} ready/${s.ok} ok/${s.failed} failed`).join(', ')}` }
   ]
