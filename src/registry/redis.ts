@@ -191,7 +191,7 @@ export function fromFields (flat: string[]): Instance | undefined {
     weight: num('weight', 100),
     state: effectiveState(own, ejected),
     ejected,
-    livenessFailing: h.livenessFailing === '1',
+    ...(h.livenessFailing === '1' ? { livenessFailing: true } : {}),
     updatedAt: num('updatedAt'),
     rev: num('rev')
   }
