@@ -258,11 +258,11 @@ t.test('probe rewrite: httpGet, tcpSocket, grpc, named ports', async (t) => {
   t.same(out.startupProbe, { httpGet: { path: '/app-health/web/startupz', port: 7090, scheme: 'HTTP' }, failureThreshold: 30, periodSeconds: 2, timeoutSeconds: 3 }, 'grpc → the lane')
   const env = envOf(sidecar(tpl.spec))
   t.same(JSON.parse(env.DOORMAN_APP_PROBES), {
-    '/app-health/web/readyz': { httpGet: { path: '/ready', port: 8080, httpHeaders: [{ name: 'X-Probe', value: '1' }] }, timeoutSeconds: 1 },
-    '/app-health/web/livez': { tcpSocket: { port: 9090 }, timeoutSeconds: 2 },
-    '/app-health/web/startupz': { grpc: { port: 9090, service: 'shop' }, timeoutSeconds: 3 }
+    '/app-health/web/readyz': { httpGet: { path: '/ready', port: 8080, httpHeaders: [{ name: 'X-Probe', value: '1' }] }, timeoutSeconds: 1, periodSeconds: 3, failureThreshold: 2, successThreshold: 1 },
+    '/app-health/web/livez': { tcpSocket: { port: 9090 }, timeoutSeconds: 2, periodSeconds: 10, failureThreshold: 3, successThreshold: 1 },
+    '/app-health/web/startupz': { grpc: { port: 9090, service: 'shop' }, timeoutSeconds: 3, periodSeconds: 2, failureThreshold: 30, successThreshold: 1 }
   }, 'the originals, named ports resolved to numbers, in the contract shape')
-  t.same(loadConfig(env, { sidecar: true }).appProbes['/app-health/web/livez'], { tcpSocket: { port: 9090 }, timeoutSeconds: 2 }, 'the sidecar accepts them')
+  t.same(loadConfig(env, { sidecar: true }).appProbes['/app-health/web/livez'], { tcpSocket: { port: 9090 }, timeoutSeconds: 2, periodSeconds: 10, failureThreshold: 3, successThreshold: 1 }, 'the sidecar accepts them')
   t.same(tpl.spec.containers[1], sidekick, 'other containers keep their probes')
   const exec = podSpec()
   exec.containers[0].livenessProbe = { exec: { command: ['/bin/check'] } }

@@ -313,6 +313,10 @@ function originalProbe (p: Obj, ports: Port[], app: string, field: string): AppP
     out.grpc = { ...(p.grpc as unknown as NonNullable<AppProbe['grpc']>), port: resolvePort(p.grpc.port, ports, app, field) }
   }
   out.timeoutSeconds = typeof p.timeoutSeconds === 'number' ? p.timeoutSeconds : 1
+  // kubelet's timing (its defaults when the pod leaves them out): the lane honours a readiness probe's thresholds.
+  out.periodSeconds = typeof p.periodSeconds === 'number' ? p.periodSeconds : 10
+  out.failureThreshold = typeof p.failureThreshold === 'number' ? p.failureThreshold : 3
+  out.successThreshold = typeof p.successThreshold === 'number' ? p.successThreshold : 1
   return out
 }
 
