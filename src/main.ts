@@ -1,11 +1,14 @@
 // `doorman run`: the sidecar. Loads the config, starts the sidecar, turns signals into a drain.
-import { loadConfig } from './config/index.js'
+import { loadConfig, unknownSettings } from './config/index.js'
 import { createLogger } from './core/log.js'
 import { Sidecar } from './sidecar.js'
 
 export async function command (_args: string[]): Promise<number> {
   const cfg = loadConfig(undefined, { sidecar: true })
   const log = createLogger(cfg.logLevel)
+  for (const { variable, closest } of unknownSettings()) {
+    log.warn({ variable, closest }, `${variable} is not a doorman setting and is ignored: did you mean ${closest}?`)
+  }
   const sidecar = await Sidecar.create(cfg, log)
   try {
     await sidecar.start()

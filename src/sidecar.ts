@@ -61,6 +61,7 @@ export class Sidecar {
         metrics: this.metrics,
         log: log.child({ component: 'outbound' }),
         upstreamTimeout: cfg.upstreamTimeout,
+        clientWriteTimeout: cfg.clientWriteTimeout,
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject }
       })
     this.limiter = new Limiter({
@@ -78,12 +79,14 @@ export class Sidecar {
       metrics: this.metrics,
       log: log.child({ component: 'inbound' }),
       upstreamTimeout: cfg.upstreamTimeout,
+      clientWriteTimeout: cfg.clientWriteTimeout,
       connections: cfg.maxConcurrency,
       maxUpgrades: cfg.maxUpgrades,
       maxHeaderSize: cfg.maxHeaderSize,
       headersTimeout: cfg.headersTimeout,
       criticalPaths: cfg.criticalPaths,
-      lowPaths: cfg.lowPaths
+      lowPaths: cfg.lowPaths,
+      trustedHops: cfg.trustedHops
     })
     this.lane = new Lane({
       settings: {

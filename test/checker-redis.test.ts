@@ -3,8 +3,9 @@
 // scripts on a Redis Cluster; and the command line's exit codes.
 import t from 'tap'
 import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Instance } from '../src/registry/index.js'
-import { RedisCoordinator, type EjectResult } from '../src/checker/index.js'
-import { CLI, freePort, spawnNode, waitFor } from './helpers/index.js'
+import { Checker, CheckerMetrics, RedisCoordinator, type EjectResult } from '../src/checker/index.js'
+import { silentLogger } from '../src/core/log.js'
+import { CLI, freePort, spawnNode, startServer, waitFor } from './helpers/index.js'
 import { startRedis, startCluster, redisCommand } from './helpers/redis.js'
 import { instance } from './checker-helpers.js'
 
@@ -124,15 +125,84 @@ t.test('replica membership: heartbeats with a TTL, leaving, groups apart', async
   const reg = open(t, redis.url)
   t.ok(await reg.waitUp(5000))
   const c = new RedisCoordinator(reg)
-  t.same(await c.heartbeat('main', 'r-a', 400), ['r-a'])
-  t.same(await c.heartbeat('main', 'r-b', 60_000), ['r-a', 'r-b'])
-  t.same(await c.heartbeat('canary', 'r-c', 60_000), ['r-c'], 'each group has its own ring')
+  t.same(await c.heartbeat('main', 'r-a', 400), { replicas: ['r-a'], nextExpiry: Infinity }, 'alone: no other replica to expire')
+  const two = await c.heartbeat('main', 'r-b', 60_000)
+  t.same(two.replicas, ['r-a', 'r-b'])
+  t.ok(two.nextExpiry > 0 && two.nextExpiry <= 400, `r-a expires within its 400 ms TTL (${two.nextExpiry} ms)`)
+  t.same((await c.heartbeat('canary', 'r-c', 60_000)).replicas, ['r-c'], 'each group has its own ring')
+  t.ok((await c.heartbeat('main', 'r-a', 400)).nextExpiry > 59_000, 'r-a sees r-b\'s expiry a minute ahead')
   // r-a stops heartbeating: it drops out once its TTL passes.
-  await waitFor('r-a expired', async () => (await c.heartbeat('main', 'r-b', 60_000)).join() === 'r-b', 5000, 50)
+  await waitFor('r-a expired', async () => (await c.heartbeat('main', 'r-b', 60_000)).replicas.join() === 'r-b', 5000, 50)
   t.pass('r-a expired')
   await c.leave('main', 'r-b')
-  t.same(await c.heartbeat('main', 'r-d', 60_000), ['r-d'], 'r-b left at once')
+  t.same((await c.heartbeat('main', 'r-d', 60_000)).replicas, ['r-d'], 'r-b left at once')
   t.match(await redisCommand(redis.port, 'ZRANGE', 'doorman:checker:main:replicas', '0', '-1'), /r-d/, 'the documented key')
+})
+
+/** How many times the server has run `command` since its stats were last reset. */
+async function calls (port: number, command: string): Promise<number> {
+  const info = await redisCommand(port, 'INFO', 'commandstats')
+  const m = new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)
+  return m === null ? 0 : Number(m[1])
+}
+
+t.test('a round reads the service names once, with no count per service; an owner takes out a service left empty', async (t) => {
+  const redis = await startRedis(t)
+  const reg = open(t, redis.url)
+  t.ok(await reg.waitUp(5000))
+  const lane = await startServer(t, (_req, res) => { res.end('ok') })
+  const services = Array.from({ length: 20 }, (_, i) => `svc-${i}`)
+  for (const s of services) await reg.register(instance(s, `${s}-0`, 1, lane.port), 60_000)
+  const checker = new Checker({
+    registry: reg, coordinator: new RedisCoordinator(reg), id: 'r1', interval: 60_000, timeout: 1000, failures: 2, successes: 2, maxEject: 50, mode: 'full', concurrency: 10, replicaTtl: 60_000,
+    log: silentLogger(), metrics: new CheckerMetrics({ defaults: false })
+  })
+  t.teardown(async () => { await checker.stop() })
+  t.match(await checker.round(), { services: 20, targets: 20, failed: 0 })
+  await redisCommand(redis.port, 'CONFIG', 'RESETSTAT')
+  for (let i = 0; i < 3; i++) t.match(await checker.round(), { services: 20, targets: 20 })
+  t.equal(await calls(redis.port, 'scard'), 0, 'no SCARD in three rounds over 20 services')
+  t.equal(await calls(redis.port, 'smembers'), 3, 'one SMEMBERS of the service set a round')
+
+  // svc-3 loses its last instance: its name stays in the set until its owner, seeing its view empty, takes it out.
+  await reg.deregister('svc-3', 'svc-3-0')
+  t.equal(await redisCommand(redis.port, 'SISMEMBER', 'doorman:services', 'svc-3'), ':1\r\n', 'the registry leaves the name behind')
+  await waitFor('the checker\'s view of svc-3 empty', () => checker.dispatcher.view('svc-3')?.size === 0, 5000)
+  t.match(await checker.round(), { services: 19, targets: 19 })
+  t.equal(await redisCommand(redis.port, 'SISMEMBER', 'doorman:services', 'svc-3'), ':0\r\n', 'taken out of the service set')
+  t.equal(checker.dispatcher.view('svc-3'), undefined, 'and no longer watched')
+  // An instance registers again: the service is back, and checked.
+  await reg.register(instance('svc-3', 'svc-3-1', 1, lane.port), 60_000)
+  t.match(await checker.round(), { services: 20, targets: 20 })
+})
+
+t.test('pruning a service never takes out one that has an instance, even one registering at that moment', async (t) => {
+  const redis = await startRedis(t)
+  const reg = open(t, redis.url)
+  const writer = open(t, redis.url)
+  t.ok(await reg.waitUp(5000))
+  t.ok(await writer.waitUp(5000))
+  const c = new RedisCoordinator(reg)
+  await writer.register(instance('busy', 'b0', 1, 0), 60_000)
+  t.equal(await c.pruneService('busy'), false, 'a service with an instance stays')
+  t.same(await c.serviceNames(), ['busy'])
+  await writer.register(instance('gone', 'g0', 1, 0), 60_000)
+  await writer.deregister('gone', 'g0')
+  t.same(await c.serviceNames(), ['busy', 'gone'], 'the registry leaves an empty name behind')
+  t.equal(await c.pruneService('gone'), true)
+  t.same(await c.serviceNames(), ['busy'])
+  // A registration that lands between the pruner's first look (no instance) and its removal of the name: the name
+  // must come back.
+  const client = reg.client as unknown as { srem: (...a: string[]) => Promise<number> }
+  const srem = client.srem.bind(client)
+  client.srem = async (...a: string[]) => {
+    await writer.register(instance('late', 'l0', 1, 0), 60_000)
+    return await srem(...a)
+  }
+  await writer.register(instance('late', 'l-old', 1, 0), 60_000)
+  await writer.deregister('late', 'l-old')
+  t.equal(await c.pruneService('late'), false, 'the registration is seen')
+  t.same(await c.serviceNames(), ['busy', 'late'], 'and the name is in the set')
 })
 
 t.test('the run-time mode table', async (t) => {
@@ -163,7 +233,7 @@ t.test('the same scripts on a Redis Cluster', async (t) => {
   for (let i = 0; i < 3; i++) await reg.register(instance('users', `u${i}`, 1, 0), 60_000)
   const r = await Promise.all([one(c, 'orders', 'o0', 34), one(c, 'orders', 'o1', 34), one(c, 'users', 'u0', 34)])
   t.same(r.map((x) => x.outcome).sort(), ['ejected', 'ejected', 'threshold'])
-  t.same(await c.heartbeat('main', 'r1', 60_000), ['r1'])
+  t.same((await c.heartbeat('main', 'r1', 60_000)).replicas, ['r1'])
   await c.setMode('orders', 'recover-only')
   t.equal((await c.modes('full')).table.for('orders', 'x'), 'recover-only')
 })

@@ -11,7 +11,8 @@ import {
   ejectBudget, globMatcher, owner, type EjectResult, type Target, type ProbeResult
 } from '../src/checker/index.js'
 import { CheckerAdmin } from '../src/checker/admin.js'
-import { freePort, request, startServer, getJson } from './helpers/index.js'
+import { ownerFilter, type RoundContext } from '../src/checker/dispatcher.js'
+import { freePort, request, startServer, getJson, waitFor } from './helpers/index.js'
 import { instance } from './checker-helpers.js'
 
 const log = silentLogger()
@@ -327,6 +328,65 @@ t.test('two replicas in one group split the services and take over when one leav
   await b.stop()
   const after = await a.round()
   t.equal(after.services, 12, 'after b left, a owns everything')
+})
+
+t.test('each service\'s owner is computed once, until the ring changes', async (t) => {
+  let computed = 0
+  const f = ownerFilter((s, r) => { computed++; return owner(s, r) })
+  const services = Array.from({ length: 100 }, (_, i) => `svc-${i}`)
+  // Each round brings a new array, as each heartbeat does.
+  const ctx = (replicas: string[]): RoundContext => ({ self: 'a', replicas: [...replicas], modes: new ModeTable('full') })
+  const mine = services.filter((s) => f.keep(s, ctx(['a', 'b'])))
+  t.equal(computed, 100)
+  t.same(mine, services.filter((s) => owner(s, ['a', 'b']) === 'a'))
+  for (let round = 0; round < 3; round++) t.same(services.filter((s) => f.keep(s, ctx(['a', 'b']))), mine)
+  t.equal(computed, 100, 'not again while the ring stays the same')
+  t.same(services.filter((s) => f.keep(s, ctx(['a', 'b', 'c']))), services.filter((s) => owner(s, ['a', 'b', 'c']) === 'a'))
+  t.equal(computed, 200, 'all again once it changed')
+  // Names no longer listed are forgotten.
+  f.retain?.(services.slice(0, 10))
+  for (const s of services.slice(0, 10)) f.keep(s, ctx(['a', 'b', 'c']))
+  t.equal(computed, 200, 'listed names kept')
+  f.keep('svc-50', ctx(['a', 'b', 'c']))
+  t.equal(computed, 201, 'a forgotten one computed again')
+})
+
+t.test('a replica that stops heartbeating is taken over the moment its membership expires, not at the next round', async (t) => {
+  const registry = new MemoryRegistry()
+  t.teardown(async () => { await registry.close() })
+  const coordinator = new MemoryCoordinator(registry)
+  const server = await startServer(t, (_req, res) => { res.end() })
+  const services = Array.from({ length: 12 }, (_, i) => `svc-${i}`)
+  for (const s of services) await registry.register(instance(s, `${s}-0`, 1, server.port), 60_000)
+  // Rounds a minute apart: only the expiry can bring the takeover within the test's time.
+  const make = (id: string): Checker => new Checker({
+    registry, coordinator, id, interval: 60_000, timeout: 300, failures: 2, successes: 2, maxEject: 50, mode: 'full', concurrency: 10, replicaTtl: 1000, log,
+    metrics: new CheckerMetrics({ defaults: false })
+  })
+  const a = make('a')
+  const b = make('b')
+  t.teardown(async () => { await a.stop(); await b.stop() })
+  // b joins with one round and never heartbeats again, as if killed.
+  await b.round()
+  a.start()
+  const first = await waitFor('a\'s first round', () => a.state().lastRound as { round: number, services: number } | null, 5000)
+  t.equal(first.round, 1)
+  t.ok(first.services < 12, `b still owned a share in a's first round (a had ${first.services})`)
+  // Without the expiry, a's second round would come a minute later.
+  const second = await waitFor('a\'s second round', () => (a.state().lastRound as { round: number, services: number }).round === 2 ? a.state().lastRound as { services: number } : null, 10_000)
+  t.equal(second.services, 12, 'a owns every service from the round the expiry started')
+  t.same(a.state().replicas, ['a'])
+})
+
+t.test('a probe timeout longer than the interval is cut to the interval', async (t) => {
+  const registry = new MemoryRegistry()
+  t.teardown(async () => { await registry.close() })
+  const make = (timeout: number): Checker => new Checker({
+    registry, coordinator: new MemoryCoordinator(registry), id: 'r1', interval: 500, timeout, failures: 2, successes: 2, maxEject: 50, mode: 'full', concurrency: 10, replicaTtl: 5000, log,
+    metrics: new CheckerMetrics({ defaults: false })
+  })
+  t.match(make(1000).state(), { settings: { interval: 500, timeout: 500 } })
+  t.match(make(200).state(), { settings: { interval: 500, timeout: 200 } })
 })
 
 t.test('the admin listener: /livez, /readyz, /metrics, /state', async (t) => {

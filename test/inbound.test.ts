@@ -171,7 +171,7 @@ t.test('forwarding', async (t) => {
     const bb = JSON.parse(b.body) as { headers: Record<string, string> }
     t.equal(bb.headers['x-request-id'], 'req-42', 'request id passed through')
     t.equal(b.headers['x-request-id'], 'req-42', 'and echoed to the client')
-    t.equal(bb.headers['x-forwarded-proto'], 'https', 'an upstream proxy\'s proto is kept')
+    t.equal(bb.headers['x-forwarded-proto'], 'http', 'a client\'s proto is replaced: no trusted hop in front (DOORMAN_TRUSTED_HOPS=0)')
     const c = await request(dm.inbound, { path: '/request-id' })
     t.equal(c.headers['x-request-id'], 'from-app', 'the app\'s own request id wins on the response')
   })
@@ -322,8 +322,8 @@ t.test('malformed requests never reach the app', async (t) => {
     const res = await rawRequest(dm.inbound, raw)
     t.match(res, expected, name)
   }
-  // CONNECT asks for a tunnel, which the inbound port doesn't open: the server closes the connection at once,
-  // without a byte of answer (the client never closes it; the deadline only bounds the wait).
+  // CONNECT asks for a tunnel, which the inbound port doesn't open: a 405 naming the error, and the connection closed
+  // (the client never closes it; the deadline only bounds the wait).
   const tunnel = net.connect(dm.inbound, '127.0.0.1')
   await once(tunnel, 'connect')
   let tunnelAnswer = ''
@@ -333,7 +333,9 @@ t.test('malformed requests never reach the app', async (t) => {
   tunnel.on('close', () => { tunnelClosed = true })
   tunnel.write('CONNECT elsewhere:443 HTTP/1.1\r\nHost: elsewhere:443\r\n\r\n')
   await waitFor('doorman to close the CONNECT connection', () => tunnelClosed, 10_000)
-  t.equal(tunnelAnswer, '', 'CONNECT: closed by doorman with no answer')
+  t.match(tunnelAnswer, /^HTTP\/1\.1 405 Method Not Allowed\r\n/, 'CONNECT: 405, not a silent close')
+  t.match(tunnelAnswer, /x-doorman-error: DOORMAN_ERR_BAD_REQUEST\r\n/i)
+  t.match(tunnelAnswer, /allow: /i)
   const slow = net.connect(dm.inbound, '127.0.0.1')
   await once(slow, 'connect')
   slow.write('GET / HTTP/1.1\r\nHost: x\r\n')
@@ -370,4 +372,29 @@ t.test('WebSocket echo through doorman, under its own cap', async (t) => {
   const third = new WebSocket(`ws://127.0.0.1:${dm.inbound}/chat`)
   await once(third, 'open')
   third.close()
+})
+
+t.test('upgrades: h2c is ignored and answered over HTTP/1.1 (curl --http2), other protocols get a 400, never an empty reply', async (t) => {
+  const app = await startApp(t)
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })
+  const { execFile } = await import('node:child_process')
+  const curl = async (args: string[]): Promise<string> => await new Promise((resolve, reject) => {
+    execFile('curl', ['-sS', '-i', '--max-time', '10', ...args], (err, stdout) => { if (err !== null) reject(err); else resolve(stdout) })
+  })
+  const get = await curl(['--http2', `http://127.0.0.1:${dm.inbound}/echo`])
+  t.match(get, /^HTTP\/1\.1 200/, 'curl --http2 (Upgrade: h2c) gets its answer over HTTP/1.1')
+  const post = await curl(['--http2', '--data-binary', 'hello h2c', `http://127.0.0.1:${dm.inbound}/echo`])
+  t.match(post, /^HTTP\/1\.1 200/, 'a POST with an h2c upgrade too')
+  const body = JSON.parse(post.slice(post.indexOf('\r\n\r\n') + 4)) as { method: string, length: number, headers: Record<string, string> }
+  t.equal(body.method, 'POST')
+  t.equal(body.length, 9, 'its body reached the app')
+  t.equal(body.headers.upgrade, undefined, 'the app never sees the Upgrade header')
+  t.equal(body.headers['http2-settings'], undefined, 'nor HTTP2-Settings')
+  const before = app.seen.length
+  const foo = await rawRequest(dm.inbound, 'POST /echo HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\nContent-Length: 5\r\n\r\nhello')
+  t.match(foo, /^HTTP\/1\.1 400/, 'an unknown upgrade gets 400')
+  t.match(foo, /x-doorman-error: DOORMAN_ERR_UPGRADE_UNSUPPORTED/)
+  const both = await rawRequest(dm.inbound, 'GET /echo HTTP/1.1\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: h2c, foo\r\n\r\n')
+  t.match(both, /^HTTP\/1\.1 400/, 'h2c offered beside an unknown protocol: 400 too')
+  t.equal(app.seen.length, before, 'neither reached the app')
 })

@@ -205,8 +205,8 @@ t.test('the injector\'s own environment: POD_IP, node address, app port, service
   k8sName.metadata.labels = { 'app.kubernetes.io/name': 'shop', app: 'other' }
   t.equal(envOf(sidecar(inject(k8sName).tpl.spec)).DOORMAN_SERVICE, 'shop', 'app.kubernetes.io/name first')
   t.equal(envOf(sidecar(inject(template({ 'doorman.io/service': 'given' })).tpl.spec)).DOORMAN_SERVICE, 'given', 'the annotation wins')
-  const named = template({ 'doorman.io/app-port': 'grpc' })
-  named.spec.containers[0].ports.push({ name: 'grpc', containerPort: 9090 })
+  const named = template({ 'doorman.io/app-port': 'http-api' })
+  named.spec.containers[0].ports.push({ name: 'http-api', containerPort: 9090 })
   t.equal(envOf(sidecar(inject(named).tpl.spec)).DOORMAN_APP_PORT, '9090', 'doorman.io/app-port may name a port')
   t.same(c.securityContext, { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } })
   t.same([c.startupProbe.httpGet.path, c.livenessProbe.httpGet.path, c.readinessProbe.httpGet.path], ['/startupz', '/livez', '/readyz'])
@@ -367,4 +367,45 @@ t.test('the app container is the one kubectl defaults to, if named', async (t) =
   const out = inject(tpl).tpl as Obj & Any
   t.equal(envOf(sidecar(out.spec)).DOORMAN_APP_PORT, '8080')
   t.same(out.spec.containers[0].ports, [{ name: 'admin', containerPort: 9901 }], 'the other container is not touched')
+})
+
+t.test('port protocols: doorman never takes over a port it can\'t carry (gRPC, cleartext HTTP/2, TLS, databases, UDP)', async (t) => {
+  const withPorts = (ports: Any[], annotations: Record<string, string> = {}): Any => {
+    const spec = podSpec()
+    spec.containers[0].ports = ports
+    delete spec.containers[0].readinessProbe
+    delete spec.containers[0].livenessProbe
+    return template(annotations, spec)
+  }
+  for (const name of ['grpc', 'grpc-api', 'h2c', 'h2c-x', 'http2', 'https', 'tls-public', 'tcp', 'mongo', 'mysql', 'redis']) {
+    const tpl = withPorts([{ name, containerPort: 9090 }])
+    const before = structuredClone(tpl)
+    const r = injectTemplate(tpl)
+    t.equal(r.injected, false, `a first port named ${name}: not injected`)
+    t.same(tpl, before, `${name}: the template is left as it was`)
+    t.match(r.warnings.join('\n'), new RegExp(`port ${name} \\(9090\\) speaks .*not injected`), `${name}: a warning says why`)
+  }
+  const udp = withPorts([{ name: 'dns', containerPort: 53, protocol: 'UDP' }])
+  t.equal(injectTemplate(udp).injected, false, 'a UDP port: not injected')
+  for (const name of ['http', 'http-api', 'web', 'grpc-web', 'metrics']) {
+    t.equal(injectTemplate(withPorts([{ name, containerPort: 8080 }])).injected, true, `a first port named ${name}: injected`)
+  }
+  t.equal(injectTemplate(withPorts([{ containerPort: 8080 }])).injected, true, 'an unnamed port: injected')
+
+  // A pod with a gRPC port and an HTTP port: the annotation picks the HTTP one; the gRPC port is never renamed.
+  const both = withPorts([{ name: 'grpc', containerPort: 9090 }, { name: 'http', containerPort: 8080 }], { 'doorman.io/app-port': 'http' })
+  const r = injectTemplate(both)
+  t.equal(r.injected, true)
+  t.same(both.spec.containers[0].ports.find((p: Any) => p.containerPort === 9090), { name: 'grpc', containerPort: 9090 }, 'the gRPC port keeps its name')
+  // Naming a port doorman can't carry is an error that says which port and why.
+  t.throws(() => injectTemplate(withPorts([{ name: 'grpc', containerPort: 9090 }], { 'doorman.io/app-port': 'grpc' })), /doorman\.io\/app-port: port grpc \(9090\) speaks gRPC or cleartext HTTP\/2/)
+  t.throws(() => injectTemplate(withPorts([{ name: 'grpc', containerPort: 9090 }, { name: 'http', containerPort: 8080 }], { 'doorman.io/app-port': '9090' })), /port grpc \(9090\) speaks gRPC/)
+
+  // A Service that says its port speaks h2c/gRPC but targets the taken-over name is warned about.
+  const d = injectObject({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'web' }, spec: { selector, template: withPorts([{ name: 'http', containerPort: 8080 }]) } })
+  const svc = (appProtocol: string): Any => ({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ name: 'api', port: 80, targetPort: 'http', appProtocol }] } })
+  t.match(serviceWarnings([svc('kubernetes.io/h2c')], d.takeovers).join('\n'), /appProtocol kubernetes\.io\/h2c but targets http/)
+  t.match(serviceWarnings([svc('grpc')], d.takeovers).join('\n'), /appProtocol grpc/)
+  t.same(serviceWarnings([svc('http')], d.takeovers), [], 'appProtocol http: no warning')
+  t.same(serviceWarnings([svc('kubernetes.io/ws')], d.takeovers), [], 'appProtocol kubernetes.io/ws: no warning')
 })

@@ -126,6 +126,70 @@ t.test('a response flagged x-doorman-draining drops that instance for new reques
   t.equal(a.hits(), hitsA, 'no request reached the draining instance after its flagged answer')
 })
 
+t.test('a drain flag seen on a response ends when the registry says up again, or after a bounded time', async (t) => {
+  const reg = await registry(t)
+  let flag = true
+  const a = await named(t, 'a', (_req, res) => { if (flag) res.setHeader('x-doorman-draining', '1'); res.end('a') })
+  const b = await named(t, 'b')
+  const ia = inst('orders', a.port)
+  await reg.register(ia, 60_000)
+  await reg.register(inst('orders', b.port), 60_000)
+  const metrics = new Metrics({ defaults: false })
+  const out = new Outbound({ port: 0, registry: reg, metrics, log: silentLogger(), upstreamTimeout: 5000, outlier: { failures: 3, ejectTime: 30_000, maxEject: 50 }, drainMemoryMs: 1500 })
+  const port = await out.listen()
+  t.teardown(async () => { await out.close() })
+  const flagged = async (): Promise<void> => {
+    await waitFor('a answers flagged', async () => { await request(port, { headers: { host: 'orders' } }); return a.hits() > 0 }, 10_000, 1)
+  }
+  await flagged()
+  flag = false
+  const dropped = a.hits()
+  for (let i = 0; i < 10; i++) await request(port, { headers: { host: 'orders' } })
+  t.equal(a.hits(), dropped, 'dropped at once')
+  // The registry reports it up in a newer record: it is back.
+  await reg.update('orders', ia.id, { state: 'up', updatedAt: Date.now() })
+  await waitFor('a back after the registry says up', async () => { await request(port, { headers: { host: 'orders' } }); return a.hits() > dropped }, 5_000, 1)
+  // Flagged again, and the registry says nothing: back after the bounded time.
+  flag = true
+  const seen = a.hits()
+  await waitFor('a flagged again', async () => { await request(port, { headers: { host: 'orders' } }); return a.hits() > seen }, 10_000, 1)
+  flag = false
+  const again = a.hits()
+  for (let i = 0; i < 10; i++) await request(port, { headers: { host: 'orders' } })
+  t.equal(a.hits(), again, 'dropped again')
+  await waitFor('a back after the drain memory ends', async () => { await request(port, { headers: { host: 'orders' } }); return a.hits() > again }, 10_000, 50)
+})
+
+t.test('a local app that stops reading is cut after the client write timeout, and the provider sees the cancellation', async (t) => {
+  const reg = await registry(t)
+  let cancelled = 0
+  const big = Buffer.alloc(64 * 1024, 'x')
+  const a = await named(t, 'a', (_req, res) => {
+    let left = 4096
+    res.on('close', () => { if (!res.writableFinished) cancelled++ })
+    const more = (): void => {
+      while (left > 0 && !res.destroyed) {
+        left--
+        if (!res.write(big)) { res.once('drain', more); return }
+      }
+      if (left === 0) res.end()
+    }
+    more()
+  })
+  await reg.register(inst('orders', a.port), 60_000)
+  const metrics = new Metrics({ defaults: false })
+  const out = new Outbound({ port: 0, registry: reg, metrics, log: silentLogger(), upstreamTimeout: 5000, outlier: { failures: 3, ejectTime: 30_000, maxEject: 50 }, clientWriteTimeout: 500 })
+  const port = await out.listen()
+  t.teardown(async () => { await out.close() })
+  const stalled = net.connect(port, '127.0.0.1')
+  t.teardown(() => { stalled.destroy() })
+  stalled.write('GET /big HTTP/1.1\r\nhost: orders\r\n\r\n')
+  await once(stalled, 'data')
+  stalled.pause()
+  await waitFor('the provider saw the answer cancelled', () => cancelled === 1, 10_000)
+  t.match(await metrics.text(), /doorman_client_errors_total\{kind="write-timeout"\} 1/)
+})
+
 t.test('connection refused: retried on another instance, whatever the method; then ejected', async (t) => {
   const reg = await registry(t)
   const dead = await freePort()

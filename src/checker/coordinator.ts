@@ -25,9 +25,20 @@ export interface EjectResult {
   budget: number
 }
 
+/** A group's membership as one heartbeat found it. */
+export interface Membership {
+  /** The group's live replicas, sorted. */
+  replicas: string[]
+  /**
+   * Milliseconds until the first of the other replicas expires unless it heartbeats again (Infinity when alone):
+   * when a replica dies, the others look again at that moment and take its share over at once.
+   */
+  nextExpiry: number
+}
+
 export interface Coordinator {
-  /** Renews this replica's membership of its group; resolves with the group's live replicas, sorted. */
-  heartbeat: (group: string, id: string, ttlMs: number) => Promise<string[]>
+  /** Renews this replica's membership of its group; resolves with the group's live replicas and their expiries. */
+  heartbeat: (group: string, id: string, ttlMs: number) => Promise<Membership>
   /** Leaves the group at once (on a clean stop), so the others take over at their next round. */
   leave: (group: string, id: string) => Promise<void>
   /** The run-time mode table over `fallback` (values that are not modes come back in `bad`). */
@@ -41,6 +52,16 @@ export interface Coordinator {
   eject: (service: string, ids: readonly string[], maxPercent: number) => Promise<EjectResult[]>
   /** Releases an ejection. False when the instance is no longer registered. */
   recover: (service: string, id: string) => Promise<boolean>
+  /**
+   * The names in the registry's service set, as stored: one read, no per-service count (the owner of each service
+   * keeps a live view of it, which is the count it needs). A name may have no instance left (see pruneService).
+   */
+  serviceNames: () => Promise<string[]>
+  /**
+   * Takes a service with no instance left out of the registry's service set (its owner does, once its view is empty).
+   * False, with the set as it was, when the service has an instance again.
+   */
+  pruneService: (service: string) => Promise<boolean>
 }
 
 /** Counts each cluster for the threshold: instances that are routable or ejected (draining ones are leaving). */
@@ -69,13 +90,15 @@ export class MemoryCoordinator implements Coordinator {
     this.#now = now
   }
 
-  async heartbeat (group: string, id: string, ttlMs: number): Promise<string[]> {
+  async heartbeat (group: string, id: string, ttlMs: number): Promise<Membership> {
     let g = this.#groups.get(group)
     if (g === undefined) { g = new Map(); this.#groups.set(group, g) }
     const now = this.#now()
     for (const [r, until] of g) if (until <= now) g.delete(r)
     g.set(id, now + ttlMs)
-    return [...g.keys()].sort()
+    let next = Infinity
+    for (const [r, until] of g) if (r !== id) next = Math.min(next, until - now)
+    return { replicas: [...g.keys()].sort(), nextExpiry: next }
   }
 
   async leave (group: string, id: string): Promise<void> {
@@ -125,10 +148,20 @@ export class MemoryCoordinator implements Coordinator {
   async recover (service: string, id: string): Promise<boolean> {
     return await this.#registry.setEjected(service, id, false)
   }
+
+  async serviceNames (): Promise<string[]> {
+    return await this.#registry.services()
+  }
+
+  /** The memory registry forgets a service with its last instance: nothing to prune. */
+  async pruneService (service: string): Promise<boolean> {
+    return (await this.#registry.list(service)).length === 0
+  }
 }
 
 // The replicas of a group: a sorted set of replica → expiry (the store's clock, ms). Expired members are pruned on
-// every heartbeat; the set itself expires when every replica is gone.
+// every heartbeat; the set itself expires when every replica is gone. Returns the members and, for each, the
+// milliseconds left before it expires (by the store's clock, so the replicas' clocks don't matter).
 const HEARTBEAT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -136,7 +169,13 @@ local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return redis.call('ZRANGE', KEYS[1], 0, -1)`
+local out = {}
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  out[#out + 1] = all[i]
+  out[#out + 1] = tostring(tonumber(all[i + 1]) - now)
+end
+return out`
 
 // The protection threshold, atomically: reads every instance of the service once (all in the service's slot, see
 // docs/registry.md) and counts each cluster, then takes the asked-for ids in order and sets `ejected` on each only
@@ -218,9 +257,15 @@ export class RedisCoordinator implements Coordinator {
   modeKey (): string { return `${this.#prefix}:checker:mode` }
   #tag (service: string): string { return `${this.#prefix}:{${service}}` }
 
-  async heartbeat (group: string, id: string, ttlMs: number): Promise<string[]> {
-    const members = await this.#scripts.dmCheckerHeartbeat(this.replicasKey(group), id, String(Math.max(1, Math.round(ttlMs))))
-    return [...members].sort()
+  async heartbeat (group: string, id: string, ttlMs: number): Promise<Membership> {
+    const flat = await this.#scripts.dmCheckerHeartbeat(this.replicasKey(group), id, String(Math.max(1, Math.round(ttlMs))))
+    const replicas: string[] = []
+    let next = Infinity
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      replicas.push(flat[i])
+      if (flat[i] !== id) next = Math.min(next, Number(flat[i + 1]))
+    }
+    return { replicas: replicas.sort(), nextExpiry: next }
   }
 
   async leave (group: string, id: string): Promise<void> {
@@ -245,5 +290,26 @@ export class RedisCoordinator implements Coordinator {
 
   async recover (service: string, id: string): Promise<boolean> {
     return await this.#registry.setEjected(service, id, false)
+  }
+
+  /** `<prefix>:services`, the registry's service set (see docs/registry.md). */
+  servicesKey (): string { return `${this.#prefix}:services` }
+
+  async serviceNames (): Promise<string[]> {
+    return (await this.#registry.client.smembers(this.servicesKey())).sort()
+  }
+
+  // The service set and a service's ids are in different slots on a Cluster, so this can't be one script. Three steps
+  // instead, safe against a registration at any moment: a registration writes its id first, then adds the service to
+  // the set. An id written before the second look is seen there and the name goes back; an id written after it comes
+  // with its own addition, which lands after the removal. Either way a service with an instance stays in the set.
+  async pruneService (service: string): Promise<boolean> {
+    const c = this.#registry.client
+    const ids = `${this.#tag(service)}:ids`
+    if (await c.scard(ids) > 0) return false
+    await c.srem(this.servicesKey(), service)
+    if (await c.scard(ids) === 0) return true
+    await c.sadd(this.servicesKey(), service)
+    return false
   }
 }

@@ -6,6 +6,9 @@
 // has the Dispatcher list the services this replica owns (rendezvous hashing over the group's live replicas) and
 // their instances, has the Prober probe them, and the Decider count and decide as results arrive; the round ends
 // once every decision has been acted on. Replicas share nothing but the registry's store (coordinator.ts).
+// When another replica's membership expires (it died), the next round starts at that moment, not an interval later:
+// with probes bounded by the interval, its share's frozen instances are ejected within
+// DOORMAN_REGISTRY_TTL + (failures + 1) × interval of its death (docs/checker.md).
 import { hostname } from 'node:os'
 import type { Logger } from '../core/log.js'
 import type { InstanceState, Registry } from '../registry/types.js'
@@ -21,7 +24,7 @@ export { Dispatcher } from './dispatcher.js'
 export { Prober, type Target, type ProbeResult } from './prober.js'
 export { Decider } from './decider.js'
 export { Performer } from './performer.js'
-export { MemoryCoordinator, RedisCoordinator, type Coordinator, type EjectResult } from './coordinator.js'
+export { MemoryCoordinator, RedisCoordinator, type Coordinator, type EjectResult, type Membership } from './coordinator.js'
 export { CheckerMetrics } from './metrics.js'
 export * from './policy.js'
 
@@ -39,7 +42,7 @@ export interface CheckerOptions {
   exclude?: readonly string[]
   /** Round period, ms. */
   interval: number
-  /** One probe's timeout, ms. */
+  /** One probe's timeout, ms (capped at the interval: a probe never outlasts its round). */
   timeout: number
   failures: number
   successes: number
@@ -103,6 +106,12 @@ export class Checker {
   #beatTimer: NodeJS.Timeout | null = null
   #current: Promise<RoundReport> | null = null
   #beating: Promise<string[]> | null = null
+  /** Fires when the first of the other replicas would expire: the moment to look again and take its share over. */
+  #expiryTimer: NodeJS.Timeout | null = null
+  /** A replica left while a round was running: the next round starts as soon as this one ends. */
+  #rerun = false
+  /** The probe timeout in use: DOORMAN_CHECK_TIMEOUT, at most the interval. */
+  readonly #timeout: number
   #failing = false
   #started = false
   #stopped = false
@@ -116,6 +125,7 @@ export class Checker {
     this.metrics = opts.metrics ?? new CheckerMetrics()
     this.dispatcher = new Dispatcher({
       registry: opts.registry,
+      catalog: opts.coordinator,
       log: opts.log.child({ part: 'dispatcher' }),
       serviceFilters: [
         excludeFilter(opts.exclude ?? []),
@@ -125,7 +135,11 @@ export class Checker {
       ],
       instanceFilters: [servingFilter(), addressFilter(), modeInstanceFilter()]
     })
-    this.prober = new Prober({ concurrency: opts.concurrency, timeout: opts.timeout, keepAlive: Math.max(4000, opts.interval * 2) })
+    // A probe longer than the interval would stretch every round of the shard by it while one instance is silent, and
+    // a silent instance would fail once per timeout instead of once per interval: ejections (and takeovers, see
+    // docs/checker.md) would come later than `failures × interval` promises.
+    this.#timeout = Math.min(opts.timeout, opts.interval)
+    this.prober = new Prober({ concurrency: opts.concurrency, timeout: this.#timeout, keepAlive: Math.max(4000, opts.interval * 2) })
     this.performer = new Performer({ coordinator: opts.coordinator, maxEject: opts.maxEject, metrics: this.metrics, log: opts.log.child({ part: 'performer' }) })
     this.decider = new Decider({ failures: opts.failures, successes: opts.successes, queues: opts.queues, performer: this.performer, log: opts.log.child({ part: 'decider' }) })
     const r = this.metrics.readings
@@ -142,7 +156,8 @@ export class Checker {
   start (): void {
     if (this.#started) return
     this.#started = true
-    this.#log.info({ replica: this.id, group: this.group, interval: this.#o.interval, timeout: this.#o.timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, mode: this.#o.mode }, 'checker starting')
+    if (this.#timeout < this.#o.timeout) this.#log.warn({ timeout: this.#o.timeout, interval: this.#o.interval }, 'DOORMAN_CHECK_TIMEOUT is longer than DOORMAN_CHECK_INTERVAL: probes time out after the interval')
+    this.#log.info({ replica: this.id, group: this.group, interval: this.#o.interval, timeout: this.#timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, mode: this.#o.mode }, 'checker starting')
     const every = Math.max(50, Math.floor(this.#o.replicaTtl / 3))
     this.#beatTimer = setInterval(() => { if (!this.#stopped) void this.#heartbeat().catch(() => {}) }, every)
     void this.#loop()
@@ -154,8 +169,30 @@ export class Checker {
     await this.round()
     if (this.#stopped) return
     // Rounds start every interval; one that overran is followed at once.
-    const wait = Math.max(0, this.#o.interval - (performance.now() - t0))
+    const wait = this.#rerun ? 0 : Math.max(0, this.#o.interval - (performance.now() - t0))
+    this.#rerun = false
     this.#roundTimer = setTimeout(() => { this.#roundTimer = null; void this.#loop() }, wait)
+  }
+
+  /** Starts the next round now (or right after the one running): a replica left and its share is ours to check. */
+  #roundNow (): void {
+    if (this.#stopped || !this.#started) return
+    if (this.#current !== null || this.#roundTimer === null) { this.#rerun = true; return }
+    clearTimeout(this.#roundTimer)
+    this.#roundTimer = null
+    void this.#loop()
+  }
+
+  /** Looks at the membership again when the first of the others would expire (unless a heartbeat renews it first). */
+  #watchExpiry (inMs: number): void {
+    if (this.#expiryTimer !== null) clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = null
+    if (this.#stopped || !Number.isFinite(inMs)) return
+    // A few ms past the expiry, so the store has passed it too.
+    this.#expiryTimer = setTimeout(() => {
+      this.#expiryTimer = null
+      if (!this.#stopped) void this.#heartbeat().catch(() => {})
+    }, Math.max(0, inMs) + 5)
   }
 
   async #heartbeat (): Promise<string[]> {
@@ -166,10 +203,15 @@ export class Checker {
 
   async #beat (): Promise<string[]> {
     try {
-      const replicas = await this.#o.coordinator.heartbeat(this.group, this.id, this.#o.replicaTtl)
-      if (replicas.join(',') !== this.#replicas.join(',')) this.#log.info({ replicas, group: this.group }, 'replicas changed')
+      const { replicas, nextExpiry } = await this.#o.coordinator.heartbeat(this.group, this.id, this.#o.replicaTtl)
+      const before = this.#replicas
+      if (replicas.join(',') !== before.join(',')) this.#log.info({ replicas, group: this.group }, 'replicas changed')
       this.#replicas = replicas
       this.#beatAt = performance.now()
+      this.#watchExpiry(nextExpiry)
+      // A replica gone (expired or left): its share is checked from the next round on, which starts now (or right
+      // after the one running) rather than up to an interval later.
+      if (before.some((r) => !replicas.includes(r))) this.#roundNow()
       return replicas
     } catch (err) {
       this.metrics.count(this.metrics.errors, 'heartbeat')
@@ -195,6 +237,8 @@ export class Checker {
       // Right after start (or in an outage), give the connection a moment rather than failing the round at once.
       if (!this.#o.registry.up) await this.#o.registry.waitUp(Math.min(1000, this.#o.interval))
       const replicas = await this.#heartbeat()
+      // This round dispatches with the ring just read: no need for another one at once.
+      this.#rerun = false
       const { table, bad } = await this.#o.coordinator.modes(this.#o.mode)
       const badText = bad.join(',')
       if (badText !== '' && badText !== this.#badModes) this.#log.warn({ entries: bad }, 'ignoring run-time mode entries that are not full, recover-only or off')
@@ -241,7 +285,7 @@ export class Checker {
 
   /** Live: the rounds are moving (a round started, a probe finished or a round ended lately). */
   live (): { ok: boolean, detail: string } {
-    const stall = Math.max(30_000, 10 * (this.#o.interval + this.#o.timeout))
+    const stall = Math.max(30_000, 10 * (this.#o.interval + this.#timeout))
     const idle = performance.now() - this.#progressAt
     return idle <= stall ? { ok: true, detail: 'rounds moving' } : { ok: false, detail: `no progress for ${Math.round(idle)}ms` }
   }
@@ -272,7 +316,7 @@ export class Checker {
       replicas: this.#replicas,
       mode: this.#modes.global,
       modes: Object.fromEntries(this.#modes.entries),
-      settings: { interval: this.#o.interval, timeout: this.#o.timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, concurrency: this.#o.concurrency },
+      settings: { interval: this.#o.interval, timeout: this.#timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, concurrency: this.#o.concurrency },
       services: this.#services,
       instances: Object.fromEntries(this.#byState),
       targets: this.#targets,
@@ -289,6 +333,7 @@ export class Checker {
     this.#stopped = true
     if (this.#roundTimer !== null) clearTimeout(this.#roundTimer)
     if (this.#beatTimer !== null) clearInterval(this.#beatTimer)
+    if (this.#expiryTimer !== null) clearTimeout(this.#expiryTimer)
     this.prober.stop()
     if (this.#current !== null) await this.#current.catch(() => {})
     if (this.#beating !== null) await this.#beating.catch(() => {})

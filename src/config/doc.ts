@@ -60,7 +60,7 @@ function accepts (s: Setting): string {
     case 'number': return 'positive number'
     case 'duration': return 'duration (`250ms`, `5s`, `2m`)'
     case 'string': return 'text'
-    case 'host': return 'host or IP'
+    case 'host': return 'host or IP (`[::1]` or `::1`)'
     case 'list': return 'comma-separated path globs'
     case 'globs': return 'comma-separated service globs'
     case 'json': return 'JSON'
@@ -84,7 +84,10 @@ export function renderConfigDoc (): string {
   line('`doorman.io/<kebab-name>` (`DOORMAN_MAX_CONCURRENCY` ⇄ `doorman.io/max-concurrency`), which the injector copies into')
   line('the sidecar\'s environment. Durations accept `250ms`, `5s`, `2m`. A bad value stops start-up with exit 78 and a')
   line('message naming the variable, the value seen and what is accepted; at injection, a bad annotation is refused the')
-  line('same way, naming the annotation.')
+  line('same way, naming the annotation. A `DOORMAN_*` variable that names no setting (a typo such as')
+  line('`DOORMAN_MAX_CONCURENCY`) is ignored with a warning at start-up naming the closest setting; the variables')
+  line('Kubernetes sets for a Service named `doorman` (`DOORMAN_SERVICE_HOST`, `DOORMAN_PORT_…`) are not warned about.')
+  line('Host settings take a name or an IP address; an IPv6 address may be written with or without brackets (`[::1]`).')
   line()
   line('## Commands')
   line()

@@ -3,6 +3,7 @@
 import { SETTINGS, QUANTITY, keyFor, podSettable, type Setting } from './table.js'
 import { ConfigError } from '../core/errors.js'
 import { SERVICE_NAME } from '../registry/types.js'
+import { isIPv6 } from 'node:net'
 
 export { SETTINGS, annotationFor, keyFor } from './table.js'
 
@@ -38,6 +39,8 @@ export interface Config {
   maxQueue: number
   queueTimeout: number
   upstreamTimeout: number
+  clientWriteTimeout: number
+  trustedHops: number
   maxUpgrades: number
   maxHeaderSize: number
   headersTimeout: number
@@ -196,7 +199,18 @@ function parseResources (v: string): Parsed {
 const INT = /^\d+$/
 const DECIMAL = /^\d+(\.\d+)?$/
 const REGISTRY = /^(memory|(redis|rediss|redis\+sentinel|redis\+cluster):\/\/\S+|file:\/\/\/\S*)$/
-const HOST = /^[A-Za-z0-9.:\-[\]]+$/
+const HOST = /^[A-Za-z0-9.:-]+$/
+const BRACKETED = /^\[([0-9A-Fa-f:.]+)\]$/
+
+/** A host name or IP address; an IPv6 address may come in brackets (`[::1]`) and is kept without them. */
+function parseHost (v: string): Parsed {
+  const t = v.trim()
+  const m = BRACKETED.exec(t)
+  if (m !== null) return isIPv6(m[1]) ? good(m[1]) : bad('brackets hold an IPv6 address')
+  if (!HOST.test(t)) return bad()
+  if (t.includes(':') && !isIPv6(t)) return bad('a colon only belongs in an IPv6 address')
+  return good(t)
+}
 
 function parserFor (s: Setting): { parse: (v: string) => Parsed, accepts: string } {
   switch (s.kind) {
@@ -232,7 +246,7 @@ function parserFor (s: Setting): { parse: (v: string) => Parsed, accepts: string
     case 'registry':
       return { parse: (v) => REGISTRY.test(v.trim()) ? good(v.trim()) : bad(), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
     case 'host':
-      return { parse: (v) => HOST.test(v.trim()) ? good(v.trim()) : bad(), accepts: 'a host name or IP address' }
+      return { parse: parseHost, accepts: 'a host name or IP address (an IPv6 address with or without brackets)' }
     case 'path':
     case 'string':
       return { parse: good, accepts: 'text' }
@@ -273,7 +287,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
   if (cfg.limitMin > cfg.maxConcurrency) throw new ConfigError('DOORMAN_LIMIT_MIN', `DOORMAN_LIMIT_MIN: got ${cfg.limitMin}; expected at most DOORMAN_MAX_CONCURRENCY (${cfg.maxConcurrency})`)
   if (opts.sidecar === true && cfg.registry !== 'memory' && cfg.service === '') throw new ConfigError('DOORMAN_SERVICE', 'DOORMAN_SERVICE is required when DOORMAN_REGISTRY is not memory: expected a service name')
   if (cfg.service !== '' && !SERVICE_NAME.test(cfg.service)) throw new ConfigError('DOORMAN_SERVICE', `DOORMAN_SERVICE: got ${JSON.stringify(cfg.service)}; expected a service name of lower-case letters, digits, '.', '-' or '_' (as in a Host header)`)
-  for (const k of ['queueTimeout', 'upstreamTimeout', 'headersTimeout', 'registryTtl', 'checkInterval', 'drainQuiet', 'checkTimeout'] as const) {
+  for (const k of ['queueTimeout', 'upstreamTimeout', 'clientWriteTimeout', 'headersTimeout', 'registryTtl', 'checkInterval', 'drainQuiet', 'checkTimeout'] as const) {
     if (cfg[k] <= 0) {
       const s = SETTINGS.find((x) => keyFor(x.env) === k) as Setting
       throw new ConfigError(s.env, `${s.env}: got 0; expected a duration above 0`)
@@ -303,4 +317,37 @@ export function describeConfig (cfg: Readonly<Config>): Record<string, unknown> 
 
 function redactUrl (v: string): string {
   return v.replace(/\/\/[^@/]*@/, '//<redacted>@').replace(/^(?!redis|rediss|memory).+$/, '<redacted>')
+}
+
+/** Variables Kubernetes sets for a Service named `doorman` (service links): not settings, never warned about. */
+const SERVICE_LINK = /^DOORMAN_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$/
+
+function distance (a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = row
+  }
+  return prev[b.length]
+}
+
+/**
+ * DOORMAN_* variables that name no setting (a typo such as DOORMAN_MAX_CONCURENCY means the default applies
+ * unnoticed), each with the closest known setting's name; the entry point warns about them at start-up.
+ */
+export function unknownSettings (env: NodeJS.ProcessEnv = process.env): Array<{ variable: string, closest: string }> {
+  const known = SETTINGS.map((s) => s.env)
+  const out: Array<{ variable: string, closest: string }> = []
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('DOORMAN_') || known.includes(name) || SERVICE_LINK.test(name)) continue
+    let closest = known[0]
+    let best = Infinity
+    for (const k of known) {
+      const d = distance(name, k)
+      if (d < best) { best = d; closest = k }
+    }
+    out.push({ variable: name, closest })
+  }
+  return out
 }

@@ -65,13 +65,15 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_MAX_QUEUE', kind: 'count', default: '100', scope: 'sidecar', doc: 'Most requests waiting for a slot; beyond it: shed at once.' },
   { env: 'DOORMAN_QUEUE_TIMEOUT', kind: 'duration', default: '1s', scope: 'sidecar', doc: 'Longest wait for a slot; beyond it: shed.' },
   { env: 'DOORMAN_UPSTREAM_TIMEOUT', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Longest wait for the app's response headers." },
+  { env: 'DOORMAN_CLIENT_WRITE_TIMEOUT', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Longest a response may wait on a client that reads nothing (a write that can't go out because the client stopped reading): beyond it doorman closes the client's connection, cancels the request to the app and frees its slot (`doorman_client_errors_total{kind=\"write-timeout\"}`). The inbound and outbound lanes." },
+  { env: 'DOORMAN_TRUSTED_HOPS', kind: 'count', default: '0', scope: 'sidecar', doc: "Proxies in front of doorman (an ingress, a load balancer) trusted to set `x-forwarded-proto`, `-host` and `-port`, as Envoy's `xff_num_trusted_hops`: 0 (doorman is the edge) replaces what the client sent with what doorman saw; 1 or more keeps them (and adds them when absent). `x-forwarded-for` is appended to either way ([headers.md](headers.md))." },
   { env: 'DOORMAN_MAX_UPGRADES', kind: 'int', default: '1000', scope: 'sidecar', doc: 'Most upgraded (WebSocket) connections open at once; a separate cap from the request limit.' },
   { env: 'DOORMAN_MAX_HEADER_SIZE', kind: 'int', default: '16384', scope: 'sidecar', doc: 'Largest request head in bytes; larger ones are answered 431 and never reach the app.' },
   { env: 'DOORMAN_HEADERS_TIMEOUT', kind: 'duration', default: '10s', scope: 'sidecar', doc: 'Longest time a client may take to send a request head; slower ones are answered 408.' },
   // Registry
   { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`, or `file:///directory` (several processes on one machine, no Redis).' },
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },
-  { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this.' },
+  { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this; so does a `doorman checker` replica its ring (the others take its share over then).' },
   { env: 'DOORMAN_REGISTER_DELAY', kind: 'duration', default: '0s', scope: 'sidecar', doc: 'Extra wait after the app is ready before registering.' },
   // Outbound lane: passive outlier ejection
   { env: 'DOORMAN_OUTLIER_FAILURES', kind: 'int', default: '5', scope: 'sidecar', doc: 'Outbound lane: consecutive gateway failures (refused, reset, timeout, 502/503/504 other than a shed) that eject an instance.' },
@@ -107,7 +109,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_SIDECAR_RESOURCES', kind: 'resources', default: JSON.stringify(SIDECAR_RESOURCES), scope: 'webhook', annotatable: false, doc: "`doorman webhook` and `doorman inject`: the injected sidecar's `resources` as JSON (`requests` and `limits` of `cpu` and `memory`); what it leaves out is not set. A pod's `doorman.io/sidecar-*` annotations change one value each." },
   // Checker
   { env: 'DOORMAN_CHECK_INTERVAL', kind: 'duration', default: '3s', scope: 'checker', annotatable: false, doc: '`doorman checker`: round period.' },
-  { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout." },
+  { env: 'DOORMAN_CHECK_TIMEOUT', kind: 'duration', default: '1s', scope: 'checker', annotatable: false, doc: "`doorman checker`: one probe's timeout, at most `DOORMAN_CHECK_INTERVAL` (a longer one is cut to the interval)." },
   { env: 'DOORMAN_CHECK_FAILURES', kind: 'int', default: '3', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive failures that eject an instance.' },
   { env: 'DOORMAN_CHECK_SUCCESSES', kind: 'int', default: '2', scope: 'checker', annotatable: false, doc: '`doorman checker`: consecutive successes that recover an instance.' },
   { env: 'DOORMAN_CHECK_MAX_EJECT', kind: 'percent', default: '33', scope: 'checker', annotatable: false, doc: "`doorman checker`: protection threshold, most percent of a service's cluster ejected at once." },

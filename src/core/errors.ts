@@ -43,6 +43,16 @@ export class UpstreamProtocolError extends DoormanError {
   }
 }
 
+/**
+ * A request doorman can't forward faithfully (two Host headers, a Connection header naming Content-Length or Host,
+ * or anything undici refuses to send as given): the client's mistake, answered 400, never counted against the app.
+ */
+export class BadRequestError extends DoormanError {
+  constructor (message = 'doorman cannot forward this request as sent', cause?: unknown) {
+    super('DOORMAN_ERR_BAD_REQUEST', message, 400, { cause })
+  }
+}
+
 /** Too many upgraded (WebSocket) connections are open. */
 export class UpgradeLimitError extends DoormanError {
   constructor () {
@@ -72,8 +82,9 @@ export class InternalError extends DoormanError {
 }
 
 /**
- * Every code, for docs and tests. The last four are answered on the raw socket for requests Node's parser refused
- * (400, 431, 408) or upgrades arriving after the listeners closed (503); they have no class of their own.
+ * Every code, for docs and tests. DOORMAN_ERR_BAD_REQUEST is also answered on the raw socket for requests Node's
+ * parser refused, as are the last four: upgrades to a protocol doorman doesn't carry (400), 431, 408, and 503 for
+ * upgrades arriving after the listeners closed.
  */
 export const ERROR_CODES = [
   'DOORMAN_ERR_CONFIG',
@@ -85,6 +96,7 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_NO_SERVICE',
   'DOORMAN_ERR_INTERNAL',
   'DOORMAN_ERR_BAD_REQUEST',
+  'DOORMAN_ERR_UPGRADE_UNSUPPORTED',
   'DOORMAN_ERR_HEADER_OVERFLOW',
   'DOORMAN_ERR_HEADERS_TIMEOUT',
   'DOORMAN_ERR_DRAINING'
@@ -110,14 +122,19 @@ export function classifyUpstreamError (err: unknown): DoormanError {
     case 'UND_ERR_CLOSED':
     case 'UND_ERR_DESTROYED':
       return new UpstreamConnectError(err)
+    case 'UND_ERR_INVALID_ARG':
+      // undici refused the request before sending anything (a duplicate Host, a header it won't send).
+      return new BadRequestError(`doorman cannot forward this request as sent: ${(err as Error).message}`, err)
     case 'HPE_INVALID_CONSTANT':
     case 'HPE_INVALID_HEADER_TOKEN':
-    case 'UND_ERR_INVALID_ARG':
     case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
     case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+    case 'UND_ERR_HEADERS_OVERFLOW':
       return new UpstreamProtocolError(err)
     default:
       if (typeof e?.code === 'string' && e.code.startsWith('HPE_')) return new UpstreamProtocolError(err)
+      // undici's parser errors carry no code of their own (no status line, too many header fields, a bare CR).
+      if (e?.name === 'HTTPParserError') return new UpstreamProtocolError(err)
       return new InternalError(err)
   }
 }

@@ -16,3 +16,13 @@ export function createLogger (level: string, dest?: DestinationStream): Logger {
 export function silentLogger (): Logger {
   return pino({ level: 'silent' })
 }
+
+/**
+ * Logs a failed proxy exchange: doorman's own fault (DOORMAN_ERR_INTERNAL) at error with its stack; a malformed
+ * answer from the app (DOORMAN_ERR_UPSTREAM_PROTOCOL) as one warn line naming what was wrong, never the app's bytes
+ * (undici keeps them on the error as `data`); the rest are counted in metrics, not logged.
+ */
+export function logProxyError (log: Logger, code: string, err: Error): void {
+  if (code === 'DOORMAN_ERR_INTERNAL') log.error({ err }, 'proxy error')
+  else if (code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL') log.warn({ code, reason: err.message.slice(0, 200) }, 'the app sent a malformed response')
+}

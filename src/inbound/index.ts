@@ -4,13 +4,13 @@ import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import httpProxy from 'http-proxy'
-import { http } from '../core/http.js'
-import type { Logger } from '../core/log.js'
-import { classifyUpstreamError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
+import { http, clearStall } from '../core/http.js'
+import { logProxyError, type Logger } from '../core/log.js'
+import { classifyUpstreamError, BadRequestError, UpstreamProtocolError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
 import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
-import { requestHeaders, responseHeaders, trailerPairs } from './headers.js'
+import { requestHeaders, responseHeaders, trailerPairs, upgradeHeaders, stripOwn, type ForwardInfo } from './headers.js'
 import { Upstream, type Conn } from './upstream.js'
 
 export interface InboundOptions {
@@ -22,6 +22,8 @@ export interface InboundOptions {
   metrics: Metrics
   log: Logger
   upstreamTimeout: number
+  /** Longest a response write may wait on a client that reads nothing (default 30 s). */
+  clientWriteTimeout?: number
   /** Connections to the app: the most requests that can ever be in flight (the limit's ceiling). */
   connections: number
   maxUpgrades: number
@@ -29,6 +31,8 @@ export interface InboundOptions {
   headersTimeout: number
   criticalPaths?: readonly string[]
   lowPaths?: readonly string[]
+  /** Proxies in front of doorman trusted to set x-forwarded-proto, -host and -port (DOORMAN_TRUSTED_HOPS). */
+  trustedHops?: number
 }
 
 const DRAIN_HEADERS = ['x-doorman-draining', '1', 'connection', 'close'] as const
@@ -64,6 +68,7 @@ export class Inbound {
   #draining = false
   #closed = false
   #extra: readonly string[] | null = null
+  #trusted: boolean
 
   constructor (opts: InboundOptions) {
     this.#opts = opts
@@ -72,6 +77,7 @@ export class Inbound {
     this.#log = opts.log
     this.#debug = opts.log.isLevelEnabled('debug')
     this.#classify = classifier(opts.criticalPaths ?? [], opts.lowPaths ?? [])
+    this.#trusted = (opts.trustedHops ?? 0) > 0
     this.#origin = `http://${opts.appHost.includes(':') ? `[${opts.appHost}]` : opts.appHost}:${opts.appPort}`
     this.upstream = new Upstream(this.#origin, opts.connections, {
       headersTimeout: opts.upstreamTimeout,
@@ -79,7 +85,12 @@ export class Inbound {
       keepAliveTimeout: 4_000,
       connect: { timeout: Math.min(opts.upstreamTimeout, 10_000) }
     })
-    this.#wsProxy = httpProxy.createProxyServer({ target: this.#origin, ws: true, xfwd: true })
+    // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.
+    this.#wsProxy = httpProxy.createProxyServer({ target: this.#origin, ws: true, xfwd: false })
+    this.#wsProxy.on('proxyReqWs', (proxyReq) => {
+      proxyReq.prependListener('response', (r: IncomingMessage) => { stripOwn(r.headers) })
+      proxyReq.prependListener('upgrade', (r: IncomingMessage) => { stripOwn(r.headers) })
+    })
     this.#wsProxy.on('error', (err, _req, resOrSocket) => {
       Metrics.inc(this.#metrics.upstreamErrors, 'upgrade')
       this.#log.warn({ err }, 'upgrade proxy error')
@@ -94,12 +105,20 @@ export class Inbound {
       keepAliveTimeout: 5_000,
       connectionsCheckingInterval: Math.min(1_000, opts.headersTimeout),
       requireHostHeader: true,
-      insecureHTTPParser: false
+      insecureHTTPParser: false,
+      // Upgrade: h2c (curl --http2, the JDK's HttpClient) is ignored and the request answered over HTTP/1.1, as
+      // RFC 9110 §7.8 allows and RFC 9113 asks; every other token goes to #upgrade (WebSocket proxied, the rest 400).
+      shouldUpgradeCallback: (req: IncomingMessage) => !onlyH2cUpgrade(req.headers.upgrade)
     })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, false) })
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res, true) })
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => { this.#clientError(err, socket) })
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { this.#upgrade(req, socket, head) })
+    // The inbound port opens no tunnels: a CONNECT gets an answer rather than a silent close.
+    this.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      Metrics.inc(this.#metrics.clientErrors, 'connect')
+      respondOnSocket(socket, 405, 'DOORMAN_ERR_BAD_REQUEST', 'allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n')
+    })
     opts.metrics.readings.upgrades = () => this.#upgrades.size
   }
 
@@ -191,6 +210,11 @@ export class Inbound {
   }
 
   #upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (!isWebSocketUpgrade(req.headers.upgrade)) {
+      Metrics.inc(this.#metrics.clientErrors, 'bad-upgrade')
+      respondOnSocket(socket, 400, 'DOORMAN_ERR_UPGRADE_UNSUPPORTED')
+      return
+    }
     if (this.#closed) { respondOnSocket(socket, 503, 'DOORMAN_ERR_DRAINING'); return }
     if (this.#upgrades.size >= this.#opts.maxUpgrades) {
       const err = new UpgradeLimitError()
@@ -198,9 +222,22 @@ export class Inbound {
       respondOnSocket(socket, err.status, err.code)
       return
     }
+    const h = upgradeHeaders(req.rawHeaders, this.forwardInfo(req))
+    if (h.refused !== null) {
+      Metrics.inc(this.#metrics.clientErrors, 'malformed')
+      respondOnSocket(socket, 400, 'DOORMAN_ERR_BAD_REQUEST')
+      return
+    }
+    req.headers = h.headers
     this.#upgrades.add(socket)
     socket.once('close', () => { this.#upgrades.delete(socket) })
     this.#wsProxy.ws(req, socket, head)
+  }
+
+  /** What the header policy needs to know of a request's connection. */
+  forwardInfo (req: IncomingMessage): ForwardInfo {
+    const socket = req.socket
+    return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted: this.#trusted }
   }
 
   // --- called by Exchange ---
@@ -213,6 +250,9 @@ export class Inbound {
     const m = this.#metrics
     if (outcome === 'ok') {
       this.stats.completed++
+    } else if (outcome === 'error' && err !== null && err.status < 500) {
+      // The client's mistake (refused before the app saw it): not the app's failure.
+      Metrics.inc(m.clientErrors, 'malformed')
     } else if (outcome === 'error') {
       this.stats.failed++
       Metrics.inc(m.upstreamErrors, timedOut ? 'timeout' : err?.code === 'DOORMAN_ERR_UPSTREAM_CONNECT' ? 'connect' : err?.code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL' ? 'protocol' : 'other')
@@ -222,6 +262,7 @@ export class Inbound {
     if (this.#debug) this.#log.debug({ status, ms: Math.round(now - startedAt), outcome, err: err?.code }, 'request')
   }
 
+  /** @internal */ get writeTimeout (): number { return this.#opts.clientWriteTimeout ?? 30_000 }
   /** @internal */ get limiter (): Limiter { return this.#limiter }
   /** @internal */ get metrics (): Metrics { return this.#metrics }
   /** @internal */ get log (): Logger { return this.#log }
@@ -294,9 +335,9 @@ class Exchange {
     this.#state = ACTIVE
     this.#in.track(this)
     const req = this.#req
-    const socket = req.socket
-    const h = requestHeaders(req.rawHeaders, { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http' })
+    const h = requestHeaders(req.rawHeaders, this.#in.forwardInfo(req))
     this.#requestId = h.requestId
+    if (h.refused !== null) { this.onResponseError(null, new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`)); return }
     if (this.#expectContinue) this.#res.writeContinue()
     this.#sent = performance.now()
     this.#sentInflight = this.#in.limiter.inflight
@@ -340,6 +381,8 @@ class Exchange {
   #fail (): void {
     if (this.#state !== ACTIVE) return
     this.#state = DONE
+    this.#stall = clearStall(this.#stall)
+    this.#headTimer = clearStall(this.#headTimer)
     const ctl = this.#ctl
     this.#ctl = null
     // The app's latency counts only if its response head arrived: the client's impatience says nothing about it.
@@ -362,18 +405,50 @@ class Exchange {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, _headers: unknown, statusText?: string): void {
     if (this.#state !== ACTIVE) return
     if (statusCode < 200) return
+    // HTTP/1.1 (the only protocol to the app): the raw headers are the parser's Buffers, name/value in turn.
+    const raw = controller.rawHeaders as Buffer[]
+    if (statusCode === 204 && bodyOn204(raw)) {
+      // undici 8 ends such a 204 at its head and drops the connection with what followed (undici 7 failed on those
+      // bytes): the app broke HTTP either way, so it is answered 502 as any other malformed response.
+      controller.abort(new UpstreamProtocolError(new Error('a 204 response announcing a body')))
+      return
+    }
     this.#status = statusCode
     const res = this.#res
     if (res.destroyed) { this.#fail(); return }
-    // HTTP/1.1 (the only protocol to the app): the raw headers are the parser's Buffers, name/value in turn.
-    const head = responseHeaders(controller.rawHeaders as Buffer[], this.#requestId, this.#in.extraHeaders)
+    const head = responseHeaders(raw, this.#requestId, this.#in.extraHeaders)
     this.#remaining = head.contentLength
-    res.writeHead(statusCode, statusText, head.headers)
+    // The head is written with the first body bytes (as Node would send it anyway), so that a response that turns
+    // out malformed right after its head (a 204 with a body, a bad chunk size) can still be answered 502.
+    this.#head = head.headers
+    this.#statusText = statusText ?? ''
+    process.nextTick(Exchange.#headLater, this)
     // The app's own latency: from the request fully sent to the response head. 5xx counts as a drop signal.
     this.#headersAt = performance.now()
     this.#rtt = Math.max(0, this.#headersAt - this.#sent)
   }
 
+  /** The response head not yet written, and its status text. */
+  #head: string[] | null = null
+  #statusText = ''
+  #headTimer: NodeJS.Timeout | null = null
+  #writeHead (): void {
+    this.#headTimer = clearStall(this.#headTimer)
+    const head = this.#head
+    if (head === null) return
+    this.#head = null
+    if (!this.#res.destroyed) this.#res.writeHead(this.#status, this.#statusText, head)
+  }
+
+  /**
+   * No body bytes came with the head: write it on its own once undici had its chance to report the connection broken
+   * (it does from the socket's close callback, which runs before the next timers), for a response that streams later.
+   */
+  static #headLater (ex: Exchange): void {
+    if (ex.#head !== null && ex.#headTimer === null && ex.#state === ACTIVE) ex.#headTimer = setTimeout(Exchange.#headNow, 0, ex)
+  }
+
+  static #headNow (ex: Exchange): void { ex.#writeHead() }
   #rtt = -1
   /** Body bytes still to come when the app sent a content-length (-1: not known). */
   #remaining = -1
@@ -381,13 +456,26 @@ class Exchange {
   #ended = false
   /** The client took what was written: let undici read the app's socket again. */
   #onDrain = (): void => {
+    this.#stall = clearStall(this.#stall)
     this.#ctl?.resume()
+  }
+
+  #stall: NodeJS.Timeout | null = null
+  /** The client read nothing for the write timeout: free the slot, cancel the app's request, close the client. */
+  static #onStall (ex: Exchange): void { ex.#stalled() }
+  #stalled (): void {
+    this.#stall = null
+    if (this.#state !== ACTIVE) return
+    Metrics.inc(this.#in.metrics.clientErrors, 'write-timeout')
+    this.#fail()
+    this.#res.destroy()
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#state !== ACTIVE) return
     const res = this.#res
     if (res.destroyed) { this.#fail(); return }
+    if (this.#head !== null) this.#writeHead()
     if (this.#remaining === chunk.length) {
       // The last bytes of a content-length body: end() sends head and body in one write, as soon as write() would.
       this.#remaining = 0
@@ -400,6 +488,7 @@ class Exchange {
     if (!res.write(chunk) && !controller.paused) {
       controller.pause()
       res.once('drain', this.#onDrain)
+      this.#stall = setTimeout(Exchange.#onStall, this.#in.writeTimeout, this)
     }
   }
 
@@ -414,8 +503,10 @@ class Exchange {
   onResponseEnd (controller: Dispatcher.DispatchController): void {
     if (this.#state !== ACTIVE) { this.#freeConn(); return }
     this.#state = DONE
+    this.#stall = clearStall(this.#stall)
     this.#ctl = null
     const res = this.#res
+    this.#writeHead()
     if (!this.#ended) {
       const trailers = controller.rawTrailers as Buffer[] | null | undefined
       if (trailers != null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
@@ -433,6 +524,9 @@ class Exchange {
     const mapped = classifyUpstreamError(err)
     this.#timedOut = mapped.status === 504
     this.#state = DONE
+    this.#stall = clearStall(this.#stall)
+    this.#headTimer = clearStall(this.#headTimer)
+    this.#head = null
     this.#ctl = null
     // A timeout is a drop signal without a latency sample; other failures (refused, reset) are neither.
     this.#in.limiter.release(-1, this.#timedOut, this.#sentInflight)
@@ -443,6 +537,28 @@ class Exchange {
       const extra = this.#in.extraHeaders
       respondError(this.#res, mapped, extra === null ? ['x-request-id', this.#requestId] : ['x-request-id', this.#requestId, ...extra])
     }
-    if (mapped.code === 'DOORMAN_ERR_INTERNAL') this.#in.log.error({ err }, 'proxy error')
+    logProxyError(this.#in.log, mapped.code, err)
   }
+}
+
+/** A 204 whose head announces a body: a transfer-encoding, or a content-length other than 0 (RFC 9110 §8.6, 9112 §6.1). */
+function bodyOn204 (raw: Buffer[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    if (name.length === 17 && name.toString('latin1').toLowerCase() === 'transfer-encoding') return true
+    if (name.length === 14 && name.toString('latin1').toLowerCase() === 'content-length' && !/^\s*0*\s*$/.test(raw[i + 1].toString('latin1'))) return true
+  }
+  return false
+}
+
+/** The protocols an Upgrade header offers, lower-cased, without versions (`websocket`, `h2c`). */
+function upgradeTokens (value: string | undefined): string[] {
+  return (value ?? '').split(',').map((t) => t.trim().split('/')[0].toLowerCase()).filter((t) => t !== '')
+}
+function onlyH2cUpgrade (value: string | undefined): boolean {
+  const tokens = upgradeTokens(value)
+  return tokens.length > 0 && tokens.every((t) => t === 'h2c')
+}
+function isWebSocketUpgrade (value: string | undefined): boolean {
+  return upgradeTokens(value).includes('websocket')
 }

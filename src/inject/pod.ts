@@ -77,6 +77,32 @@ function objAt (o: Obj, key: string): Obj {
 
 interface Port { name?: string, containerPort: number, protocol?: string }
 
+/**
+ * What a port speaks, read from its name the way Istio does (`<protocol>[-<suffix>]`) and from its `protocol`:
+ * `http1` doorman carries; `h2c` (gRPC, cleartext HTTP/2) and `other` (TLS, databases, raw TCP, UDP) it does not yet,
+ * so it never takes such a port over: a Service that targets it would reach an HTTP/1.1 listener and break.
+ */
+export type PortKind = 'http1' | 'h2c' | 'other'
+const H2C_NAMES = new Set(['grpc', 'h2c', 'http2'])
+const OTHER_NAMES = new Set(['https', 'tls', 'tcp', 'udp', 'mongo', 'mysql', 'redis', 'postgres', 'postgresql', 'kafka', 'amqp', 'mqtt', 'nats', 'thrift', 'dubbo', 'zookeeper', 'cassandra', 'memcached', 'ldap', 'smtp', 'ssh', 'dns'])
+export function portKind (p: { name?: string, protocol?: string }): PortKind {
+  if ((p.protocol ?? 'TCP') !== 'TCP') return 'other'
+  const name = typeof p.name === 'string' ? p.name.toLowerCase() : ''
+  if (name === 'grpc-web' || name.startsWith('grpc-web-')) return 'http1'
+  const prefix = name.split('-')[0]
+  if (H2C_NAMES.has(prefix)) return 'h2c'
+  if (OTHER_NAMES.has(prefix)) return 'other'
+  return 'http1'
+}
+
+function portRefusal (p: Port): string {
+  const kind = portKind(p)
+  const what = `port ${p.name !== undefined ? `${p.name} (${p.containerPort})` : p.containerPort}`
+  return kind === 'h2c'
+    ? `${what} speaks gRPC or cleartext HTTP/2 by its name, which this doorman doesn't carry (HTTP/1.1 only): taking it over would break every call to it`
+    : `${what} speaks ${(p.protocol ?? 'TCP') !== 'TCP' ? String(p.protocol) : 'TLS or a non-HTTP protocol'} by its ${(p.protocol ?? 'TCP') !== 'TCP' ? 'protocol' : 'name'}, which doorman doesn't carry: taking it over would break every connection to it`
+}
+
 function portsOf (c: Obj): Port[] {
   return Array.isArray(c.ports) ? (c.ports as unknown[]).filter(isObj) as unknown as Port[] : []
 }
@@ -142,11 +168,19 @@ export function injectTemplate (tpl: Obj, opts: InjectOptions = {}): TemplateOut
   if (given !== undefined && !/^\d+$/.test(given.trim())) {
     const named = appPorts.find((p) => p.name === given.trim())
     if (named === undefined) throw new InjectError(`${appPortAnnotation}: got ${JSON.stringify(given)}; expected a port number or the name of a port of container ${appName}`)
+    if (portKind(named) !== 'http1') throw new InjectError(`${appPortAnnotation}: ${portRefusal(named)}; name an HTTP/1.1 port, or leave this pod uninjected`)
     appPort = named.containerPort
   } else if (given !== undefined) {
     appPort = Number(given)
+    const declared = appPorts.find((p) => p.containerPort === appPort && portKind(p) !== 'http1')
+    if (declared !== undefined) throw new InjectError(`${appPortAnnotation}: ${portRefusal(declared)}; name an HTTP/1.1 port, or leave this pod uninjected`)
   } else if (appPorts.length > 0 && Number.isInteger(appPorts[0].containerPort)) {
     appPort = appPorts[0].containerPort
+    if (portKind(appPorts[0]) !== 'http1') {
+      // Fail open: the pod keeps working without doorman rather than losing its traffic to a listener that can't speak it.
+      warnings.push(`container ${appName}: ${portRefusal(appPorts[0])}; not injected (set ${appPortAnnotation} to the app's HTTP/1.1 port if it has one)`)
+      return { injected: false, reason: 'protocol', warnings }
+    }
   } else {
     throw new InjectError(`container ${appName} declares no port: set ${appPortAnnotation} to the port the app listens on`)
   }

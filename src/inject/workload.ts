@@ -1,7 +1,7 @@
 // Finds the pod templates in any Kubernetes object — a Pod, the template of a Deployment, StatefulSet, DaemonSet,
 // ReplicaSet or Job, a CronJob's job template, the items of a List, or a `template` at any depth of another kind —
 // and injects each one that opts in. The input is never modified: the result is a copy.
-import { injectTemplate, InjectError, isObj, type InjectOptions, type Obj, type Takeover } from './pod.js'
+import { injectTemplate, InjectError, isObj, type InjectOptions, type Obj, type PortKind, type Takeover } from './pod.js'
 import { escape, unescape } from './patch.js'
 
 export interface ObjectResult {
@@ -82,6 +82,15 @@ export function injectObject (o: unknown, opts: InjectOptions = {}): ObjectResul
   return { object: copy, injected, warnings, takeovers }
 }
 
+/** What a Service port's `appProtocol` says it speaks (Kubernetes' own values, IANA names, Istio's). */
+export function appProtocolKind (v: unknown): PortKind {
+  if (typeof v !== 'string' || v === '') return 'http1'
+  const p = v.toLowerCase()
+  if (p === 'kubernetes.io/h2c' || p === 'grpc' || p === 'h2c' || p === 'http2') return 'h2c'
+  if (p === 'http' || p === 'http1' || p === 'kubernetes.io/ws' || p === 'grpc-web') return 'http1'
+  return 'other'
+}
+
 /**
  * Services that target an injected app's port by number: their traffic would go straight to the app, around doorman
  * (only a port name can be taken over). One warning per Service port, saying what to write instead.
@@ -101,6 +110,10 @@ export function serviceWarnings (services: unknown[], takeovers: ObjectResult['t
         const n = typeof target === 'number' ? target : typeof target === 'string' && /^\d+$/.test(target) ? Number(target) : null
         if (n === t.appPort) {
           out.push(`${describe(svc)}: port ${String(p.name ?? p.port)} targets the app of ${t.where} by number (${n}), so its traffic bypasses doorman; set targetPort: ${t.name}`)
+        }
+        const proto = appProtocolKind(p.appProtocol)
+        if (target === t.name && proto !== 'http1') {
+          out.push(`${describe(svc)}: port ${String(p.name ?? p.port)} declares appProtocol ${String(p.appProtocol)} but targets ${t.name}, now doorman's HTTP/1.1 inbound port of ${t.where}; leave that pod uninjected or point doorman.io/app-port at its HTTP/1.1 port`)
         }
       }
     }

@@ -10,7 +10,12 @@ export interface PoolSettings {
   connections: number
   /** Longest wait for response headers. */
   headersTimeout: number
+  /** How long a response's drain flag is remembered at most, in milliseconds (default 10 s). */
+  drainMemoryMs?: number
 }
+
+/** How long a drain flag seen on a response keeps an instance out at most, unless the registry says otherwise. */
+export const DRAIN_MEMORY_MS = 10_000
 
 export class Endpoint implements Balanceable {
   readonly id: string
@@ -19,8 +24,15 @@ export class Endpoint implements Balanceable {
   /** This lane's clock (performance.now) when the current record arrived. */
   receivedAt: number
   inflight = 0
-  /** A response said x-doorman-draining: no new requests, whatever the registry says yet. */
-  drainingSeen = false
+  /**
+   * Until when a response's x-doorman-draining keeps this instance out (this lane's clock; 0: no flag seen). The
+   * flag ends sooner when the registry reports the instance routable in a record written after the flag was seen,
+   * or registered anew: what is learnt from responses never outlives what the registry says next.
+   */
+  drainingUntil = 0
+  /** The registry revision current when the drain flag was seen. */
+  #drainingRev = 0
+  readonly #drainMemoryMs: number
   /** Consecutive gateway failures (connect errors, resets, timeouts, 502/503/504 that were not sheds). */
   failures = 0
   ejectedUntil = 0
@@ -33,6 +45,7 @@ export class Endpoint implements Balanceable {
     this.id = inst.id
     this.inst = inst
     this.receivedAt = now
+    this.#drainMemoryMs = pool.drainMemoryMs ?? DRAIN_MEMORY_MS
     this.pool = new Pool(`http://${inst.address}`, {
       connections: pool.connections,
       pipelining: 1,
@@ -45,8 +58,26 @@ export class Endpoint implements Balanceable {
 
   get address (): string { return this.inst.address }
 
+  /** A response said x-doorman-draining. True when this is news (the balancer must re-read tiers). */
+  sawDraining (now: number): boolean {
+    const news = now >= this.drainingUntil
+    this.drainingUntil = now + this.#drainMemoryMs
+    this.#drainingRev = this.inst.rev
+    return news
+  }
+
   /** A new record from the registry (same id). */
   update (inst: Instance, now: number): void {
+    if (this.drainingUntil !== 0) {
+      const anew = inst.registeredAt !== this.inst.registeredAt
+      const routable = (inst.state === 'up' || inst.state === 'warming') && inst.rev > this.#drainingRev
+      if (anew || routable) this.drainingUntil = 0
+    }
+    if (inst.registeredAt !== this.inst.registeredAt) {
+      // Registered anew (the registry lost it, or a new run under the same id): nothing learnt before applies.
+      this.failures = 0
+      this.ejectedUntil = 0
+    }
     this.inst = inst
     this.receivedAt = now
   }
@@ -58,7 +89,7 @@ export class Endpoint implements Balanceable {
 
   tier (now: number): number {
     const s = this.inst.state
-    if (this.drainingSeen || s === 'draining') return 2
+    if (s === 'draining' || now < this.drainingUntil) return 2
     if (s === 'starting') return -1
     if (s === 'ejected' || now < this.ejectedUntil) return 1
     return 0
@@ -74,7 +105,9 @@ export class Endpoint implements Balanceable {
   }
 
   tierChangesAt (now: number): number {
-    return this.ejectedUntil > now ? this.ejectedUntil : Infinity
+    const ejectedEnd = this.ejectedUntil > now ? this.ejectedUntil : Infinity
+    const flagEnd = this.drainingUntil > now ? this.drainingUntil : Infinity
+    return Math.min(ejectedEnd, flagEnd)
   }
 
   /** Ejected by this lane right now. */

@@ -2,7 +2,8 @@
 // The service is named by the Host header or an absolute-form request (so HTTP_PROXY works); doorman balances over
 // the service's `up` and `warming` instances from its registry watch (weighted power-of-two-choices, warmup weights
 // included), keeps an undici pool per instance, and:
-//   - drops an instance for new requests the moment one of its responses says x-doorman-draining;
+//   - drops an instance for new requests the moment one of its responses says x-doorman-draining (until the registry
+//     reports it routable again in a newer record, it registers anew, or 10 s pass);
 //   - retries once on another instance when the connection was refused, or reset before any response byte
 //     (idempotent methods; any method when nothing was sent), or when the instance shed the request (503 with
 //     x-doorman-shed: the app never saw it);
@@ -11,15 +12,15 @@
 //   - answers 503 with x-doorman-error when the service has no usable instance.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Dispatcher } from 'undici'
-import { http } from '../core/http.js'
-import type { Logger } from '../core/log.js'
-import { classifyUpstreamError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
+import { http, clearStall } from '../core/http.js'
+import { logProxyError, type Logger } from '../core/log.js'
+import { classifyUpstreamError, BadRequestError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/headers.js'
 import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/types.js'
 import { Balancer } from './balancer.js'
-import { Endpoint } from './endpoint.js'
+import { Endpoint, type PoolSettings } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
 
 export { Balancer } from './balancer.js'
@@ -45,6 +46,10 @@ export interface OutboundOptions {
   connections?: number
   /** Request bodies up to this size are buffered so the request can be retried (default 64 KiB). */
   maxRetryBody?: number
+  /** Longest a response write may wait on a local app that reads nothing (default 30 s). */
+  clientWriteTimeout?: number
+  /** Longest a response's drain flag keeps an instance out without the registry agreeing (default 10 s). */
+  drainMemoryMs?: number
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
@@ -146,8 +151,9 @@ export class Outbound {
   readonly metrics: Metrics
   readonly log: Logger
   readonly outlier: OutlierSettings
-  readonly poolSettings: { connections: number, headersTimeout: number }
+  readonly poolSettings: PoolSettings
   readonly maxRetryBody: number
+  readonly clientWriteTimeout: number
   readonly #upstreams = new Map<string, Upstream>()
   #port: number
   #sweep: NodeJS.Timeout
@@ -158,8 +164,9 @@ export class Outbound {
     this.metrics = opts.metrics
     this.log = opts.log
     this.outlier = opts.outlier
-    this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout }
+    this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout, drainMemoryMs: opts.drainMemoryMs }
     this.maxRetryBody = opts.maxRetryBody ?? 65_536
+    this.clientWriteTimeout = opts.clientWriteTimeout ?? 30_000
     this.#port = opts.port
     this.server = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res) })
@@ -244,7 +251,12 @@ export class Outbound {
     const now = performance.now()
     const ep = up.balancer.pick(now)
     if (ep === undefined) { this.#noInstance(res, up.service); return }
-    const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http' })
+    const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http', port: 0, trusted: true })
+    if (h.refused !== null) {
+      Metrics.inc(this.metrics.clientErrors, 'malformed')
+      respondError(res, new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`), ['x-request-id', h.requestId])
+      return
+    }
     if (target.host !== null) setHost(h.headers, target.host)
     const call = new Call(this, up, req, res, target.path, h.headers, h.requestId)
     if (!h.hasBody) { call.begin(ep, null); return }
@@ -376,6 +388,7 @@ class Call {
   #finishAttempt (): Endpoint | null {
     const ep = this.#ep
     this.#ctl = null
+    this.#stall = clearStall(this.#stall)
     if (ep !== null) this.#up.release(ep)
     return ep
   }
@@ -409,7 +422,7 @@ class Call {
       const name = rawHeaders[i]
       if (name.length === 18 && name.toString('latin1').toLowerCase() === 'x-doorman-draining') {
         // The instance drains: no new requests to it from now on, before the registry event even arrives.
-        if (!ep.drainingSeen) { ep.drainingSeen = true; this.#up.balancer.invalidate() }
+        if (ep.sawDraining(performance.now())) this.#up.balancer.invalidate()
       } else if (name.length === 14 && name.toString('latin1').toLowerCase() === 'x-doorman-shed') shed = true
     }
     if (statusCode === 503 && shed && this.#retryTarget() !== null) {
@@ -421,12 +434,23 @@ class Call {
     else this.#up.outcome(ep, false)
     const res = this.#res
     if (res.destroyed) return
-    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null).headers)
+    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null, false).headers)
   }
 
   /** The app took what was written: let undici read the instance's socket again. */
   #onDrain = (): void => {
+    this.#stall = clearStall(this.#stall)
     this.#ctl?.resume()
+  }
+
+  #stall: NodeJS.Timeout | null = null
+  /** The local app read nothing for the write timeout: close its connection (which cancels the attempt). */
+  static #onStall (call: Call): void { call.#stalled() }
+  #stalled (): void {
+    this.#stall = null
+    if (this.#state !== ACTIVE) return
+    Metrics.inc(this.#out.metrics.clientErrors, 'write-timeout')
+    this.#res.destroy()
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -436,6 +460,7 @@ class Call {
     if (!res.write(chunk) && !controller.paused) {
       controller.pause()
       res.once('drain', this.#onDrain)
+      this.#stall = setTimeout(Call.#onStall, this.#out.clientWriteTimeout, this)
     }
   }
 
@@ -466,7 +491,9 @@ class Call {
     const ep = this.#finishAttempt()
     const mapped = classifyUpstreamError(err)
     const code = (err as { code?: string }).code ?? ''
-    if (ep !== null) this.#up.outcome(ep, true)
+    // Outlier detection counts only what the instance did: a request undici refused to send is the app's mistake.
+    const clientsFault = mapped.status < 500
+    if (ep !== null && !clientsFault) this.#up.outcome(ep, true)
     if (this.#state === DISCARD) {
       const next = this.#retryTarget()
       if (next !== null) { this.#retry(next, 'shed'); return }
@@ -479,9 +506,9 @@ class Call {
       }
     }
     this.#state = DONE
-    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\terror`)
+    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\t${clientsFault ? 'bad-request' : 'error'}`)
     if (this.#res.headersSent) { this.#res.destroy(); return }
     respondError(this.#res, mapped as UpstreamConnectError, ['x-request-id', this.#requestId])
-    if (mapped.code === 'DOORMAN_ERR_INTERNAL') this.#out.log.error({ err }, 'outbound proxy error')
+    logProxyError(this.#out.log, mapped.code, err)
   }
 }

@@ -5,6 +5,8 @@
 // expiry time; <dir>/<service>/<id>.eject.json holds a checker's verdict, so neither writer overwrites the other.
 // Watchers follow the service's directory with fs.watch (inotify on Linux: changes arrive within milliseconds) and
 // list it again on every change, plus a periodic listing that also catches expiries and missed events.
+// A directory that can't be read (removed, replaced by a file, no permission) is an outage, not an empty service:
+// listings fail, watchers keep the last instances they saw, and `up` is false until a listing or a write succeeds.
 import { promises as fsp, watch as fsWatch, mkdirSync, type FSWatcher } from 'node:fs'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -31,10 +33,14 @@ function nextRev (): number {
   return lastRev
 }
 
+/** Errors that mean the registry's directory itself is unusable (as opposed to one instance's file being gone). */
+const UNREADABLE = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'EISDIR', 'EIO', 'ELOOP'])
+
 export class FileRegistry implements Registry {
   readonly kind = 'file' as const
-  readonly up = true
   readonly dir: string
+  #up = true
+  #statusListeners = new Set<(up: boolean) => void>()
   #resyncMs: number
   #views = new Map<string, { set: Set<ServiceView>, watcher: FSWatcher | null, timer: NodeJS.Timeout, pending: NodeJS.Timeout | null, listing: boolean, again: boolean }>()
   /** Writes per instance file, one at a time (a heartbeat and a drain update must not interleave). */
@@ -48,8 +54,45 @@ export class FileRegistry implements Registry {
     mkdirSync(this.dir, { recursive: true })
   }
 
-  onStatus (_fn: (up: boolean) => void): () => void { return () => {} }
-  async waitUp (_timeoutMs: number): Promise<boolean> { return true }
+  /** False while the directory can't be read or written. */
+  get up (): boolean { return this.#up }
+
+  onStatus (fn: (up: boolean) => void): () => void {
+    this.#statusListeners.add(fn)
+    return () => { this.#statusListeners.delete(fn) }
+  }
+
+  async waitUp (timeoutMs: number): Promise<boolean> {
+    if (this.#up) return true
+    const root = await fsp.stat(this.dir).catch(() => null)
+    if (root?.isDirectory() === true) this.#setUp(true)
+    if (this.#up) return true
+    return await new Promise((resolve) => {
+      const timer = setTimeout(() => { off(); resolve(this.#up) }, timeoutMs)
+      const off = this.onStatus((up) => { if (up) { clearTimeout(timer); off(); resolve(true) } })
+    })
+  }
+
+  #setUp (up: boolean): void {
+    if (up === this.#up) return
+    this.#up = up
+    for (const fn of [...this.#statusListeners]) fn(up)
+  }
+
+  /** Marks the registry down when `err` says its directory is unusable; rethrows it. */
+  #failed (err: unknown): never {
+    if (UNREADABLE.has((err as NodeJS.ErrnoException).code ?? '')) this.#setUp(false)
+    throw err
+  }
+
+  /** A service directory that can't be listed: no such service when the registry's directory is fine, else an outage. */
+  async #unlisted (err: unknown): Promise<string[]> {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      const root = await fsp.stat(this.dir).catch(() => null)
+      if (root?.isDirectory() === true) { this.#setUp(true); return [] }
+    }
+    return this.#failed(err)
+  }
 
   #serviceDir (service: string): string { return path.join(this.dir, service) }
   #file (service: string, id: string): string { return path.join(this.dir, service, `${encodeURIComponent(id)}.json`) }
@@ -83,18 +126,21 @@ export class FileRegistry implements Registry {
     this.#check()
     checkService(inst.service)
     if (inst.state === 'ejected') throw new Error('an instance cannot register itself as ejected')
-    await fsp.mkdir(this.#serviceDir(inst.service), { recursive: true })
     const file = this.#file(inst.service, inst.id)
-    await this.#serial(file, async () => {
-      await fsp.rm(this.#verdictFile(inst.service, inst.id), { force: true })
-      const { ejected: _e, ...rest } = inst
-      await this.#write(file, { inst: { ...rest, state: inst.state as OwnState, warmup: { ...inst.warmup }, rev: nextRev() }, expiresAt: Date.now() + ttl } satisfies Stored)
-    })
+    try {
+      await fsp.mkdir(this.#serviceDir(inst.service), { recursive: true })
+      await this.#serial(file, async () => {
+        await fsp.rm(this.#verdictFile(inst.service, inst.id), { force: true })
+        const { ejected: _e, ...rest } = inst
+        await this.#write(file, { inst: { ...rest, state: inst.state as OwnState, warmup: { ...inst.warmup }, rev: nextRev() }, expiresAt: Date.now() + ttl } satisfies Stored)
+      })
+    } catch (err) { this.#failed(err) }
+    this.#setUp(true)
   }
 
   async #patch (service: string, id: string, ttl: number | null, patch: InstancePatch | undefined): Promise<boolean> {
     const file = this.#file(service, id)
-    return await this.#serial(file, async () => {
+    const present = await this.#serial(file, async () => {
       const s = await this.#readLive(service, id)
       if (s === undefined) return false
       const changed = patch !== undefined && Object.keys(patch).length > 0
@@ -110,7 +156,10 @@ export class FileRegistry implements Registry {
         : s.inst
       await this.#write(file, { inst, expiresAt: ttl === null ? s.expiresAt : Date.now() + ttl } satisfies Stored)
       return true
-    })
+    }).catch((err: unknown) => this.#failed(err))
+    // A missing record in a missing directory is an outage (re-registering will tell), not a quiet expiry.
+    if (present) this.#setUp(true)
+    return present
   }
 
   async heartbeat (service: string, id: string, ttl: number, patch?: InstancePatch): Promise<boolean> {
@@ -142,23 +191,40 @@ export class FileRegistry implements Registry {
   async services (): Promise<string[]> {
     this.#check()
     let names: string[]
-    try { names = await fsp.readdir(this.dir) } catch { return [] }
+    try { names = await fsp.readdir(this.dir) } catch (err) { return this.#failed(err) }
     const out: string[] = []
     for (const name of names) if ((await this.list(name).catch(() => [])).length > 0) out.push(name)
     return out.sort()
   }
 
   async list (service: string): Promise<Instance[]> {
+    return await this.#list(service, false)
+  }
+
+  /**
+   * A watched service's directory was made by watch(): when it is missing, someone removed it (maybe with the whole
+   * registry, maybe half way through): this listing is skipped (null), the directory made again for the next one.
+   */
+  async #list (service: string, watched: boolean): Promise<Instance[]> {
     this.#check()
     let names: string[]
-    try { names = await fsp.readdir(this.#serviceDir(service)) } catch { return [] }
+    try {
+      names = await fsp.readdir(this.#serviceDir(service))
+    } catch (err) {
+      names = await this.#unlisted(err)
+      if (watched) {
+        await fsp.mkdir(this.#serviceDir(service)).catch(() => {})
+        throw err
+      }
+    }
     const now = Date.now()
     const out: Instance[] = []
+    let vanished = false
     for (const name of names) {
       if (!name.endsWith('.json') || name.endsWith('.eject.json')) continue
       const file = path.join(this.#serviceDir(service), name)
       const s = await this.#read<Stored>(file)
-      if (s === undefined) continue
+      if (s === undefined) { vanished = true; continue }
       if (s.expiresAt <= now) {
         // Expired: whoever sees it first removes it (and the checker's verdict with it).
         await fsp.rm(file, { force: true })
@@ -169,6 +235,14 @@ export class FileRegistry implements Registry {
       const ejected = v?.ejected === true
       out.push({ ...s.inst, state: effectiveState(s.inst.state, ejected), ejected, rev: Math.max(s.inst.rev, v?.rev ?? 0) })
     }
+    // A file gone between the listing and its read: removed alone, or with the whole directory (an outage).
+    if (vanished) {
+      await fsp.readdir(this.#serviceDir(service)).catch(async (err: unknown) => {
+        await this.#unlisted(err)
+        if (watched) throw err
+      })
+    }
+    this.#setUp(true)
     return out.sort(byId)
   }
 
@@ -178,9 +252,9 @@ export class FileRegistry implements Registry {
     let w = this.#views.get(service)
     if (w === undefined) {
       const dir = this.#serviceDir(service)
-      mkdirSync(dir, { recursive: true })
       let watcher: FSWatcher | null = null
       try {
+        mkdirSync(dir, { recursive: true })
         watcher = fsWatch(dir, { persistent: false }, () => { this.#soon(service) })
         watcher.on('error', () => {})
       } catch {
@@ -222,7 +296,7 @@ export class FileRegistry implements Registry {
       do {
         w.again = false
         const listedAt = nextRev()
-        const instances = await this.list(service).catch(() => null)
+        const instances = await this.#list(service, true).catch(() => null)
         if (instances !== null) for (const v of [...w.set]) v.snapshot(instances, listedAt)
       } while (w.again && !this.#closed)
     } finally {
