@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import { Upstream, type Conn, type UpstreamHandler } from '../src/inbound/upstream.js'
 import { startServer } from './helpers/index.js'
 
-/** A legacy undici handler that frees its connection when undici ends the request, as the inbound's Exchange does. */
+/** An undici handler that frees its connection when undici ends the request, as the inbound's Exchange does. */
 class Collect implements UpstreamHandler {
   conn: Conn | null = null
   status = 0
@@ -12,11 +12,11 @@ class Collect implements UpstreamHandler {
   readonly done: Promise<void>
   #resolve!: () => void
   constructor (readonly upstream: Upstream) { this.done = new Promise((resolve) => { this.#resolve = resolve }) }
-  onConnect (): void {}
-  onHeaders (status: number): boolean { this.status = status; return true }
-  onData (chunk: Buffer): boolean { this.body += chunk.toString(); return true }
-  onComplete (): void { this.#end() }
-  onError (err: Error): void { this.error = err; this.#end() }
+  onRequestStart (): void {}
+  onResponseStart (_c: unknown, status: number): void { this.status = status }
+  onResponseData (_c: unknown, chunk: Buffer): void { this.body += chunk.toString() }
+  onResponseEnd (): void { this.#end() }
+  onResponseError (_c: unknown, err: Error): void { this.error = err; this.#end() }
   #end (): void {
     const c = this.conn
     this.conn = null
@@ -85,7 +85,7 @@ t.test('a failed connection is given back and the next request connects again', 
   const u = new Upstream(`http://127.0.0.1:${port}`, 1)
   t.teardown(async () => { await u.close() })
   const first = await send(u, '/')
-  t.ok(first.error !== null, 'the reset reaches onError')
+  t.ok(first.error !== null, 'the reset reaches onResponseError')
   const second = await send(u, '/')
   t.equal(second.body, 'second')
 })

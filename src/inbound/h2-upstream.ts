@@ -1,5 +1,5 @@
 // The app's side when it speaks cleartext HTTP/2 (DOORMAN_APP_PROTOCOL=h2c): a few multiplexed node:http2 client
-// sessions, driven through the same handler interface as the HTTP/1.1 Upstream (undici's legacy DispatchHandler), so
+// sessions, driven through the same handler interface as the HTTP/1.1 Upstream (undici's DispatchHandler and its controller), so
 // an Exchange or an HTTP/2 stream proxies to either app without knowing which.
 //
 // Why node:http2 and not undici: the undici on main is 7.x, whose HTTP/2 client lacks the h2c pooling, multiplexed
@@ -122,17 +122,18 @@ export class H2Upstream implements AppUpstream {
 
     let s: Session
     let req: ClientHttp2Stream
+    const ctl = new StreamController()
     try {
       s = this.#session()
       req = s.session.request(headers, { endStream: body === null })
     } catch (err) {
-      handler.onError?.(appError(err))
+      handler.onResponseError?.(ctl, appError(err))
       return
     }
+    ctl.stream = req
     s.active++
     this.#active++
     let done = false
-    let trailers: Buffer[] | null = null
     const finish = (): boolean => {
       if (done) return false
       done = true
@@ -144,10 +145,11 @@ export class H2Upstream implements AppUpstream {
     const fail = (err: unknown): void => {
       if (!finish()) return
       if (!req.destroyed) req.close(NGHTTP2_CANCEL)
-      handler.onError?.(appError(err))
+      handler.onResponseError?.(ctl, appError(err))
     }
+    ctl.onAbort = fail
     const timer = setTimeout(() => { fail(codedError('app response headers timeout', 'UND_ERR_HEADERS_TIMEOUT')) }, this.#opts.headersTimeout)
-    handler.onConnect?.((err?: Error) => { fail(err ?? new Error('aborted')) })
+    handler.onRequestStart?.(ctl, {})
     if (done) return
 
     if (body !== null) {
@@ -160,18 +162,18 @@ export class H2Upstream implements AppUpstream {
       if (done) return
       clearTimeout(timer)
       const status = Number(h[':status'])
-      const head = flatten(h)
-      handler.onHeaders?.(status, head, () => { req.resume() }, STATUS_CODES[status] ?? '')
+      ctl.rawHeaders = flatten(h)
+      handler.onResponseStart?.(ctl, status, h, STATUS_CODES[status] ?? '')
       // Trailers-only (HEADERS with END_STREAM, as a gRPC error often is): complete at once, so the client side can
       // answer with the same single HEADERS frame.
-      if ((flags & NGHTTP2_FLAG_END_STREAM) !== 0 && finish()) handler.onComplete?.(null)
+      if ((flags & NGHTTP2_FLAG_END_STREAM) !== 0 && finish()) handler.onResponseEnd?.(ctl, {})
     })
     req.on('data', (chunk: Buffer) => {
       if (done) return
-      if (handler.onData?.(chunk) === false) req.pause()
+      handler.onResponseData?.(ctl, chunk)
     })
-    req.on('trailers', (h: IncomingHttpHeaders) => { trailers = flatten(h) })
-    req.on('end', () => { if (finish()) handler.onComplete?.(trailers as unknown as string[] | null) })
+    req.on('trailers', (h: IncomingHttpHeaders) => { ctl.rawTrailers = flatten(h); ctl.trailers = h })
+    req.on('end', () => { if (finish()) handler.onResponseEnd?.(ctl, ctl.trailers) })
     req.on('error', fail)
     req.on('close', () => {
       if (done) return
@@ -200,4 +202,28 @@ function flatten (h: IncomingHttpHeaders): Buffer[] {
     else out.push(Buffer.from(name), Buffer.from(String(v)))
   }
   return out
+}
+
+/** undici's DispatchController over one HTTP/2 stream: pause/resume are the stream's flow control, abort resets it. */
+class StreamController implements Dispatcher.DispatchController {
+  stream: ClientHttp2Stream | null = null
+  onAbort: ((err: Error) => void) | null = null
+  rawHeaders: Buffer[] | null = null
+  rawTrailers: Buffer[] | null = null
+  trailers: IncomingHttpHeaders = {}
+  #paused = false
+  #aborted = false
+  #reason: Error | null = null
+  get aborted (): boolean { return this.#aborted }
+  get paused (): boolean { return this.#paused }
+  get reason (): Error | null { return this.#reason }
+  abort (reason: Error): void {
+    if (this.#aborted) return
+    this.#aborted = true
+    this.#reason = reason
+    this.onAbort?.(reason)
+  }
+
+  pause (): void { this.#paused = true; this.stream?.pause() }
+  resume (): void { this.#paused = false; this.stream?.resume() }
 }

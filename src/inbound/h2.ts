@@ -202,7 +202,7 @@ class StreamExchange implements UpstreamHandler {
   /** The response head, held until the first body bytes or the end (so a trailers-only answer stays one frame). */
   #head: OutgoingHttpHeaders | null = null
   #trailers: OutgoingHttpHeaders | null = null
-  #resume: (() => void) | null = null
+  #ctl: Dispatcher.DispatchController | null = null
   #paused = false
 
   constructor (front: H2Front, host: H2Host, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, grpc: boolean, arrivedAt: number) {
@@ -268,7 +268,7 @@ class StreamExchange implements UpstreamHandler {
     const socket = this.#stream.session?.socket
     const fwd = requestHeaders(raw, { remoteAddress: socket?.remoteAddress ?? '', proto: 'http', port: socket?.localPort ?? 0, trusted: this.#host.trusted })
     this.#requestId = fwd.requestId
-    if (fwd.refused !== null) { this.onError(new BadRequestError(fwd.refused)); return }
+    if (fwd.refused !== null) { this.onResponseError(null, new BadRequestError(fwd.refused)); return }
     // An HTTP/2 request has a body unless its HEADERS ended the stream (content-length is optional).
     const hasBody = !this.#endStream
     this.#sent = performance.now()
@@ -284,7 +284,7 @@ class StreamExchange implements UpstreamHandler {
         blocking: true
       }, this)
     } catch (err) {
-      this.onError(err as Error)
+      this.onResponseError(null, err as Error)
     }
   }
 
@@ -345,18 +345,20 @@ class StreamExchange implements UpstreamHandler {
     if (abort !== null) abort(new Error('client gone'))
   }
 
-  // --- the upstream handler (undici's legacy DispatchHandler) ---
+  // --- the upstream handler (undici's DispatchHandler, over its controller) ---
   onRequestSent (): void {
     if (this.#rtt < 0) this.#sent = performance.now()
   }
 
-  onConnect (abort: (err?: Error) => void): void {
-    if (this.#state !== ACTIVE) { abort(new Error('client gone')); return }
-    this.#abort = abort
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    if (this.#state !== ACTIVE) { controller.abort(new Error('client gone')); return }
+    this.#ctl = controller
+    this.#abort = (err?: Error) => { controller.abort(err ?? new Error('aborted')) }
   }
 
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    if (this.#state !== ACTIVE || statusCode < 200) return true
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number): void {
+    if (this.#state !== ACTIVE || statusCode < 200) return
+    const rawHeaders = controller.rawHeaders as Buffer[]
     this.#status = statusCode
     this.#rtt = Math.max(0, performance.now() - this.#sent)
     const head = responseHeaders(rawHeaders, this.#requestId, this.#front.extra)
@@ -369,10 +371,8 @@ class StreamExchange implements UpstreamHandler {
       out[name] = prev === undefined ? hs[i + 1] : Array.isArray(prev) ? [...prev, hs[i + 1]] : [String(prev), hs[i + 1]]
     }
     this.#head = out
-    this.#resume = resume
     // Sent with the first body bytes or at the end; a streaming response whose body is slow still gets its head soon.
     queueMicrotask(this.#flushHead)
-    return true
   }
 
   #flushHead = (): void => {
@@ -396,24 +396,26 @@ class StreamExchange implements UpstreamHandler {
 
   #onDrain = (): void => {
     this.#paused = false
-    this.#resume?.()
+    this.#ctl?.resume()
   }
 
-  onData (chunk: Buffer): boolean {
-    if (this.#state !== ACTIVE) return true
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#state !== ACTIVE) return
     const s = this.#stream
-    if (s.destroyed) { this.#fail(); return true }
+    if (s.destroyed) { this.#fail(); return }
     this.#flushHead()
     if (!s.write(chunk) && !this.#paused) {
       this.#paused = true
+      controller.pause()
       s.once('drain', this.#onDrain)
-      return false
     }
-    return !this.#paused
   }
 
-  onComplete (trailers: Array<Buffer | string> | null): void {
+  onResponseEnd (controller: Dispatcher.DispatchController): void {
     if (this.#state !== ACTIVE) { this.#freeConn(); return }
+    const raw = controller.rawTrailers
+    const trailers = Array.isArray(raw) && raw.length > 0 ? raw as Array<Buffer | string> : null
+    this.#ctl = null
     this.#state = DONE
     this.#clearDeadline()
     this.#abort = null
@@ -444,7 +446,8 @@ class StreamExchange implements UpstreamHandler {
     this.#host.upstream.free(conn)
   }
 
-  onError (err: Error): void {
+  onResponseError (_controller: Dispatcher.DispatchController | null, err: Error): void {
+    this.#ctl = null
     this.#freeConn()
     if (this.#state !== ACTIVE) return
     const mapped = classifyUpstreamError(err)

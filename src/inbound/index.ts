@@ -2,10 +2,11 @@
 // Bodies stream both ways with backpressure; WebSocket and other upgrades go through http-proxy under their own cap.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
+import type { Dispatcher } from 'undici'
 import httpProxy from 'http-proxy'
 import { http, clearStall } from '../core/http.js'
 import { logProxyError, type Logger } from '../core/log.js'
-import { classifyUpstreamError, BadRequestError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
+import { classifyUpstreamError, BadRequestError, UpstreamProtocolError, UpgradeLimitError, type DoormanError } from '../core/errors.js'
 import { respondError, respondShed, respondOnSocket, clientErrorStatus } from '../core/respond.js'
 import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
@@ -298,7 +299,10 @@ const QUEUED = 1
 const ACTIVE = 2
 const DONE = 3
 
-/** One proxied request: its slot, its undici dispatch (legacy handler API: raw headers, fewest allocations). */
+/**
+ * One proxied request: its slot, its undici dispatch. The response head is read from the controller's raw headers
+ * (Buffers, as the parser gives them): undici 8 also hands a parsed object, which this never reads.
+ */
 class Exchange {
   #in: Inbound
   #req: IncomingMessage
@@ -306,8 +310,9 @@ class Exchange {
   #expectContinue: boolean
   #state = IDLE
   #waiter: Waiter | null = null
-  #abort: ((err?: Error) => void) | null = null
-  /** The connection carrying this request, from dispatch until undici ends it (onComplete or onError). */
+  /** undici's controller for this request (abort, pause, resume), from onRequestStart until it ends. */
+  #ctl: Dispatcher.DispatchController | null = null
+  /** The connection carrying this request, from dispatch until undici ends it (onResponseEnd or onResponseError). */
   conn: Conn | null = null
   #start: number
   /** When the request was fully sent to the app (its latency starts here), and the in-flight count then. */
@@ -317,7 +322,6 @@ class Exchange {
   #status = 0
   #requestId = ''
   #timedOut = false
-  #paused = false
 
   constructor (inbound: Inbound, req: IncomingMessage, res: ServerResponse, expectContinue: boolean, arrivedAt: number) {
     this.#in = inbound
@@ -352,7 +356,7 @@ class Exchange {
     const req = this.#req
     const h = requestHeaders(req.rawHeaders, this.#in.forwardInfo(req))
     this.#requestId = h.requestId
-    if (h.refused !== null) { this.onError(new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`)); return }
+    if (h.refused !== null) { this.onResponseError(null, new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`)); return }
     if (this.#expectContinue) this.#res.writeContinue()
     this.#sent = performance.now()
     this.#sentInflight = this.#in.limiter.inflight
@@ -366,7 +370,7 @@ class Exchange {
         blocking: true
       }, this)
     } catch (err) {
-      this.onError(err as Error)
+      this.onResponseError(null, err as Error)
     }
   }
 
@@ -398,46 +402,51 @@ class Exchange {
     this.#state = DONE
     this.#stall = clearStall(this.#stall)
     this.#headTimer = clearStall(this.#headTimer)
-    const abort = this.#abort
-    this.#abort = null
+    const ctl = this.#ctl
+    this.#ctl = null
     // The app's latency counts only if its response head arrived: the client's impatience says nothing about it.
     this.#in.limiter.release(this.#rtt, this.#rtt >= 0 && this.#status >= 500, this.#sentInflight)
     this.#in.finish(this, this.#status, this.#start, 'aborted', null, false)
-    if (abort !== null) abort(new Error('client gone'))
+    if (ctl !== null) ctl.abort(new Error('client gone'))
   }
 
-  // --- undici DispatchHandler (legacy form) ---
+  // --- undici DispatchHandler ---
   /** The whole request (head and body) is written: the app's own time starts now, not while a client uploads. */
   onRequestSent (): void {
     if (this.#headersAt < 0) this.#sent = performance.now()
   }
 
-  onConnect (abort: (err?: Error) => void): void {
-    if (this.#state !== ACTIVE) { abort(new Error('client gone')); return }
-    this.#abort = abort
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    if (this.#state !== ACTIVE) { controller.abort(new Error('client gone')); return }
+    this.#ctl = controller
   }
 
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (this.#state !== ACTIVE) return true
-    if (statusCode < 200) return true
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, _headers: unknown, statusText?: string): void {
+    if (this.#state !== ACTIVE) return
+    if (statusCode < 200) return
+    // HTTP/1.1 (the only protocol to the app): the raw headers are the parser's Buffers, name/value in turn.
+    const raw = controller.rawHeaders as Buffer[]
+    if (statusCode === 204 && bodyOn204(raw)) {
+      // undici 8 ends such a 204 at its head and drops the connection with what followed (undici 7 failed on those
+      // bytes): the app broke HTTP either way, so it is answered 502 as any other malformed response.
+      controller.abort(new UpstreamProtocolError(new Error('a 204 response announcing a body')))
+      return
+    }
     this.#status = statusCode
     const res = this.#res
-    if (res.destroyed) { this.#fail(); return true }
-    const head = responseHeaders(rawHeaders, this.#requestId, this.#in.extraHeaders)
+    if (res.destroyed) { this.#fail(); return }
+    const head = responseHeaders(raw, this.#requestId, this.#in.extraHeaders)
     this.#remaining = head.contentLength
     // The head is written with the first body bytes (as Node would send it anyway), so that a response that turns
     // out malformed right after its head (a 204 with a body, a bad chunk size) can still be answered 502.
     this.#head = head.headers
-    this.#statusText = statusText
+    this.#statusText = statusText ?? ''
     process.nextTick(Exchange.#headLater, this)
-    this.#resume = resume
     // The app's own latency: from the request fully sent to the response head. 5xx counts as a drop signal.
     this.#headersAt = performance.now()
     this.#rtt = Math.max(0, this.#headersAt - this.#sent)
-    return true
   }
 
-  #resume: (() => void) | null = null
   /** The response head not yet written, and its status text. */
   #head: string[] | null = null
   #statusText = ''
@@ -464,10 +473,10 @@ class Exchange {
   #remaining = -1
   /** The response was ended with the body's last bytes. */
   #ended = false
+  /** The client took what was written: let undici read the app's socket again. */
   #onDrain = (): void => {
-    this.#paused = false
     this.#stall = clearStall(this.#stall)
-    this.#resume?.()
+    this.#ctl?.resume()
   }
 
   #stall: NodeJS.Timeout | null = null
@@ -481,26 +490,25 @@ class Exchange {
     this.#res.destroy()
   }
 
-  onData (chunk: Buffer): boolean {
-    if (this.#state !== ACTIVE) return true
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#state !== ACTIVE) return
     const res = this.#res
-    if (res.destroyed) { this.#fail(); return true }
+    if (res.destroyed) { this.#fail(); return }
     if (this.#head !== null) this.#writeHead()
     if (this.#remaining === chunk.length) {
       // The last bytes of a content-length body: end() sends head and body in one write, as soon as write() would.
       this.#remaining = 0
       this.#ended = true
       res.end(chunk)
-      return true
+      return
     }
     if (this.#remaining > 0) this.#remaining -= chunk.length
-    if (!res.write(chunk) && !this.#paused) {
-      this.#paused = true
+    // The client is slower than the app: stop reading the app until the client drains.
+    if (!res.write(chunk) && !controller.paused) {
+      controller.pause()
       res.once('drain', this.#onDrain)
       this.#stall = setTimeout(Exchange.#onStall, this.#in.writeTimeout, this)
-      return false
     }
-    return !this.#paused
   }
 
   /** Gives the connection back once undici is done with this request. */
@@ -511,15 +519,16 @@ class Exchange {
     this.#in.upstream.free(conn)
   }
 
-  onComplete (trailers: Array<Buffer | string> | null): void {
+  onResponseEnd (controller: Dispatcher.DispatchController): void {
     if (this.#state !== ACTIVE) { this.#freeConn(); return }
     this.#state = DONE
     this.#stall = clearStall(this.#stall)
-    this.#abort = null
+    this.#ctl = null
     const res = this.#res
     this.#writeHead()
     if (!this.#ended) {
-      if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
+      const trailers = controller.rawTrailers as Buffer[] | null | undefined
+      if (trailers != null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
       res.end()
     }
     this.#in.limiter.release(this.#rtt, this.#status >= 500, this.#sentInflight)
@@ -527,7 +536,8 @@ class Exchange {
     this.#freeConn()
   }
 
-  onError (err: Error): void {
+  /** Also called with no controller when undici refuses the request before it starts. */
+  onResponseError (_controller: Dispatcher.DispatchController | null, err: Error): void {
     this.#freeConn()
     if (this.#state !== ACTIVE) return
     const mapped = classifyUpstreamError(err)
@@ -536,7 +546,7 @@ class Exchange {
     this.#stall = clearStall(this.#stall)
     this.#headTimer = clearStall(this.#headTimer)
     this.#head = null
-    this.#abort = null
+    this.#ctl = null
     // A timeout is a drop signal without a latency sample; other failures (refused, reset) are neither.
     this.#in.limiter.release(-1, this.#timedOut, this.#sentInflight)
     this.#in.finish(this, this.#res.headersSent ? this.#status : mapped.status, this.#start, 'error', mapped, this.#timedOut)
@@ -548,6 +558,16 @@ class Exchange {
     }
     logProxyError(this.#in.log, mapped.code, err)
   }
+}
+
+/** A 204 whose head announces a body: a transfer-encoding, or a content-length other than 0 (RFC 9110 §8.6, 9112 §6.1). */
+function bodyOn204 (raw: Buffer[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    if (name.length === 17 && name.toString('latin1').toLowerCase() === 'transfer-encoding') return true
+    if (name.length === 14 && name.toString('latin1').toLowerCase() === 'content-length' && !/^\s*0*\s*$/.test(raw[i + 1].toString('latin1'))) return true
+  }
+  return false
 }
 
 /** The protocols an Upgrade header offers, lower-cased, without versions (`websocket`, `h2c`). */

@@ -39,7 +39,7 @@ export class Upstream {
   /**
    * Sends a request on a free connection (opening one while fewer than `max` exist), or queues it until one is
    * given back. The connection is set on `handler.conn` before the request starts; the handler must free() it once
-   * undici has ended the request (its onComplete or onError, exactly one of which runs).
+   * undici has ended the request (its onResponseEnd or onResponseError, exactly one of which runs).
    */
   dispatch (opts: Dispatcher.DispatchOptions, handler: UpstreamHandler): void {
     let conn = this.#free.pop()
@@ -59,7 +59,7 @@ export class Upstream {
     const next = this.#waiting.shift()
     if (next !== undefined) {
       next.handler.conn = conn
-      // undici reports a request it refuses through onError, which frees the connection again.
+      // undici reports a request it refuses through onResponseError, which frees the connection again.
       conn.client.dispatch(next.opts, next.handler)
       return
     }

@@ -11,6 +11,7 @@
 //     the service's instances at once (the protection threshold);
 //   - answers 503 with x-doorman-error when the service has no usable instance.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
+import type { Dispatcher } from 'undici'
 import { http, clearStall } from '../core/http.js'
 import { logProxyError, type Logger } from '../core/log.js'
 import { classifyUpstreamError, BadRequestError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
@@ -353,7 +354,7 @@ const ACTIVE = 1
 const DISCARD = 2
 const DONE = 3
 
-/** One outbound request: at most two attempts on two instances (legacy undici handler API). */
+/** One outbound request: at most two attempts on two instances (undici handler; raw headers from the controller). */
 class Call {
   #out: Outbound
   #up: Upstream
@@ -367,9 +368,8 @@ class Call {
   #attempt = 0
   #state = IDLE
   #status = 0
-  #abort: ((err?: Error) => void) | null = null
-  #resume: (() => void) | null = null
-  #paused = false
+  /** undici's controller for the attempt in flight (abort, pause, resume). */
+  #ctl: Dispatcher.DispatchController | null = null
   #idempotent: boolean
 
   constructor (out: Outbound, up: Upstream, req: IncomingMessage, res: ServerResponse, path: string, headers: string[], requestId: string) {
@@ -398,7 +398,7 @@ class Call {
     try {
       ep.pool.dispatch({ path: this.#path, method: this.#req.method as string, headers: this.#headers, body: this.#body, idempotent: false, blocking: true }, this)
     } catch (err) {
-      this.onError(err as Error)
+      this.onResponseError(null, err as Error)
     }
   }
 
@@ -417,7 +417,7 @@ class Call {
 
   #finishAttempt (): Endpoint | null {
     const ep = this.#ep
-    this.#abort = null
+    this.#ctl = null
     this.#stall = clearStall(this.#stall)
     if (ep !== null) this.#up.release(ep)
     return ep
@@ -427,24 +427,26 @@ class Call {
   #onClientClose = (): void => {
     if (this.#res.writableFinished || this.#state === DONE) return
     const inFlight = this.#state === ACTIVE || this.#state === DISCARD
-    const abort = this.#abort
+    const ctl = this.#ctl
     this.#state = DONE
     if (inFlight) this.#finishAttempt()
     Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\taborted`)
-    abort?.(new Error('client gone'))
+    ctl?.abort(new Error('client gone'))
   }
 
-  // --- undici DispatchHandler (legacy form) ---
-  onConnect (abort: (err?: Error) => void): void {
-    if (this.#state === DONE) { abort(new Error('client gone')); return }
-    this.#abort = abort
+  // --- undici DispatchHandler ---
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    if (this.#state === DONE) { controller.abort(new Error('client gone')); return }
+    this.#ctl = controller
   }
 
-  onHeaders (statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (this.#state !== ACTIVE) return true
-    if (statusCode < 200) return true
+  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, _headers: unknown, statusText?: string): void {
+    if (this.#state !== ACTIVE) return
+    if (statusCode < 200) return
     this.#status = statusCode
     const ep = this.#ep as Endpoint
+    // HTTP/1.1 (the only protocol between sidecars): the raw headers are the parser's Buffers, name/value in turn.
+    const rawHeaders = controller.rawHeaders as Buffer[]
     let shed = false
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = rawHeaders[i]
@@ -456,21 +458,19 @@ class Call {
     if (statusCode === 503 && shed && this.#retryTarget() !== null) {
       // Shed before the app saw it: drop this answer and try another instance once it is read.
       this.#state = DISCARD
-      return true
+      return
     }
     if (statusCode >= 502 && statusCode <= 504 && !shed) this.#up.outcome(ep, true)
     else this.#up.outcome(ep, false)
     const res = this.#res
-    if (res.destroyed) return true
+    if (res.destroyed) return
     res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null, false).headers)
-    this.#resume = resume
-    return true
   }
 
+  /** The app took what was written: let undici read the instance's socket again. */
   #onDrain = (): void => {
-    this.#paused = false
     this.#stall = clearStall(this.#stall)
-    this.#resume?.()
+    this.#ctl?.resume()
   }
 
   #stall: NodeJS.Timeout | null = null
@@ -483,20 +483,18 @@ class Call {
     this.#res.destroy()
   }
 
-  onData (chunk: Buffer): boolean {
-    if (this.#state !== ACTIVE) return true
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#state !== ACTIVE) return
     const res = this.#res
-    if (res.destroyed) return true
-    if (!res.write(chunk) && !this.#paused) {
-      this.#paused = true
+    if (res.destroyed) return
+    if (!res.write(chunk) && !controller.paused) {
+      controller.pause()
       res.once('drain', this.#onDrain)
       this.#stall = setTimeout(Call.#onStall, this.#out.clientWriteTimeout, this)
-      return false
     }
-    return !this.#paused
   }
 
-  onComplete (trailers: Array<Buffer | string> | null): void {
+  onResponseEnd (controller: Dispatcher.DispatchController): void {
     if (this.#state === DISCARD) {
       this.#finishAttempt()
       const next = this.#retryTarget()
@@ -511,12 +509,14 @@ class Call {
     this.#state = DONE
     this.#finishAttempt()
     const res = this.#res
-    if (trailers !== null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
+    const trailers = controller.rawTrailers as Buffer[] | null | undefined
+    if (trailers != null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
     res.end()
     Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\tok`)
   }
 
-  onError (err: Error): void {
+  /** Also called with no controller when undici refuses the request before it starts. */
+  onResponseError (_controller: Dispatcher.DispatchController | null, err: Error): void {
     if (this.#state !== ACTIVE && this.#state !== DISCARD) return
     const ep = this.#finishAttempt()
     const mapped = classifyUpstreamError(err)
