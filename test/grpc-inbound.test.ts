@@ -152,6 +152,12 @@ t.test('the limit holds per stream: queue served, the rest UNAVAILABLE with x-do
   const s = await appStats(direct)
   t.equal(s.calls, 6, 'the shed calls never reached the app')
   t.ok(s.maxInflight <= 3, `never more than the limit at the app (${s.maxInflight})`)
+  // The metrics tell HTTP/2 from HTTP/1.1, and count gRPC answers by grpc-status (the app's 0s, doorman's 14s).
+  const m = (await request(dm.admin, { path: '/metrics' })).body
+  t.match(m, /doorman_requests_total\{code="200",protocol="h2"\} 12/, 'twelve HTTP/2 streams answered 200')
+  t.notMatch(m, /protocol="http1"/, 'no HTTP/1.1 requests counted')
+  t.match(m, /doorman_grpc_responses_total\{grpc_status="0"\} 6/, 'six OK')
+  t.match(m, /doorman_grpc_responses_total\{grpc_status="14"\} 6/, 'six UNAVAILABLE')
 })
 
 t.test('a gRPC call to an app declared http1: UNAVAILABLE naming DOORMAN_APP_PROTOCOL, logged once', async (t) => {

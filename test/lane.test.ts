@@ -220,7 +220,7 @@ t.test('metrics are served by the lane, with the main thread\'s and the lane\'s 
   for (const name of ['doorman_inflight_requests', 'doorman_queued_requests', 'doorman_concurrency_limit', 'doorman_requests_total', 'doorman_shed_total', 'doorman_request_duration_seconds', 'doorman_upstream_errors_total', 'doorman_probe_duration_seconds', 'doorman_ready', 'doorman_draining', 'doorman_warmup_weight', 'doorman_registry_up', 'nodejs_eventloop_lag_seconds', 'process_cpu_user_seconds_total']) {
     t.match(m, new RegExp(`^# TYPE ${name} `, 'm'), name)
   }
-  t.match(m, /doorman_requests_total\{code="200"\} 1/)
+  t.match(m, /doorman_requests_total\{code="200",protocol="http1"\} 1/)
   t.match(m, /doorman_ready 1/)
   const gauge = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(m)?.[1])
   t.ok(gauge('doorman_lane_heap_size_used_bytes') > 0, "the lane's heap is shown")

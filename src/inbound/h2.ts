@@ -35,7 +35,7 @@ export interface H2Host {
   readonly upstream: { dispatch: (opts: Dispatcher.DispatchOptions, handler: UpstreamHandler) => void, free: (conn: Conn) => void }
   classify: (path: string) => Priority
   track: (ex: { cut: () => void }) => void
-  finish: (ex: { cut: () => void }, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean) => void
+  finish: (ex: { cut: () => void }, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean, h2: boolean) => void
 }
 
 export class H2Front {
@@ -105,7 +105,8 @@ export class H2Front {
     if (host.closed) { this.shed(stream, grpc, 'draining-closed'); return }
     if (grpc && host.appProtocol === 'http1') {
       this.warnProtocolOnce()
-      Metrics.inc(host.metrics.requests, 200)
+      Metrics.inc(host.metrics.requestsH2, 200)
+      Metrics.inc(host.metrics.grpcStatus, String(GRPC_UNAVAILABLE))
       answer(stream, trailersOnly(GRPC_UNAVAILABLE, 'doorman: the app is declared HTTP/1.1 (DOORMAN_APP_PROTOCOL=http1); gRPC needs DOORMAN_APP_PROTOCOL=h2c', this.#extra()))
       return
     }
@@ -127,11 +128,12 @@ export class H2Front {
     Metrics.inc(m.shed, reason)
     const extra = ['x-doorman-shed', reason, 'retry-after', '1', ...(this.#extra() ?? [])]
     if (grpc) {
-      Metrics.inc(m.requests, 200)
+      Metrics.inc(m.requestsH2, 200)
+      Metrics.inc(m.grpcStatus, String(GRPC_UNAVAILABLE))
       answer(stream, trailersOnly(GRPC_UNAVAILABLE, `doorman: shed (${reason})`, extra))
       return
     }
-    Metrics.inc(m.requests, 503)
+    Metrics.inc(m.requestsH2, 503)
     answer(stream, pairs(503, extra, { 'content-type': 'text/plain; charset=utf-8' }), `shed: ${reason}\n`)
   }
 }
@@ -299,7 +301,8 @@ class StreamExchange implements UpstreamHandler {
       this.#state = DONE
       if (this.#waiter !== null) this.#host.limiter.cancel(this.#waiter)
       this.#waiter = null
-      Metrics.inc(m.requests, 200)
+      Metrics.inc(m.requestsH2, 200)
+      Metrics.inc(m.grpcStatus, String(GRPC_DEADLINE_EXCEEDED))
       answer(this.#stream, trailersOnly(GRPC_DEADLINE_EXCEEDED, 'doorman: deadline exceeded while queued', this.#front.extra))
       return
     }
@@ -309,7 +312,7 @@ class StreamExchange implements UpstreamHandler {
     const abort = this.#abort
     this.#abort = null
     this.#host.limiter.release(-1, false, this.#sentInflight)
-    this.#host.finish(this, 200, this.#start, 'error', new UpstreamTimeoutError(), true)
+    this.#host.finish(this, 200, this.#start, 'error', new UpstreamTimeoutError(), true, true)
     if (abort !== null) abort(new Error('deadline exceeded'))
     this.#respondError(GRPC_DEADLINE_EXCEEDED, 'doorman: deadline exceeded', null)
   }
@@ -341,7 +344,7 @@ class StreamExchange implements UpstreamHandler {
     const abort = this.#abort
     this.#abort = null
     this.#host.limiter.release(this.#rtt, this.#rtt >= 0 && this.#status >= 500, this.#sentInflight)
-    this.#host.finish(this, this.#status, this.#start, 'aborted', null, false)
+    this.#host.finish(this, this.#status, this.#start, 'aborted', null, false, true)
     if (abort !== null) abort(new Error('client gone'))
   }
 
@@ -419,6 +422,7 @@ class StreamExchange implements UpstreamHandler {
     this.#state = DONE
     this.#clearDeadline()
     this.#abort = null
+    if (this.#grpc) Metrics.inc(this.#host.metrics.grpcStatus, grpcStatusIn(trailers) ?? grpcStatusIn(controller.rawHeaders as Buffer[] | null) ?? 'unknown')
     const s = this.#stream
     if (this.#head !== null) {
       // No body: one HEADERS frame ending the stream (gRPC's trailers-only), with any trailers folded in.
@@ -435,7 +439,7 @@ class StreamExchange implements UpstreamHandler {
       s.end()
     }
     this.#host.limiter.release(this.#rtt, this.#status >= 500, this.#sentInflight)
-    this.#host.finish(this, this.#status, this.#start, 'ok', null, false)
+    this.#host.finish(this, this.#status, this.#start, 'ok', null, false, true)
     this.#freeConn()
   }
 
@@ -457,7 +461,7 @@ class StreamExchange implements UpstreamHandler {
     this.#abort = null
     this.#host.limiter.release(-1, timedOut, this.#sentInflight)
     const sent = this.#stream.headersSent
-    this.#host.finish(this, sent ? this.#status : this.#grpc ? 200 : mapped.status, this.#start, 'error', mapped, timedOut)
+    this.#host.finish(this, sent ? this.#status : this.#grpc ? 200 : mapped.status, this.#start, 'error', mapped, timedOut, true)
     if (this.#grpc) this.#respondError(grpcStatusOf(mapped), `doorman: ${mapped.message} (${mapped.code})`, mapped)
     else if (sent) this.#stream.close(NGHTTP2_CANCEL)
     else {
@@ -472,9 +476,22 @@ class StreamExchange implements UpstreamHandler {
     const s = this.#stream
     this.#head = null
     if (s.destroyed || s.closed) return
+    Metrics.inc(this.#host.metrics.grpcStatus, String(status))
     const extra = err !== null ? ['x-doorman-error', err.code, ...(this.#front.extra ?? [])] : this.#front.extra
     if (!s.headersSent) { answer(s, trailersOnly(status, message, extra)); return }
     this.#trailers = { 'grpc-status': String(status), 'grpc-message': message }
     s.end()
   }
+}
+
+/** The grpc-status in a raw header list, as a bounded label: `0`…`16`, else `unknown`; undefined when absent. */
+function grpcStatusIn (raw: Array<Buffer | string> | null): string | undefined {
+  if (raw === null) return undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 11 && raw[i].toString().toLowerCase() === 'grpc-status') {
+      const v = raw[i + 1].toString()
+      return /^(?:\d|1[0-6])$/.test(v) ? v : 'unknown'
+    }
+  }
+  return undefined
 }

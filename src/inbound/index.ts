@@ -260,7 +260,7 @@ export class Inbound {
   /** @internal */ get trusted (): boolean { return this.#trusted }
   /** @internal */ get extraHeaders (): readonly string[] | null { return this.#extra }
   /** @internal */ track (ex: { cut: () => void }): void { this.#exchanges.add(ex) }
-  /** @internal */ finish (ex: { cut: () => void }, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean): void {
+  /** @internal */ finish (ex: { cut: () => void }, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean, h2 = false): void {
     this.#exchanges.delete(ex)
     const now = performance.now()
     const m = this.#metrics
@@ -273,7 +273,7 @@ export class Inbound {
       this.stats.failed++
       Metrics.inc(m.upstreamErrors, timedOut ? 'timeout' : err?.code === 'DOORMAN_ERR_UPSTREAM_CONNECT' ? 'connect' : err?.code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL' ? 'protocol' : 'other')
     }
-    if (status !== 0) Metrics.inc(m.requests, status)
+    if (status !== 0) Metrics.inc(h2 ? m.requestsH2 : m.requests, status)
     m.duration.observe((now - startedAt) / 1000)
     if (this.#debug) this.#log.debug({ status, ms: Math.round(now - startedAt), outcome, err: err?.code }, 'request')
   }

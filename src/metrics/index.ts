@@ -93,7 +93,11 @@ export class FastHistogram extends Histogram {
 export class Metrics {
   readonly registry = new Registry()
   /** Hot-path counters (plain numbers), copied into prom-client at scrape time. */
+  /** Business requests answered, by status: HTTP/1.1 requests and HTTP/2 streams. */
   readonly requests = new Map<number, number>()
+  readonly requestsH2 = new Map<number, number>()
+  /** gRPC calls answered, by grpc-status (`0`…`16`, `unknown`): the app's, or doorman's own. */
+  readonly grpcStatus = counterMap()
   readonly shed = counterMap()
   readonly upstreamErrors = counterMap()
   readonly clientErrors = counterMap()
@@ -121,6 +125,8 @@ export class Metrics {
     const registry = this.registry
     const r = this.readings
     const requests = this.requests
+    const requestsH2 = this.requestsH2
+    const grpcStatus = this.grpcStatus
     const shed = this.shed
     const upstreamErrors = this.upstreamErrors
     const clientErrors = this.clientErrors
@@ -143,7 +149,19 @@ export class Metrics {
       for (const [k, v] of m) c.inc({ [label]: String(k) }, v)
     }
     // eslint-disable-next-line no-new
-    new Counter({ name: 'doorman_requests_total', help: 'Business requests answered, by status code.', labelNames: ['code'], registers: [registry], collect () { copy(this, 'code', requests) } })
+    new Counter({
+      name: 'doorman_requests_total',
+      help: 'Business requests answered, by status code and protocol (http1, or h2 for HTTP/2 streams).',
+      labelNames: ['code', 'protocol'],
+      registers: [registry],
+      collect () {
+        this.reset()
+        for (const [k, v] of requests) this.inc({ code: String(k), protocol: 'http1' }, v)
+        for (const [k, v] of requestsH2) this.inc({ code: String(k), protocol: 'h2' }, v)
+      }
+    })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_grpc_responses_total', help: "gRPC calls answered on the inbound lane, by grpc-status (the app's, or doorman's own: 14 shed or unreachable, 4 deadline).", labelNames: ['grpc_status'], registers: [registry], collect () { copy(this, 'grpc_status', grpcStatus) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_shed_total', help: 'Requests shed before reaching the app, by reason.', labelNames: ['reason'], registers: [registry], collect () { copy(this, 'reason', shed) } })
     // eslint-disable-next-line no-new
