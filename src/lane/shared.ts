@@ -36,7 +36,10 @@ export const S = {
   DRAIN_SERVED: 19,
   DRAIN_CUT: 20,
   /** Written by the lane: 1 once the lane's listener is up. */
-  LANE_UP: 21
+  LANE_UP: 21,
+  /** Connections to the registry's store: for commands, and for subscriptions. */
+  REGISTRY_CONNECTIONS: 28,
+  REGISTRY_SUBSCRIBER_CONNECTIONS: 29
 } as const
 
 const INT_SLOTS = 32
