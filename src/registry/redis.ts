@@ -595,7 +595,15 @@ export class RedisRegistry implements Registry {
         this.stats.checks++
         const [ver, overdue] = await this.#scripts.dmCheck(this.#verKey(w.service), this.#expKey(w.service))
         if (overdue.length > 0) await this.sweep(w.service, overdue).catch(() => 0)
-        if (Number(ver) !== w.known && w.listing === null) await this.#relist(w)
+        const version = Number(ver)
+        // Backwards: the store lost data (restarted empty, or failed over to a replica that lagged). What it lost is
+        // probably alive and about to register again: the listing keeps it for the grace.
+        if (version < w.known) this.#graceUntil = Math.max(this.#graceUntil, Date.now() + this.#graceMs)
+        if (version !== w.known && w.listing === null) {
+          // Messages were missed; on a Cluster a subscription can also lapse when a slot moves: subscribe again.
+          if (this.target.mode === 'cluster') (this.client as Cluster).ssubscribe(this.#channel(w.service)).catch(() => {})
+          await this.#relist(w)
+        }
       }
     } catch (err) {
       this.#log?.debug({ err, service: w.service }, 'registry check failed; keeping the last view')
@@ -612,7 +620,10 @@ export class RedisRegistry implements Registry {
 
   #onSubscriberReady (): void {
     const again = this.#connectedOnce.sub
-    this.#reconnected('sub')
+    // On a Cluster the subscribers also come back after a slot moved (no data lost): the grace is for reconnects of
+    // the command connection, and for a version seen going backwards (see #versionCheck).
+    if (this.target.mode === 'cluster') this.#connectedOnce.sub = true
+    else this.#reconnected('sub')
     if (!again) return
     // Messages may have been missed while disconnected: each service's version says whether any were. The checks
     // spread over the jitter window, so that a failover doesn't bring every watcher of the fleet back at once.
