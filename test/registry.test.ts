@@ -312,7 +312,7 @@ t.test('redis: no full listing while nothing changes; a change is pushed, not li
   t.equal(reg.stats.listings, listed, `no listing after the first (${reg.stats.checks} checks)`)
   // A write that was not pushed to this watcher (its message lost): the version moved, the next check lists.
   await redisCommand(server.port, 'HSET', `doorman:{orders}:i:${a.id}`, 'zone', 'z9', 'rev', String(Date.now() * 1000 + 1_000_000))
-  await redisCommand(server.port, 'INCR', 'doorman:{orders}:ver')
+  await redisCommand(server.port, 'HINCRBY', 'doorman:{orders}:ver', 'n', '1')
   await waitFor('listed again after the version moved', () => reg.stats.listings === listed + 1, 5000)
   t.equal(w.view.get(a.id)?.zone, 'z9')
 })
@@ -331,7 +331,7 @@ t.test('redis: a gap in the pushed versions lists again at once', async (t) => {
   const listed = reg.stats.listings
   // Two versions pass unseen (as if their messages were lost), then a pushed write arrives: v jumps by 3.
   await redisCommand(server.port, 'HSET', `doorman:{orders}:i:${a.id}`, 'zone', 'z7', 'rev', String(Date.now() * 1000 + 1_000_000))
-  await redisCommand(server.port, 'INCRBY', 'doorman:{orders}:ver', '2')
+  await redisCommand(server.port, 'HINCRBY', 'doorman:{orders}:ver', 'n', '2')
   await reg.update('orders', a.id, { state: 'draining' })
   await waitFor('listed again', () => reg.stats.listings > listed && w.view.get(a.id)?.zone === 'z7', 5000)
   t.equal(reg.stats.gaps, 1)

@@ -19,9 +19,10 @@ import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
 
 // Every script names each key it touches in KEYS (all in the service's slot: the `{service}` hash tag), so each
-// call is one slot on a Cluster. Writes bump the service's version (`:ver`, INCR) once per published message and put
-// it in the message as `v`: a watcher that sees the version it expects next has missed nothing, and one that sees a
-// gap (or a version that moved without it) lists again. `:exp` is a sorted set of each id's expiry (store clock, ms),
+// call is one slot on a Cluster. Writes bump the service's version (`:ver`, a hash: `n` counts, `e` is the epoch,
+// the store's clock when `n` was 1) once per published message and put it in the message as `v`: a watcher that
+// sees the version it expects next has missed nothing, and one that sees a gap (or a version or epoch that moved
+// without it) lists again. A new epoch means the store lost the service's keys (restarted empty). `:exp` is a sorted set of each id's expiry (store clock, ms),
 // so finding expired instances is one range read instead of a listing. On a Cluster the scripts publish with
 // SPUBLISH (sharded pub/sub: the message stays on the shard that owns the service's slot, instead of crossing the
 // cluster bus to every node); the channel carries the same hash tag, so it is in the script's slot too.
@@ -36,7 +37,8 @@ redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[4], ms + tonumber(ARGV[1]), ARGV[2])
-local v = redis.call('INCR', KEYS[3])
+local v = redis.call('HINCRBY', KEYS[3], 'n', 1)
+if v == 1 then redis.call('HSET', KEYS[3], 'e', rev) end
 redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', KEYS[1])}))
 return rev`
 
@@ -46,8 +48,10 @@ const UPDATE = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local t = redis.call('TIME')
 if #ARGV > 3 then
-  redis.call('HSET', KEYS[1], 'rev', t[1] .. string.format('%06d', tonumber(t[2])), unpack(ARGV, 4))
-  local v = redis.call('INCR', KEYS[2])
+  local rev = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 4))
+  local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
+  if v == 1 then redis.call('HSET', KEYS[2], 'e', rev) end
   redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', KEYS[1])}))
 end
 if ARGV[1] ~= '' then
@@ -64,7 +68,8 @@ local n = redis.call('DEL', KEYS[1])
 local m = redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if n > 0 or m > 0 then
-  local v = redis.call('INCR', KEYS[3])
+  local v = redis.call('HINCRBY', KEYS[3], 'n', 1)
+  if v == 1 then redis.call('HSET', KEYS[3], 'e', rev) end
   redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'del', v = v, id = ARGV[1], rev = rev}))
 end
 return n`
@@ -82,24 +87,27 @@ for i = 4, #KEYS do
     redis.call('ZREM', KEYS[3], id)
     if redis.call('SREM', KEYS[1], id) > 0 then
       n = n + 1
-      local v = redis.call('INCR', KEYS[2])
+      local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
+      if v == 1 then redis.call('HSET', KEYS[2], 'e', rev) end
       redis.call('PUBLISH', ARGV[1], cjson.encode({t = 'del', v = v, id = id, rev = rev}))
     end
   end
 end
 return n`
 
-// CHECK KEYS: ver, exp. The cheap periodic check (read-only, a replica can serve it): the version and up to 100 ids
-// past their expiry.
+// CHECK KEYS: ver, exp. The cheap periodic check (read-only, a replica can serve it): the version, its epoch and up
+// to 100 ids past their expiry.
 const CHECK = `#!lua flags=no-writes
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {redis.call('GET', KEYS[1]) or '0', redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms, 'LIMIT', 0, 100)}`
+local h = redis.call('HMGET', KEYS[1], 'n', 'e')
+return {h[1] or '0', h[2] or '', redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms, 'LIMIT', 0, 100)}`
 
-// IDS KEYS: ids, ver. First half of a listing (read-only): the store's clock, the version, the ids.
+// IDS KEYS: ids, ver. First half of a listing (read-only): the store's clock, the version and its epoch, the ids.
 const IDS = `#!lua flags=no-writes
 local t = redis.call('TIME')
-return {t[1] .. string.format('%06d', tonumber(t[2])), redis.call('GET', KEYS[2]) or '0', redis.call('SMEMBERS', KEYS[1])}`
+local h = redis.call('HMGET', KEYS[2], 'n', 'e')
+return {t[1] .. string.format('%06d', tonumber(t[2])), h[1] or '0', h[2] or '', redis.call('SMEMBERS', KEYS[1])}`
 
 // READ KEYS: instances. Second half (read-only): each record, empty for one that is gone.
 const READ = `#!lua flags=no-writes
@@ -116,8 +124,8 @@ interface Scripts {
   dmUpdate: (instKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<number>
   dmDeregister: (instKey: string, idsKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<number>
   dmSweep: (numKeys: number, ...keysAndArgs: string[]) => Promise<number>
-  dmCheck: (verKey: string, expKey: string) => Promise<[string, string[]]>
-  dmIds: (idsKey: string, verKey: string) => Promise<[string, string, string[]]>
+  dmCheck: (verKey: string, expKey: string) => Promise<[string, string, string[]]>
+  dmIds: (idsKey: string, verKey: string) => Promise<[string, string, string, string[]]>
   dmRead: (numKeys: number, ...keys: string[]) => Promise<string[][]>
 }
 
@@ -292,6 +300,8 @@ interface Watched {
   views: Set<ServiceView>
   /** The service's version as of the last listing and the messages since (null before the first listing). */
   known: number | null
+  /** The version's epoch as of the last listing. */
+  epoch: string
   /** A full listing is under way; `seen` is the highest version pushed meanwhile. */
   listing: Promise<void> | null
   seen: number
@@ -459,9 +469,9 @@ export class RedisRegistry implements Registry {
   }
 
   /** A full listing in read-only steps (the ids with the version and the clock, then the records in batches). */
-  async #listRaw (service: string): Promise<{ listedAt: number, version: number, instances: Instance[] }> {
+  async #listRaw (service: string): Promise<{ listedAt: number, version: number, epoch: string, instances: Instance[] }> {
     this.stats.listings++
-    const [clock, ver, ids] = await this.#scripts.dmIds(this.#idsKey(service), this.#verKey(service))
+    const [clock, ver, epoch, ids] = await this.#scripts.dmIds(this.#idsKey(service), this.#verKey(service))
     const listedAt = Number(clock)
     const instances: Instance[] = []
     const gone: string[] = []
@@ -477,7 +487,7 @@ export class RedisRegistry implements Registry {
     // Ids whose record is gone: expired (or deleted since the ids were read); the sweep tells everyone once.
     if (gone.length > 0) this.sweep(service, gone).catch(() => {})
     instances.sort(byId)
-    return { listedAt, version: Number(ver), instances }
+    return { listedAt, version: Number(ver), epoch, instances }
   }
 
   async list (service: string): Promise<Instance[]> {
@@ -486,7 +496,7 @@ export class RedisRegistry implements Registry {
   }
 
   /** A listing for views: warmup progress as of the listing (the records as written are what list() returns). */
-  async #listForViews (service: string): Promise<{ listedAt: number, version: number, instances: Instance[] }> {
+  async #listForViews (service: string): Promise<{ listedAt: number, version: number, epoch: string, instances: Instance[] }> {
     const r = await this.#listRaw(service)
     return { ...r, instances: r.instances.map((i) => asOf(i, r.listedAt)) }
   }
@@ -505,7 +515,7 @@ export class RedisRegistry implements Registry {
         subscribing.then(() => {}, (err: unknown) => { this.#log?.debug({ err, service }, 'subscribe failed; the version check covers it') }),
         new Promise<void>((resolve) => { setTimeout(resolve, this.#timeout).unref() })
       ])
-      w = { service, views: new Set(), known: null, listing: null, seen: 0, again: false, timer: null, graceTimer: null, subscribed }
+      w = { service, views: new Set(), known: null, epoch: '', listing: null, seen: 0, again: false, timer: null, graceTimer: null, subscribed }
       this.#watched.set(service, w)
       this.#scheduleCheck(w, between(0.5, 1.5) * this.#checkMs)
     }
@@ -554,10 +564,11 @@ export class RedisRegistry implements Registry {
     w.seen = 0
     w.listing = (async () => {
       try {
-        const { listedAt, version, instances } = await this.#listForViews(w.service)
+        const { listedAt, version, epoch, instances } = await this.#listForViews(w.service)
         const keepMissing = Date.now() < this.#graceUntil
         for (const v of w.views) v.snapshot(instances, listedAt, Date.now(), keepMissing)
         w.known = Math.max(version, w.seen)
+        w.epoch = epoch
         // Listed within the grace after a reconnect: what it kept only for the grace is listed again once it ends.
         if (keepMissing && w.graceTimer === null && [...w.views].some((v) => v.view.size > instances.length)) {
           w.graceTimer = setTimeout(() => { w.graceTimer = null; if (this.#watched.get(w.service) === w) void this.#relist(w) }, this.#graceUntil - Date.now() + 10)
@@ -593,13 +604,16 @@ export class RedisRegistry implements Registry {
         await this.#relist(w)
       } else {
         this.stats.checks++
-        const [ver, overdue] = await this.#scripts.dmCheck(this.#verKey(w.service), this.#expKey(w.service))
+        const [ver, epoch, overdue] = await this.#scripts.dmCheck(this.#verKey(w.service), this.#expKey(w.service))
         if (overdue.length > 0) await this.sweep(w.service, overdue).catch(() => 0)
         const version = Number(ver)
-        // Backwards: the store lost data (restarted empty, or failed over to a replica that lagged). What it lost is
-        // probably alive and about to register again: the listing keeps it for the grace.
-        if (version < w.known) this.#graceUntil = Math.max(this.#graceUntil, Date.now() + this.#graceMs)
-        if (version !== w.known && w.listing === null) {
+        // A new epoch or a version gone backwards: the store lost data (restarted empty, or failed over to a replica
+        // that lagged). What it lost is probably alive and about to register again: the listing keeps it for the grace.
+        // (An epoch first set since the last listing is the service's first write, not a loss.)
+        if (w.epoch === '' && version === w.known) w.epoch = epoch
+        const lost = (w.epoch !== '' && epoch !== w.epoch) || version < w.known
+        if (lost) this.#graceUntil = Math.max(this.#graceUntil, Date.now() + this.#graceMs)
+        if ((version !== w.known || epoch !== w.epoch) && w.listing === null) {
           // Messages were missed; on a Cluster a subscription can also lapse when a slot moves: subscribe again.
           if (this.target.mode === 'cluster') (this.client as Cluster).ssubscribe(this.#channel(w.service)).catch(() => {})
           await this.#relist(w)

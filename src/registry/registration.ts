@@ -75,8 +75,8 @@ export class Registration {
           this.#loggedDown = false
           this.#failures = 0
           // Back after an outage (maybe a restart that lost every key): check our record soon, not at the next beat;
-          // at a random moment within a third of the heartbeat period, so that a fleet doesn't come back at once.
-          if (this.#registered || this.#readySince !== 0) this.#schedule(Math.random() * this.#o.ttl / 9)
+          // at a random moment within half the heartbeat period, so that a fleet doesn't come back at once.
+          if (this.#registered || this.#readySince !== 0) this.#schedule(Math.random() * this.#o.ttl / 6)
         } else if (!this.#loggedDown) {
           this.#loggedDown = true
           opts.log.warn({ registry: reg.kind, registered: this.#registered }, 'registry unreachable: serving on, retrying with backoff')
