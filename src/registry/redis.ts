@@ -22,41 +22,44 @@ import { ServiceView } from './view.js'
 // call is one slot on a Cluster. Writes bump the service's version (`:ver`, a hash: `n` counts, `e` is the epoch,
 // the store's clock when `n` was 1) once per published message and put it in the message as `v`: a watcher that
 // sees the version it expects next has missed nothing, and one that sees a gap (or a version or epoch that moved
-// without it) lists again. A new epoch means the store lost the service's keys (restarted empty). `:exp` is a sorted set of each id's expiry (store clock, ms),
-// so finding expired instances is one range read instead of a listing. On a Cluster the scripts publish with
+// without it) lists again. A new epoch means the store lost the service's keys (restarted empty).
+//
+// `:exp` is a sorted set of each id's deadline, so finding expired instances is one range read instead of a listing.
+// Deadlines are on the writer's clock (a bare heartbeat is then two plain commands, no script): they only nominate
+// candidates, and the sweep removes a candidate only when its record's TTL, kept on the store's clock, has run out.
+// Clock skew costs at most a later notice or a sweep that finds nothing to do. On a Cluster the scripts publish with
 // SPUBLISH (sharded pub/sub: the message stays on the shard that owns the service's slot, instead of crossing the
 // cluster bus to every node); the channel carries the same hash tag, so it is in the script's slot too.
 //
-// REGISTER KEYS: instance, ids, ver, exp. ARGV: ttl, id, channel, field, value, …
+// REGISTER KEYS: instance, ids, ver, exp. ARGV: ttl, id, channel, deadline, field, value, …
 const REGISTER = `
 local t = redis.call('TIME')
 local rev = t[1] .. string.format('%06d', tonumber(t[2]))
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[4], ms + tonumber(ARGV[1]), ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
 local v = redis.call('HINCRBY', KEYS[3], 'n', 1)
 if v == 1 then redis.call('HSET', KEYS[3], 'e', rev) end
 redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', KEYS[1])}))
 return rev`
 
-// UPDATE KEYS: instance, ver, exp. ARGV: ttl ('' = unchanged), channel, id, field, value, …
-// A bare heartbeat (no fields) extends the TTL and publishes nothing: watchers have nothing to learn.
+// UPDATE KEYS: instance, ver, exp. ARGV: ttl ('' = unchanged), channel, id, deadline, field, value, …
+// (A bare heartbeat doesn't come here: it is PEXPIRE and ZADD XX, pipelined, and publishes nothing.)
 const UPDATE = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local t = redis.call('TIME')
-if #ARGV > 3 then
+if #ARGV > 4 then
+  local t = redis.call('TIME')
   local rev = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 4))
+  redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 5))
   local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
   if v == 1 then redis.call('HSET', KEYS[2], 'e', rev) end
   redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', KEYS[1])}))
 end
 if ARGV[1] ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]), ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 end
 return 1`
 
@@ -95,14 +98,6 @@ for i = 4, #KEYS do
 end
 return n`
 
-// CHECK KEYS: ver, exp. The cheap periodic check (read-only, a replica can serve it): the version, its epoch and up
-// to 100 ids past their expiry.
-const CHECK = `#!lua flags=no-writes
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'n', 'e')
-return {h[1] or '0', h[2] or '', redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ms, 'LIMIT', 0, 100)}`
-
 // IDS KEYS: ids, ver. First half of a listing (read-only): the store's clock, the version and its epoch, the ids.
 const IDS = `#!lua flags=no-writes
 local t = redis.call('TIME')
@@ -115,6 +110,9 @@ local out = {}
 for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
 return out`
 
+/** How far past its deadline (writer's clock) an id must be, on a watcher's clock, to be swept: allows for skew. */
+const CLOCK_SLACK_MS = 1000
+
 /** Records read per READ call: bounds the time one call holds Redis's thread. */
 const READ_BATCH = 200
 
@@ -124,7 +122,6 @@ interface Scripts {
   dmUpdate: (instKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<number>
   dmDeregister: (instKey: string, idsKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<number>
   dmSweep: (numKeys: number, ...keysAndArgs: string[]) => Promise<number>
-  dmCheck: (verKey: string, expKey: string) => Promise<[string, string, string[]]>
   dmIds: (idsKey: string, verKey: string) => Promise<[string, string, string, string[]]>
   dmRead: (numKeys: number, ...keys: string[]) => Promise<string[][]>
 }
@@ -213,7 +210,6 @@ function createClient (t: RedisTarget, commandTimeout: number, subscriber: boole
     c.defineCommand('dmUpdate', { numberOfKeys: 3, lua: pub(UPDATE) })
     c.defineCommand('dmDeregister', { numberOfKeys: 4, lua: pub(DEREGISTER) })
     c.defineCommand('dmSweep', { lua: pub(SWEEP) })
-    c.defineCommand('dmCheck', { numberOfKeys: 2, lua: CHECK })
     c.defineCommand('dmIds', { numberOfKeys: 2, lua: IDS })
     c.defineCommand('dmRead', { lua: READ })
   }
@@ -419,29 +415,38 @@ export class RedisRegistry implements Registry {
     checkService(inst.service)
     if (inst.state === 'ejected') throw new Error('an instance cannot register itself as ejected')
     const s = inst.service
-    await this.#scripts.dmRegister(this.#instKey(s, inst.id), this.#idsKey(s), this.#verKey(s), this.#expKey(s), String(Math.max(1, Math.round(ttl))), inst.id, this.#channel(s), ...toFields(inst))
+    const ms = Math.max(1, Math.round(ttl))
+    await this.#scripts.dmRegister(this.#instKey(s, inst.id), this.#idsKey(s), this.#verKey(s), this.#expKey(s), String(ms), inst.id, this.#channel(s), String(Date.now() + ms), ...toFields(inst))
     await this.client.sadd(this.#servicesKey(), s)
   }
 
-  async #update (service: string, id: string, ttl: string, fields: string[]): Promise<boolean> {
-    return (await this.#scripts.dmUpdate(this.#instKey(service, id), this.#verKey(service), this.#expKey(service), ttl, this.#channel(service), id, ...fields)) === 1
+  async #update (service: string, id: string, ttl: number | null, fields: string[]): Promise<boolean> {
+    const deadline = ttl === null ? '' : String(Date.now() + ttl)
+    return (await this.#scripts.dmUpdate(this.#instKey(service, id), this.#verKey(service), this.#expKey(service), ttl === null ? '' : String(ttl), this.#channel(service), id, deadline, ...fields)) === 1
   }
 
   async heartbeat (service: string, id: string, ttl: number, patch?: InstancePatch): Promise<boolean> {
     this.#check()
-    return await this.#update(service, id, String(Math.max(1, Math.round(ttl))), patch !== undefined ? patchFields(patch) : [])
+    const ms = Math.max(1, Math.round(ttl))
+    const fields = patch !== undefined ? patchFields(patch) : []
+    if (fields.length > 0) return await this.#update(service, id, ms, fields)
+    // The common case, every few seconds per instance: two plain commands in one round trip, no script.
+    const r = await this.client.pipeline().pexpire(this.#instKey(service, id), ms).zadd(this.#expKey(service), 'XX', Date.now() + ms, id).exec()
+    if (r === null) throw new Error('heartbeat pipeline aborted')
+    for (const [err] of r) if (err !== null) throw err
+    return r[0][1] === 1
   }
 
   async update (service: string, id: string, patch: InstancePatch): Promise<boolean> {
     this.#check()
     const fields = patchFields(patch)
     if (fields.length === 0) return (await this.client.exists(this.#instKey(service, id))) === 1
-    return await this.#update(service, id, '', fields)
+    return await this.#update(service, id, null, fields)
   }
 
   async setEjected (service: string, id: string, ejected: boolean): Promise<boolean> {
     this.#check()
-    return await this.#update(service, id, '', ['ejected', ejected ? '1' : '0'])
+    return await this.#update(service, id, null, ['ejected', ejected ? '1' : '0'])
   }
 
   async deregister (service: string, id: string): Promise<void> {
@@ -604,7 +609,7 @@ export class RedisRegistry implements Registry {
         await this.#relist(w)
       } else {
         this.stats.checks++
-        const [ver, epoch, overdue] = await this.#scripts.dmCheck(this.#verKey(w.service), this.#expKey(w.service))
+        const [ver, epoch, overdue] = await this.#versionAndOverdue(w.service)
         if (overdue.length > 0) await this.sweep(w.service, overdue).catch(() => 0)
         const version = Number(ver)
         // A new epoch or a version gone backwards: the store lost data (restarted empty, or failed over to a replica
@@ -624,6 +629,18 @@ export class RedisRegistry implements Registry {
     } finally {
       if (w.timer === null) this.#scheduleCheck(w, between(0.5, 1.5) * this.#checkMs)
     }
+  }
+
+  /**
+   * The check's reads, two plain read-only commands in one round trip (a replica can serve them): the version with
+   * its epoch, and up to 100 ids more than CLOCK_SLACK_MS past their deadline on this watcher's clock.
+   */
+  async #versionAndOverdue (service: string): Promise<[string, string, string[]]> {
+    const r = await this.client.pipeline().hmget(this.#verKey(service), 'n', 'e').zrangebyscore(this.#expKey(service), '-inf', Date.now() - CLOCK_SLACK_MS, 'LIMIT', 0, 100).exec()
+    if (r === null) throw new Error('check pipeline aborted')
+    for (const [err] of r) if (err !== null) throw err
+    const [n, e] = r[0][1] as Array<string | null>
+    return [n ?? '0', e ?? '', r[1][1] as string[]]
   }
 
   /** A connection came (back) up: after the first time, the store may have lost data. */
