@@ -331,6 +331,8 @@ export class RedisRegistry implements Registry {
   #graceMs: number
   #timeout: number
   #shardedSubscribers = 0
+  /** The deadline last written to the expiry set for each instance this client heartbeats. */
+  #deadlines = new Map<string, number>()
   /** What this client asked of Redis, for the bench and tests: full listings, version checks, sweeps. */
   readonly stats = { listings: 0, checks: 0, sweeps: 0, swept: 0, gaps: 0 }
 
@@ -416,6 +418,7 @@ export class RedisRegistry implements Registry {
     if (inst.state === 'ejected') throw new Error('an instance cannot register itself as ejected')
     const s = inst.service
     const ms = Math.max(1, Math.round(ttl))
+    this.#deadlines.delete(`${s}\n${inst.id}`)
     await this.#scripts.dmRegister(this.#instKey(s, inst.id), this.#idsKey(s), this.#verKey(s), this.#expKey(s), String(ms), inst.id, this.#channel(s), String(Date.now() + ms), ...toFields(inst))
     await this.client.sadd(this.#servicesKey(), s)
   }
@@ -430,10 +433,18 @@ export class RedisRegistry implements Registry {
     const ms = Math.max(1, Math.round(ttl))
     const fields = patch !== undefined ? patchFields(patch) : []
     if (fields.length > 0) return await this.#update(service, id, ms, fields)
-    // The common case, every few seconds per instance: two plain commands in one round trip, no script.
-    const r = await this.client.pipeline().pexpire(this.#instKey(service, id), ms).zadd(this.#expKey(service), 'XX', Date.now() + ms, id).exec()
+    // The common case, every few seconds per instance, without a script: a PEXPIRE; and every other beat or so, the
+    // deadline too (ZADD XX, pipelined), written a third of a TTL ahead so that it covers the beat in between.
+    const key = `${service}\n${id}`
+    const now = Date.now()
+    const written = this.#deadlines.get(key) ?? 0
+    if (written >= now + ms) return (await this.client.pexpire(this.#instKey(service, id), ms)) === 1
+    const deadline = now + Math.round(ms * 4 / 3)
+    const r = await this.client.pipeline().pexpire(this.#instKey(service, id), ms).zadd(this.#expKey(service), 'XX', deadline, id).exec()
     if (r === null) throw new Error('heartbeat pipeline aborted')
     for (const [err] of r) if (err !== null) throw err
+    if (r[0][1] === 1) this.#deadlines.set(key, deadline)
+    else this.#deadlines.delete(key)
     return r[0][1] === 1
   }
 
@@ -451,6 +462,7 @@ export class RedisRegistry implements Registry {
 
   async deregister (service: string, id: string): Promise<void> {
     this.#check()
+    this.#deadlines.delete(`${service}\n${id}`)
     await this.#scripts.dmDeregister(this.#instKey(service, id), this.#idsKey(service), this.#verKey(service), this.#expKey(service), id, this.#channel(service))
   }
 
