@@ -1,6 +1,7 @@
 // One process of simulated sidecars for the registry section (bench/registry.ts): instances (the real Registration
-// loop each, sharing one Redis client: what a sidecar sends per instance is the same either way) and watching
-// sidecars (one RedisRegistry each, as a sidecar's outbound lane holds). Driven over IPC by the section.
+// loop each, on a Redis client of its own as in a sidecar: instances sharing a connection would have their commands
+// batched into fewer reads and writes than a fleet's separate sidecars ever get) and watching sidecars (one
+// RedisRegistry each, as a sidecar's outbound lane holds). Driven over IPC by the section.
 //
 // The registry is loaded from BENCH_REGISTRY_DIST (a build's dist/registry), so the same simulation measures
 // another build of doorman too (the section's "today" column was measured that way).
@@ -40,11 +41,15 @@ const target = index.parseRegistryUrl(url)
 
 function service (i: number): string { return `svc-${Math.floor(i / perService)}` }
 
-const shared = new index.RedisRegistry({ target, commandTimeout: 10_000 })
-await shared.waitUp(10_000)
+/** Instances per Redis client: 1 on a standalone server; on a Cluster a few (each client holds a connection per node). */
+const perClient = Number(process.env.BENCH_INSTANCES_PER_CLIENT ?? '1')
+const clients: Registry[] = []
 const instances = new Map<string, Registration>()
+let started = 0
 function start (id: string, svc: string, window: number): Registration {
-  const r = new RegistrationClass({ registry: shared, id, service: svc, cluster: 'default', zone: 'z1', warmup: { window, aggression: 1, minWeight: 10 }, ttl, delay: 0, log })
+  if (started++ % perClient === 0) clients.push(new index.RedisRegistry({ target, commandTimeout: 10_000 }))
+  const own = clients[clients.length - 1]
+  const r = new RegistrationClass({ registry: own, id, service: svc, cluster: 'default', zone: 'z1', warmup: { window, aggression: 1, minWeight: 10 }, ttl, delay: 0, log })
   r.setEndpoint('127.0.0.1:1', 2)
   r.setAppReady(true)
   instances.set(id, r)
@@ -80,7 +85,7 @@ process.on('message', (msg: { t: string, sidecars?: number, services?: string[][
     switch (msg.t) {
       case 'register': {
         for (let i = from; i < to; i++) start(`${service(i)}-${i}`, service(i), 0)
-        await until(() => [...instances.values()].every((r) => r.registered), 120_000)
+        await until(() => [...instances.values()].every((r) => r.registered), 300_000)
         process.send?.({ t: 'registered' })
         break
       }
@@ -121,7 +126,7 @@ process.on('message', (msg: { t: string, sidecars?: number, services?: string[][
         for (const w of watches) w.close()
         await Promise.allSettled(sidecars.map(async (s) => { await s.close() }))
         await Promise.allSettled([...instances.values()].map(async (r) => { await r.close() }))
-        await shared.close()
+        await Promise.allSettled(clients.map(async (c) => { await c.close() }))
         process.exit(0)
     }
   })().catch((err: unknown) => { console.error(err); process.exit(1) })
