@@ -9,6 +9,7 @@ import { outboundSection } from './outbound.js'
 import { adaptiveSection } from './adaptive.js'
 import { checkerSection } from './checker.js'
 import { memorySection } from './memory.js'
+import { registrySection } from './registry.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -42,7 +43,8 @@ const SECTIONS: Section[] = [
   memorySection,
   outboundSection,
   adaptiveSection,
-  checkerSection
+  checkerSection,
+  registrySection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

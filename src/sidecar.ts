@@ -157,6 +157,7 @@ export class Sidecar {
     const registration = this.registration
     m.readings.warmupWeight = () => registration.weight()
     m.readings.registryUp = () => registration.registryUp
+    m.readings.registryConnections = () => this.registry.connections?.()
     m.readings.registryEvents = () => registration.events
     this.lane.publish((st) => {
       st.set(S.INFLIGHT, limiter.inflight)
@@ -182,6 +183,9 @@ export class Sidecar {
       if (ramp && !this.drainer.started) limiter.setScale(registration.factor(now))
       st.set(S.REGISTERED, Number(registration.registered))
       st.set(S.REGISTRY_UP, Number(registration.registryUp))
+      const conns = this.registry.connections?.()
+      st.set(S.REGISTRY_CONNECTIONS, conns?.commands ?? 0)
+      st.set(S.REGISTRY_SUBSCRIBER_CONNECTIONS, conns?.subscriber ?? 0)
       st.set(S.WEIGHT, Math.round(registration.weight(now) * 100))
       st.set(S.WARMUP_PROGRESS, Math.round(registration.progress(now) * 10000))
       if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)

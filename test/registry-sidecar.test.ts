@@ -70,15 +70,19 @@ t.test('registers only after the app is ready and the delay has passed; readines
   t.ok(seen.weight >= 10 && seen.weight < 40, `a fresh instance publishes a low weight (${seen.weight})`)
   t.equal(seen.warmup.window, 8000)
   await waitFor('ready once registered', async () => (await request(dm.admin, { path: '/readyz' })).status === 200, 5000)
-  const state = await getJson<{ registration: { registered: boolean, registryUp: boolean, registeredAt: string }, warmup: { progress: number, weight: number } }>(dm.admin, '/state')
+  const state = await getJson<{ registration: { registered: boolean, registryUp: boolean, registeredAt: string, connections: { commands: number, subscriber: number } }, warmup: { progress: number, weight: number } }>(dm.admin, '/state')
   t.equal(state.registration.registered, true)
   t.equal(state.registration.registryUp, true)
   t.ok(Math.abs(Date.parse(state.registration.registeredAt) - seen.registeredAt) < 100, '/state shows when the window started')
   t.ok(state.warmup.weight >= 10 && state.warmup.weight < 100)
-  // The weight the instance publishes climbs while it warms.
-  await waitFor('a higher published weight', () => (w.view()[0]?.weight ?? 0) > seen.weight + 10, 8000)
+  t.same(state.registration.connections, { commands: 1, subscriber: 0 }, 'one connection: nothing watched, no subscriber')
+  // The weight climbs while it warms, on the instance and for its consumers, who interpolate it from the one
+  // registration message: no weight steps are published.
+  await waitFor('a higher weight', async () => (await getJson<{ warmup: { weight: number } }>(dm.admin, '/state')).warmup.weight > seen.weight + 10, 8000)
+  t.equal(w.puts.length, 1, 'one message while warming: the registration')
   const metrics = (await request(dm.admin, { path: '/metrics' })).body
   t.match(metrics, /doorman_registry_up 1/)
+  t.match(metrics, /doorman_registry_connections\{use="commands"\} 1/)
   t.match(metrics, /doorman_warmup_weight \d/)
   t.match(metrics, /doorman_registry_events_total\{event="register"\} 1/)
 

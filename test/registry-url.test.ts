@@ -2,7 +2,7 @@
 import t from 'tap'
 import { parseRegistryUrl, describeTarget, type RedisTarget } from '../src/registry/index.js'
 import { clientOptions, toFields, fromFields } from '../src/registry/redis.js'
-import { backoff } from '../src/registry/types.js'
+import { backoff, backoffCap } from '../src/registry/types.js'
 import { ConfigError } from '../src/core/errors.js'
 
 t.test('memory and file', async (t) => {
@@ -62,8 +62,12 @@ t.test('describeTarget redacts credentials', async (t) => {
   t.equal(describeTarget(parseRegistryUrl('redis+cluster://:pw@a:1,b:2')), 'redis+cluster://a:1,b:2')
 })
 
-t.test('reconnect backoff grows to 2 s', async (t) => {
-  t.same([1, 2, 3, 4, 5, 6, 7, 50].map(backoff), [100, 200, 400, 800, 1600, 2000, 2000, 2000])
+t.test('reconnect backoff: full jitter under a cap that grows to 2 s', async (t) => {
+  t.same([1, 2, 3, 4, 5, 6, 7, 50].map(backoffCap), [100, 200, 400, 800, 1600, 2000, 2000, 2000])
+  const samples = Array.from({ length: 2000 }, () => backoff(7))
+  t.ok(samples.every((d) => d >= 1 && d <= 2000), 'every delay within (0, cap]')
+  // Spread over the whole window, not bunched at the cap: each fifth of it gets some of the delays.
+  for (let k = 0; k < 5; k++) t.ok(samples.filter((d) => d > k * 400 && d <= (k + 1) * 400).length > 100, `some delays in (${k * 400}, ${(k + 1) * 400}] ms`)
 })
 
 t.test('hash fields round-trip; malformed records are skipped', async (t) => {

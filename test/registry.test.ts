@@ -6,7 +6,7 @@ import path from 'node:path'
 import { MemoryRegistry, RedisRegistry, FileRegistry, parseRegistryUrl, type Instance, type Registry, type RedisTarget, type Change } from '../src/registry/index.js'
 import { waitFor } from './helpers/index.js'
 import { createLogger } from '../src/core/log.js'
-import { startRedis } from './helpers/redis.js'
+import { startRedis, redisCommand } from './helpers/redis.js'
 
 let seq = 0
 function instance (service: string, over: Partial<Instance> = {}): Instance {
@@ -225,7 +225,7 @@ t.test('redis: an outage keeps the last view, reports down, and recovers', async
   // The registry's debug log says when a resync failed: the outage is observed through it, not waited out.
   const logged: string[] = []
   const log = createLogger('debug', { write: (line: string) => { logged.push(line) } })
-  const failedResyncs = (): number => logged.filter((l) => l.includes('registry resync failed')).length
+  const failedResyncs = (): number => logged.filter((l) => /registry (check|listing) failed/.test(l)).length
   const reg = new RedisRegistry({ target: parseRegistryUrl(server.url) as RedisTarget, resyncMs: 300, reconnectGraceMs: 1500, log })
   t.teardown(async () => { await reg.close() })
   await reg.waitUp(5000)
@@ -265,8 +265,60 @@ t.test('redis: an outage keeps the last view, reports down, and recovers', async
   await waitFor('seen again', () => w.view.has(a.id), 5000)
 })
 
-t.test('redis: with keyspace events on, watchers learn of an expiry well before the resync', async (t) => {
+t.test('redis: an expired instance is swept once, and every watcher learns it from that one deletion', async (t) => {
+  // Keyspace events on: doorman no longer subscribes to the fleet-wide expiry channel, whatever the server says.
   const server = await startRedis(t, ['--notify-keyspace-events', 'Ex'])
+  const writer = redisRegistry(server.url, 60_000)
+  t.teardown(async () => { await writer.close() })
+  await writer.waitUp(5000)
+  const watchers = [redisRegistry(server.url, 300), redisRegistry(server.url, 300), redisRegistry(server.url, 300)]
+  const views = watchers.map((r) => r.watch('orders'))
+  t.teardown(async () => { for (const v of views) v.close(); for (const r of watchers) await r.close() })
+  await Promise.all(views.map(async (v) => { await v.ready }))
+  const a = instance('orders')
+  const b = instance('orders')
+  await writer.register(a, 300)
+  await writer.register(b, 60_000)
+  await waitFor('seen by all', () => views.every((v) => v.view.has(a.id) && v.view.has(b.id)), 5000)
+  const t0 = performance.now()
+  await waitFor('expired and dropped by every watcher', () => views.every((v) => !v.view.has(a.id)), 10_000)
+  t.comment(`expiry seen ${(performance.now() - t0).toFixed(0)} ms after registering with a 300 ms TTL`)
+  t.ok(views.every((v) => v.view.has(b.id)), 'the live instance stays')
+  t.equal(watchers.reduce((n, r) => n + r.stats.swept, 0), 1, 'one sweep removed it and published its deletion')
+  t.same((await writer.list('orders')).map((i) => i.id), [b.id])
+  const channels = await redisCommand(server.port, 'PUBSUB', 'NUMPAT')
+  t.match(channels, /^:0/, 'no pattern subscription (no fleet-wide expiry channel)')
+})
+
+t.test('redis: no full listing while nothing changes; a change is pushed, not listed', async (t) => {
+  const server = await startRedis(t)
+  const writer = redisRegistry(server.url, 60_000)
+  t.teardown(async () => { await writer.close() })
+  await writer.waitUp(5000)
+  const a = instance('orders')
+  await writer.register(a, 60_000)
+  const reg = redisRegistry(server.url, 100)
+  t.teardown(async () => { await reg.close() })
+  const w = reg.watch('orders')
+  t.teardown(() => { w.close() })
+  await w.ready
+  const listed = reg.stats.listings
+  await waitFor('ten version checks', () => reg.stats.checks >= 10, 10_000)
+  await writer.heartbeat('orders', a.id, 60_000)
+  await writer.update('orders', a.id, { state: 'up' })
+  await waitFor('the update pushed', () => w.view.get(a.id)?.state === 'up', 5000)
+  const checks = reg.stats.checks
+  await waitFor('ten more checks', () => reg.stats.checks >= checks + 10, 10_000)
+  t.equal(reg.stats.listings, listed, `no listing after the first (${reg.stats.checks} checks)`)
+  // A write that was not pushed to this watcher (its message lost): the version moved, the next check lists.
+  await redisCommand(server.port, 'HSET', `doorman:{orders}:i:${a.id}`, 'zone', 'z9', 'rev', String(Date.now() * 1000 + 1_000_000))
+  await redisCommand(server.port, 'HINCRBY', 'doorman:{orders}:ver', 'n', '1')
+  await waitFor('listed again after the version moved', () => reg.stats.listings === listed + 1, 5000)
+  t.equal(w.view.get(a.id)?.zone, 'z9')
+})
+
+t.test('redis: a gap in the pushed versions lists again at once', async (t) => {
+  const server = await startRedis(t)
   const reg = redisRegistry(server.url, 60_000)
   t.teardown(async () => { await reg.close() })
   await reg.waitUp(5000)
@@ -274,9 +326,13 @@ t.test('redis: with keyspace events on, watchers learn of an expiry well before 
   t.teardown(() => { w.close() })
   await w.ready
   const a = instance('orders')
-  await reg.register(a, 300)
+  await reg.register(a, 60_000)
   await waitFor('seen', () => w.view.has(a.id), 5000)
-  const t0 = performance.now()
-  await waitFor('expiry event', () => !w.view.has(a.id), 10_000)
-  t.comment(`expiry seen ${(performance.now() - t0).toFixed(0)} ms after registering with a 300 ms TTL`)
+  const listed = reg.stats.listings
+  // Two versions pass unseen (as if their messages were lost), then a pushed write arrives: v jumps by 3.
+  await redisCommand(server.port, 'HSET', `doorman:{orders}:i:${a.id}`, 'zone', 'z7', 'rev', String(Date.now() * 1000 + 1_000_000))
+  await redisCommand(server.port, 'HINCRBY', 'doorman:{orders}:ver', 'n', '2')
+  await reg.update('orders', a.id, { state: 'draining' })
+  await waitFor('listed again', () => reg.stats.listings > listed && w.view.get(a.id)?.zone === 'z7', 5000)
+  t.equal(reg.stats.gaps, 1)
 })

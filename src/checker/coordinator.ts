@@ -179,8 +179,9 @@ return out`
 
 // The protection threshold, atomically: reads every instance of the service once (all in the service's slot, see
 // docs/registry.md) and counts each cluster, then takes the asked-for ids in order and sets `ejected` on each only
-// within its cluster's budget. Each write bumps `rev` and publishes the record on the service's channel exactly as
-// the registry's own writes do, so every watcher sees it. One call decides a whole batch: O(service + batch).
+// within its cluster's budget. Each write bumps `rev` and the service's version (`:ver`) and publishes the record on
+// the service's channel exactly as the registry's own writes do (SPUBLISH on a Cluster), so every watcher sees it and
+// a version check notices it. One call decides a whole batch: O(service + batch).
 // ARGV: instance key prefix, max percent, channel, ids…; returns outcome, ejected, total, budget per id.
 const EJECT = `
 local counts = {}
@@ -224,7 +225,9 @@ for i = 4, #ARGV do
         rev = t[1] .. string.format('%06d', tonumber(t[2]))
       end
       redis.call('HSET', key, 'ejected', '1', 'rev', rev)
-      redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', h = redis.call('HGETALL', key)}))
+      local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
+      if v == 1 then redis.call('HSET', KEYS[2], 'e', rev) end
+      redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', key)}))
       c[2] = c[2] + 1
       out[#out + 1] = {'ejected', c[2], c[1], budget}
     end
@@ -234,7 +237,7 @@ return out`
 
 interface Scripts {
   dmCheckerHeartbeat: (key: string, id: string, ttl: string) => Promise<string[]>
-  dmCheckerEject: (idsKey: string, instPrefix: string, maxPercent: string, channel: string, ...ids: string[]) => Promise<Array<[string, number, number, number]>>
+  dmCheckerEject: (idsKey: string, verKey: string, instPrefix: string, maxPercent: string, channel: string, ...ids: string[]) => Promise<Array<[string, number, number, number]>>
 }
 
 /** Coordination in the registry's Redis (standalone, Sentinel or Cluster), over the registry's connection. */
@@ -248,7 +251,7 @@ export class RedisCoordinator implements Coordinator {
     this.#prefix = registry.target.prefix
     const c = registry.client as unknown as { defineCommand: (name: string, def: { numberOfKeys: number, lua: string }) => void }
     c.defineCommand('dmCheckerHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT })
-    c.defineCommand('dmCheckerEject', { numberOfKeys: 1, lua: EJECT })
+    c.defineCommand('dmCheckerEject', { numberOfKeys: 2, lua: registry.target.mode === 'cluster' ? EJECT.replaceAll("'PUBLISH'", "'SPUBLISH'") : EJECT })
     this.#scripts = registry.client as unknown as Scripts
   }
 
@@ -285,7 +288,7 @@ export class RedisCoordinator implements Coordinator {
   async eject (service: string, ids: readonly string[], maxPercent: number): Promise<EjectResult[]> {
     if (ids.length === 0) return []
     const tag = this.#tag(service)
-    const rows = await this.#scripts.dmCheckerEject(`${tag}:ids`, `${tag}:i:`, String(maxPercent), `${tag}:events`, ...ids)
+    const rows = await this.#scripts.dmCheckerEject(`${tag}:ids`, `${tag}:ver`, `${tag}:i:`, String(maxPercent), `${tag}:events`, ...ids)
     return rows.map(([outcome, ejected, total, budget]) => ({ outcome: outcome as EjectOutcome, ejected: Number(ejected), total: Number(total), budget: Number(budget) }))
   }
 

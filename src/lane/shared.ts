@@ -44,7 +44,10 @@ export const S = {
   /** The service's other instances (not draining) in that view. */
   FLEET_OTHERS: 24,
   /** ...of which failing their app liveness, or restarting (`starting`). */
-  FLEET_OTHERS_FAILING: 25
+  FLEET_OTHERS_FAILING: 25,
+  /** Connections to the registry's store: for commands, and for subscriptions. */
+  REGISTRY_CONNECTIONS: 28,
+  REGISTRY_SUBSCRIBER_CONNECTIONS: 29
 } as const
 
 const INT_SLOTS = 32

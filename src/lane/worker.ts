@@ -176,7 +176,7 @@ export function stateJson (): Record<string, unknown> {
     shed: state.get(S.SHED),
     upgrades: state.get(S.UPGRADES),
     app: { started: state.flag(S.APP_STARTED), ready: state.flag(S.APP_READY) },
-    registration: { required: state.flag(S.REGISTRY_REQUIRED), registered: state.flag(S.REGISTERED), registryUp: state.flag(S.REGISTRY_UP), registeredAt: registeredAt === 0 ? null : new Date(registeredAt).toISOString() },
+    registration: { required: state.flag(S.REGISTRY_REQUIRED), registered: state.flag(S.REGISTERED), registryUp: state.flag(S.REGISTRY_UP), connections: { commands: state.get(S.REGISTRY_CONNECTIONS), subscriber: state.get(S.REGISTRY_SUBSCRIBER_CONNECTIONS) }, registeredAt: registeredAt === 0 ? null : new Date(registeredAt).toISOString() },
     warmup: { progress: state.get(S.WARMUP_PROGRESS) / 10000, weight: state.get(S.WEIGHT) / 100 },
     drain: drainStarted === 0
       ? null

@@ -10,6 +10,8 @@ export interface Readings {
   draining?: () => boolean
   warmupWeight?: () => number
   registryUp?: () => boolean
+  /** Connections to the registry's store (absent for memory and file registries). */
+  registryConnections?: () => { commands: number, subscriber: number } | undefined
   upgrades?: () => number
   drainServed?: () => number
   drainCut?: () => number
@@ -142,6 +144,7 @@ export class Metrics {
     gauge('doorman_draining', '1 while the instance drains.', () => r.draining === undefined ? undefined : Number(r.draining()))
     gauge('doorman_warmup_weight', 'The weight this instance publishes, in percent (100 = fully warm).', () => r.warmupWeight?.())
     gauge('doorman_registry_up', '1 while the registry is reachable.', () => r.registryUp === undefined ? undefined : Number(r.registryUp()))
+    new Gauge({ name: 'doorman_registry_connections', help: "Connections to the registry's Redis, by use (commands, subscriber).", labelNames: ['use'], registers: [registry], collect () { const v = r.registryConnections?.(); if (v === undefined) return; this.set({ use: 'commands' }, v.commands); this.set({ use: 'subscriber' }, v.subscriber) } })
     gauge('doorman_upgraded_connections', 'Upgraded (WebSocket) connections open.', () => r.upgrades?.())
 
     const copy = (c: Counter<string>, label: string, m: Map<string | number, number>): void => {

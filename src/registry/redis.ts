@@ -1,9 +1,12 @@
 // The registry in Redis through ioredis: standalone, Sentinel or Cluster. See docs/registry.md for the key layout.
 //
-// Every write is one Lua script that changes the instance's hash and publishes the new record on the service's
-// channel in the same step, so watchers learn of it within milliseconds; a periodic full listing per watched
-// service is the safety net (lost messages, reconnects, TTL expiries when keyspace events are off). All keys of a
-// service share the hash tag `{service}`, so each script touches one Cluster slot.
+// Every write is one Lua script that changes the instance's hash, bumps the service's version and publishes the
+// change (with that version) on the service's channel in the same step, so watchers learn of it within
+// milliseconds. A watcher lists the service in full only when it must: at the start, on a gap in the versions it was
+// pushed, or when its periodic check (jittered; one small read-only script: the version and the ids past their
+// expiry) finds the version moved without it. Expired instances are swept by whichever watcher notices first, and
+// that sweep publishes their deletion once. All keys of a service share the hash tag `{service}`, and every script
+// names all its keys, so each call touches one Cluster slot.
 //
 // Commands never queue while Redis is unreachable (enableOfflineQueue: false): they fail at once, and callers
 // (the registration loop, the outbound lane's watches) keep what they had and retry with backoff.
@@ -11,60 +14,125 @@ import { Redis, Cluster, type RedisOptions, type ClusterOptions } from 'ioredis'
 import type { Logger } from '../core/log.js'
 import type { Instance, InstancePatch, OwnState, Registry, Watch, WatchListener } from './types.js'
 import { STATES, backoff, byId, checkService, effectiveState } from './types.js'
+import { factor, interpolate } from '../warmup/index.js'
 import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
 
+// Every script names each key it touches in KEYS (all in the service's slot: the `{service}` hash tag), so each
+// call is one slot on a Cluster. Writes bump the service's version (`:ver`, a hash: `n` counts, `e` is the epoch,
+// the store's clock when `n` was 1) once per published message and put it in the message as `v`: a watcher that
+// sees the version it expects next has missed nothing, and one that sees a gap (or a version or epoch that moved
+// without it) lists again. A new epoch means the store lost the service's keys (restarted empty).
+//
+// `:exp` is a sorted set of each id's deadline, so finding expired instances is one range read instead of a listing.
+// Deadlines are on the writer's clock (a bare heartbeat is then two plain commands, no script): they only nominate
+// candidates, and the sweep removes a candidate only when its record's TTL, kept on the store's clock, has run out.
+// Clock skew costs at most a later notice or a sweep that finds nothing to do. On a Cluster the scripts publish with
+// SPUBLISH (sharded pub/sub: the message stays on the shard that owns the service's slot, instead of crossing the
+// cluster bus to every node); the channel carries the same hash tag, so it is in the script's slot too.
+//
+// REGISTER KEYS: instance, ids, ver, exp. ARGV: ttl, id, channel, deadline, field, value, …
 const REGISTER = `
 local t = redis.call('TIME')
 local rev = t[1] .. string.format('%06d', tonumber(t[2]))
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', h = redis.call('HGETALL', KEYS[1])}))
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
+local v = redis.call('HINCRBY', KEYS[3], 'n', 1)
+if v == 1 then redis.call('HSET', KEYS[3], 'e', rev) end
+redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', KEYS[1])}))
 return rev`
 
+// UPDATE KEYS: instance, ver, exp. ARGV: ttl ('' = unchanged), channel, id, deadline, field, value, …
+// (A bare heartbeat doesn't come here: it is PEXPIRE and ZADD XX, pipelined, and publishes nothing.)
 const UPDATE = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if #ARGV > 2 then
+if #ARGV > 4 then
   local t = redis.call('TIME')
-  redis.call('HSET', KEYS[1], 'rev', t[1] .. string.format('%06d', tonumber(t[2])), unpack(ARGV, 3))
-  redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'put', h = redis.call('HGETALL', KEYS[1])}))
+  local rev = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', KEYS[1], 'rev', rev, unpack(ARGV, 5))
+  local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
+  if v == 1 then redis.call('HSET', KEYS[2], 'e', rev) end
+  redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'put', v = v, h = redis.call('HGETALL', KEYS[1])}))
 end
-if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if ARGV[1] ~= '' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+end
 return 1`
 
+// DEREGISTER KEYS: instance, ids, ver, exp. ARGV: id, channel.
 const DEREGISTER = `
 local t = redis.call('TIME')
 local rev = t[1] .. string.format('%06d', tonumber(t[2]))
 local n = redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], ARGV[1])
-if n > 0 then redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'del', id = ARGV[1], rev = rev})) end
+local m = redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if n > 0 or m > 0 then
+  local v = redis.call('HINCRBY', KEYS[3], 'n', 1)
+  if v == 1 then redis.call('HSET', KEYS[3], 'e', rev) end
+  redis.call('PUBLISH', ARGV[2], cjson.encode({t = 'del', v = v, id = ARGV[1], rev = rev}))
+end
 return n`
 
-// Lists a service's instances in one step (one slot): the store's clock first, then each record; ids whose record
-// has expired are dropped from the id set on the way.
-const LIST = `
+// SWEEP KEYS: ids, ver, exp, instance of each candidate. ARGV: channel, candidate ids (in KEYS order).
+// Removes the candidates whose record is gone (expired) and publishes each removal once: whoever sweeps first does
+// it, later sweeps of the same ids find nothing to do.
+const SWEEP = `
 local t = redis.call('TIME')
-local out = {t[1] .. string.format('%06d', tonumber(t[2]))}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local h = redis.call('HGETALL', ARGV[1] .. id)
-  if #h == 0 then redis.call('SREM', KEYS[1], id) else out[#out + 1] = h end
+local rev = t[1] .. string.format('%06d', tonumber(t[2]))
+local n = 0
+for i = 4, #KEYS do
+  local id = ARGV[i - 2]
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('ZREM', KEYS[3], id)
+    if redis.call('SREM', KEYS[1], id) > 0 then
+      n = n + 1
+      local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
+      if v == 1 then redis.call('HSET', KEYS[2], 'e', rev) end
+      redis.call('PUBLISH', ARGV[1], cjson.encode({t = 'del', v = v, id = id, rev = rev}))
+    end
+  end
 end
+return n`
+
+// IDS KEYS: ids, ver. First half of a listing (read-only): the store's clock, the version and its epoch, the ids.
+const IDS = `#!lua flags=no-writes
+local t = redis.call('TIME')
+local h = redis.call('HMGET', KEYS[2], 'n', 'e')
+return {t[1] .. string.format('%06d', tonumber(t[2])), h[1] or '0', h[2] or '', redis.call('SMEMBERS', KEYS[1])}`
+
+// READ KEYS: instances. Second half (read-only): each record, empty for one that is gone.
+const READ = `#!lua flags=no-writes
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
 return out`
+
+/** How far past its deadline (writer's clock) an id must be, on a watcher's clock, to be swept: allows for skew. */
+const CLOCK_SLACK_MS = 1000
+
+/** Records read per READ call: bounds the time one call holds Redis's thread. */
+const READ_BATCH = 200
 
 type Client = Redis | Cluster
 interface Scripts {
-  dmRegister: (instKey: string, idsKey: string, ...args: string[]) => Promise<string>
-  dmUpdate: (instKey: string, ...args: string[]) => Promise<number>
-  dmDeregister: (instKey: string, idsKey: string, ...args: string[]) => Promise<number>
-  dmList: (idsKey: string, instPrefix: string) => Promise<Array<string | string[]>>
+  dmRegister: (instKey: string, idsKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<string>
+  dmUpdate: (instKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<number>
+  dmDeregister: (instKey: string, idsKey: string, verKey: string, expKey: string, ...args: string[]) => Promise<number>
+  dmSweep: (numKeys: number, ...keysAndArgs: string[]) => Promise<number>
+  dmIds: (idsKey: string, verKey: string) => Promise<[string, string, string, string[]]>
+  dmRead: (numKeys: number, ...keys: string[]) => Promise<string[][]>
 }
 
 export interface RedisRegistryOptions {
   target: RedisTarget
   log?: Logger
-  /** Full resync period of each watch, in milliseconds (default 5 s). */
+  /**
+   * Period of each watch's version check, in milliseconds (default 5 s), jittered ±50 % per service: a read of the
+   * service's version and of ids past their expiry. A full listing follows only when the version moved unseen.
+   */
   resyncMs?: number
   /** Longest wait for one command, in milliseconds (default 2 s). */
   commandTimeout?: number
@@ -74,7 +142,12 @@ export interface RedisRegistryOptions {
    * drop every instance meanwhile. Pushed deletions still apply at once.
    */
   reconnectGraceMs?: number
+  /** After a reconnect, each watched service is checked at a random moment within this window (default 2 s). */
+  reconnectJitterMs?: number
 }
+
+/** Connections to Redis a registry holds now: commands, and subscriptions (see docs/registry.md). */
+export interface Connections { commands: number, subscriber: number }
 
 /** ioredis options for a target; `subscriber` connections queue their (re)subscriptions until connected. */
 export function clientOptions (t: RedisTarget, commandTimeout: number, subscriber: boolean): { redis?: RedisOptions, nodes?: Array<{ host: string, port: number }>, cluster?: ClusterOptions } {
@@ -86,6 +159,8 @@ export function clientOptions (t: RedisTarget, commandTimeout: number, subscribe
     maxRetriesPerRequest: subscriber ? null : 0,
     enableOfflineQueue: subscriber,
     autoResubscribe: true,
+    // The subscriber connects with the first watch: a sidecar that only registers holds one connection.
+    lazyConnect: subscriber,
     connectionName: subscriber ? 'doorman-registry-watch' : 'doorman-registry'
   }
   switch (t.mode) {
@@ -107,15 +182,18 @@ export function clientOptions (t: RedisTarget, commandTimeout: number, subscribe
         }
       }
     case 'cluster': {
-      const { enableOfflineQueue: _q, ...redisOptions } = common
+      // One Cluster client does both: commands to each master, and sharded subscriptions (SSUBSCRIBE) on the master
+      // owning each watched service's slot.
+      const { enableOfflineQueue: _q, lazyConnect: _l, ...redisOptions } = common
       return {
         nodes: t.nodes,
         cluster: {
-          enableOfflineQueue: subscriber,
+          enableOfflineQueue: false,
           enableReadyCheck: true,
+          shardedSubscribers: true,
           clusterRetryStrategy: backoff,
           slotsRefreshTimeout: Math.max(commandTimeout, 1000),
-          redisOptions: { ...redisOptions, tls: t.tls ? {} : undefined }
+          redisOptions: { ...redisOptions, connectionName: 'doorman-registry', tls: t.tls ? {} : undefined }
         }
       }
     }
@@ -126,14 +204,20 @@ function createClient (t: RedisTarget, commandTimeout: number, subscriber: boole
   const o = clientOptions(t, commandTimeout, subscriber)
   const client: Client = t.mode === 'cluster' ? new Cluster(o.nodes ?? [], o.cluster) : new Redis(o.redis as RedisOptions)
   if (!subscriber) {
-    const c = client as unknown as { defineCommand: (name: string, def: { numberOfKeys: number, lua: string }) => void }
-    c.defineCommand('dmRegister', { numberOfKeys: 2, lua: REGISTER })
-    c.defineCommand('dmUpdate', { numberOfKeys: 1, lua: UPDATE })
-    c.defineCommand('dmDeregister', { numberOfKeys: 2, lua: DEREGISTER })
-    c.defineCommand('dmList', { numberOfKeys: 1, lua: LIST })
+    const c = client as unknown as { defineCommand: (name: string, def: { numberOfKeys?: number, lua: string }) => void }
+    const pub = (lua: string): string => t.mode === 'cluster' ? lua.replaceAll("'PUBLISH'", "'SPUBLISH'") : lua
+    c.defineCommand('dmRegister', { numberOfKeys: 4, lua: pub(REGISTER) })
+    c.defineCommand('dmUpdate', { numberOfKeys: 3, lua: pub(UPDATE) })
+    c.defineCommand('dmDeregister', { numberOfKeys: 4, lua: pub(DEREGISTER) })
+    c.defineCommand('dmSweep', { lua: pub(SWEEP) })
+    c.defineCommand('dmIds', { numberOfKeys: 2, lua: IDS })
+    c.defineCommand('dmRead', { lua: READ })
   }
   return client
 }
+
+/** A uniformly random delay in [lo, hi) milliseconds. */
+function between (lo: number, hi: number): number { return lo + Math.random() * (hi - lo) }
 
 /** An instance as hash field/value pairs (the instance's own state; `ejected` starts false). */
 export function toFields (inst: Instance): string[] {
@@ -197,6 +281,38 @@ export function fromFields (flat: string[]): Instance | undefined {
   }
 }
 
+/**
+ * A listed record's warmup progress as of the listing: the record says how far its window was when it was written
+ * (its `rev`, the store's clock), and the listing read the store's clock too, so the time between is measured on one
+ * clock. Consumers interpolate from there (src/warmup): instances publish their warmup once, not as a stream of steps.
+ */
+export function asOf (inst: Instance, listedAt: number): Instance {
+  const w = inst.warmup
+  if (inst.state !== 'warming' || w.window <= 0 || w.progress >= 1 || inst.rev <= 0) return inst
+  const p = interpolate(w.progress, inst.rev / 1000, listedAt / 1000, w.window)
+  return { ...inst, warmup: { ...w, progress: p }, weight: Math.round(factor(p, w) * 10000) / 100 }
+}
+
+/** One watched service: its views and how far this client has followed the service's versions. */
+interface Watched {
+  service: string
+  views: Set<ServiceView>
+  /** The service's version as of the last listing and the messages since (null before the first listing). */
+  known: number | null
+  /** The version's epoch as of the last listing. */
+  epoch: string
+  /** A full listing is under way; `seen` is the highest version pushed meanwhile. */
+  listing: Promise<void> | null
+  seen: number
+  /** Another listing is wanted once this one is done (a gap was seen while listing). */
+  again: boolean
+  timer: NodeJS.Timeout | null
+  /** The listing again at the end of a reconnect's grace. */
+  graceTimer: NodeJS.Timeout | null
+  /** Settles once the subscription is in place (or failed): the first listing waits for it, so nothing falls between. */
+  subscribed: Promise<void>
+}
+
 export class RedisRegistry implements Registry {
   readonly kind = 'redis' as const
   readonly target: RedisTarget
@@ -205,43 +321,67 @@ export class RedisRegistry implements Registry {
   #scripts: Scripts
   #log: Logger | undefined
   #prefix: string
-  #resyncMs: number
+  #checkMs: number
+  #jitterMs: number
   #up = false
   #statusFns = new Set<(up: boolean) => void>()
-  /** Watched services → their views. */
-  #views = new Map<string, Set<ServiceView>>()
+  /** Watched services. */
+  #watched = new Map<string, Watched>()
   #channels = new Map<string, string>()
-  #resyncTimer: NodeJS.Timeout
   #closed = false
-  #expiryPattern: string | null = null
   #connectedOnce = { main: false, sub: false }
   #graceUntil = 0
   #graceMs: number
+  #timeout: number
+  #shardedSubscribers = 0
+  /** The deadline last written to the expiry set for each instance this client heartbeats. */
+  #deadlines = new Map<string, number>()
+  /** What this client asked of Redis, for the bench and tests: full listings, version checks, sweeps. */
+  readonly stats = { listings: 0, checks: 0, sweeps: 0, swept: 0, gaps: 0 }
 
   constructor (opts: RedisRegistryOptions) {
     this.target = opts.target
     this.#log = opts.log
     this.#prefix = opts.target.prefix
-    this.#resyncMs = opts.resyncMs ?? 5000
+    this.#checkMs = opts.resyncMs ?? 5000
     this.#graceMs = opts.reconnectGraceMs ?? 15_000
+    this.#jitterMs = opts.reconnectJitterMs ?? 2000
     const timeout = opts.commandTimeout ?? 2000
+    this.#timeout = timeout
     this.client = createClient(opts.target, timeout, false)
     this.#scripts = this.client as unknown as Scripts
-    this.#sub = createClient(opts.target, timeout, true)
-    this.client.on('ready', () => { this.#reconnected('main'); this.#setUp(true); void this.#watchExpiries() })
+    const cluster = opts.target.mode === 'cluster'
+    this.#sub = cluster ? this.client : createClient(opts.target, timeout, true)
+    this.client.on('ready', () => { this.#reconnected('main'); this.#setUp(true) })
     this.client.on('close', () => { this.#setUp(false) })
     this.client.on('end', () => { this.#setUp(false) })
     // Errors surface through status changes and failed commands; an 'error' listener keeps them from throwing.
     this.client.on('error', () => {})
-    this.#sub.on('error', () => {})
-    this.#sub.on('ready', () => { void this.#onSubscriberReady() })
-    this.#sub.on('message', (channel: string, message: string) => { this.#onMessage(channel, message) })
-    this.#sub.on('pmessage', (_pattern: string, _channel: string, key: string) => { this.#onExpired(key) })
-    this.#resyncTimer = setInterval(() => { this.#resyncAll() }, this.#resyncMs)
-    this.#resyncTimer.unref()
+    if (cluster) {
+      this.client.on('+subscriber', () => { this.#shardedSubscribers++ })
+      this.client.on('-subscriber', () => { this.#shardedSubscribers = Math.max(0, this.#shardedSubscribers - 1) })
+      this.client.on('subscribersReady', () => { this.#onSubscriberReady() })
+      this.client.on('smessage', (channel: string, message: string) => { this.#onMessage(channel, message) })
+    } else {
+      this.#sub.on('error', () => {})
+      this.#sub.on('ready', () => { this.#onSubscriberReady() })
+      this.#sub.on('message', (channel: string, message: string) => { this.#onMessage(channel, message) })
+    }
   }
 
   get up (): boolean { return this.#up }
+
+  /**
+   * Connections held now. Standalone and Sentinel: one for commands, plus one for subscriptions once something is
+   * watched (a RESP2 connection in subscribe mode can run no other command, and ioredis speaks RESP2 only). Cluster:
+   * one per master for commands, and one sharded subscriber per master.
+   */
+  connections (): Connections {
+    if (this.client instanceof Cluster) {
+      return { commands: this.client.nodes('all').filter((n) => n.status === 'ready').length, subscriber: this.#shardedSubscribers }
+    }
+    return { commands: this.client.status === 'ready' ? 1 : 0, subscriber: (this.#sub as Redis).status === 'ready' ? 1 : 0 }
+  }
 
   onStatus (fn: (up: boolean) => void): () => void {
     this.#statusFns.add(fn)
@@ -269,6 +409,8 @@ export class RedisRegistry implements Registry {
   #tag (service: string): string { return `${this.#prefix}:{${service}}` }
   #instKey (service: string, id: string): string { return `${this.#tag(service)}:i:${id}` }
   #idsKey (service: string): string { return `${this.#tag(service)}:ids` }
+  #verKey (service: string): string { return `${this.#tag(service)}:ver` }
+  #expKey (service: string): string { return `${this.#tag(service)}:exp` }
   #channel (service: string): string { return `${this.#tag(service)}:events` }
   #servicesKey (): string { return `${this.#prefix}:services` }
 
@@ -277,31 +419,65 @@ export class RedisRegistry implements Registry {
     this.#check()
     checkService(inst.service)
     if (inst.state === 'ejected') throw new Error('an instance cannot register itself as ejected')
-    await this.#scripts.dmRegister(this.#instKey(inst.service, inst.id), this.#idsKey(inst.service), String(Math.max(1, Math.round(ttl))), inst.id, this.#channel(inst.service), ...toFields(inst))
-    await this.client.sadd(this.#servicesKey(), inst.service)
+    const s = inst.service
+    const ms = Math.max(1, Math.round(ttl))
+    this.#deadlines.delete(`${s}\n${inst.id}`)
+    await this.#scripts.dmRegister(this.#instKey(s, inst.id), this.#idsKey(s), this.#verKey(s), this.#expKey(s), String(ms), inst.id, this.#channel(s), String(Date.now() + ms), ...toFields(inst))
+    await this.client.sadd(this.#servicesKey(), s)
+  }
+
+  async #update (service: string, id: string, ttl: number | null, fields: string[]): Promise<boolean> {
+    const deadline = ttl === null ? '' : String(Date.now() + ttl)
+    return (await this.#scripts.dmUpdate(this.#instKey(service, id), this.#verKey(service), this.#expKey(service), ttl === null ? '' : String(ttl), this.#channel(service), id, deadline, ...fields)) === 1
   }
 
   async heartbeat (service: string, id: string, ttl: number, patch?: InstancePatch): Promise<boolean> {
     this.#check()
-    const r = await this.#scripts.dmUpdate(this.#instKey(service, id), String(Math.max(1, Math.round(ttl))), this.#channel(service), ...(patch !== undefined ? patchFields(patch) : []))
-    return r === 1
+    const ms = Math.max(1, Math.round(ttl))
+    const fields = patch !== undefined ? patchFields(patch) : []
+    if (fields.length > 0) return await this.#update(service, id, ms, fields)
+    // The common case, every few seconds per instance, without a script: a PEXPIRE; and every other beat or so, the
+    // deadline too (ZADD XX, pipelined), written a third of a TTL ahead so that it covers the beat in between.
+    const key = `${service}\n${id}`
+    const now = Date.now()
+    const written = this.#deadlines.get(key) ?? 0
+    if (written >= now + ms) return (await this.client.pexpire(this.#instKey(service, id), ms)) === 1
+    const deadline = now + Math.round(ms * 4 / 3)
+    const r = await this.client.pipeline().pexpire(this.#instKey(service, id), ms).zadd(this.#expKey(service), 'XX', deadline, id).exec()
+    if (r === null) throw new Error('heartbeat pipeline aborted')
+    for (const [err] of r) if (err !== null) throw err
+    if (r[0][1] === 1) this.#deadlines.set(key, deadline)
+    else this.#deadlines.delete(key)
+    return r[0][1] === 1
   }
 
   async update (service: string, id: string, patch: InstancePatch): Promise<boolean> {
     this.#check()
     const fields = patchFields(patch)
     if (fields.length === 0) return (await this.client.exists(this.#instKey(service, id))) === 1
-    return (await this.#scripts.dmUpdate(this.#instKey(service, id), '', this.#channel(service), ...fields)) === 1
+    return await this.#update(service, id, null, fields)
   }
 
   async setEjected (service: string, id: string, ejected: boolean): Promise<boolean> {
     this.#check()
-    return (await this.#scripts.dmUpdate(this.#instKey(service, id), '', this.#channel(service), 'ejected', ejected ? '1' : '0')) === 1
+    return await this.#update(service, id, null, ['ejected', ejected ? '1' : '0'])
   }
 
   async deregister (service: string, id: string): Promise<void> {
     this.#check()
-    await this.#scripts.dmDeregister(this.#instKey(service, id), this.#idsKey(service), id, this.#channel(service))
+    this.#deadlines.delete(`${service}\n${id}`)
+    await this.#scripts.dmDeregister(this.#instKey(service, id), this.#idsKey(service), this.#verKey(service), this.#expKey(service), id, this.#channel(service))
+  }
+
+  /** Removes the given ids whose records have expired, publishing each removal; resolves with how many it removed. */
+  async sweep (service: string, ids: readonly string[]): Promise<number> {
+    this.#check()
+    if (ids.length === 0) return 0
+    const keys = [this.#idsKey(service), this.#verKey(service), this.#expKey(service), ...ids.map((id) => this.#instKey(service, id))]
+    this.stats.sweeps++
+    const n = await this.#scripts.dmSweep(keys.length, ...keys, this.#channel(service), ...ids)
+    this.stats.swept += n
+    return n
   }
 
   // --- reads ---
@@ -312,16 +488,26 @@ export class RedisRegistry implements Registry {
     return all.filter((_, i) => counts[i] > 0).sort()
   }
 
-  async #listRaw (service: string): Promise<{ listedAt: number, instances: Instance[] }> {
-    const raw = await this.#scripts.dmList(this.#idsKey(service), `${this.#tag(service)}:i:`)
-    const listedAt = Number(raw[0])
+  /** A full listing in read-only steps (the ids with the version and the clock, then the records in batches). */
+  async #listRaw (service: string): Promise<{ listedAt: number, version: number, epoch: string, instances: Instance[] }> {
+    this.stats.listings++
+    const [clock, ver, epoch, ids] = await this.#scripts.dmIds(this.#idsKey(service), this.#verKey(service))
+    const listedAt = Number(clock)
     const instances: Instance[] = []
-    for (let i = 1; i < raw.length; i++) {
-      const inst = fromFields(raw[i] as string[])
-      if (inst !== undefined) instances.push(inst)
+    const gone: string[] = []
+    for (let i = 0; i < ids.length; i += READ_BATCH) {
+      const batch = ids.slice(i, i + READ_BATCH)
+      const rows = await this.#scripts.dmRead(batch.length, ...batch.map((id) => this.#instKey(service, id)))
+      for (let j = 0; j < batch.length; j++) {
+        const inst = rows[j].length === 0 ? undefined : fromFields(rows[j])
+        if (inst !== undefined) instances.push(inst)
+        else if (rows[j].length === 0) gone.push(batch[j])
+      }
     }
+    // Ids whose record is gone: expired (or deleted since the ids were read); the sweep tells everyone once.
+    if (gone.length > 0) this.sweep(service, gone).catch(() => {})
     instances.sort(byId)
-    return { listedAt, instances }
+    return { listedAt, version: Number(ver), epoch, instances }
   }
 
   async list (service: string): Promise<Instance[]> {
@@ -329,48 +515,147 @@ export class RedisRegistry implements Registry {
     return (await this.#listRaw(service)).instances
   }
 
+  /** A listing for views: warmup progress as of the listing (the records as written are what list() returns). */
+  async #listForViews (service: string): Promise<{ listedAt: number, version: number, epoch: string, instances: Instance[] }> {
+    const r = await this.#listRaw(service)
+    return { ...r, instances: r.instances.map((i) => asOf(i, r.listedAt)) }
+  }
+
   // --- watches ---
   watch (service: string, fn?: WatchListener): Watch {
     this.#check()
-    let set = this.#views.get(service)
-    if (set === undefined) {
-      set = new Set()
-      this.#views.set(service, set)
+    let w = this.#watched.get(service)
+    if (w === undefined) {
       const channel = this.#channel(service)
       this.#channels.set(channel, service)
-      this.#sub.subscribe(channel).catch((err: unknown) => { this.#log?.debug({ err, service }, 'subscribe failed; the resync covers it') })
+      const sub = this.#sub as Redis
+      const subscribing = this.target.mode === 'cluster' ? sub.ssubscribe(channel) : sub.subscribe(channel)
+      // Bounded: a subscriber that can't connect yet doesn't hold the first listing back (the checks cover it).
+      const subscribed = Promise.race([
+        subscribing.then(() => {}, (err: unknown) => { this.#log?.debug({ err, service }, 'subscribe failed; the version check covers it') }),
+        new Promise<void>((resolve) => { setTimeout(resolve, this.#timeout).unref() })
+      ])
+      w = { service, views: new Set(), known: null, epoch: '', listing: null, seen: 0, again: false, timer: null, graceTimer: null, subscribed }
+      this.#watched.set(service, w)
+      this.#scheduleCheck(w, between(0.5, 1.5) * this.#checkMs)
     }
-    const views = set
+    const watched = w
     const view = new ServiceView(service, () => {
-      views.delete(view)
-      if (views.size === 0 && this.#views.get(service) === views) {
-        this.#views.delete(service)
+      watched.views.delete(view)
+      if (watched.views.size === 0 && this.#watched.get(service) === watched) {
+        this.#watched.delete(service)
+        if (watched.timer !== null) clearTimeout(watched.timer)
+        if (watched.graceTimer !== null) clearTimeout(watched.graceTimer)
         const channel = this.#channel(service)
         this.#channels.delete(channel)
-        if (!this.#closed) this.#sub.unsubscribe(channel).catch(() => {})
+        if (!this.#closed) {
+          const sub = this.#sub as Redis
+          const leaving = this.target.mode === 'cluster' ? sub.sunsubscribe(channel) : sub.unsubscribe(channel)
+          leaving.catch(() => {})
+        }
       }
     }, fn)
-    views.add(view)
-    void this.#resync(service, [view])
+    watched.views.add(view)
+    void this.#firstListing(watched, view)
     return view
   }
 
-  async #resync (service: string, only?: ServiceView[]): Promise<void> {
-    if (this.#closed) return
+  /** A new view starts from a listing of its own (retried soon when it fails: a new watch must not wait long). */
+  async #firstListing (w: Watched, view: ServiceView): Promise<void> {
+    await w.subscribed
+    if (this.#closed || view.closed) return
+    if (w.known === null) {
+      await this.#relist(w)
+      if (view.synced || view.closed || this.#closed) return
+    }
     try {
-      const { listedAt, instances } = await this.#listRaw(service)
-      const keepMissing = Date.now() < this.#graceUntil
-      for (const v of only ?? [...(this.#views.get(service) ?? [])]) v.snapshot(instances, listedAt, Date.now(), keepMissing)
+      const { listedAt, instances } = await this.#listForViews(w.service)
+      view.snapshot(instances, listedAt, Date.now(), Date.now() < this.#graceUntil)
     } catch (err) {
-      this.#log?.debug({ err, service }, 'registry resync failed; keeping the last view')
-      // A first listing that failed is retried soon, not at the next period: a new watch must not wait long.
-      const pending = (only ?? [...(this.#views.get(service) ?? [])]).filter((v) => !v.synced && !v.closed)
-      if (pending.length > 0 && !this.#closed) setTimeout(() => { void this.#resync(service, pending) }, 250).unref()
+      this.#log?.debug({ err, service: w.service }, 'registry listing failed; retrying')
+      if (!this.#closed && !view.closed) setTimeout(() => { void this.#firstListing(w, view) }, 250).unref()
     }
   }
 
-  #resyncAll (): void {
-    for (const service of this.#views.keys()) void this.#resync(service)
+  /** Lists the service again for all its views (one listing at a time; a gap seen meanwhile asks for another). */
+  async #relist (w: Watched): Promise<void> {
+    if (this.#closed) return
+    if (w.listing !== null) { w.again = true; return await w.listing }
+    w.seen = 0
+    w.listing = (async () => {
+      try {
+        const { listedAt, version, epoch, instances } = await this.#listForViews(w.service)
+        const keepMissing = Date.now() < this.#graceUntil
+        for (const v of w.views) v.snapshot(instances, listedAt, Date.now(), keepMissing)
+        w.known = Math.max(version, w.seen)
+        w.epoch = epoch
+        // Listed within the grace after a reconnect: what it kept only for the grace is listed again once it ends.
+        if (keepMissing && w.graceTimer === null && [...w.views].some((v) => v.view.size > instances.length)) {
+          w.graceTimer = setTimeout(() => { w.graceTimer = null; if (this.#watched.get(w.service) === w) void this.#relist(w) }, this.#graceUntil - Date.now() + 10)
+          w.graceTimer.unref()
+        }
+      } catch (err) {
+        this.#log?.debug({ err, service: w.service }, 'registry listing failed; keeping the last view')
+        // A view still waiting for its first listing retries soon, not at the next check.
+        if ([...w.views].some((v) => !v.synced) && !this.#closed) this.#scheduleCheck(w, 250, true)
+      } finally {
+        w.listing = null
+      }
+    })()
+    await w.listing
+    if (w.again && !this.#closed && this.#watched.get(w.service) === w) { w.again = false; await this.#relist(w) }
+  }
+
+  #scheduleCheck (w: Watched, ms: number, force = false): void {
+    if (this.#closed) return
+    if (w.timer !== null) clearTimeout(w.timer)
+    w.timer = setTimeout(() => { w.timer = null; void this.#versionCheck(w, force) }, ms)
+    w.timer.unref()
+  }
+
+  /**
+   * The periodic check of one service, jittered: the version and the ids past their expiry (one small read-only
+   * script). Lists again only when the version moved without this client seeing the messages; sweeps expired ids.
+   */
+  async #versionCheck (w: Watched, force: boolean): Promise<void> {
+    if (this.#closed || this.#watched.get(w.service) !== w) return
+    try {
+      if (force || w.known === null) {
+        await this.#relist(w)
+      } else {
+        this.stats.checks++
+        const [ver, epoch, overdue] = await this.#versionAndOverdue(w.service)
+        if (overdue.length > 0) await this.sweep(w.service, overdue).catch(() => 0)
+        const version = Number(ver)
+        // A new epoch or a version gone backwards: the store lost data (restarted empty, or failed over to a replica
+        // that lagged). What it lost is probably alive and about to register again: the listing keeps it for the grace.
+        // (An epoch first set since the last listing is the service's first write, not a loss.)
+        if (w.epoch === '' && version === w.known) w.epoch = epoch
+        const lost = (w.epoch !== '' && epoch !== w.epoch) || version < w.known
+        if (lost) this.#graceUntil = Math.max(this.#graceUntil, Date.now() + this.#graceMs)
+        if ((version !== w.known || epoch !== w.epoch) && w.listing === null) {
+          // Messages were missed; on a Cluster a subscription can also lapse when a slot moves: subscribe again.
+          if (this.target.mode === 'cluster') (this.client as Cluster).ssubscribe(this.#channel(w.service)).catch(() => {})
+          await this.#relist(w)
+        }
+      }
+    } catch (err) {
+      this.#log?.debug({ err, service: w.service }, 'registry check failed; keeping the last view')
+    } finally {
+      if (w.timer === null) this.#scheduleCheck(w, between(0.5, 1.5) * this.#checkMs)
+    }
+  }
+
+  /**
+   * The check's reads, two plain read-only commands in one round trip (a replica can serve them): the version with
+   * its epoch, and up to 100 ids more than CLOCK_SLACK_MS past their deadline on this watcher's clock.
+   */
+  async #versionAndOverdue (service: string): Promise<[string, string, string[]]> {
+    const r = await this.client.pipeline().hmget(this.#verKey(service), 'n', 'e').zrangebyscore(this.#expKey(service), '-inf', Date.now() - CLOCK_SLACK_MS, 'LIMIT', 0, 100).exec()
+    if (r === null) throw new Error('check pipeline aborted')
+    for (const [err] of r) if (err !== null) throw err
+    const [n, e] = r[0][1] as Array<string | null>
+    return [n ?? '0', e ?? '', r[1][1] as string[]]
   }
 
   /** A connection came (back) up: after the first time, the store may have lost data. */
@@ -379,68 +664,61 @@ export class RedisRegistry implements Registry {
     this.#connectedOnce[which] = true
   }
 
-  async #onSubscriberReady (): Promise<void> {
-    this.#reconnected('sub')
-    // After a (re)connect: messages may have been missed, so list everything again; and look for expiry events.
-    this.#resyncAll()
-    await this.#watchExpiries()
-  }
-
-  /** Subscribes to expiry events when the server publishes them (needs both connections up; runs once). */
-  async #watchExpiries (): Promise<void> {
-    if (this.target.mode === 'cluster' || this.#expiryPattern !== null || this.#closed) return
-    if (this.client.status !== 'ready' || this.#sub.status !== 'ready') return
-    try {
-      const cfg = await this.client.config('GET', 'notify-keyspace-events') as string[]
-      const flags = cfg[1] ?? ''
-      if ((flags.includes('E') && (flags.includes('x') || flags.includes('A'))) && !this.#closed && this.#expiryPattern === null) {
-        this.#expiryPattern = `__keyevent@${this.target.db}__:expired`
-        await this.#sub.psubscribe(this.#expiryPattern)
-      }
-    } catch {
-      // CONFIG may be disabled (managed Redis): the periodic resync catches expiries.
-    }
+  #onSubscriberReady (): void {
+    const again = this.#connectedOnce.sub
+    // On a Cluster the subscribers also come back after a slot moved (no data lost): the grace is for reconnects of
+    // the command connection, and for a version seen going backwards (see #versionCheck).
+    if (this.target.mode === 'cluster') this.#connectedOnce.sub = true
+    else this.#reconnected('sub')
+    if (!again) return
+    // Messages may have been missed while disconnected: each service's version says whether any were. The checks
+    // spread over the jitter window, so that a failover doesn't bring every watcher of the fleet back at once.
+    for (const w of this.#watched.values()) this.#scheduleCheck(w, between(0, this.#jitterMs))
   }
 
   #onMessage (channel: string, message: string): void {
     const service = this.#channels.get(channel)
     if (service === undefined) return
-    const views = this.#views.get(service)
-    if (views === undefined) return
-    let msg: { t?: string, h?: string[], id?: string, rev?: string }
+    const w = this.#watched.get(service)
+    if (w === undefined) return
+    let msg: { t?: string, v?: number, h?: string[], id?: string, rev?: string }
     try { msg = JSON.parse(message) } catch { return }
     if (msg.t === 'put' && Array.isArray(msg.h)) {
       const inst = fromFields(msg.h)
       if (inst === undefined || inst.service !== service) return
-      for (const v of views) v.put(inst)
+      for (const v of w.views) v.put(inst)
     } else if (msg.t === 'del' && typeof msg.id === 'string') {
       const rev = Number(msg.rev ?? 0)
-      for (const v of views) v.delete(msg.id, Number.isFinite(rev) ? rev : 0)
+      for (const v of w.views) v.delete(msg.id, Number.isFinite(rev) ? rev : 0)
+    } else {
+      return
     }
-  }
-
-  #onExpired (key: string): void {
-    // <prefix>:{<service>}:i:<id>
-    const head = `${this.#prefix}:{`
-    if (!key.startsWith(head)) return
-    const close = key.indexOf('}:i:', head.length)
-    if (close === -1) return
-    const service = key.slice(head.length, close)
-    const id = key.slice(close + 4)
-    for (const v of this.#views.get(service) ?? []) v.delete(id, 0)
+    // Versions: the next one in line moves `known` on; a jump means messages were lost: list again. (Messages
+    // without a version come from writers that don't keep one; they are applied, the periodic check covers them.)
+    const v = msg.v
+    if (typeof v !== 'number') return
+    if (w.listing !== null) { w.seen = Math.max(w.seen, v); return }
+    if (w.known === null || v <= w.known) return
+    if (v === w.known + 1) { w.known = v; return }
+    this.stats.gaps++
+    void this.#relist(w)
   }
 
   async close (): Promise<void> {
     if (this.#closed) return
-    clearInterval(this.#resyncTimer)
-    for (const set of this.#views.values()) for (const v of [...set]) v.close()
+    for (const w of this.#watched.values()) {
+      if (w.timer !== null) clearTimeout(w.timer)
+      if (w.graceTimer !== null) clearTimeout(w.graceTimer)
+      for (const v of [...w.views]) v.close()
+    }
     this.#closed = true
-    this.#views.clear()
+    this.#watched.clear()
     this.#statusFns.clear()
     this.#up = false
-    await Promise.allSettled([this.client.quit(), this.#sub.quit()])
-    this.client.disconnect()
-    this.#sub.disconnect()
+    const clients = this.#sub === this.client ? [this.client] : [this.client, this.#sub]
+    // A subscriber that never connected (nothing was watched) has nothing to quit.
+    await Promise.allSettled(clients.filter((c) => c.status !== 'wait').map(async (c) => await c.quit()))
+    for (const c of clients) c.disconnect()
   }
 
   #check (): void {

@@ -1,11 +1,13 @@
 // The instance's own registration: registers once the app is ready (plus DOORMAN_REGISTER_DELAY), heartbeats every
-// TTL/3, publishes its warmup weight while warming, follows the app's readiness, marks itself draining first thing
-// on drain, and deregisters last. Registry faults never change what the instance does: it keeps serving, keeps
+// TTL/3 or a little sooner (jittered), follows the app's readiness, marks itself draining first thing on drain, and
+// deregisters last. Its warmup is published once, at registration (window, curve, progress): consumers interpolate
+// the weight themselves, and the instance writes again only when its state changes (`up` at the end of the window),
+// so a replaced instance costs four messages: registered, up, draining, gone. Registry faults never change what the instance does: it keeps serving, keeps
 // counting as registered once it was, retries with backoff, and registers again by itself when the store comes
 // back without its record.
 import type { Logger } from '../core/log.js'
 import { backoff, type Instance, type InstancePatch, type OwnState, type Registry } from './types.js'
-import { progress as warmupProgress, factor, warming, publishInterval, type WarmupSettings } from '../warmup/index.js'
+import { progress as warmupProgress, factor, warming, type WarmupSettings } from '../warmup/index.js'
 import { hostname } from 'node:os'
 import { randomBytes } from 'node:crypto'
 
@@ -48,7 +50,7 @@ export class Registration {
   #registered = false
   /** True when the store holds our current record (as far as we know). */
   #inStore = false
-  #published: { state: OwnState, weight: number, livenessFailing: boolean } | null = null
+  #published: { state: OwnState, livenessFailing: boolean } | null = null
   #livenessFailing = false
   #timer: NodeJS.Timeout | null = null
   #delayTimer: NodeJS.Timeout | null = null
@@ -73,8 +75,9 @@ export class Registration {
           if (this.#loggedDown) opts.log.info({ registry: reg.kind }, 'registry reachable again')
           this.#loggedDown = false
           this.#failures = 0
-          // Back after an outage (maybe a restart that lost every key): check our record now, not at the next beat.
-          if (this.#registered || this.#readySince !== 0) this.#schedule(0)
+          // Back after an outage (maybe a restart that lost every key): check our record soon, not at the next beat;
+          // at a random moment within half the heartbeat period, so that a fleet doesn't come back at once.
+          if (this.#registered || this.#readySince !== 0) this.#schedule(Math.random() * this.#o.ttl / 6)
         } else if (!this.#loggedDown) {
           this.#loggedDown = true
           opts.log.warn({ registry: reg.kind, registered: this.#registered }, 'registry unreachable: serving on, retrying with backoff')
@@ -148,7 +151,7 @@ export class Registration {
     if (reg === null || !this.#registered) return
     this.#count('update')
     const ok = await reg.update(this.#o.service, this.id, { state: 'draining', updatedAt: this.#now() })
-    if (ok) this.#published = { state: 'draining', weight: this.weight(), livenessFailing: this.#livenessFailing }
+    if (ok) this.#published = { state: 'draining', livenessFailing: this.#livenessFailing }
     else this.#inStore = false
   }
 
@@ -204,7 +207,8 @@ export class Registration {
   async #tick (): Promise<void> {
     if (this.#closed || this.#busy) return
     this.#busy = true
-    let next = Math.max(1, Math.floor(this.#o.ttl / 3))
+    // Heartbeats every TTL/3, jittered down to 80 % of it: instances started together drift apart.
+    let next = Math.max(1, Math.floor(this.#o.ttl / 3 * (0.8 + 0.2 * Math.random())))
     try {
       if (!this.#registered) {
         if (!this.#ready()) return
@@ -215,9 +219,9 @@ export class Registration {
       this.#failures = 0
       const now = this.#now()
       if (warming(this.progress(now), this.#o.warmup)) {
-        // Publish the next step of the curve; and exactly at the end of the window, the switch to `up`.
+        // Exactly at the end of the window, the switch to `up` (the steps in between are the consumers' to compute).
         const left = this.#registeredAt + this.#o.warmup.window - now
-        next = Math.max(1, Math.min(publishInterval(this.#o.warmup.window, this.#o.ttl), left + 1))
+        next = Math.max(1, Math.min(next, left + 1))
       }
     } catch (err) {
       this.#failures++
@@ -244,7 +248,7 @@ export class Registration {
       }
     }
     this.#inStore = true
-    this.#published = { state: rec.state as OwnState, weight: rec.weight, livenessFailing: rec.livenessFailing === true }
+    this.#published = { state: rec.state as OwnState, livenessFailing: rec.livenessFailing === true }
     this.#count(first ? 'register' : 'reregister')
     if (first) {
       this.#registered = true
@@ -261,9 +265,10 @@ export class Registration {
     const state = this.ownState(now)
     const w = this.weight(now)
     const lf = this.#livenessFailing
-    const changed = this.#published === null || this.#published.state !== state || this.#published.weight !== w || this.#published.livenessFailing !== lf
+    // The weight is not republished as it climbs: consumers interpolate it from the warmup published at registration.
+    const changed = this.#published === null || this.#published.state !== state || this.#published.livenessFailing !== lf
     if (reg === null) {
-      this.#published = { state, weight: w, livenessFailing: lf }
+      this.#published = { state, livenessFailing: lf }
       if (changed) this.onChange?.()
       return
     }
@@ -274,7 +279,7 @@ export class Registration {
       await this.#register(false)
       return
     }
-    this.#published = { state, weight: w, livenessFailing: lf }
+    this.#published = { state, livenessFailing: lf }
     if (changed) this.onChange?.()
   }
 }

@@ -112,10 +112,20 @@ export interface Registry {
   watch: (service: string, fn?: WatchListener) => Watch
   /** Closes connections and watches. */
   close: () => Promise<void>
+  /** Connections to the store held now, for commands and for subscriptions (stores reached over the network). */
+  connections?: () => { commands: number, subscriber: number }
 }
 
-/** Reconnect and retry backoff: 100 ms doubling to 2 s. */
+/**
+ * Reconnect and retry backoff with full jitter: a random delay up to a cap of 100 ms doubling to 2 s. A fleet that
+ * lost its Redis at the same moment comes back spread over the window, not in one burst.
+ */
 export function backoff (attempt: number): number {
+  return Math.max(1, Math.floor(Math.random() * backoffCap(attempt)))
+}
+
+/** The cap of the backoff's window for an attempt: 100 ms doubling to 2 s. */
+export function backoffCap (attempt: number): number {
   return Math.min(2000, 50 * 2 ** Math.min(Math.max(attempt, 1), 6))
 }
 
