@@ -75,7 +75,7 @@ t.test('registers only after the app is ready and the delay has passed; readines
   t.equal(state.registration.registryUp, true)
   t.ok(Math.abs(Date.parse(state.registration.registeredAt) - seen.registeredAt) < 100, '/state shows when the window started')
   t.ok(state.warmup.weight >= 10 && state.warmup.weight < 100)
-  t.same(state.registration.connections, { commands: 1, subscriber: 0 }, 'one connection: nothing watched, no subscriber')
+  t.same(state.registration.connections, { commands: 1, subscriber: 1 }, 'two connections: commands, and the subscriber of its own service\'s watch (the restart budget\'s view)')
   // The weight climbs while it warms, on the instance and for its consumers, who interpolate it from the one
   // registration message: no weight steps are published.
   await waitFor('a higher weight', async () => (await getJson<{ warmup: { weight: number } }>(dm.admin, '/state')).warmup.weight > seen.weight + 10, 8000)
