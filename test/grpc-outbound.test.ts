@@ -1,14 +1,17 @@
 // gRPC through the outbound lane, with real processes: two providers (`doorman run` in front of a grpc-js app, h2c)
 // registered in a file:// registry, and a consumer doorman whose outbound port one grpc-js channel uses, its
 // authority the service name. Calls are balanced per call; a draining provider stops getting calls at once; a shed
-// call is retried on the other instance.
+// call is retried on the other instance. And curl's plain HTTP/2 requests through the same port.
 import t from 'tap'
 import path from 'node:path'
 import { mkdtempSync, rmSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { execFile } from 'node:child_process'
 import grpc from '@grpc/grpc-js'
 import loader from '@grpc/proto-loader'
 import { ROOT, startDoorman, startFixtureApp, startServer, freePort, waitFor, request, type Doorman } from './helpers/index.js'
+
+import { startProvider } from './helpers/mesh.js'
 
 type Any = Record<string, any>
 interface Teardown { teardown: (fn: () => unknown) => void }
@@ -70,6 +73,12 @@ function registryDir (t: Teardown): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'doorman-grpc-outbound-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   return `file://${dir}`
+}
+
+async function curl (args: string[]): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    execFile('curl', ['-s', '--max-time', '10', ...args], (err, stdout) => { if (err !== null) reject(err); else resolve(stdout) })
+  })
 }
 
 /** A metric's value from the consumer's /metrics (0 when absent). */
@@ -204,4 +213,20 @@ t.test('a shed call is retried on the other instance', async (t) => {
   t.equal(s.calls + bg.calls, 10, 'every call was served once')
   const retried = await metric(c.admin, /doorman_outbound_retries_total\{service="orders",reason="shed"\} (\d+)/)
   t.ok(retried >= 1, `shed calls were retried on the other instance (${retried})`)
+})
+
+t.test('a plain HTTP/2 request (curl --http2-prior-knowledge) through the outbound lane to HTTP/1.1 apps', async (t) => {
+  const url = registryDir(t)
+  await startProvider(t, url, 'a', { DOORMAN_REGISTRY_TTL: '3s' })
+  await startProvider(t, url, 'b', { DOORMAN_REGISTRY_TTL: '3s' })
+  const c = await consumer(t, url)
+  const seen = new Set<string>()
+  for (let i = 0; i < 20; i++) {
+    const out = await curl(['--http2-prior-knowledge', '-H', 'host: orders', '-w', ' %{http_version} %{http_code}', `http://127.0.0.1:${c.outbound}/`])
+    t.match(out, /^[ab] 2 200$/, `answered over HTTP/2 by a provider (${out})`)
+    seen.add(out[0])
+  }
+  t.same([...seen].sort(), ['a', 'b'], 'both providers answered')
+  const none = await curl(['--http2-prior-knowledge', '-H', 'host: nobody', '-w', ' %{http_code}', `http://127.0.0.1:${c.outbound}/`])
+  t.match(none, /no instance of service "nobody".* 503$/s)
 })
