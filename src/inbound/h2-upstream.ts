@@ -189,6 +189,11 @@ export class H2Upstream implements AppUpstream {
     if (this.#active > 0) await new Promise<void>((resolve) => { this.#emptied = resolve })
     await Promise.all(this.#sessions.map(async (s) => { await new Promise<void>((resolve) => { s.session.close(() => { resolve() }) }) }))
   }
+
+  /** Destroys every session now (the streams in flight fail). */
+  destroy (): void {
+    for (const s of [...this.#sessions]) s.session.destroy()
+  }
 }
 
 /** Regular (non-pseudo) headers as a flat list of Buffers, the raw form undici hands its handlers. */

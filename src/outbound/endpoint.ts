@@ -1,6 +1,7 @@
 // One instance of a service as the outbound lane sees it: its pool, its load, its warmup weight (interpolated on
 // this lane's clock), and its passive outlier state.
 import { Pool } from '../core/undici.js'
+import { H2Upstream } from '../inbound/h2-upstream.js'
 import type { Instance } from '../registry/index.js'
 import { factor, interpolate } from '../warmup/index.js'
 import type { Balanceable } from './balancer.js'
@@ -33,6 +34,8 @@ export class Endpoint implements Balanceable {
   /** The registry revision current when the drain flag was seen. */
   #drainingRev = 0
   readonly #drainMemoryMs: number
+  readonly #headersTimeout: number
+  #h2: H2Upstream | null = null
   /** Consecutive gateway failures (connect errors, resets, timeouts, 502/503/504 that were not sheds). */
   failures = 0
   ejectedUntil = 0
@@ -46,6 +49,7 @@ export class Endpoint implements Balanceable {
     this.inst = inst
     this.receivedAt = now
     this.#drainMemoryMs = pool.drainMemoryMs ?? DRAIN_MEMORY_MS
+    this.#headersTimeout = pool.headersTimeout
     this.pool = new Pool(`http://${inst.address}`, {
       connections: pool.connections,
       pipelining: 1,
@@ -57,6 +61,22 @@ export class Endpoint implements Balanceable {
   }
 
   get address (): string { return this.inst.address }
+
+  /** The instance's inbound port over h2c, for the app's HTTP/2 calls: a few multiplexed sessions, opened on first use. */
+  get h2 (): H2Upstream {
+    this.#h2 ??= new H2Upstream(`http://${this.inst.address}`, { sessions: 4, headersTimeout: this.#headersTimeout, connectTimeout: Math.min(this.#headersTimeout, 5_000) })
+    return this.#h2
+  }
+
+  /** Closes the pool and the HTTP/2 sessions once their requests are done. */
+  async close (): Promise<void> {
+    await Promise.all([this.pool.close(), this.#h2?.close()])
+  }
+
+  destroy (): void {
+    void this.pool.destroy().catch(() => {})
+    this.#h2?.destroy()
+  }
 
   /** A response said x-doorman-draining. True when this is news (the balancer must re-read tiers). */
   sawDraining (now: number): boolean {

@@ -10,6 +10,8 @@
 //   - ejects an instance after consecutive gateway failures, never more than DOORMAN_OUTLIER_MAX_EJECT percent of
 //     the service's instances at once (the protection threshold);
 //   - answers 503 with x-doorman-error when the service has no usable instance.
+// HTTP/2 calls (h2c prior knowledge, told apart by the preface on the same port) are balanced per stream and sent to
+// the providers over h2c: h2.ts.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import type { Dispatcher } from 'undici'
 import { http, clearStall } from '../core/http.js'
@@ -22,6 +24,8 @@ import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } f
 import { Balancer } from './balancer.js'
 import { Endpoint, type PoolSettings } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
+import { detectProtocol } from '../inbound/detect.js'
+import { OutboundH2 } from './h2.js'
 
 export { Balancer } from './balancer.js'
 export { Endpoint } from './endpoint.js'
@@ -63,7 +67,7 @@ const MAX_SERVICES = 1000
 const IDLE_MS = 60_000
 
 /** One service's endpoints, fed by a registry watch. */
-class Upstream {
+export class Upstream {
   readonly service: string
   readonly balancer: Balancer<Endpoint>
   readonly endpoints = new Map<string, Endpoint>()
@@ -110,7 +114,7 @@ class Upstream {
     this.endpoints.delete(ep.id)
     ep.removed = true
     this.balancer.set([...this.endpoints.values()])
-    if (ep.inflight === 0) void ep.pool.close().catch(() => {})
+    if (ep.inflight === 0) void ep.close().catch(() => {})
   }
 
   /** Counts a gateway failure or a success toward passive ejection. */
@@ -147,12 +151,12 @@ class Upstream {
   /** A request finished on `ep`. */
   release (ep: Endpoint): void {
     ep.inflight--
-    if (ep.removed && ep.inflight === 0) void ep.pool.close().catch(() => {})
+    if (ep.removed && ep.inflight === 0) void ep.close().catch(() => {})
   }
 
   close (): void {
     this.watch.close()
-    for (const ep of this.endpoints.values()) void ep.pool.destroy().catch(() => {})
+    for (const ep of this.endpoints.values()) ep.destroy()
     this.endpoints.clear()
   }
 }
@@ -167,6 +171,8 @@ export class Outbound {
   readonly maxRetryBody: number
   readonly clientWriteTimeout: number
   readonly #upstreams = new Map<string, Upstream>()
+  /** The app's HTTP/2 calls (h2c prior knowledge on the same port). */
+  readonly h2: OutboundH2
   #port: number
   #sweep: NodeJS.Timeout
   #closed = false
@@ -187,6 +193,8 @@ export class Outbound {
     this.server.on('connect', (_req: IncomingMessage, socket) => {
       socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\nx-doorman-error: DOORMAN_ERR_NO_SERVICE\r\n\r\n')
     })
+    this.h2 = new OutboundH2(this)
+    detectProtocol(this.server, { onH2: (socket) => { this.h2.accept(socket) }, timeoutMs: 10_000 })
     this.#sweep = setInterval(() => { this.#sweepIdle() }, 10_000)
     this.#sweep.unref()
     opts.metrics.readings.instances = () => this.instanceCounts()
@@ -201,6 +209,8 @@ export class Outbound {
     this.#port = (this.server.address() as { port: number }).port
     return this.#port
   }
+
+  get closed (): boolean { return this.#closed }
 
   /** Instances by service and state, for metrics (watched services only). */
   instanceCounts (): Array<[string, string, number]> {
@@ -306,6 +316,7 @@ export class Outbound {
     if (this.#closed) return
     this.#closed = true
     clearInterval(this.#sweep)
+    this.h2.close()
     await new Promise<void>((resolve) => { this.server.close(() => { resolve() }); this.server.closeIdleConnections() })
     for (const up of this.#upstreams.values()) up.close()
     this.#upstreams.clear()
@@ -313,6 +324,7 @@ export class Outbound {
 
   destroy (): void {
     this.server.closeAllConnections()
+    this.h2.destroy()
     void this.close()
   }
 }
