@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Before `npm test`: make sure the system programs the suites start are present — redis-server (a private one per
-// suite) and Chromium (the report and status-page tests). As root with apt-get (a fresh machine or CI), missing ones
+// suite), Chromium (the report and status-page tests) and promtool (the alert rules' check; Debian's `prometheus`
+// package carries it). As root with apt-get (a fresh machine or CI), missing ones
 // are installed from Debian's packages; otherwise the missing ones are named and the run stops.
 import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -9,6 +10,7 @@ const onPath = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'i
 const missing = []
 if (!onPath('redis-server')) missing.push('redis-server')
 if (!existsSync('/usr/bin/chromium')) missing.push('chromium')
+if (!onPath('promtool')) missing.push('prometheus')
 if (missing.length === 0) process.exit(0)
 
 const root = typeof process.getuid === 'function' && process.getuid() === 0

@@ -8,10 +8,11 @@ import { GradientLimit } from './limiter/gradient.js'
 import { Metrics } from './metrics/index.js'
 import { Inbound } from './inbound/index.js'
 import { Lane, S, T, setPhase } from './lane/index.js'
+import type { SharedState } from './lane/shared.js'
 import { Drainer, CLOSED, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
 import { openRegistry } from './registry/open.js'
-import type { Registry } from './registry/types.js'
+import type { Registry, Watch } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
 
@@ -27,6 +28,8 @@ export class Sidecar {
   readonly registration: Registration
   /** The app's calls to other services; null when DOORMAN_OUTBOUND_PORT is 0. */
   readonly outbound: Outbound | null
+  /** The instance's own service, for the restart budget: null without a registry the instances share. */
+  readonly #fleet: Watch | null
   #stopped: Promise<number>
   #resolveStopped!: (code: number) => void
   #stopping = false
@@ -53,6 +56,7 @@ export class Sidecar {
       delay: cfg.registerDelay,
       log: log.child({ component: 'registration' })
     })
+    this.#fleet = cfg.service !== '' && registry.kind !== 'memory' ? registry.watch(cfg.service) : null
     this.outbound = cfg.outboundPort === 0
       ? null
       : new Outbound({
@@ -62,17 +66,19 @@ export class Sidecar {
         log: log.child({ component: 'outbound' }),
         upstreamTimeout: cfg.upstreamTimeout,
         clientWriteTimeout: cfg.clientWriteTimeout,
-        outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject }
+        outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
       algorithm: cfg.limitMode === 'adaptive' ? new GradientLimit({ min: cfg.limitMin, max: cfg.maxConcurrency }) : new FixedLimit(cfg.maxConcurrency),
       maxQueue: cfg.maxQueue,
       queueTimeout: cfg.queueTimeout,
-      criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0
+      criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0,
+      onQueueWait: (ms) => { this.metrics.queueWait.observe(ms / 1000) }
     })
     this.inbound = new Inbound({
       appHost: cfg.appHost,
       appPort: cfg.appPort,
+      appProtocol: cfg.appProtocol,
       port: cfg.inboundPort,
       host: cfg.bindHost,
       limiter: this.limiter,
@@ -98,6 +104,7 @@ export class Sidecar {
         livenessStall: cfg.livenessStall,
         readinessStall: cfg.readinessStall,
         appStall: cfg.appStall,
+        livenessMaxFailing: cfg.livenessMaxFailing,
         appCheckInterval: cfg.appCheckInterval,
         adminToken: cfg.adminToken,
         nodeIp: cfg.nodeIp,
@@ -169,6 +176,8 @@ export class Sidecar {
       st.set(S.DRAIN_CUT, d.cut)
       // Registration follows the app's readiness as the lane sees it.
       registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY))
+      registration.setLivenessFailing(st.flag(S.APP_LIVE_FAILING))
+      this.#publishFleet(st)
       const now = Date.now()
       if (ramp && !this.drainer.started) limiter.setScale(registration.factor(now))
       st.set(S.REGISTERED, Number(registration.registered))
@@ -179,6 +188,27 @@ export class Sidecar {
     })
     registration.onChange = () => { this.lane.flush() }
     this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
+  }
+
+  /**
+   * The restart budget's view of the service: its other instances that are not draining, and how many of them fail
+   * their app liveness or are restarting (`starting`: registered, the app not ready).
+   */
+  #publishFleet (st: SharedState): void {
+    const f = this.#fleet
+    const view = f !== null && f.synced && this.registry.up
+    let others = 0
+    let failing = 0
+    if (view) {
+      for (const inst of f.view.values()) {
+        if (inst.id === this.registration.id || inst.state === 'draining') continue
+        others++
+        if (inst.livenessFailing === true || inst.state === 'starting') failing++
+      }
+    }
+    st.set(S.FLEET_VIEW, Number(view))
+    st.set(S.FLEET_OTHERS, others)
+    st.set(S.FLEET_OTHERS_FAILING, failing)
   }
 
   /** Starts the lane, then the business listeners. Resolves with the bound ports. */
@@ -211,6 +241,7 @@ export class Sidecar {
     if (this.#stopping) return
     this.#stopping = true
     await this.registration.close()
+    this.#fleet?.close()
     await this.inbound.close().catch((err: unknown) => { this.log.warn({ err }, 'inbound close failed') })
     await this.outbound?.close().catch((err: unknown) => { this.log.warn({ err }, 'outbound close failed') })
     await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })

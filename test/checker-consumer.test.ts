@@ -27,7 +27,8 @@ t.test('the outbound lane skips ejected instances', async (t) => {
   const seen = new Set<string>()
   await waitFor('calls reach both providers', async () => { seen.add(await call()); return seen.size === 2 }, 10_000)
 
-  const checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url, DOORMAN_CHECK_MAX_EJECT: '50' })
+  // The default protection threshold: 1 of 2.
+  const checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url })
   process.kill(a.proc.pid as number, 'SIGSTOP')
   await waitFor('the consumer sees provider a ejected', async () => await consumerSees('ejected') === 1, 10_000)
   const bodies: string[] = []

@@ -38,8 +38,8 @@ t.test('a dead replica\'s share is taken over within the bound, death after deat
     DOORMAN_CHECK_INTERVAL: `${INTERVAL}ms`,
     DOORMAN_CHECK_TIMEOUT: '1s',
     DOORMAN_CHECK_FAILURES: String(FAILURES),
-    DOORMAN_CHECK_SUCCESSES: '2',
-    DOORMAN_CHECK_MAX_EJECT: '34'
+    DOORMAN_CHECK_SUCCESSES: '2'
+    // DOORMAN_CHECK_MAX_EJECT at its default (33%): 2 of 6.
   }
   // Live replicas, oldest first.
   const live: Array<{ id: string, proc: CheckerProc }> = []

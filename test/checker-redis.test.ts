@@ -36,16 +36,19 @@ t.test('several replicas ejecting at the same moment stay within the threshold',
   const [one1, many] = await Promise.all([Promise.all(singles), Promise.all(batches)])
   const results = [...one1, ...many.flat()]
   const done = results.filter((r) => r.outcome === 'ejected')
-  t.equal(done.length, 2, 'floor(6 × 34%) = 2 ejections in all')
+  t.equal(done.length, 2, '6 × 34% = 2.04 → 2 ejections in all')
   t.ok(results.every((r) => ['ejected', 'threshold', 'already'].includes(r.outcome)), 'the rest refused by the budget, or already ejected')
   t.ok(results.every((r) => r.total === 6 && r.budget === 2))
   const stored = (await regs[1].list('orders')).filter((i) => i.ejected)
   t.equal(stored.length, 2, 'the store holds 2')
   t.ok(stored.every((i) => i.cluster === 'default' && i.state === 'ejected'))
 
-  // Clusters have budgets of their own: 2 × 34% rounds down to 0.
-  t.match(await one(coords[0], 'orders', 'b0', 34), { outcome: 'threshold', total: 2, budget: 0 })
-  t.match(await one(coords[0], 'orders', 'b0', 50), { outcome: 'ejected', ejected: 1, total: 2, budget: 1 })
+  // Clusters have budgets of their own, computed as ejectBudget does: 2 × 20% rounds to 0, 2 × 34% to 1, and 2 × 90%
+  // is never both.
+  t.match(await one(coords[0], 'orders', 'b0', 20), { outcome: 'threshold', total: 2, budget: 0 })
+  t.match(await one(coords[0], 'orders', 'b0', 34), { outcome: 'ejected', ejected: 1, total: 2, budget: 1 })
+  t.match(await one(coords[0], 'orders', 'b1', 90), { outcome: 'threshold', ejected: 1, total: 2, budget: 1 })
+  t.ok(await coords[0].recover('orders', 'b0'))
 
   // Already-ejected instances count: releasing one frees exactly one slot.
   t.ok(await coords[1].recover('orders', stored[0].id))
@@ -87,11 +90,11 @@ t.test('what counts toward the budget, and what cannot be ejected', async (t) =>
   t.match(await one(c, 'svc', 'start', 100), { outcome: 'not-routable', total: 3 }, 'starting and draining instances are not counted, nor ejected')
   t.match(await one(c, 'svc', 'drain', 100), { outcome: 'not-routable' })
   t.match(await one(c, 'svc', 'nobody', 100), { outcome: 'gone' })
-  t.match(await one(c, 'svc', 'warm', 34), { outcome: 'ejected', ejected: 1, total: 3, budget: 1 }, 'warming instances count and can be ejected')
+  t.match(await one(c, 'svc', 'warm', 33), { outcome: 'ejected', ejected: 1, total: 3, budget: 1 }, 'warming instances count and can be ejected; 3 × 33% → 1')
   t.match(await one(c, 'svc', 'warm', 34), { outcome: 'already' })
   // A draining instance that was ejected leaves the count: it is on its way out.
   await reg.update('svc', 'warm', { state: 'draining' })
-  t.match(await one(c, 'svc', 'up1', 34), { outcome: 'threshold', ejected: 0, total: 2, budget: 0 })
+  t.match(await one(c, 'svc', 'up1', 20), { outcome: 'threshold', ejected: 0, total: 2, budget: 0 })
   t.notOk(await c.recover('svc', 'nobody'), 'recovering a departed instance says so')
 })
 

@@ -43,14 +43,22 @@ t.test('rendezvous hashing: balanced, and a joining or leaving replica moves onl
   t.equal(owner('x', ['b', 'a']), owner('x', ['a', 'b']), 'order of the list does not matter')
 })
 
-t.test('the protection budget rounds down: never more than the percentage', async (t) => {
-  t.equal(ejectBudget(6, 34), 2)
-  t.equal(ejectBudget(6, 33), 1)
-  t.equal(ejectBudget(3, 33), 0)
+t.test('the protection budget is the nearest whole share, never the whole cluster (seed 002: 3 → 1 at a third)', async (t) => {
+  const at33 = [0, 1, 2, 3, 4, 5, 6, 9, 10, 1000].map((n) => ejectBudget(n, 33))
+  t.same(at33, [0, 0, 1, 1, 1, 2, 2, 3, 3, 330], 'the default 33%: 1 → 0, 2 → 1, 3 → 1')
   t.equal(ejectBudget(3, 34), 1)
+  t.equal(ejectBudget(6, 34), 2)
+  t.equal(ejectBudget(3, 50), 1, 'a half rounds down: 1.5 → 1')
+  t.equal(ejectBudget(2, 50), 1)
+  t.equal(ejectBudget(1, 50), 0, 'a service with one instance never loses it')
+  t.equal(ejectBudget(1, 99), 0, 'below 100% never the whole cluster')
+  t.equal(ejectBudget(2, 90), 1)
   t.equal(ejectBudget(10, 30), 3, 'exact products are not lost to floating point')
-  t.equal(ejectBudget(10, 100), 10)
+  t.equal(ejectBudget(10, 25), 2, '2.5 → 2')
+  t.equal(ejectBudget(10, 100), 10, '100% allows all')
+  t.equal(ejectBudget(1, 100), 1)
   t.equal(ejectBudget(10, 0), 0)
+  t.equal(ejectBudget(3, 12.5), 0)
   t.equal(ejectBudget(0, 50), 0)
 })
 

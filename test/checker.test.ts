@@ -45,7 +45,8 @@ t.before(async () => {
   await waitFor('six instances registered and up', () => [...watch.view.values()].filter((i) => i.state === 'up').length === 6, 15_000)
   // The instances' ids, in the order of `doormans`.
   for (const d of doormans) ids.push([...watch.view.values()].find((i) => i.address === `127.0.0.1:${d.inbound}`)?.id ?? '?')
-  checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url, DOORMAN_CHECK_MAX_EJECT: '34' })
+  // The default protection threshold (DOORMAN_CHECK_MAX_EJECT=33): 2 of 6.
+  checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url })
 })
 
 t.test('every instance is probed through its lane and none is ejected while all answer', async (t) => {
@@ -81,11 +82,11 @@ t.test('a frozen instance is ejected within interval × failures + timeout, and 
   t.equal(await metric(checker.admin, 'doorman_checker_recoveries_total'), 1)
 })
 
-t.test('3 of 6 frozen with a 34% threshold: exactly 2 are ejected, and stay 2', async (t) => {
+t.test('3 of 6 frozen at the default threshold: exactly 2 are ejected, and stay 2', async (t) => {
   const blockedBefore = await metric(checker.admin, 'doorman_checker_ejections_blocked_total', 'reason="threshold"')
   for (const i of [1, 2, 3]) freeze(i)
   await waitFor('2 ejected', () => ejected().length >= 2, 10_000)
-  // Let the third keep failing for several more rounds: the budget (floor(6 × 34%) = 2) holds it in.
+  // Let the third keep failing for several more rounds: the budget (6 × 33% = 1.98 → 2) holds it in.
   await waitFor('the third blocked by the threshold', async () => await metric(checker.admin, 'doorman_checker_ejections_blocked_total', 'reason="threshold"') >= blockedBefore + 3, 10_000)
   await rounds(checker.admin, 3)
   const now = ejected()

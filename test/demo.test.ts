@@ -16,7 +16,8 @@ t.test('doorman demo --short', async (t) => {
   const { code } = await demo.exited
   const took = Date.now() - started
   t.equal(code, 0, 'the demo exits 0 when its verdict holds', { output: demo.output().slice(-3000) })
-  t.ok(took < 180_000, `short mode runs within the full demo's three-minute budget (${took} ms)`)
+  // The full demo's three-minute budget, plus one minute for the dependency-hang scenario.
+  t.ok(took < 240_000, `short mode runs within the full demo's budget (${took} ms)`)
 
   const results = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8')) as Results
   t.equal(results.mode, 'short')
@@ -43,6 +44,30 @@ t.test('doorman demo --short', async (t) => {
       const sampled = run.timeline.reduce((n, s) => n + s.sent, 0)
       t.equal(sampled, sent, 'the timeline accounts for every request sent')
       t.equal(run.timeline[run.timeline.length - 1]?.restarts, run.restarts, 'the timeline ends at the run\'s restart count')
+      t.equal(run.markers.filter((m) => m.kind === 'restart').length, run.restarts, 'one restart marker per restart')
+    }
+  })
+
+  t.test('a dependency hangs', async (t) => {
+    const h = results.hang
+    if (h === null || h === undefined) { t.fail('no hang results'); return }
+    const { without, with: withD, plan } = h
+    t.same(Object.values(without.restartsByPod).map((n) => n > 0), Array.from({ length: plan.pods }, () => true), `without doorman every pod is restarted (${JSON.stringify(without.restartsByPod)})`)
+    t.equal(withD.restarts, 0, 'with doorman none is')
+    t.equal(withD.probe.failures, 0, "with doorman kubelet sees no app liveness probe fail")
+    t.ok((withD.livenessWaived ?? 0) > 0, `...though the app's own check failed: the restart budget answered ${withD.livenessWaived} of them 200 as shared`)
+    t.ok(withD.totals.shed > 0, 'with doorman the excess is shed')
+    t.equal(withD.totals.kinds['no-endpoint'] ?? 0, 0, 'with doorman the pods stay ready')
+    t.ok(withD.totals.failed < without.totals.failed, `fewer failed requests with doorman (${withD.totals.failed} vs ${without.totals.failed})`)
+    const last = withD.timeline[withD.timeline.length - 1]
+    t.equal(last?.readyPods, plan.pods, 'every pod ready at the end')
+    t.ok((last?.ok ?? 0) > 0, 'requests succeed again at the end')
+    const checks = results.verdict.checks.filter((c) => c.name.startsWith('dependency hang'))
+    t.equal(checks.length, 4, 'four verdict lines for the hang')
+    t.ok(checks.every((c) => c.pass), 'all pass')
+    for (const run of [without, withD]) {
+      const { sent, ok, shed, failed } = run.totals
+      t.equal(ok + shed + failed, sent, 'every request sent has an outcome')
       t.equal(run.markers.filter((m) => m.kind === 'restart').length, run.restarts, 'one restart marker per restart')
     }
   })
@@ -93,7 +118,7 @@ t.test('doorman demo --short', async (t) => {
       }
     }))
     const ids = charts.map((c) => c.id)
-    for (const id of ['incident-without-requests', 'incident-with-requests', 'incident-without-workers', 'incident-with-workers', 'incident-without-probe', 'incident-with-probe', 'incident-without-ready', 'incident-with-ready', 'rollout-share', 'rollout-requests', 'rollout-weights']) {
+    for (const id of ['incident-without-requests', 'incident-with-requests', 'incident-without-workers', 'incident-with-workers', 'incident-without-probe', 'incident-with-probe', 'incident-without-ready', 'incident-with-ready', 'hang-without-requests', 'hang-with-requests', 'hang-without-ready', 'hang-with-ready', 'rollout-share', 'rollout-requests', 'rollout-weights']) {
       t.ok(ids.includes(id), `chart ${id} is in the report`)
     }
     for (const c of charts) {
@@ -102,6 +127,7 @@ t.test('doorman demo --short', async (t) => {
     }
     const restarts = await page.locator('#incident-without-ready g.marker').count()
     t.equal(restarts, results.incident?.without.restarts, 'one restart marker per restart on the chart')
+    t.equal(await page.locator('#hang-without-ready g.marker').count(), results.hang?.without.restarts, 'and on the hang\'s chart')
     t.same(errors, [], 'no script errors')
     t.same(fetched, [], 'nothing fetched from anywhere')
     const shot = path.join(dir, 'report.png')

@@ -258,11 +258,11 @@ t.test('probe rewrite: httpGet, tcpSocket, grpc, named ports', async (t) => {
   t.same(out.startupProbe, { httpGet: { path: '/app-health/web/startupz', port: 7090, scheme: 'HTTP' }, failureThreshold: 30, periodSeconds: 2, timeoutSeconds: 3 }, 'grpc → the lane')
   const env = envOf(sidecar(tpl.spec))
   t.same(JSON.parse(env.DOORMAN_APP_PROBES), {
-    '/app-health/web/readyz': { httpGet: { path: '/ready', port: 8080, httpHeaders: [{ name: 'X-Probe', value: '1' }] }, timeoutSeconds: 1 },
-    '/app-health/web/livez': { tcpSocket: { port: 9090 }, timeoutSeconds: 2 },
-    '/app-health/web/startupz': { grpc: { port: 9090, service: 'shop' }, timeoutSeconds: 3 }
+    '/app-health/web/readyz': { httpGet: { path: '/ready', port: 8080, httpHeaders: [{ name: 'X-Probe', value: '1' }] }, timeoutSeconds: 1, periodSeconds: 3, failureThreshold: 2, successThreshold: 1 },
+    '/app-health/web/livez': { tcpSocket: { port: 9090 }, timeoutSeconds: 2, periodSeconds: 10, failureThreshold: 3, successThreshold: 1 },
+    '/app-health/web/startupz': { grpc: { port: 9090, service: 'shop' }, timeoutSeconds: 3, periodSeconds: 2, failureThreshold: 30, successThreshold: 1 }
   }, 'the originals, named ports resolved to numbers, in the contract shape')
-  t.same(loadConfig(env, { sidecar: true }).appProbes['/app-health/web/livez'], { tcpSocket: { port: 9090 }, timeoutSeconds: 2 }, 'the sidecar accepts them')
+  t.same(loadConfig(env, { sidecar: true }).appProbes['/app-health/web/livez'], { tcpSocket: { port: 9090 }, timeoutSeconds: 2, periodSeconds: 10, failureThreshold: 3, successThreshold: 1 }, 'the sidecar accepts them')
   t.same(tpl.spec.containers[1], sidekick, 'other containers keep their probes')
   const exec = podSpec()
   exec.containers[0].livenessProbe = { exec: { command: ['/bin/check'] } }
@@ -369,7 +369,7 @@ t.test('the app container is the one kubectl defaults to, if named', async (t) =
   t.same(out.spec.containers[0].ports, [{ name: 'admin', containerPort: 9901 }], 'the other container is not touched')
 })
 
-t.test('port protocols: doorman never takes over a port it can\'t carry (gRPC, cleartext HTTP/2, TLS, databases, UDP)', async (t) => {
+t.test('port protocols: gRPC and h2c ports get DOORMAN_APP_PROTOCOL=h2c; ports doorman can\'t carry (TLS, databases, UDP) are never taken over', async (t) => {
   const withPorts = (ports: Any[], annotations: Record<string, string> = {}): Any => {
     const spec = podSpec()
     spec.containers[0].ports = ports
@@ -377,7 +377,17 @@ t.test('port protocols: doorman never takes over a port it can\'t carry (gRPC, c
     delete spec.containers[0].livenessProbe
     return template(annotations, spec)
   }
-  for (const name of ['grpc', 'grpc-api', 'h2c', 'h2c-x', 'http2', 'https', 'tls-public', 'tcp', 'mongo', 'mysql', 'redis']) {
+  for (const name of ['grpc', 'grpc-api', 'h2c', 'h2c-x', 'http2']) {
+    const tpl = withPorts([{ name, containerPort: 9090 }])
+    const r = injectTemplate(tpl)
+    t.equal(r.injected, true, `a first port named ${name}: injected`)
+    t.equal(envOf(sidecar(tpl.spec)).DOORMAN_APP_PROTOCOL, 'h2c', `${name}: doorman speaks h2c to the app`)
+    t.equal(tpl.spec.containers[0].ports.find((p: Any) => p.containerPort === 7080)?.name, name, `${name}: the name now reaches doorman`)
+  }
+  const http1 = withPorts([{ name: 'grpc', containerPort: 9090 }], { 'doorman.io/app-protocol': 'http1' })
+  injectTemplate(http1)
+  t.equal(envOf(sidecar(http1.spec)).DOORMAN_APP_PROTOCOL, 'http1', 'the pod\'s own doorman.io/app-protocol wins')
+  for (const name of ['https', 'tls-public', 'tcp', 'mongo', 'mysql', 'redis']) {
     const tpl = withPorts([{ name, containerPort: 9090 }])
     const before = structuredClone(tpl)
     const r = injectTemplate(tpl)
@@ -388,24 +398,32 @@ t.test('port protocols: doorman never takes over a port it can\'t carry (gRPC, c
   const udp = withPorts([{ name: 'dns', containerPort: 53, protocol: 'UDP' }])
   t.equal(injectTemplate(udp).injected, false, 'a UDP port: not injected')
   for (const name of ['http', 'http-api', 'web', 'grpc-web', 'metrics']) {
-    t.equal(injectTemplate(withPorts([{ name, containerPort: 8080 }])).injected, true, `a first port named ${name}: injected`)
+    const tpl = withPorts([{ name, containerPort: 8080 }])
+    t.equal(injectTemplate(tpl).injected, true, `a first port named ${name}: injected`)
+    t.equal(envOf(sidecar(tpl.spec)).DOORMAN_APP_PROTOCOL, undefined, `${name}: HTTP/1.1, the default`)
   }
   t.equal(injectTemplate(withPorts([{ containerPort: 8080 }])).injected, true, 'an unnamed port: injected')
 
-  // A pod with a gRPC port and an HTTP port: the annotation picks the HTTP one; the gRPC port is never renamed.
-  const both = withPorts([{ name: 'grpc', containerPort: 9090 }, { name: 'http', containerPort: 8080 }], { 'doorman.io/app-port': 'http' })
-  const r = injectTemplate(both)
-  t.equal(r.injected, true)
-  t.same(both.spec.containers[0].ports.find((p: Any) => p.containerPort === 9090), { name: 'grpc', containerPort: 9090 }, 'the gRPC port keeps its name')
+  // A pod with a TLS port and an HTTP port: the annotation picks the HTTP one; the TLS port is never renamed.
+  const both = withPorts([{ name: 'https', containerPort: 8443 }, { name: 'http', containerPort: 8080 }], { 'doorman.io/app-port': 'http' })
+  t.equal(injectTemplate(both).injected, true)
+  t.same(both.spec.containers[0].ports.find((p: Any) => p.containerPort === 8443), { name: 'https', containerPort: 8443 }, 'the TLS port keeps its name')
   // Naming a port doorman can't carry is an error that says which port and why.
-  t.throws(() => injectTemplate(withPorts([{ name: 'grpc', containerPort: 9090 }], { 'doorman.io/app-port': 'grpc' })), /doorman\.io\/app-port: port grpc \(9090\) speaks gRPC or cleartext HTTP\/2/)
-  t.throws(() => injectTemplate(withPorts([{ name: 'grpc', containerPort: 9090 }, { name: 'http', containerPort: 8080 }], { 'doorman.io/app-port': '9090' })), /port grpc \(9090\) speaks gRPC/)
+  t.throws(() => injectTemplate(withPorts([{ name: 'https', containerPort: 8443 }], { 'doorman.io/app-port': 'https' })), /doorman\.io\/app-port: port https \(8443\) speaks TLS or a non-HTTP protocol/)
+  t.throws(() => injectTemplate(withPorts([{ name: 'tls', containerPort: 8443 }, { name: 'http', containerPort: 8080 }], { 'doorman.io/app-port': '8443' })), /port tls \(8443\) speaks TLS/)
+  const byNumber = withPorts([{ name: 'http', containerPort: 8080 }, { name: 'grpc', containerPort: 9090 }], { 'doorman.io/app-port': '9090' })
+  injectTemplate(byNumber)
+  t.equal(envOf(sidecar(byNumber.spec)).DOORMAN_APP_PROTOCOL, 'h2c', 'a gRPC port chosen by number: h2c too')
 
-  // A Service that says its port speaks h2c/gRPC but targets the taken-over name is warned about.
-  const d = injectObject({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'web' }, spec: { selector, template: withPorts([{ name: 'http', containerPort: 8080 }]) } })
-  const svc = (appProtocol: string): Any => ({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ name: 'api', port: 80, targetPort: 'http', appProtocol }] } })
-  t.match(serviceWarnings([svc('kubernetes.io/h2c')], d.takeovers).join('\n'), /appProtocol kubernetes\.io\/h2c but targets http/)
-  t.match(serviceWarnings([svc('grpc')], d.takeovers).join('\n'), /appProtocol grpc/)
-  t.same(serviceWarnings([svc('http')], d.takeovers), [], 'appProtocol http: no warning')
-  t.same(serviceWarnings([svc('kubernetes.io/ws')], d.takeovers), [], 'appProtocol kubernetes.io/ws: no warning')
+  // Services: an appProtocol doorman can't carry, or h2c toward an app declared HTTP/1.1, is warned about.
+  const deploy = (ports: Any[]): Any => injectObject({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'web' }, spec: { selector, template: withPorts(ports) } })
+  const svc = (appProtocol: string, targetPort: string): Any => ({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ name: 'api', port: 80, targetPort, appProtocol }] } })
+  const h1 = deploy([{ name: 'http', containerPort: 8080 }]).takeovers
+  t.match(serviceWarnings([svc('kubernetes.io/h2c', 'http')], h1).join('\n'), /appProtocol kubernetes\.io\/h2c but the app .* is declared HTTP\/1\.1/)
+  t.match(serviceWarnings([svc('https', 'http')], h1).join('\n'), /appProtocol https, which doorman doesn't carry/)
+  t.same(serviceWarnings([svc('http', 'http')], h1), [], 'appProtocol http: no warning')
+  t.same(serviceWarnings([svc('kubernetes.io/ws', 'http')], h1), [], 'appProtocol kubernetes.io/ws: no warning')
+  const h2 = deploy([{ name: 'grpc', containerPort: 9090 }]).takeovers
+  t.same(serviceWarnings([svc('kubernetes.io/h2c', 'grpc')], h2), [], 'appProtocol kubernetes.io/h2c toward an h2c app: no warning')
+  t.same(serviceWarnings([svc('grpc', 'grpc')], h2), [], 'appProtocol grpc toward an h2c app: no warning')
 })

@@ -205,3 +205,19 @@ t.test('classifier sorts paths into priority classes', async (t) => {
   t.equal(c('/'), NORMAL)
   t.equal(classifier([], [])('/checkout/x'), NORMAL)
 })
+
+t.test('the time each queued request waited is reported when it is granted or shed', async (t) => {
+  const clock = new SimClock()
+  const waits: number[] = []
+  const limiter = new Limiter({ limit: 1, maxQueue: 10, queueTimeout: 1000, timers: clock, onQueueWait: (ms) => { waits.push(Math.round(ms)) } })
+  t.equal(limiter.acquire(NORMAL, () => {}), true)
+  limiter.acquire(NORMAL, () => {})
+  limiter.acquire(NORMAL, () => {})
+  t.same(waits, [], 'nothing reported for a request that never queued, nor while waiting')
+  clock.run(300)
+  limiter.release()
+  t.same(waits, [300], 'granted after 300 ms')
+  clock.run(2300)
+  t.equal(waits.length, 2)
+  t.ok(waits[1] >= 1000 && waits[1] <= 1001, `the other shed at the queue timeout, ${waits[1]} ms after it queued`)
+})

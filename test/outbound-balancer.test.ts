@@ -125,3 +125,35 @@ t.test('picks stay cheap at 1,000 endpoints', async (t) => {
   t.comment(`${us.toFixed(3)} µs per pick at 1,000 endpoints`)
   t.ok(us < 50, 'generous bound: well under 50 µs a pick')
 })
+
+t.test("panic mode (Envoy's healthy_panic_threshold): below the threshold, every registered non-draining endpoint", async (t) => {
+  const events: string[] = []
+  const b = new Balancer<E>({ random: seeded(7), panicThreshold: 50, onPanic: (p, routable, total) => { events.push(`${p ? 'on' : 'off'} ${routable}/${total}`) } })
+  const up = new E('up', 1, 0)
+  const starting = [new E('s1', 1, -1), new E('s2', 1, -1)]
+  const ejected = new E('ej', 1, 1)
+  const draining = new E('dr', 1, 2)
+  b.set([up, ...starting, ejected, draining])
+  const s = shares(b, 4000)
+  t.same([...s.keys()].sort(), ['ej', 's1', 's2', 'up'], '1 of 4 routable (25% < 50%): all but the draining one')
+  t.ok(b.panic)
+  t.same(events, ['on 1/4'])
+  starting[0].t = 0
+  b.invalidate()
+  t.same([...shares(b, 2000).keys()].sort(), ['s1', 'up'], '2 of 4 routable (50%): only the routable ones')
+  t.notOk(b.panic)
+  t.same(events, ['on 1/4', 'off 2/4'])
+
+  // Every instance unready: still reachable.
+  const all = [new E('a', 1, -1), new E('b', 1, -1), new E('c', 1, -1)]
+  const b2 = new Balancer<E>({ random: seeded(3), panicThreshold: 50 })
+  b2.set(all)
+  t.same([...shares(b2, 2000).keys()].sort(), ['a', 'b', 'c'])
+  const off = new Balancer<E>({ random: seeded(3) })
+  off.set(all)
+  t.equal(off.pick(0), undefined, 'without panic mode nothing is usable')
+  const onlyDraining = new Balancer<E>({ panicThreshold: 50 })
+  onlyDraining.set([new E('d', 1, 2)])
+  t.equal((onlyDraining.pick(0) as E).name, 'd', 'draining ones are still the last resort')
+  t.notOk(onlyDraining.panic)
+})

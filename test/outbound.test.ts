@@ -297,3 +297,34 @@ t.test('streams large bodies both ways', async (t) => {
   const r2 = await request(port, { headers: { host: 'big' } })
   t.equal(r2.body.length, 3 * 1024 * 1024)
 })
+
+t.test('per-dependency saturation: in flight, latency and errors by destination service', async (t) => {
+  const reg = await registry(t)
+  let hold: Array<() => void> = []
+  const slow = await named(t, 'slow', (_req, res) => { hold.push(() => { res.end('late') }) })
+  const failing = await named(t, 'failing', (_req, res) => { res.statusCode = 503; res.end('no') })
+  await reg.register(inst('orders', slow.port), 60_000)
+  await reg.register(inst('pay', failing.port), 60_000)
+  const { port, metrics } = await lane(t, reg)
+  const text = async (): Promise<string> => await metrics.registry.metrics()
+  const pending = [1, 2, 3].map(async () => await request(port, { path: '/', headers: { host: 'orders' }, timeout: 10_000 }))
+  await waitFor('three requests held by orders', () => hold.length === 3)
+  t.match(await text(), /doorman_outbound_inflight_requests\{service="orders"\} 3/)
+  for (const h of hold) h()
+  hold = []
+  await Promise.all(pending)
+  t.equal((await request(port, { path: '/', headers: { host: 'pay' } })).status, 503)
+  // The app gives up on a hung call: the response never finishes.
+  const gaveUp = request(port, { path: '/', headers: { host: 'orders' }, timeout: 200 }).catch(() => null)
+  await gaveUp
+  await waitFor('the abandoned call counted', async () => /doorman_outbound_errors_total\{service="orders",kind="incomplete"\} 1/.test(await text()))
+  for (const h of hold) h()
+  const m = await text()
+  t.match(m, /doorman_outbound_inflight_requests\{service="orders"\} 0/)
+  t.match(m, /doorman_outbound_request_duration_seconds_count\{service="orders"\} 4/)
+  t.match(m, /doorman_outbound_request_duration_seconds_count\{service="pay"\} 1/)
+  t.match(m, /doorman_outbound_errors_total\{service="pay",kind="503"\} 1/)
+  t.notMatch(m, /service="nowhere"/)
+  t.equal((await request(port, { path: '/', headers: { host: 'nowhere' } })).status, 503)
+  t.notMatch(await text(), /doorman_outbound_request_duration_seconds_count\{service="nowhere"\}/, 'services without instances add no series')
+})

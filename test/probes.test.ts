@@ -1,9 +1,9 @@
 // Probe semantics as pure functions of the shared state and a clock.
 import t from 'tap'
 import { SharedState, S, T } from '../src/lane/shared.js'
-import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, appProbeRoute, render } from '../src/lane/probes.js'
+import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, LIVENESS_CONFIRM_MS, readinessTiming, ReadinessStreak } from '../src/lane/probes.js'
 
-const cfg = { livenessStall: 10_000, readinessStall: 1000, appStall: 5000 }
+const cfg = { livenessStall: 10_000, readinessStall: 1000, appStall: 5000, livenessMaxFailing: 25 }
 const ok = (checks: Array<{ ok: boolean }>): boolean => checks.every((c) => c.ok)
 
 function fresh (now: number): SharedState {
@@ -80,6 +80,69 @@ t.test('app progress: busy is not dead, stuck is', async (t) => {
   s.set(S.INFLIGHT, 0)
   p.sample(20_000)
   t.ok(ok(appLivenessChecks(p, null, 20_000)), 'idle is not stalled')
+})
+
+t.test("an app whose own probe passes is alive whatever its progress (a hung dependency is not a restart)", async (t) => {
+  const s = fresh(0)
+  const p = new ProgressTracker(s, cfg)
+  p.sample(0)
+  s.set(S.INFLIGHT, 20)
+  for (let now = 100; now <= 30_000; now += 100) { s.setTime(T.HEARTBEAT, now); p.sample(now) }
+  const passing = { name: 'app-probe', ok: true, detail: 'HTTP 200' }
+  const checks = appLivenessChecks(p, passing, 30_000)
+  t.ok(ok(checks), '30 s without a completion, its own probe passing: alive')
+  t.match(checks.find((c) => c.name === 'progress')?.detail, /none completed for \d+ms: not ready, not dead/)
+  t.notOk(ok(appLivenessChecks(p, null, 30_000)), 'progress-only: a stall is a failing check (the restart budget decides)')
+})
+
+t.test('the restart budget: at least one, the nearest share, never all below 100%', async (t) => {
+  t.same([1, 2, 3, 4, 6, 8, 10, 20].map((n) => restartBudget(n, 25)), [1, 1, 1, 1, 1, 2, 2, 5])
+  t.equal(restartBudget(3, 50), 1)
+  t.equal(restartBudget(10, 100), 10)
+})
+
+t.test('applyRestartBudget', async (t) => {
+  const stall = [{ name: 'progress', ok: false, detail: 'requests in flight and none completed for 12000ms' }]
+  const ownFails = [{ name: 'progress', ok: true, detail: 'x' }, { name: 'app-probe', ok: false, detail: 'timed out' }]
+  const fine = [{ name: 'progress', ok: true, detail: 'completing requests or idle' }]
+  const since = 1000
+  const at = since + LIVENESS_CONFIRM_MS
+  const alone = { view: false, others: 0, othersFailing: 0 }
+  t.equal(applyRestartBudget(fine, alone, 25, 0, at).verdict, 'ok')
+  const w = applyRestartBudget(stall, alone, 25, since, at)
+  t.equal(w.verdict, 'waived', 'memory registry: a stall alone never fails liveness')
+  t.ok(ok(w.checks))
+  t.match(render(w.checks, true, 'app-livez').body, /\[~\]progress failed, waived: .*\n\[\+\]restart-budget ok: no view of the service/)
+  t.equal(applyRestartBudget(ownFails, alone, 25, since, at).verdict, 'failed', 'memory registry: its own probe failing and nothing completed is judged alone')
+
+  const three = (othersFailing: number): { view: boolean, others: number, othersFailing: number } => ({ view: true, others: 2, othersFailing })
+  t.equal(applyRestartBudget(stall, three(0), 25, since, at).verdict, 'failed', '1 of 3 failing: within the budget of 1, this pod')
+  t.equal(applyRestartBudget(stall, three(0), 25, since, at - 1).verdict, 'waived', 'not before the others could report')
+  const shared = applyRestartBudget(ownFails, three(1), 25, since, at)
+  t.equal(shared.verdict, 'waived', '2 of 3 failing: shared, a dependency')
+  t.match(shared.reason, /2 of 3 instances of the service failing or restarting, budget 1 \(DOORMAN_LIVENESS_MAX_FAILING=25%\): the failure is shared/)
+  t.equal(render(shared.checks, false, 'app-livez').status, 200)
+  t.equal(applyRestartBudget(stall, three(2), 25, since, at).verdict, 'waived', 'all failing: shared')
+  t.equal(applyRestartBudget(stall, three(1), 50, since, at).verdict, 'waived', '2 of 3 at 50%: budget 1')
+  t.equal(applyRestartBudget(stall, { view: true, others: 7, othersFailing: 1 }, 25, since, at).verdict, 'failed', '2 of 8: budget 2')
+  t.equal(applyRestartBudget(stall, { view: true, others: 0, othersFailing: 0 }, 25, since, at).verdict, 'failed', 'a service of one: the budget is one')
+  const okv = applyRestartBudget(fine, three(2), 25, 0, at)
+  t.equal(okv.verdict, 'ok')
+  t.match(okv.checks.at(-1)?.detail, /2 of 3 instances/, 'verbose shows the count while passing too')
+})
+
+t.test("readiness follows the app's probe timing, as kubelet's verdict would", async (t) => {
+  const h = { httpGet: { path: '/ready', port: 1 } }
+  t.same(readinessTiming([], 1000), { period: 1000, failureThreshold: 3, successThreshold: 1 }, 'no readiness probe: the check interval, kubelet defaults')
+  t.same(readinessTiming([h], 1000), { period: 1000, failureThreshold: 3, successThreshold: 1 })
+  t.same(readinessTiming([{ ...h, periodSeconds: 5, failureThreshold: 2, successThreshold: 2 }], 1000), { period: 5000, failureThreshold: 2, successThreshold: 2 })
+  t.same(readinessTiming([{ ...h, periodSeconds: 5, failureThreshold: 4 }, { ...h, periodSeconds: 2, successThreshold: 3 }], 1000), { period: 2000, failureThreshold: 3, successThreshold: 3 }, 'several: the strictest')
+  const s = new ReadinessStreak(3, 2)
+  let ready = true
+  const seq = (results: boolean[]): boolean[] => results.map((ok) => (ready = s.next(ready, ok)))
+  t.same(seq([false, false, true, false, false]), [true, true, true, true, true], 'two failures, a pass, two failures: still ready')
+  t.same(seq([false]), [false], 'the third in a row: not ready')
+  t.same(seq([true, false, true, true]), [false, false, false, true], 'back after two passes in a row')
 })
 
 t.test('a stale main loop does not blame the app', async (t) => {

@@ -70,6 +70,7 @@ t.test('hash fields round-trip; malformed records are skipped', async (t) => {
   const inst = { id: 'a', service: 's', cluster: 'c', zone: 'z', address: '10.0.0.1:7080', adminPort: 7090, startedAt: 1, registeredAt: 2, warmup: { window: 60000, aggression: 1.5, minWeight: 10, progress: 0.25 }, weight: 40, state: 'warming' as const, ejected: false, updatedAt: 3, rev: 0 }
   t.same(fromFields([...toFields(inst), 'rev', '17']), { ...inst, rev: 17 })
   t.match(fromFields([...toFields(inst), 'ejected', '1']), { state: 'ejected', ejected: true })
+  t.same(fromFields(toFields({ ...inst, livenessFailing: true })), { ...inst, livenessFailing: true }, 'the restart budget\'s field')
   t.match(fromFields([...toFields(inst), 'state', 'nonsense']), { state: 'starting' })
   t.equal(fromFields(['id', 'x']), undefined)
 })

@@ -210,7 +210,8 @@ for i = 4, #ARGV do
     out[#out + 1] = {'gone', 0, 0, 0}
   else
     local c = counts[me[1]] or {0, 0}
-    local budget = math.floor(c[1] * pct / 100 + 1e-9)
+    local budget = math.max(0, math.ceil(c[1] * pct / 100 - 0.5 - 1e-9))
+    if pct < 100 and budget >= c[1] then budget = math.max(0, c[1] - 1) end
     if me[3] == '1' then
       out[#out + 1] = {'already', c[2], c[1], budget}
     elseif me[2] ~= 'up' and me[2] ~= 'warming' then

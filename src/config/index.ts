@@ -12,6 +12,10 @@ export interface AppProbe {
   tcpSocket?: { port: number | string, host?: string }
   grpc?: { port: number, service?: string }
   timeoutSeconds?: number
+  /** kubelet's timing of the probe; the lane honours a readiness probe's before the registry state changes. */
+  periodSeconds?: number
+  failureThreshold?: number
+  successThreshold?: number
 }
 
 /** A container's resources, as the injector gives them to the sidecar. */
@@ -26,6 +30,7 @@ export interface Config {
   adminPort: number
   bindHost: string
   appPort: number
+  appProtocol: 'http1' | 'h2c'
   appHost: string
   service: string
   cluster: string
@@ -51,6 +56,7 @@ export interface Config {
   outlierFailures: number
   outlierEjectTime: number
   outlierMaxEject: number
+  outboundPanicThreshold: number
   warmup: number
   warmupAggression: number
   warmupMinWeight: number
@@ -62,6 +68,7 @@ export interface Config {
   livenessStall: number
   readinessStall: number
   appStall: number
+  livenessMaxFailing: number
   appCheckInterval: number
   laneNice: number
   adminToken: string
@@ -136,7 +143,9 @@ function checkProbe (p: unknown): Parsed {
       optional(h.httpHeaders, (hs) => Array.isArray(hs) && hs.every((x) => isObj(x) && isString(x.name) && isString(x.value)))) &&
     optional(tcp, (t) => isObj(t) && isPort(t.port) && optional(t.host, isString)) &&
     optional(grpc, (g) => isObj(g) && isInt(g.port) && optional(g.service, isString)) &&
-    optional(p.timeoutSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s))
+    optional(p.timeoutSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s)) &&
+    optional(p.periodSeconds, (s) => typeof s === 'number' && s > 0 && Number.isFinite(s)) &&
+    optional(p.failureThreshold, isInt) && optional(p.successThreshold, isInt)
   if (!shapeOk) return bad()
   return h === undefined && tcp === undefined && grpc === undefined ? bad('a probe needs httpGet, tcpSocket or grpc') : good(p)
 }

@@ -52,6 +52,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   // The app
   { env: 'DOORMAN_APP_PORT', kind: 'port', required: true, scope: 'sidecar', doc: "The app's port on `DOORMAN_APP_HOST`." },
   { env: 'DOORMAN_APP_HOST', kind: 'host', default: '127.0.0.1', scope: 'sidecar', doc: "The app's host (normally loopback: the app shares the pod's network)." },
+  { env: 'DOORMAN_APP_PROTOCOL', kind: 'enum', values: ['http1', 'h2c'], default: 'http1', scope: 'sidecar', doc: 'How doorman talks to the app: `http1` or `h2c` (cleartext HTTP/2 with prior knowledge, as gRPC servers speak). Clients may use either on the inbound port; a gRPC call to an `http1` app is answered UNAVAILABLE naming this setting.' },
   { env: 'DOORMAN_SERVICE', kind: 'string', default: '', scope: 'sidecar', doc: 'Service name (required when a registry other than `memory` is set).' },
   { env: 'DOORMAN_CLUSTER', kind: 'string', default: 'default', scope: 'sidecar', doc: 'Cluster (placement group) within the service.' },
   { env: 'DOORMAN_ZONE', kind: 'string', default: '', scope: 'sidecar', doc: 'Zone within the service.' },
@@ -78,6 +79,7 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   // Outbound lane: passive outlier ejection
   { env: 'DOORMAN_OUTLIER_FAILURES', kind: 'int', default: '5', scope: 'sidecar', doc: 'Outbound lane: consecutive gateway failures (refused, reset, timeout, 502/503/504 other than a shed) that eject an instance.' },
   { env: 'DOORMAN_OUTLIER_EJECT_TIME', kind: 'duration', default: '30s', scope: 'sidecar', doc: "Outbound lane: how long an ejection lasts, times the instance's number of recent ejections (at most 10×)." },
+  { env: 'DOORMAN_OUTBOUND_PANIC_THRESHOLD', kind: 'percent', default: '50', scope: 'sidecar', doc: "Outbound lane: panic mode (Envoy's `healthy_panic_threshold`). When fewer than this percent of a service's registered instances that are not draining are routable (`up`, `warming`, not ejected), requests are balanced over all of them — ejected and `starting` ones too — rather than over a few or none; `doorman_outbound_panic{service}` and a log line say so. 0 turns it off (ejected instances are still used when nothing else is left)." },
   { env: 'DOORMAN_OUTLIER_MAX_EJECT', kind: 'percent', default: '50', scope: 'sidecar', doc: "Outbound lane: protection threshold, most percent of a service's instances ejected at once (a service with one instance never loses it)." },
   // Warmup
   { env: 'DOORMAN_WARMUP', kind: 'duration', default: '60s', scope: 'sidecar', doc: "Slow-start window after registration: the weight doorman's consumers balance by ramps up over it (0 = off)." },
@@ -93,8 +95,9 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_LIVENESS_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: "`/livez` fails when doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_READINESS_STALL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "`/readyz` fails while doorman's main event loop has made no progress for this long." },
   { env: 'DOORMAN_APP_STALL', kind: 'duration', default: '10s', scope: 'sidecar', doc: '`/app-health/<c>/livez` fails when the app has work in flight and completes none for this long.' },
+  { env: 'DOORMAN_LIVENESS_MAX_FAILING', kind: 'percent', default: '25', scope: 'sidecar', doc: "The restart budget across the service: the most percent (at least one instance) of a service's instances whose app liveness (`/app-health/<c>/livez`) may fail at once, failing or restarting ones counted, this one included. Beyond it the failure is shared (a dependency, not this pod) and the probe answers 200, saying why under `?verbose`. Needs a registry the instances share; with `memory` a stall alone never fails liveness ([probes.md](probes.md))." },
   { env: 'DOORMAN_LANE_NICE', kind: 'nice', default: '-10', scope: 'sidecar', doc: "Scheduling priority (a nice value, -20 to 19) the probe lane's thread asks for, so that when the pod's CPU is contended probes are answered before business work. Below 0 needs the `SYS_NICE` capability; without it the lane keeps doorman's priority and logs so once at start-up." },
-  { env: 'DOORMAN_APP_CHECK_INTERVAL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "How often the lane checks the app's readiness before and while serving." },
+  { env: 'DOORMAN_APP_CHECK_INTERVAL', kind: 'duration', default: '1s', scope: 'sidecar', doc: "How often the lane checks the app's startup and readiness before it has started, and its readiness afterwards when its readiness probe gives no `periodSeconds` (or there is none)." },
   // Admin
   { env: 'DOORMAN_ADMIN_TOKEN', kind: 'string', default: '', scope: 'all', secret: true, annotatable: false, doc: 'Bearer token for mutating admin calls from off-pod; loopback needs none.' },
   { env: 'DOORMAN_NODE_IP', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: "The node's address (downward API `status.hostIP`, set by the injector): kubelet's preStop `httpGet` to `/drain` comes from it and is accepted without a token." },

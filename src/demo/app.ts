@@ -5,7 +5,8 @@
 // the demo can raise. Requests wait for a worker in an unbounded FIFO, as they wait in Tomcat's task queue.
 //
 // Started by the demo with fork(): it reports its port and its pool's busy/max counts over the IPC channel every
-// `--stats-ms`. Run by hand: `node dist/demo/app.js --port 8080 --downstream http://127.0.0.1:9000`.
+// `--stats-ms`. `/health/live` is a progress-style liveness check (down while requests are stuck for `--stall-ms`).
+// Run by hand: `node dist/demo/app.js --port 8080 --downstream http://127.0.0.1:9000`.
 import http from 'node:http'
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
@@ -62,6 +63,8 @@ interface Options {
   startupMs: number
   statsMs: number
   name: string
+  /** `/health/live`, the app's own progress watchdog, fails while requests are in flight and none completed for this long. */
+  stallMs: number
 }
 
 function options (argv: string[]): Options {
@@ -75,7 +78,8 @@ function options (argv: string[]): Options {
       downstream: { type: 'string' },
       'startup-ms': { type: 'string', default: '0' },
       'stats-ms': { type: 'string', default: '250' },
-      name: { type: 'string', default: 'app' }
+      name: { type: 'string', default: 'app' },
+      'stall-ms': { type: 'string', default: '3000' }
     },
     strict: true
   })
@@ -85,6 +89,7 @@ function options (argv: string[]): Options {
     return n
   }
   if (values.downstream === undefined) throw new Error('--downstream URL is required')
+
   return {
     port: int('port', values.port, 0),
     host: values.host,
@@ -93,7 +98,8 @@ function options (argv: string[]): Options {
     downstream: values.downstream,
     startupMs: int('startup-ms', values['startup-ms'], 0),
     statsMs: int('stats-ms', values['stats-ms'], 10),
-    name: values.name
+    name: values.name,
+    stallMs: int('stall-ms', values['stall-ms'], 1)
   }
 }
 
@@ -117,6 +123,9 @@ export async function main (argv: string[]): Promise<void> {
   const workers = new Pool(o.workers)
   const executor = new Pool(o.executor)
   let completed = 0
+  // The app's own progress watchdog (a common health indicator): business requests in flight, and when one last completed.
+  let inflight = 0
+  let lastCompletion = Date.now()
 
   const server = http.createServer({ keepAliveTimeout: 5000 }, (req, res) => {
     // Every request needs a worker before anything else happens, the health check included.
@@ -125,15 +134,27 @@ export async function main (argv: string[]): Promise<void> {
         const path = (req.url ?? '/').split('?')[0]
         if (path === '/health') {
           res.writeHead(200, { 'content-type': 'text/plain' }).end('UP\n')
+        } else if (path === '/health/live') {
+          // A progress-style liveness check, as apps often write one: down while work is stuck.
+          const stalled = inflight > 0 && Date.now() - lastCompletion >= o.stallMs
+          if (stalled) res.writeHead(503, { 'content-type': 'text/plain' }).end(`DOWN: ${inflight} requests in flight, none completed for ${Date.now() - lastCompletion} ms\n`)
+          else res.writeHead(200, { 'content-type': 'text/plain' }).end('UP\n')
         } else if (path === '/evaluate') {
-          // get_user_info, then two sub-tasks on the small executor, then wait for both.
-          await call(o.downstream, '/user')
-          const [a, b] = await Promise.all([
-            executor.run(async () => await call(o.downstream, '/tag')),
-            executor.run(async () => await call(o.downstream, '/tag'))
-          ])
-          const body = JSON.stringify({ instance: o.name, price: a.length + b.length }) + '\n'
-          res.writeHead(200, { 'content-type': 'application/json', 'x-instance': o.name }).end(body)
+          inflight++
+          if (inflight === 1) lastCompletion = Date.now()
+          try {
+            // get_user_info, then two sub-tasks on the small executor, then wait for both.
+            await call(o.downstream, '/user')
+            const [a, b] = await Promise.all([
+              executor.run(async () => await call(o.downstream, '/tag')),
+              executor.run(async () => await call(o.downstream, '/tag'))
+            ])
+            const body = JSON.stringify({ instance: o.name, price: a.length + b.length }) + '\n'
+            res.writeHead(200, { 'content-type': 'application/json', 'x-instance': o.name }).end(body)
+            lastCompletion = Date.now()
+          } finally {
+            inflight--
+          }
         } else {
           res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n')
         }

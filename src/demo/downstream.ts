@@ -10,6 +10,8 @@ export class Downstream {
   /** get_user_info latency in milliseconds. */
   userLatencyMs: number
   calls = 0
+  #hung = false
+  #held: Array<() => void> = []
 
   constructor (opts: { tagLatencyMs?: number, userLatencyMs?: number } = {}) {
     this.tagLatencyMs = opts.tagLatencyMs ?? 10
@@ -20,8 +22,18 @@ export class Downstream {
       const base = path.startsWith('/tag') ? this.tagLatencyMs : this.userLatencyMs
       // ±10% jitter, so the timelines look like measurements rather than a square wave.
       const ms = base * (0.9 + Math.random() * 0.2)
-      setTimeout(() => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"tag":"ok"}') }, ms)
+      const answer = (): void => { if (!res.destroyed) res.writeHead(200, { 'content-type': 'application/json' }).end('{"tag":"ok"}') }
+      if (this.#hung && path.startsWith('/tag')) { this.#held.push(answer); return }
+      setTimeout(answer, ms)
     })
+  }
+
+  /** getTagInfo hangs: calls are held, unanswered, until it comes back (then every held call is answered). */
+  get hung (): boolean { return this.#hung }
+  set hung (v: boolean) {
+    if (v === this.#hung) return
+    this.#hung = v
+    if (!v) for (const answer of this.#held.splice(0)) answer()
   }
 
   async listen (): Promise<string> {

@@ -37,6 +37,8 @@ export interface AppSettings {
   executor: number
   startupMs: number
   logDir: string
+  /** The stall window of the app's own progress-style `/health/live`. */
+  stallMs?: number
 }
 
 /** Forks the example app; its stats messages go to `onStats`. */
@@ -44,7 +46,8 @@ export function startApp (s: AppSettings, onStats: (st: AppStats) => void): Chil
   const fd = logFd(s.logDir, s.name)
   const child = fork(path.join(DIST, 'demo', 'app.js'), [
     '--name', s.name, '--port', String(s.port), '--downstream', s.downstream,
-    '--workers', String(s.workers), '--executor', String(s.executor), '--startup-ms', String(s.startupMs), '--stats-ms', '100'
+    '--workers', String(s.workers), '--executor', String(s.executor), '--startup-ms', String(s.startupMs), '--stats-ms', '100',
+    '--stall-ms', String(s.stallMs ?? 3000)
   ], { stdio: ['ignore', fd, fd, 'ipc'], env: {} })
   fs.closeSync(fd)
   child.on('message', (m: { type?: string }) => { if (m.type === 'stats') onStats(m as AppStats) })
@@ -88,6 +91,19 @@ export async function laneState<T> (adminPort: number): Promise<T | null> {
   try {
     const res = await fetch(`http://127.0.0.1:${adminPort}/state`, { signal: AbortSignal.timeout(400) })
     return await res.json() as T
+  } catch {
+    return null
+  }
+}
+
+/** One counter from a lane's /metrics (summed over its series matching `labels`), or null when it can't be read. */
+export async function laneCounter (adminPort: number, name: string, labels = ''): Promise<number | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(2000) })
+    const text = await res.text()
+    let n = 0
+    for (const line of text.split('\n')) if (line.startsWith(`${name}{`) && line.includes(labels)) n += Number(line.slice(line.lastIndexOf(' ') + 1))
+    return n
   } catch {
     return null
   }

@@ -1,7 +1,7 @@
 // The demo's HTML report: one self-contained file (inline CSS and SVG, nothing fetched), the two incident runs side
 // by side on shared scales, the rollout, and the verdict. Written next to results.json.
 import { chart, CHART_CSS, type ChartSpec } from './charts.js'
-import type { IncidentRun, Marker, Results, RolloutRun } from './results.js'
+import type { IncidentPlan, IncidentRun, Marker, Results, RolloutRun } from './results.js'
 
 const C = {
   ok: '#2da44e',
@@ -18,9 +18,15 @@ const C = {
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
-function bands (r: Results): ChartSpec['bands'] {
-  const p = r.incident?.plan
-  if (p === undefined) return []
+type Pair = NonNullable<Results['incident']>
+
+function bands (p: IncidentPlan): ChartSpec['bands'] {
+  if (p.hang === true) {
+    return [
+      { from: p.slowAtMs / 1000, to: p.recoverAtMs / 1000, label: `dependency hung: ${(p.recoverAtMs - p.slowAtMs) / 1000} s`, color: C.slow, short: 'dependency hung' },
+      { from: p.recoverAtMs / 1000, to: p.endMs / 1000, label: 'dependency back', color: C.doubled, short: 'recovered' }
+    ]
+  }
   return [
     { from: p.doubleAtMs / 1000, to: p.slowAtMs / 1000, label: `traffic doubled: ${p.doubledRate} req/s`, color: C.doubled, short: 'traffic ×2' },
     { from: p.slowAtMs / 1000, to: p.recoverAtMs / 1000, label: `downstream slow: ${p.slowLatencyMs} ms`, color: C.slow, short: `downstream ${p.slowLatencyMs} ms` },
@@ -32,23 +38,25 @@ function restartMarkers (m: Marker[]): NonNullable<ChartSpec['markers']> {
   return m.filter((x) => x.kind === 'restart').map((x) => ({ t: x.t, label: `${x.label} (${x.detail ?? ''}) at ${x.t.toFixed(1)}s`, color: C.restart }))
 }
 
-function incidentCharts (r: Results): string {
-  const inc = r.incident
-  if (inc === null) return ''
+function incidentCharts (inc: Pair | null | undefined, prefix: 'incident' | 'hang'): string {
+  if (inc === null || inc === undefined) return ''
+  const hang = inc.plan.hang === true
   const runs: Array<[string, IncidentRun]> = [['without', inc.without], ['with', inc.with]]
   const xMax = inc.plan.endMs / 1000
   const step = inc.plan.sampleMs / 1000
   const perSec = 1 / step
-  const b = bands(r)
+  const b = bands(inc.plan)
   const maxOf = (f: (run: IncidentRun) => number[]): number => Math.max(0, ...runs.flatMap(([, run]) => f(run)))
   const reqMax = (maxOf((run) => run.timeline.map((s) => (s.ok + s.shed + s.failed) * perSec)))
   const probeMax = (Math.max(inc.plan.probe.timeoutMs * 1.1, maxOf((run) => run.timeline.flatMap((s) => s.pods.map((p) => p.probeMs ?? 0)))))
   const rows: Array<{ title: string, note: string, make: (run: IncidentRun, side: string) => ChartSpec, caption: (run: IncidentRun) => string }> = [
     {
       title: 'Requests per second, by outcome',
-      note: 'Open-loop load: doubled at the blue band, the downstream slows in the red band. Without doorman the pods go down and requests time out or find no pod; with it the excess is shed at once with 503 + retry-after, and the rest is served.',
+      note: hang
+        ? 'Open-loop load; the dependency hangs in the red band (every call to it waits, on every pod). Without doorman the pods are restarted and requests fail; with it the app keeps the limit\'s worth of requests (they complete once the dependency is back), the excess is shed at once with 503 + retry-after, and everything recovers when the dependency does.'
+        : 'Open-loop load: doubled at the blue band, the downstream slows in the red band. Without doorman the pods go down and requests time out or find no pod; with it the excess is shed at once with 503 + retry-after, and the rest is served.',
       make: (run, side) => ({
-        id: `incident-${side}-requests`,
+        id: `${prefix}-${side}-requests`,
         title: `${side} doorman`,
         unit: 'req/s',
         xMax,
@@ -70,7 +78,7 @@ function incidentCharts (r: Results): string {
       title: "The app's request workers: busy of max",
       note: `The seed's Tomcat chart: busy threads against the pool (${inc.plan.workers}). Once the pool is full, /health queues behind business requests. doorman keeps at most ${inc.plan.limit} requests in the app, so a worker is always free.`,
       make: (run, side) => ({
-        id: `incident-${side}-workers`,
+        id: `${prefix}-${side}-workers`,
         title: `${side} doorman`,
         unit: 'workers',
         xMax,
@@ -86,7 +94,7 @@ function incidentCharts (r: Results): string {
       title: 'Liveness probe latency',
       note: `Slowest liveness probe of the app container per ${step} s (kubelet: timeout ${inc.plan.probe.timeoutMs} ms, ${inc.plan.probe.failureThreshold} failures in a row restart the container). With doorman the probe is answered on doorman's lane, never behind business traffic.`,
       make: (run, side) => ({
-        id: `incident-${side}-probe`,
+        id: `${prefix}-${side}-probe`,
         title: `${side} doorman`,
         unit: 'ms',
         xMax,
@@ -100,9 +108,11 @@ function incidentCharts (r: Results): string {
     },
     {
       title: 'Pods ready, and restarts',
-      note: 'Pods behind the Service. Each ↻ is kubelet killing a container whose liveness probe failed: a busy app called dead. When both pods are down the zone is down, as in the seed.',
+      note: hang
+        ? 'Pods behind the Service. Each ↻ is kubelet killing a container whose liveness failed. Without doorman the app\'s own progress-style check fails on every pod at once and every pod is restarted, which cures nothing: the dependency is still hung. With doorman the same check fails on every pod too, but that is beyond the restart budget (DOORMAN_LIVENESS_MAX_FAILING): a shared cause, so the rewritten liveness passes.'
+        : 'Pods behind the Service. Each ↻ is kubelet killing a container whose liveness probe failed: a busy app called dead. When both pods are down the zone is down, as in the seed.',
       make: (run, side) => ({
-        id: `incident-${side}-ready`,
+        id: `${prefix}-${side}-ready`,
         title: `${side} doorman`,
         unit: 'pods',
         xMax,
@@ -184,6 +194,32 @@ function kinds (k: Record<string, number | undefined>): string {
   return parts.length === 0 ? '' : ` <span class="dim">(${esc(parts.join(', '))})</span>`
 }
 
+function hangTable (r: Results): string {
+  if (r.hang === undefined || r.hang === null) return ''
+  const a = r.hang.without
+  const b = r.hang.with
+  const pods = (x: IncidentRun): number => Object.values(x.restartsByPod).filter((n) => n > 0).length
+  const tr = (name: string, x: string, y: string, cls = ''): string => `<tr${cls !== '' ? ` class="${cls}"` : ''}><th>${esc(name)}</th><td>${x}</td><td>${y}</td></tr>`
+  return ['<table class="verdict"><thead><tr><th>a dependency hangs</th><th>without doorman</th><th>with doorman</th></tr></thead><tbody>',
+    tr('pod restarts', `<b class="bad">${a.restarts}</b> <span class="dim">(${pods(a)} of ${r.hang.plan.pods} pods)</span>`, `<b class="${b.restarts === 0 ? 'good' : 'bad'}">${b.restarts}</b>`, 'key'),
+    tr('failed requests', `${a.totals.failed}${kinds(a.totals.kinds)}`, `${b.totals.failed}${kinds(b.totals.kinds)}`),
+    tr('shed by doorman (503, safe to retry)', '–', String(b.totals.shed)),
+    tr('succeeded', `${a.totals.ok} of ${a.totals.sent}`, `${b.totals.ok} of ${b.totals.sent}`),
+    tr('time with no pod ready', `${a.zeroReadySeconds} s`, `${b.zeroReadySeconds} s`),
+    '</tbody></table>'].join('\n')
+}
+
+function hangSetup (r: Results): string {
+  const p = r.hang?.plan
+  if (p === undefined) return ''
+  const s = (ms: number): string => `${ms / 1000} s`
+  return `<details><summary>Setup of the dependency-hang runs</summary><ul>
+<li>${p.pods} pods of the same app; ${p.baseRate} req/s; at ${s(p.slowAtMs)} the downstream stops answering the app's sub-task calls altogether, and answers every held call at ${s(p.recoverAtMs)}. Client timeout ${s(p.clientTimeoutMs)} (longer than the hang).</li>
+<li>The app's liveness is its own progress-style check, <code>/health/live</code>: down while it has requests in flight and completed none for ${s(p.appStallMs ?? 0)} — as many apps write one. Readiness stays <code>/health</code>. kubelet as in the incident (liveness every ${s(p.probe.periodMs)}, ${p.probe.failureThreshold} failures restart).</li>
+<li>With doorman: the same limit, queue and probes rewritten onto the lane; the pods share a file registry, so each one's restart budget (<code>DOORMAN_LIVENESS_MAX_FAILING</code>, default 25%: 1 of ${p.pods}) sees the whole service.</li>
+</ul></details>`
+}
+
 function verdictTable (r: Results): string {
   const rows: string[] = []
   if (r.incident !== null) {
@@ -200,6 +236,7 @@ function verdictTable (r: Results): string {
     rows.push(tr('time with no pod ready', `${a.zeroReadySeconds} s`, `${b.zeroReadySeconds} s`))
     rows.push('</tbody></table>')
   }
+  rows.push(hangTable(r))
   if (r.rollout !== null) {
     const run = r.rollout.run
     rows.push('<table class="verdict"><thead><tr><th>rollout</th><th colspan="2"></th></tr></thead><tbody>')
@@ -262,15 +299,16 @@ ${CHART_CSS}
 </style></head><body><main>
 <h1>doorman demo</h1>
 <p class="dim">doorman ${esc(r.version)} · ${r.mode} mode · ${esc(r.startedAt)} · took ${secs(r.durationMs)}</p>
-<div class="banner ${r.verdict.pass ? 'pass' : 'fail'}" id="verdict" data-pass="${r.verdict.pass}">${r.verdict.pass ? 'PASS' : 'FAIL'}: ${r.incident !== null ? `${r.incident.without.restarts} restart(s) without doorman, ${r.incident.with.restarts} with it` : ''}${r.rollout !== null ? `${r.incident !== null ? '; ' : ''}rollout: ${r.rollout.run.skipped !== null ? 'not run' : `${r.rollout.run.totals.failed} failed request(s)`}` : ''}</div>
+<div class="banner ${r.verdict.pass ? 'pass' : 'fail'}" id="verdict" data-pass="${r.verdict.pass}">${r.verdict.pass ? 'PASS' : 'FAIL'}: ${r.incident !== null ? `${r.incident.without.restarts} restart(s) without doorman, ${r.incident.with.restarts} with it` : ''}${r.hang !== undefined && r.hang !== null ? `${r.incident !== null ? '; ' : ''}dependency hang: ${r.hang.without.restarts} restart(s) without doorman, ${r.hang.with.restarts} with it` : ''}${r.rollout !== null ? `${r.incident !== null || (r.hang ?? null) !== null ? '; ' : ''}rollout: ${r.rollout.run.skipped !== null ? 'not run' : `${r.rollout.run.totals.failed} failed request(s)`}` : ''}</div>
 <p class="lead">A replay of a real incident (seed 001): a service whose liveness probe shares the request worker pool with business
 traffic. Traffic doubled after a cut-over, a downstream's latency jumped from ~10 ms to ~500 ms, a small inner executor
 became the bottleneck, the worker pool filled up, the probe queued behind business requests and timed out, and kubelet
 restarted both busy-but-alive pods: the zone went down. Here it runs twice with real processes on loopback: once with
-kubelet probing the app directly, once with doorman in each pod.${r.rollout !== null ? ` Then a rollout (seed 003): three instances behind a consumer doorman are replaced one by one under load; each new one warms up, each old one drains, and no request may fail.` : ''}</p>
+kubelet probing the app directly, once with doorman in each pod.${r.hang !== undefined && r.hang !== null ? ' Then a dependency every pod calls hangs: a restart cures nothing there, and restarting every pod at once is the same zone-down outcome by another route.' : ''}${r.rollout !== null ? ` Then a rollout (seed 003): three instances behind a consumer doorman are replaced one by one under load; each new one warms up, each old one drains, and no request may fail.` : ''}</p>
 <h2>Verdict</h2>
 ${verdictTable(r)}
-${r.incident !== null ? `<h2>Incident: without doorman (left) and with doorman (right)</h2>${setup(r)}\n${incidentCharts(r)}` : ''}
+${r.incident !== null ? `<h2>Incident: without doorman (left) and with doorman (right)</h2>${setup(r)}\n${incidentCharts(r.incident, 'incident')}` : ''}
+${r.hang !== undefined && r.hang !== null ? `<h2>A dependency hangs: without doorman (left) and with doorman (right)</h2>${hangSetup(r)}\n${incidentCharts(r.hang, 'hang')}` : ''}
 ${r.rollout !== null ? `<h2>Rollout: three instances replaced in turn under load</h2>${rolloutSetup(r)}${r.rollout.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.rollout.run.skipped)}</p>` : rolloutCharts(r.rollout.run)}` : ''}
 <h2>Read more</h2>
 <p>The numbers behind every chart are in <code>results.json</code> beside this file; each process's output is in <code>logs/</code>.

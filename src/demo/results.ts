@@ -24,6 +24,13 @@ export interface IncidentPlan {
   endMs: number
   sampleMs: number
   probe: ProbeTimingsPlan
+  /**
+   * The dependency-hang scenario: between slowAtMs and recoverAtMs the downstream does not answer at all; the app's
+   * liveness is its own progress-style `/health/live` (down after `appStallMs` without a completion), and with doorman
+   * the instances share a registry (the restart budget's view of the service).
+   */
+  hang?: boolean
+  appStallMs?: number
 }
 
 export interface Progress { doneMs: number, totalMs: number }
@@ -88,6 +95,8 @@ export interface IncidentRun {
   workers: number
   limit: number | null
   zeroReadySeconds: number
+  /** With doorman: app liveness probes its restart budget answered 200 because the failure was shared (all pods). */
+  livenessWaived?: number
   markers: Marker[]
   timeline: IncidentSample[]
 }
@@ -138,6 +147,8 @@ export interface Results {
   durationMs: number
   incident: { plan: IncidentPlan, without: IncidentRun, with: IncidentRun } | null
   rollout: { plan: RolloutPlan, run: RolloutRun } | null
+  /** A dependency hangs (issue 16): the same pods, without and with doorman. */
+  hang?: { plan: IncidentPlan, without: IncidentRun, with: IncidentRun } | null
   verdict: { pass: boolean, checks: Check[] }
 }
 
@@ -150,6 +161,7 @@ export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: 
     checks.push({ name: 'restarts with doorman', pass: withD.restarts === 0, detail: `${withD.restarts} restart(s)` })
     checks.push({ name: 'failed requests with doorman', pass: withD.totals.failed < without.totals.failed, detail: `${withD.totals.failed} failed with doorman vs ${without.totals.failed} without (${withD.totals.shed} shed with 503 + retry-after)` })
   }
+  if (r.hang !== undefined && r.hang !== null) checks.push(...hangChecks(r.hang.plan, r.hang.without, r.hang.with))
   if (r.rollout !== null) {
     const run = r.rollout.run
     if (run.skipped !== null) {
@@ -160,4 +172,25 @@ export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: 
     }
   }
   return { pass: checks.length > 0 && checks.every((c) => c.pass), checks }
+}
+
+/**
+ * The dependency hang's verdict, from what happened: without doorman every pod was restarted (its progress-style
+ * liveness failed on all of them at once); with doorman none was, the excess was shed (503 + retry-after) rather than
+ * left to time out, and once the dependency was back every pod was ready and requests succeeded again.
+ */
+export function hangChecks (plan: IncidentPlan, without: IncidentRun, withD: IncidentRun): Check[] {
+  const pods = Object.keys(without.restartsByPod)
+  const restarted = pods.filter((p) => (without.restartsByPod[p] ?? 0) > 0)
+  // After the dependency is back (plus a few seconds for the held calls to finish): the last samples of the run.
+  const settledT = (plan.recoverAtMs + 3000) / 1000
+  const after = withD.timeline.filter((s) => s.t >= settledT)
+  const recovered = after.length > 0 && after.every((s) => s.readyPods === plan.pods && s.failed === 0 && s.shed === 0) && after.some((s) => s.ok > 0)
+  const noEndpoint = withD.totals.kinds['no-endpoint'] ?? 0
+  return [
+    { name: 'dependency hang: every pod restarted without doorman', pass: pods.length > 0 && restarted.length === pods.length, detail: `${restarted.length} of ${pods.length} pods restarted (${without.restarts} restarts): their liveness failed together, and the dependency was still hung` },
+    { name: 'dependency hang: no restart with doorman', pass: withD.restarts === 0, detail: `${withD.restarts} restart(s); kubelet saw ${withD.probe.failures} of ${withD.probe.count} app liveness probes fail; the restart budget answered ${withD.livenessWaived ?? 0} failing ones 200 as shared (the app's own check failed on every pod at once)` },
+    { name: 'dependency hang: traffic shed cleanly with doorman', pass: withD.totals.shed > 0 && noEndpoint === 0 && withD.totals.failed < without.totals.failed, detail: `${withD.totals.shed} shed (503 + retry-after), ${withD.totals.failed} failed with doorman vs ${without.totals.failed} without; pods never all unready (${noEndpoint} with no endpoint)` },
+    { name: 'dependency hang: recovered with doorman', pass: recovered, detail: recovered ? `from ${settledT} s: every pod ready, ${after.reduce((n, s) => n + s.ok, 0)} ok, nothing failed or shed` : `after ${settledT} s: ${after.map((s) => `${s.readyPods} ready/${s.ok} ok/${s.failed} failed`).join(', ')}` }
+  ]
 }

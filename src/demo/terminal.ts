@@ -91,13 +91,14 @@ export class Live {
   incident (x: IncidentSample, p: Progress): void {
     const s = this.s
     const secs = (ms: number): string => `${(ms / 1000).toFixed(1)}s`
-    const slow = x.downstreamMs > 100
-    const head = `  ${bar(p.doneMs / p.totalMs, 20)} ${secs(p.doneMs)}/${secs(p.totalMs)}  ${x.phase}: ${x.rate} req/s, downstream ${slow ? s.red(`${x.downstreamMs} ms`) : `${x.downstreamMs} ms`}`
+    const slow = x.downstreamMs > 100 || x.downstreamMs < 0
+    const ds = x.downstreamMs < 0 ? 'hung' : `${x.downstreamMs} ms`
+    const head = `  ${bar(p.doneMs / p.totalMs, 20)} ${secs(p.doneMs)}/${secs(p.totalMs)}  ${x.phase}: ${x.rate} req/s, downstream ${slow ? s.red(ds) : ds}`
     if (!this.#tty) {
       if (p.doneMs - this.#lastPlain < 2000 && p.doneMs < p.totalMs) return
       this.#lastPlain = p.doneMs
       const pods = x.pods.map((q) => `${q.name} ${q.ready ? 'ready' : 'NOT READY'} busy ${q.busy}/${q.max} probe ${q.probeMs === null ? '-' : `${Math.round(q.probeMs)}ms`}${q.probeFailed ? ' FAILED' : ''}`).join('; ')
-      this.#out.write(`  [${secs(p.doneMs)}] ${x.phase}: ${x.rate} req/s, downstream ${x.downstreamMs} ms | ok ${x.ok} shed ${x.shed} failed ${x.failed} (last ${0.5}s) | restarts ${x.restarts} | ${pods}\n`)
+      this.#out.write(`  [${secs(p.doneMs)}] ${x.phase}: ${x.rate} req/s, downstream ${x.downstreamMs < 0 ? 'hung' : `${x.downstreamMs} ms`} | ok ${x.ok} shed ${x.shed} failed ${x.failed} (last ${0.5}s) | restarts ${x.restarts} | ${pods}\n`)
       return
     }
     const rows = [['pod', 'ready', 'app workers busy', 'queued', 'probe', 'doorman', 'restarts']]
@@ -156,6 +157,20 @@ export class Live {
         ['time with no pod ready', `${a.zeroReadySeconds} s`, `${b.zeroReadySeconds} s`]
       ]
       this.line(table(rows, s))
+    }
+    if (r.hang !== undefined && r.hang !== null) {
+      const a = r.hang.without
+      const b = r.hang.with
+      const podsRestarted = (x: typeof a): number => Object.values(x.restartsByPod).filter((n) => n > 0).length
+      this.line('')
+      this.line(table([
+        [`a dependency hangs ${(r.hang.plan.recoverAtMs - r.hang.plan.slowAtMs) / 1000} s`, 'without doorman', 'with doorman'],
+        ['pod restarts', a.restarts > 0 ? s.red(`${a.restarts} (${podsRestarted(a)} of ${r.hang.plan.pods} pods)`) : '0', b.restarts === 0 ? s.green('0') : s.red(`${b.restarts} (${podsRestarted(b)} of ${r.hang.plan.pods} pods)`)],
+        ['failed requests', String(a.totals.failed), String(b.totals.failed)],
+        ['shed by doorman (503, safe to retry)', '-', String(b.totals.shed)],
+        ['succeeded', `${a.totals.ok} of ${a.totals.sent}`, `${b.totals.ok} of ${b.totals.sent}`],
+        ['time with no pod ready', `${a.zeroReadySeconds} s`, `${b.zeroReadySeconds} s`]
+      ], s))
     }
     if (r.rollout !== null) {
       const run = r.rollout.run

@@ -12,6 +12,9 @@ import { Limiter, classifier, type Priority, type ShedReason, type Waiter } from
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, trailerPairs, upgradeHeaders, stripOwn, type ForwardInfo } from './headers.js'
 import { Upstream, type Conn } from './upstream.js'
+import { H2Upstream, type AppUpstream } from './h2-upstream.js'
+import { H2Front } from './h2.js'
+import { detectProtocol } from './detect.js'
 
 export interface InboundOptions {
   appHost: string
@@ -27,6 +30,8 @@ export interface InboundOptions {
   /** Connections to the app: the most requests that can ever be in flight (the limit's ceiling). */
   connections: number
   maxUpgrades: number
+  /** How doorman talks to the app (DOORMAN_APP_PROTOCOL): HTTP/1.1, or cleartext HTTP/2. */
+  appProtocol?: 'http1' | 'h2c'
   maxHeaderSize: number
   headersTimeout: number
   criticalPaths?: readonly string[]
@@ -53,7 +58,9 @@ export interface InboundStats {
 
 export class Inbound {
   readonly server: Server
-  readonly upstream: Upstream
+  readonly upstream: AppUpstream
+  /** HTTP/2 clients (prior knowledge) on the same port. */
+  readonly h2: H2Front
   readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0 }
   #opts: InboundOptions
   #limiter: Limiter
@@ -64,7 +71,7 @@ export class Inbound {
   #origin: string
   #wsProxy: httpProxy
   #upgrades = new Set<Duplex>()
-  #exchanges = new Set<Exchange>()
+  #exchanges = new Set<{ cut: () => void }>()
   #draining = false
   #closed = false
   #extra: readonly string[] | null = null
@@ -79,12 +86,14 @@ export class Inbound {
     this.#classify = classifier(opts.criticalPaths ?? [], opts.lowPaths ?? [])
     this.#trusted = (opts.trustedHops ?? 0) > 0
     this.#origin = `http://${opts.appHost.includes(':') ? `[${opts.appHost}]` : opts.appHost}:${opts.appPort}`
-    this.upstream = new Upstream(this.#origin, opts.connections, {
-      headersTimeout: opts.upstreamTimeout,
-      bodyTimeout: Math.max(opts.upstreamTimeout, 300_000),
-      keepAliveTimeout: 4_000,
-      connect: { timeout: Math.min(opts.upstreamTimeout, 10_000) }
-    })
+    this.upstream = opts.appProtocol === 'h2c'
+      ? new H2Upstream(this.#origin, { sessions: 4, headersTimeout: opts.upstreamTimeout, connectTimeout: Math.min(opts.upstreamTimeout, 10_000) })
+      : new Upstream(this.#origin, opts.connections, {
+        headersTimeout: opts.upstreamTimeout,
+        bodyTimeout: Math.max(opts.upstreamTimeout, 300_000),
+        keepAliveTimeout: 4_000,
+        connect: { timeout: Math.min(opts.upstreamTimeout, 10_000) }
+      })
     // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.
     this.#wsProxy = httpProxy.createProxyServer({ target: this.#origin, ws: true, xfwd: false })
     this.#wsProxy.on('proxyReqWs', (proxyReq) => {
@@ -120,6 +129,8 @@ export class Inbound {
       respondOnSocket(socket, 405, 'DOORMAN_ERR_BAD_REQUEST', 'allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n')
     })
     opts.metrics.readings.upgrades = () => this.#upgrades.size
+    this.h2 = new H2Front(this, { maxHeaderSize: opts.maxHeaderSize })
+    detectProtocol(this.server, { onH2: (socket) => { this.h2.accept(socket) }, timeoutMs: opts.headersTimeout })
   }
 
   async listen (): Promise<number> {
@@ -139,6 +150,7 @@ export class Inbound {
     this.#draining = true
     this.#extra = DRAIN_HEADERS
     this.server.closeIdleConnections()
+    this.h2.startDraining()
   }
 
   /** Stops accepting connections; requests arriving later on open connections are shed `draining-closed`. */
@@ -147,6 +159,7 @@ export class Inbound {
     this.#closed = true
     this.server.close()
     this.server.closeIdleConnections()
+    this.h2.close()
     this.#limiter.shedAll('draining-closed')
   }
 
@@ -161,6 +174,7 @@ export class Inbound {
     for (const ex of this.#exchanges) { ex.cut(); cut++ }
     for (const s of this.#upgrades) { s.destroy(); cut++ }
     this.stats.cut += cut
+    this.h2.destroy()
     this.server.closeAllConnections()
     this.server.close()
     return cut
@@ -168,6 +182,7 @@ export class Inbound {
 
   async close (): Promise<void> {
     this.#closed = true
+    this.h2.close()
     await new Promise<void>((resolve) => { this.server.close(() => { resolve() }); this.server.closeIdleConnections() })
     this.#wsProxy.close()
     await this.upstream.close()
@@ -242,9 +257,10 @@ export class Inbound {
 
   // --- called by Exchange ---
   /** @internal */ get origin (): string { return this.#origin }
+  /** @internal */ get trusted (): boolean { return this.#trusted }
   /** @internal */ get extraHeaders (): readonly string[] | null { return this.#extra }
-  /** @internal */ track (ex: Exchange): void { this.#exchanges.add(ex) }
-  /** @internal */ finish (ex: Exchange, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean): void {
+  /** @internal */ track (ex: { cut: () => void }): void { this.#exchanges.add(ex) }
+  /** @internal */ finish (ex: { cut: () => void }, status: number, startedAt: number, outcome: 'ok' | 'error' | 'aborted', err: DoormanError | null, timedOut: boolean): void {
     this.#exchanges.delete(ex)
     const now = performance.now()
     const m = this.#metrics
@@ -264,6 +280,9 @@ export class Inbound {
 
   /** @internal */ get writeTimeout (): number { return this.#opts.clientWriteTimeout ?? 30_000 }
   /** @internal */ get limiter (): Limiter { return this.#limiter }
+  /** @internal */ get closed (): boolean { return this.#closed }
+  /** @internal */ get appProtocol (): 'http1' | 'h2c' { return this.#opts.appProtocol ?? 'http1' }
+  /** @internal */ classify (path: string): Priority { return this.#classify(path) }
   /** @internal */ get metrics (): Metrics { return this.#metrics }
   /** @internal */ get log (): Logger { return this.#log }
 }

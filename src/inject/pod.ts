@@ -51,7 +51,7 @@ export interface InjectOptions {
 }
 
 /** The app's port and the name doorman's inbound port took from it. */
-export interface Takeover { name: string, appPort: number, inboundPort: number }
+export interface Takeover { name: string, appPort: number, inboundPort: number, protocol: 'http1' | 'h2c' }
 
 export type TemplateOutcome =
   | { injected: true, warnings: string[], takeover: Takeover }
@@ -79,8 +79,8 @@ interface Port { name?: string, containerPort: number, protocol?: string }
 
 /**
  * What a port speaks, read from its name the way Istio does (`<protocol>[-<suffix>]`) and from its `protocol`:
- * `http1` doorman carries; `h2c` (gRPC, cleartext HTTP/2) and `other` (TLS, databases, raw TCP, UDP) it does not yet,
- * so it never takes such a port over: a Service that targets it would reach an HTTP/1.1 listener and break.
+ * `http1` and `h2c` (gRPC, cleartext HTTP/2: DOORMAN_APP_PROTOCOL=h2c) doorman carries; `other` (TLS, databases, raw
+ * TCP, UDP) it does not, so it never takes such a port over: a Service that targets it would break.
  */
 export type PortKind = 'http1' | 'h2c' | 'other'
 const H2C_NAMES = new Set(['grpc', 'h2c', 'http2'])
@@ -96,11 +96,9 @@ export function portKind (p: { name?: string, protocol?: string }): PortKind {
 }
 
 function portRefusal (p: Port): string {
-  const kind = portKind(p)
   const what = `port ${p.name !== undefined ? `${p.name} (${p.containerPort})` : p.containerPort}`
-  return kind === 'h2c'
-    ? `${what} speaks gRPC or cleartext HTTP/2 by its name, which this doorman doesn't carry (HTTP/1.1 only): taking it over would break every call to it`
-    : `${what} speaks ${(p.protocol ?? 'TCP') !== 'TCP' ? String(p.protocol) : 'TLS or a non-HTTP protocol'} by its ${(p.protocol ?? 'TCP') !== 'TCP' ? 'protocol' : 'name'}, which doorman doesn't carry: taking it over would break every connection to it`
+  const byProtocol = (p.protocol ?? 'TCP') !== 'TCP'
+  return `${what} speaks ${byProtocol ? String(p.protocol) : 'TLS or a non-HTTP protocol'} by its ${byProtocol ? 'protocol' : 'name'}, which doorman doesn't carry: taking it over would break every connection to it`
 }
 
 function portsOf (c: Obj): Port[] {
@@ -165,26 +163,32 @@ export function injectTemplate (tpl: Obj, opts: InjectOptions = {}): TemplateOut
   const appPortAnnotation = annotationFor('DOORMAN_APP_PORT')
   const given = env.get('DOORMAN_APP_PORT')
   let appPort: number
+  let appPortEntryKind: PortKind = 'http1'
   if (given !== undefined && !/^\d+$/.test(given.trim())) {
     const named = appPorts.find((p) => p.name === given.trim())
     if (named === undefined) throw new InjectError(`${appPortAnnotation}: got ${JSON.stringify(given)}; expected a port number or the name of a port of container ${appName}`)
-    if (portKind(named) !== 'http1') throw new InjectError(`${appPortAnnotation}: ${portRefusal(named)}; name an HTTP/1.1 port, or leave this pod uninjected`)
+    if (portKind(named) === 'other') throw new InjectError(`${appPortAnnotation}: ${portRefusal(named)}; name an HTTP port, or leave this pod uninjected`)
     appPort = named.containerPort
+    appPortEntryKind = portKind(named)
   } else if (given !== undefined) {
     appPort = Number(given)
-    const declared = appPorts.find((p) => p.containerPort === appPort && portKind(p) !== 'http1')
-    if (declared !== undefined) throw new InjectError(`${appPortAnnotation}: ${portRefusal(declared)}; name an HTTP/1.1 port, or leave this pod uninjected`)
+    const declared = appPorts.find((p) => p.containerPort === appPort)
+    if (declared !== undefined && portKind(declared) === 'other') throw new InjectError(`${appPortAnnotation}: ${portRefusal(declared)}; name an HTTP port, or leave this pod uninjected`)
+    if (declared !== undefined) appPortEntryKind = portKind(declared)
   } else if (appPorts.length > 0 && Number.isInteger(appPorts[0].containerPort)) {
     appPort = appPorts[0].containerPort
-    if (portKind(appPorts[0]) !== 'http1') {
+    appPortEntryKind = portKind(appPorts[0])
+    if (appPortEntryKind === 'other') {
       // Fail open: the pod keeps working without doorman rather than losing its traffic to a listener that can't speak it.
-      warnings.push(`container ${appName}: ${portRefusal(appPorts[0])}; not injected (set ${appPortAnnotation} to the app's HTTP/1.1 port if it has one)`)
+      warnings.push(`container ${appName}: ${portRefusal(appPorts[0])}; not injected (set ${appPortAnnotation} to the app's HTTP port if it has one)`)
       return { injected: false, reason: 'protocol', warnings }
     }
   } else {
     throw new InjectError(`container ${appName} declares no port: set ${appPortAnnotation} to the port the app listens on`)
   }
   env.set('DOORMAN_APP_PORT', String(appPort))
+  // A gRPC or h2c port (by its name): doorman speaks cleartext HTTP/2 to the app, unless the pod says otherwise.
+  if (appPortEntryKind === 'h2c' && !env.has('DOORMAN_APP_PROTOCOL')) env.set('DOORMAN_APP_PROTOCOL', 'h2c')
   if (!env.has('DOORMAN_SERVICE')) {
     const name = labels['app.kubernetes.io/name'] ?? labels.app
     if (typeof name === 'string' && name !== '') env.set('DOORMAN_SERVICE', name)
@@ -275,7 +279,7 @@ export function injectTemplate (tpl: Obj, opts: InjectOptions = {}): TemplateOut
   const ann = objAt(meta, 'annotations')
   ann[STATUS] = JSON.stringify({ version, mode })
   if (ann[DEFAULT_CONTAINER] === undefined) ann[DEFAULT_CONTAINER] = appName
-  return { injected: true, warnings, takeover: { name: takenName, appPort, inboundPort: cfg.inboundPort } }
+  return { injected: true, warnings, takeover: { name: takenName, appPort, inboundPort: cfg.inboundPort, protocol: cfg.appProtocol } }
 }
 
 function appContainer (containers: Obj[], annotations: Obj): Obj {
@@ -313,6 +317,10 @@ function originalProbe (p: Obj, ports: Port[], app: string, field: string): AppP
     out.grpc = { ...(p.grpc as unknown as NonNullable<AppProbe['grpc']>), port: resolvePort(p.grpc.port, ports, app, field) }
   }
   out.timeoutSeconds = typeof p.timeoutSeconds === 'number' ? p.timeoutSeconds : 1
+  // kubelet's timing (its defaults when the pod leaves them out): the lane honours a readiness probe's thresholds.
+  out.periodSeconds = typeof p.periodSeconds === 'number' ? p.periodSeconds : 10
+  out.failureThreshold = typeof p.failureThreshold === 'number' ? p.failureThreshold : 3
+  out.successThreshold = typeof p.successThreshold === 'number' ? p.successThreshold : 1
   return out
 }
 

@@ -112,8 +112,10 @@ export function serviceWarnings (services: unknown[], takeovers: ObjectResult['t
           out.push(`${describe(svc)}: port ${String(p.name ?? p.port)} targets the app of ${t.where} by number (${n}), so its traffic bypasses doorman; set targetPort: ${t.name}`)
         }
         const proto = appProtocolKind(p.appProtocol)
-        if (target === t.name && proto !== 'http1') {
-          out.push(`${describe(svc)}: port ${String(p.name ?? p.port)} declares appProtocol ${String(p.appProtocol)} but targets ${t.name}, now doorman's HTTP/1.1 inbound port of ${t.where}; leave that pod uninjected or point doorman.io/app-port at its HTTP/1.1 port`)
+        if (target === t.name && proto === 'other') {
+          out.push(`${describe(svc)}: port ${String(p.name ?? p.port)} declares appProtocol ${String(p.appProtocol)}, which doorman doesn't carry, but targets ${t.name}, now doorman's inbound port of ${t.where}; leave that pod uninjected or point doorman.io/app-port at its HTTP port`)
+        } else if (target === t.name && proto === 'h2c' && t.protocol !== 'h2c') {
+          out.push(`${describe(svc)}: port ${String(p.name ?? p.port)} declares appProtocol ${String(p.appProtocol)} but the app of ${t.where} is declared HTTP/1.1; name its port grpc or h2c, or set doorman.io/app-protocol: h2c`)
         }
       }
     }

@@ -101,6 +101,11 @@ export class Lane {
         this.#opts.log.warn({ err }, 'metrics collection failed')
         this.#send({ type: 'metrics', id: m.id, text: null })
       })
+    } else if (m.type === 'liveness') {
+      const fields = { verdict: m.verdict, failing: m.failing, total: m.total, budget: m.budget, reason: m.reason }
+      if (m.verdict === 'failed') this.#opts.log.warn(fields, "app liveness failing: the probe fails (within the service's restart budget)")
+      else if (m.verdict === 'waived') this.#opts.log.warn(fields, "app liveness failing, but the probe passes: the failure is not this pod's alone (restart budget)")
+      else this.#opts.log.info(fields, 'app liveness passes again')
     } else if (m.type === 'drain') {
       this.#opts.log.info({ source: m.source }, 'drain requested on the lane')
       this.#opts.onDrain(m.source)

@@ -3,7 +3,7 @@ import type { Config } from '../config/index.js'
 import type { LanePriority } from './priority.js'
 
 /** The settings the lane thread needs, taken from the one Config. */
-export type LaneSettings = Pick<Config, 'adminPort' | 'bindHost' | 'appHost' | 'appPort' | 'appProbes' | 'livenessStall' | 'readinessStall' | 'appStall' | 'appCheckInterval' | 'adminToken' | 'nodeIp' | 'laneNice'>
+export type LaneSettings = Pick<Config, 'adminPort' | 'bindHost' | 'appHost' | 'appPort' | 'appProbes' | 'livenessStall' | 'readinessStall' | 'appStall' | 'livenessMaxFailing' | 'appCheckInterval' | 'adminToken' | 'nodeIp' | 'laneNice'>
 
 export interface LaneData {
   buffer: SharedArrayBuffer
@@ -21,3 +21,5 @@ export type FromLane =
   | { type: 'error', message: string, code?: string }
   | { type: 'metrics', id: number }
   | { type: 'drain', source: string }
+  /** The app's liveness verdict changed: failed (within the restart budget) or waived (answered 200 although failing). */
+  | { type: 'liveness', verdict: 'ok' | 'failed' | 'waived', reason: string, failing: number, total: number, budget: number }

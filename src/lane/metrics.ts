@@ -51,22 +51,24 @@ export class LaneMetrics {
     }
   }
 
-  /** A counter by probe name. */
-  counter (name: string, help: string): (probe: string) => void {
+  /** A counter by one label (the probe's name unless given). */
+  counter (name: string, help: string, labelName = 'probe'): (probe: string) => void {
     const counts = new Map<string, number>()
     this.#families.push({
       render: () => {
         let out = head(name, help, 'counter')
-        for (const [probe, n] of counts) out += `${name}{probe="${label(probe)}"} ${n}\n`
+        for (const [probe, n] of counts) out += `${name}{${labelName}="${label(probe)}"} ${n}\n`
         return out
       }
     })
     return (probe) => { counts.set(probe, (counts.get(probe) ?? 0) + 1) }
   }
 
-  /** A gauge read when scraped. */
-  gauge (name: string, help: string, read: () => number): void {
-    this.#families.push({ render: () => `${head(name, help, 'gauge')}${name} ${num(read())}\n` })
+  /** A gauge read when scraped, with fixed labels if given. */
+  gauge (name: string, help: string, read: () => number, labels: Record<string, string> = {}): void {
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${label(v)}"`).join(',')
+    const series = l === '' ? name : `${name}{${l}}`
+    this.#families.push({ render: () => `${head(name, help, 'gauge')}${series} ${num(read())}\n` })
   }
 
   text (): string {

@@ -1,17 +1,22 @@
 // Probe logic over the shared state: pure functions of (state, settings, now), used by the lane thread.
 import { S, T, type SharedState } from './shared.js'
 import type { AppProbe } from '../config/index.js'
+import { ejectBudget } from '../checker/policy.js'
 
 export interface Check {
   name: string
   ok: boolean
   detail: string
+  /** Set when the check fails but the probe passes anyway (the restart budget): why. */
+  waived?: string
 }
 
 export interface ProbeSettings {
   livenessStall: number
   readinessStall: number
   appStall: number
+  /** DOORMAN_LIVENESS_MAX_FAILING. */
+  livenessMaxFailing: number
 }
 
 /** doorman's own startup: its listeners and lane are up. Never waits for the app (native sidecars would deadlock). */
@@ -74,15 +79,128 @@ export class ProgressTracker {
   completedRecently (now: number): boolean { return this.#lastCompletion !== 0 && now - this.#lastCompletion < this.cfg.appStall }
 }
 
-/** The app's liveness, judged by progress first: a busy app that completes requests is alive whatever its probe says. */
+/**
+ * The app's own liveness, before the restart budget: an app whose own probe passes is alive whatever its progress,
+ * and a busy app that completes requests is alive whatever its probe says. No progress alone is a readiness signal;
+ * it fails liveness only without an own probe (progress-only), and then only as the restart budget allows.
+ */
 export function appLivenessChecks (p: ProgressTracker, own: Check | null, now: number): Check[] {
   const stalled = p.stalledFor(now)
-  const checks: Check[] = [{ name: 'progress', ok: stalled < p.cfg.appStall, detail: stalled < p.cfg.appStall ? 'completing requests or idle' : `requests in flight and none completed for ${Math.round(stalled)}ms` }]
-  if (own !== null) {
-    const busyAlive = p.completedRecently(now)
-    checks.push({ name: 'app-probe', ok: own.ok || busyAlive, detail: own.ok ? own.detail : busyAlive ? `${own.detail}, but the app completes requests: busy, not dead` : own.detail })
+  const isStalled = stalled >= p.cfg.appStall
+  const stallDetail = `requests in flight and none completed for ${Math.round(stalled)}ms`
+  if (own === null) return [{ name: 'progress', ok: !isStalled, detail: isStalled ? stallDetail : 'completing requests or idle' }]
+  const busyAlive = p.completedRecently(now)
+  return [
+    { name: 'progress', ok: true, detail: isStalled ? `${stallDetail}: not ready, not dead (the app's own probe decides liveness)` : 'completing requests or idle' },
+    { name: 'app-probe', ok: own.ok || busyAlive, detail: own.ok ? own.detail : busyAlive ? `${own.detail}, but the app completes requests: busy, not dead` : own.detail }
+  ]
+}
+
+/** What the main thread sees of the service's other instances, and the settings of the restart budget. */
+export interface Fleet {
+  /** False without a registry the instances share (memory): no view of the others. */
+  view: boolean
+  /** The service's other instances (not draining). */
+  others: number
+  /** ...of which failing their app liveness or restarting. */
+  othersFailing: number
+}
+
+/** How long a failure waits for the other instances' reports before the budget counts it (they fail together). */
+export const LIVENESS_CONFIRM_MS = 1000
+
+/** The restart budget: the most instances of `total` whose app liveness may fail at once, at least one. */
+export function restartBudget (total: number, maxPercent: number): number {
+  return Math.max(1, ejectBudget(total, maxPercent))
+}
+
+export interface LivenessVerdict {
+  checks: Check[]
+  /** `ok`: the checks pass; `failed`: a check fails and the probe fails; `waived`: a check fails, the probe passes. */
+  verdict: 'ok' | 'failed' | 'waived'
+  /** Why a failing check was waived: beyond the budget, no view of the service, or the others' reports awaited. */
+  waivedBy?: 'shared' | 'no-view' | 'confirming'
+  reason: string
+  failing: number
+  total: number
+  budget: number
+}
+
+/**
+ * Applies the restart budget to the app's liveness checks. With a view of the service: this instance fails only
+ * while the instances failing or restarting, itself included, are within the budget; beyond it the failure is
+ * shared (a dependency, not this pod) and the probe passes. A failure younger than LIVENESS_CONFIRM_MS passes while
+ * the others' reports arrive. Without a view (memory registry) the app's own probe decides alone, and a stall alone
+ * never fails liveness.
+ */
+export function applyRestartBudget (checks: Check[], fleet: Fleet, maxPercent: number, failingSince: number, now: number): LivenessVerdict {
+  const failed = checks.some((c) => !c.ok)
+  const total = fleet.others + 1
+  const failing = fleet.othersFailing + (failed ? 1 : 0)
+  const budget = restartBudget(total, maxPercent)
+  const setting = `DOORMAN_LIVENESS_MAX_FAILING=${maxPercent}%`
+  const waive = (waivedBy: 'shared' | 'no-view' | 'confirming', reason: string): LivenessVerdict => ({
+    checks: [...checks.map((c) => c.ok ? c : { ...c, ok: true, waived: reason }), { name: 'restart-budget', ok: true, detail: reason }],
+    verdict: 'waived',
+    waivedBy,
+    reason,
+    failing,
+    total,
+    budget
+  })
+  if (!fleet.view) {
+    if (!failed) return { checks, verdict: 'ok', reason: '', failing, total, budget }
+    const progressOnly = checks.every((c) => c.ok || c.name === 'progress')
+    if (progressOnly) return waive('no-view', 'no view of the service (memory registry): a stall alone is a readiness signal, never a restart')
+    return { checks, verdict: 'failed', reason: 'the app\'s own probe fails and it completes nothing (no view of the service: judged alone)', failing, total, budget }
   }
-  return checks
+  const counted = `${failing} of ${total} instances of the service failing or restarting, budget ${budget} (${setting})`
+  if (!failed) return { checks: [...checks, { name: 'restart-budget', ok: true, detail: counted }], verdict: 'ok', reason: '', failing, total, budget }
+  if (failingSince !== 0 && now - failingSince < LIVENESS_CONFIRM_MS) return waive('confirming', `failing for ${Math.round(now - failingSince)}ms: waiting ${LIVENESS_CONFIRM_MS}ms for the other instances' reports`)
+  if (failing > budget) return waive('shared', `${counted}: the failure is shared (a dependency, not this pod); a restart would cure nothing`)
+  const reason = `${counted}: within the budget, this pod's own failure`
+  return { checks: [...checks, { name: 'restart-budget', ok: true, detail: reason }], verdict: 'failed', reason, failing, total, budget }
+}
+
+/** kubelet's defaults for a probe's thresholds. */
+export const KUBELET_FAILURE_THRESHOLD = 3
+export const KUBELET_SUCCESS_THRESHOLD = 1
+
+/**
+ * The timing the lane checks the app's readiness with once it has started, as kubelet would run its readiness
+ * probe: its period (DOORMAN_APP_CHECK_INTERVAL when the probe gives none, or with no readiness probe at all), and
+ * its failure and success thresholds (kubelet's defaults, 3 and 1, when absent). Several readiness probes (several
+ * containers) take the strictest: the shortest period and failure threshold, the longest success threshold.
+ */
+export function readinessTiming (probes: readonly AppProbe[], fallbackPeriod: number): { period: number, failureThreshold: number, successThreshold: number } {
+  if (probes.length === 0) return { period: fallbackPeriod, failureThreshold: KUBELET_FAILURE_THRESHOLD, successThreshold: KUBELET_SUCCESS_THRESHOLD }
+  return {
+    period: Math.min(...probes.map((p) => p.periodSeconds !== undefined ? p.periodSeconds * 1000 : fallbackPeriod)),
+    failureThreshold: Math.min(...probes.map((p) => p.failureThreshold ?? KUBELET_FAILURE_THRESHOLD)),
+    successThreshold: Math.max(...probes.map((p) => p.successThreshold ?? KUBELET_SUCCESS_THRESHOLD))
+  }
+}
+
+/** kubelet's verdict over consecutive results: ready → not after `failureThreshold` failures, back after `successThreshold` successes. */
+export class ReadinessStreak {
+  #failures = 0
+  #successes = 0
+  constructor (readonly failureThreshold: number, readonly successThreshold: number) {}
+
+  /** The verdict after one more result, from the current one. */
+  next (ready: boolean, ok: boolean): boolean {
+    if (ok) {
+      this.#failures = 0
+      this.#successes++
+      return ready || this.#successes >= this.successThreshold
+    }
+    this.#successes = 0
+    this.#failures++
+    return ready && this.#failures < this.failureThreshold
+  }
+
+  /** Consecutive failures so far. */
+  get failures (): number { return this.#failures }
 }
 
 /** What a lane path under `/app-health/` asks for. */
@@ -117,7 +235,7 @@ export function render (checks: Check[], verbose: boolean, name: string): { stat
     const failed = checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ')
     return { status: 503, body: `${failed}\n` }
   }
-  const lines = checks.map((c) => `[${c.ok ? '+' : '-'}]${c.name} ${c.ok ? 'ok' : 'failed'}: ${c.detail}`)
+  const lines = checks.map((c) => c.waived !== undefined ? `[~]${c.name} failed, waived: ${c.detail}` : `[${c.ok ? '+' : '-'}]${c.name} ${c.ok ? 'ok' : 'failed'}: ${c.detail}`)
   lines.push(`${name} check ${ok ? 'passed' : 'failed'}`)
   return { status: ok ? 200 : 503, body: lines.join('\n') + '\n' }
 }

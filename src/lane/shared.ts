@@ -36,7 +36,15 @@ export const S = {
   DRAIN_SERVED: 19,
   DRAIN_CUT: 20,
   /** Written by the lane: 1 once the lane's listener is up. */
-  LANE_UP: 21
+  LANE_UP: 21,
+  /** Written by the lane: 1 while the app's liveness check fails (before the restart budget is applied). */
+  APP_LIVE_FAILING: 22,
+  /** 1 while the main thread has a view of the service's other instances (a shared registry, synced and up). */
+  FLEET_VIEW: 23,
+  /** The service's other instances (not draining) in that view. */
+  FLEET_OTHERS: 24,
+  /** ...of which failing their app liveness, or restarting (`starting`). */
+  FLEET_OTHERS_FAILING: 25
 } as const
 
 const INT_SLOTS = 32
@@ -44,7 +52,9 @@ const INT_SLOTS = 32
 export const T = {
   HEARTBEAT: 0,
   DRAIN_STARTED: 1,
-  REGISTERED_AT: 2
+  REGISTERED_AT: 2,
+  /** When the app's liveness check started failing (0 = not failing). */
+  APP_LIVE_FAILING_SINCE: 3
 } as const
 const TIME_SLOTS = 8
 

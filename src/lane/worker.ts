@@ -6,7 +6,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { getHeapStatistics } from 'node:v8'
 import { SharedState, S, T, nowMs } from './shared.js'
-import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, appProbeRoute, render, ProgressTracker, type Check } from './probes.js'
+import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, ProgressTracker, readinessTiming, ReadinessStreak, type Check, type Fleet } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
@@ -39,6 +39,23 @@ metrics.gauge('doorman_lane_heap_size_used_bytes', "The lane thread's V8 heap in
 metrics.gauge('doorman_lane_heap_size_total_bytes', "The lane thread's V8 heap, in use or free.", () => getHeapStatistics().total_heap_size)
 metrics.gauge('doorman_lane_heap_size_limit_bytes', "The most the lane thread's V8 heap may hold (its resource limits).", () => getHeapStatistics().heap_size_limit)
 
+// --- the restart budget (DOORMAN_LIVENESS_MAX_FAILING) ---
+const fleet = (): Fleet => ({ view: state.flag(S.FLEET_VIEW), others: state.get(S.FLEET_OTHERS), othersFailing: state.get(S.FLEET_OTHERS_FAILING) })
+const livenessWaived = metrics.counter('doorman_liveness_waived_total', "App liveness probes answered 200 although the app's liveness check failed, by reason: `shared` (beyond the restart budget), `no-view` (memory registry, a stall alone), `confirming` (waiting for the other instances' reports).", 'reason')
+metrics.gauge('doorman_app_liveness_failing', "1 while the app's liveness check fails, before the restart budget (what the instance publishes in the registry).", () => state.get(S.APP_LIVE_FAILING))
+// The service's name as a label, so that alerts can compare a service's instances' views.
+const svc = { service: String(data.info.service ?? '') }
+metrics.gauge('doorman_liveness_service_failing', "Instances of this instance's service failing their app liveness or restarting, this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.othersFailing + state.get(S.APP_LIVE_FAILING) : 0 }, svc)
+metrics.gauge('doorman_liveness_service_instances', "Instances of this instance's service (not draining), this one included, as it sees them (0 without a view).", () => { const f = fleet(); return f.view ? f.others + 1 : 0 }, svc)
+metrics.gauge('doorman_liveness_budget', 'The restart budget: the most instances of the service whose app liveness may fail at once (0 without a view).', () => { const f = fleet(); return f.view ? restartBudget(f.others + 1, cfg.livenessMaxFailing) : 0 }, svc)
+let livezAsked = false
+let lastLiveVerdict = 'ok'
+function setLiveFailing (failing: boolean, now: number): void {
+  if (failing === state.flag(S.APP_LIVE_FAILING)) return
+  state.set(S.APP_LIVE_FAILING, Number(failing))
+  state.setTime(T.APP_LIVE_FAILING_SINCE, failing ? now : 0)
+}
+
 // --- the app's checks, on the lane's own timer ---
 const progress = new ProgressTracker(state, cfg)
 const probesByKind = (kind: string): Array<[string, NonNullable<LaneData['settings']['appProbes'][string]>]> =>
@@ -52,30 +69,37 @@ async function checkAll (kind: 'startupz' | 'readyz'): Promise<ProbeResult> {
   return bad ?? { ok: true, detail: results.map((r) => r.detail).join(', ') }
 }
 
-let appCheckRunning = false
+// Once the app has started, its readiness is checked on its readiness probe's period, and APP_READY (which the
+// registration follows) changes only after its failure or success threshold, as kubelet's verdict would.
+const timing = readinessTiming(probesByKind('readyz').map(([, p]) => p), cfg.appCheckInterval)
+const streak = new ReadinessStreak(timing.failureThreshold, timing.successThreshold)
+metrics.gauge('doorman_app_readiness_failures', "Consecutive failures of the app's readiness check (APP_READY turns 0 at the probe's failureThreshold).", () => streak.failures)
 async function appCheck (): Promise<void> {
-  if (appCheckRunning) return
-  appCheckRunning = true
-  try {
-    if (!state.flag(S.APP_STARTED)) {
-      const hasStartup = probesByKind('startupz').length > 0
-      const r = await checkAll(hasStartup ? 'startupz' : 'readyz')
-      if (!r.ok) { state.set(S.APP_READY, 0); return }
-      state.set(S.APP_STARTED, 1)
-      if (!hasStartup) { state.set(S.APP_READY, 1); return }
-    }
-    const r = await checkAll('readyz')
-    state.set(S.APP_READY, r.ok ? 1 : 0)
-  } finally {
-    appCheckRunning = false
+  if (!state.flag(S.APP_STARTED)) {
+    const hasStartup = probesByKind('startupz').length > 0
+    const r = await checkAll(hasStartup ? 'startupz' : 'readyz')
+    if (!r.ok) { state.set(S.APP_READY, 0); return }
+    state.set(S.APP_STARTED, 1)
+    if (!hasStartup) { state.set(S.APP_READY, 1); return }
   }
+  const r = await checkAll('readyz')
+  state.set(S.APP_READY, Number(streak.next(state.flag(S.APP_READY), r.ok)))
 }
-const appTimer = setInterval(() => { void appCheck() }, cfg.appCheckInterval)
-void appCheck()
+let appTimer: NodeJS.Timeout | undefined
+let stopping = false
+function scheduleAppCheck (): void {
+  if (stopping) return
+  appTimer = setTimeout(() => {
+    appCheck().catch(() => {}).finally(scheduleAppCheck)
+  }, state.flag(S.APP_STARTED) ? timing.period : cfg.appCheckInterval)
+}
+appCheck().catch(() => {}).finally(scheduleAppCheck)
 progress.sample(nowMs())
 const progressTimer = setInterval(() => {
   const now = nowMs()
   progress.sample(now)
+  // Progress-only liveness: publish a stall as it happens (not at kubelet's next probe), once liveness is probed.
+  if (livezAsked && Object.keys(cfg.appProbes).length === 0) setLiveFailing(progress.stalledFor(now) >= cfg.appStall, now)
   const age = state.heartbeatAge(now)
   if (age > maxStall) maxStall = age
   if (drainWaiters.size > 0) answerDrainWaiters()
@@ -209,7 +233,16 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
         const ownCheck = route.own === null ? null : await runProbe(route.own, target).then((r) => ({ name: 'app-probe', ok: r.ok, detail: r.detail }))
         const at = nowMs()
         progress.sample(at)
-        probe(res, name, started, appLivenessChecks(progress, ownCheck, at), verbose)
+        livezAsked = true
+        const checks = appLivenessChecks(progress, ownCheck, at)
+        setLiveFailing(checks.some((c) => !c.ok), at)
+        const v = applyRestartBudget(checks, fleet(), cfg.livenessMaxFailing, state.time(T.APP_LIVE_FAILING_SINCE), at)
+        if (v.waivedBy !== undefined) livenessWaived(v.waivedBy)
+        // The log line is written when the verdict changes; a failure waiting for the others' reports is not one yet.
+        const kind = v.waivedBy === 'confirming' ? 'confirming' : v.verdict
+        if (kind !== lastLiveVerdict && kind !== 'confirming') send({ type: 'liveness', verdict: v.verdict, reason: v.reason, failing: v.failing, total: v.total, budget: v.budget })
+        if (kind !== 'confirming') lastLiveVerdict = kind
+        probe(res, name, started, v.checks, verbose)
         return
       }
       const r = route.own === null ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(route.own, target)
@@ -242,7 +275,8 @@ server.listen(cfg.adminPort, cfg.bindHost, () => {
 server.on('error', (err) => { send({ type: 'error', message: err.message, code: (err as NodeJS.ErrnoException).code }) })
 
 async function shutdown (): Promise<void> {
-  clearInterval(appTimer)
+  stopping = true
+  clearTimeout(appTimer)
   clearInterval(progressTimer)
   state.set(S.LANE_UP, 0)
   const answered = answerDrainWaiters(true)

@@ -36,6 +36,8 @@ export interface LimiterOptions {
   /** Percent of the limit that only critical requests may use (0 = none reserved). */
   criticalReserve?: number
   timers?: Timers
+  /** Told how long each queued request waited, in milliseconds, when it is granted a slot or shed. */
+  onQueueWait?: (ms: number) => void
 }
 
 const QUEUED = 0
@@ -97,6 +99,7 @@ export class Limiter {
   readonly #maxQueue: number
   readonly #queueTimeout: number
   readonly #timers: Timers
+  readonly #onQueueWait: ((ms: number) => void) | undefined
   #timer: unknown = null
   #timerAt = Infinity
   /** Counters for metrics; read, never reset. */
@@ -110,6 +113,7 @@ export class Limiter {
     this.#queueTimeout = opts.queueTimeout
     this.#reserve = opts.criticalReserve ?? 0
     this.#timers = opts.timers ?? realTimers
+    this.#onQueueWait = opts.onQueueWait
     this.#recompute()
   }
 
@@ -243,6 +247,7 @@ export class Limiter {
       this.#queuedByPriority[w.priority]--
       w.state = GRANTED
       this.#inflight++
+      this.#waited(w)
       w.cb(null)
     }
   }
@@ -251,9 +256,14 @@ export class Limiter {
     w.state = SHED
     this.#queued--
     this.#queuedByPriority[w.priority]--
+    this.#waited(w)
     const r = this.#reason(reason, w.priority)
     this.stats.shed[r] = (this.stats.shed[r] ?? 0) + 1
     w.cb(r)
+  }
+
+  #waited (w: Waiter): void {
+    this.#onQueueWait?.(this.#timers.now() - (w.deadline - this.#queueTimeout))
   }
 
   #arm (at: number): void {

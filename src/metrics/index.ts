@@ -103,6 +103,17 @@ export class Metrics {
   readonly outboundRetries = counterMap()
   /** Passive outlier ejections by service. */
   readonly outboundEjections = counterMap()
+  /** Outbound requests in flight by destination service. */
+  readonly outboundInflight = counterMap()
+  /** Failed outbound requests by `service\tkind` (502, 503, 504, 5xx, incomplete). */
+  readonly outboundErrors = counterMap()
+  readonly outboundDuration: Histogram<'service'>
+  /** Time requests waited in the limiter's queue (granted or shed). */
+  readonly queueWait: FastHistogram
+  /** 1 while the outbound balancer is in panic mode for a service. */
+  readonly outboundPanic = counterMap()
+  /** Times the outbound balancer entered panic mode, by service. */
+  readonly outboundPanics = counterMap()
   readonly duration: FastHistogram
   readonly readings: Readings = {}
 
@@ -150,12 +161,31 @@ export class Metrics {
     const outbound = this.outbound
     const outboundRetries = this.outboundRetries
     const outboundEjections = this.outboundEjections
+    const outboundPanic = this.outboundPanic
+    const outboundInflight = this.outboundInflight
+    const outboundErrors = this.outboundErrors
+    // eslint-disable-next-line no-new
+    new Gauge({ name: 'doorman_outbound_inflight_requests', help: "The app's requests in flight through the outbound lane, by destination service (a hung dependency shows here first).", labelNames: ['service'], registers: [registry], collect () { this.reset(); for (const [k, v] of outboundInflight) this.set({ service: k }, v) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_errors_total', help: 'Outbound requests that failed, by destination service and kind (502, 503, 504, 5xx, incomplete: the response never finished).', labelNames: ['service', 'kind'], registers: [registry], collect () { copy2(this, ['service', 'kind'], outboundErrors) } })
+    this.outboundDuration = new Histogram({ name: 'doorman_outbound_request_duration_seconds', help: 'Outbound request duration, from the app\'s request to the end of the response, by destination service.', labelNames: ['service'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] })
+    this.queueWait = new FastHistogram({
+      name: 'doorman_queue_wait_seconds',
+      help: "Time business requests waited in doorman's queue for a concurrency slot (those that queued; granted or shed).",
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry]
+    })
+    const outboundPanics = this.outboundPanics
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_outbound_requests_total', help: 'Requests from the app through the outbound lane, by service and outcome (ok, error, no-instance, aborted, bad-request).', labelNames: ['service', 'outcome'], registers: [registry], collect () { copy2(this, ['service', 'outcome'], outbound) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_outbound_retries_total', help: 'Outbound requests retried on another instance, by service and reason (connect, reset, shed).', labelNames: ['service', 'reason'], registers: [registry], collect () { copy2(this, ['service', 'reason'], outboundRetries) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_outbound_ejections_total', help: 'Instances ejected by the outbound lane after consecutive failures, by service.', labelNames: ['service'], registers: [registry], collect () { copy(this, 'service', outboundEjections) } })
+    // eslint-disable-next-line no-new
+    new Gauge({ name: 'doorman_outbound_panic', help: "1 while the outbound lane balances a service in panic mode (fewer than DOORMAN_OUTBOUND_PANIC_THRESHOLD percent of its instances routable: all registered non-draining ones are used), by service.", labelNames: ['service'], registers: [registry], collect () { this.reset(); for (const [k, v] of outboundPanic) this.set({ service: k }, v) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_panics_total', help: 'Times the outbound lane entered panic mode for a service, by service.', labelNames: ['service'], registers: [registry], collect () { copy(this, 'service', outboundPanics) } })
     // eslint-disable-next-line no-new
     new Gauge({ name: 'doorman_registry_instances', help: 'Instances in the registry by service and state, for the services the outbound lane watches.', labelNames: ['service', 'state'], registers: [registry], collect () { const v = r.instances?.(); if (v === undefined) return; this.reset(); for (const [service, state, n] of v) this.set({ service, state }, n) } })
     // eslint-disable-next-line no-new

@@ -5,6 +5,11 @@
 // of the weights, so a warming instance gets what its warmup weight says; under load the less busy candidate wins,
 // but an endpoint can only win when it was drawn, so a cold instance's share stays below about twice its weight's.
 //
+// Panic mode (Envoy's healthy_panic_threshold): when fewer than `panicThreshold` percent of the service's registered
+// instances that are not draining take traffic (tier 0), the balancer uses all of them — ejected and `starting`
+// ones too — rather than a few overloaded ones or none: when most of a service looks unhealthy at once, the verdict
+// is more likely wrong (a readiness blip everywhere, a checker gone astray) than the whole service dead.
+//
 // Endpoints come in tiers: 0 takes traffic; 1 is ejected (by this lane's outlier detection or a checker), used
 // only when no tier-0 endpoint is left (a panic mode, as Envoy's); 2 is draining, still serving for its drain delay,
 // used only when nothing else is left; -1 is never used (its app is not ready). Weights and tiers are read when
@@ -36,13 +41,25 @@ export class Balancer<E extends Balanceable> {
   #dirty = true
   #rebuildAt = Infinity
   #tier = -1
+  #panic = false
   readonly #random: () => number
   readonly #refreshMs: number
+  readonly #panicThreshold: number
+  readonly #onPanic: ((panic: boolean, routable: number, total: number) => void) | undefined
 
-  constructor (opts: { random?: () => number, refreshMs?: number } = {}) {
+  /**
+   * `panicThreshold`: percent (0 = no panic mode beyond the tier fallbacks); `onPanic` is told when panic mode starts
+   * or ends, with the routable and total (registered, not draining) counts.
+   */
+  constructor (opts: { random?: () => number, refreshMs?: number, panicThreshold?: number, onPanic?: (panic: boolean, routable: number, total: number) => void } = {}) {
     this.#random = opts.random ?? Math.random
     this.#refreshMs = opts.refreshMs ?? 100
+    this.#panicThreshold = opts.panicThreshold ?? 0
+    this.#onPanic = opts.onPanic
   }
+
+  /** True while in panic mode (as of the last rebuild). */
+  get panic (): boolean { return this.#panic }
 
   /** Replaces the endpoint set. */
   set (endpoints: E[]): void {
@@ -52,8 +69,14 @@ export class Balancer<E extends Balanceable> {
 
   get endpoints (): readonly E[] { return this.#all }
 
-  /** Re-reads tiers and weights at the next pick. */
-  invalidate (): void { this.#dirty = true }
+  /**
+   * Re-reads tiers and weights at the next pick; in panic mode at once, so that its end is noticed (and reported)
+   * without waiting for a request. `now` on the clock the endpoints' tiers use (performance.now()).
+   */
+  invalidate (now?: number): void {
+    this.#dirty = true
+    if (this.#panic) this.#refresh(now ?? performance.now())
+  }
 
   /** The tier picks come from now (-1 when none is usable). */
   tier (now: number): number {
@@ -75,7 +98,15 @@ export class Balancer<E extends Balanceable> {
       return tier
     })
     const live: E[] = []
-    if (best < 3) this.#all.forEach((e, i) => { if (tiers[i] === best) live.push(e) })
+    let routable = 0
+    let total = 0
+    for (const tier of tiers) { if (tier === 0) routable++; if (tier !== 2) total++ }
+    const panic = total > 0 && routable * 100 < this.#panicThreshold * total
+    if (panic) {
+      this.#all.forEach((e, i) => { if (tiers[i] !== 2) live.push(e) })
+      best = 0
+    } else if (best < 3) this.#all.forEach((e, i) => { if (tiers[i] === best) live.push(e) })
+    if (panic !== this.#panic) { this.#panic = panic; this.#onPanic?.(panic, routable, total) }
     const weights = live.map((e) => { if (e.changing(now)) changing = true; return Math.max(1e-6, e.weight(now)) })
     let equal = true
     for (let i = 1; i < weights.length; i++) if (weights[i] !== weights[0]) { equal = false; break }

@@ -33,6 +33,8 @@ export interface OutlierSettings {
   ejectTime: number
   /** Most percent of a service's instances ejected at once. */
   maxEject: number
+  /** Panic mode: below this percent of routable instances, balance over all registered non-draining ones (0 = off). */
+  panicThreshold?: number
 }
 
 export interface OutboundOptions {
@@ -63,7 +65,7 @@ const IDLE_MS = 60_000
 /** One service's endpoints, fed by a registry watch. */
 class Upstream {
   readonly service: string
-  readonly balancer = new Balancer<Endpoint>()
+  readonly balancer: Balancer<Endpoint>
   readonly endpoints = new Map<string, Endpoint>()
   readonly watch: Watch
   lastUsed = performance.now()
@@ -72,6 +74,16 @@ class Upstream {
   constructor (out: Outbound, service: string) {
     this.#out = out
     this.service = service
+    const threshold = out.outlier.panicThreshold ?? 0
+    this.balancer = new Balancer<Endpoint>({
+      panicThreshold: threshold,
+      onPanic: (panic, routable, total) => {
+        out.metrics.outboundPanic.set(service, Number(panic))
+        if (panic) out.metrics.outboundPanics.set(service, (out.metrics.outboundPanics.get(service) ?? 0) + 1)
+        if (panic) out.log.warn({ service, routable, total, threshold }, 'panic mode: too few instances routable, balancing over every registered instance that is not draining (DOORMAN_OUTBOUND_PANIC_THRESHOLD)')
+        else out.log.info({ service, routable, total, threshold }, 'panic mode over: enough instances routable again')
+      }
+    })
     this.watch = out.registry.watch(service, (_view, change) => { this.#onChange(change) })
   }
 
@@ -247,6 +259,23 @@ export class Outbound {
     respondError(res, new NoInstanceError(service))
   }
 
+  /**
+   * Per-dependency saturation (seed 001): requests in flight to the service, their latency, and the ones that failed
+   * (`502`–`504`, other `5xx`, or `incomplete`: the response never finished, e.g. the app gave up waiting) — counted
+   * only for services with instances, so the labels stay bounded by the registry.
+   */
+  #track (service: string, res: ServerResponse, started: number): void {
+    const m = this.metrics
+    m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 0) + 1)
+    res.once('close', () => {
+      m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 1) - 1)
+      m.outboundDuration.observe({ service }, (performance.now() - started) / 1000)
+      const s = res.statusCode
+      const kind = !res.writableFinished ? 'incomplete' : s >= 502 && s <= 504 ? String(s) : s >= 500 ? '5xx' : null
+      if (kind !== null) Metrics.inc(m.outboundErrors, `${service}\t${kind}`)
+    })
+  }
+
   #start (up: Upstream, req: IncomingMessage, res: ServerResponse, target: Target): void {
     const now = performance.now()
     const ep = up.balancer.pick(now)
@@ -259,6 +288,7 @@ export class Outbound {
     }
     if (target.host !== null) setHost(h.headers, target.host)
     const call = new Call(this, up, req, res, target.path, h.headers, h.requestId)
+    this.#track(up.service, res, now)
     if (!h.hasBody) { call.begin(ep, null); return }
     const length = Number(req.headers['content-length'] ?? NaN)
     if (Number.isFinite(length) && length <= this.maxRetryBody) {

@@ -150,6 +150,7 @@ export class FileRegistry implements Registry {
             state: patch.state ?? s.inst.state,
             weight: patch.weight ?? s.inst.weight,
             updatedAt: patch.updatedAt ?? s.inst.updatedAt,
+            livenessFailing: patch.livenessFailing ?? s.inst.livenessFailing,
             warmup: { ...s.inst.warmup, progress: patch.progress ?? s.inst.warmup.progress },
             rev: nextRev()
           }

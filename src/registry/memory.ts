@@ -76,6 +76,7 @@ export class MemoryRegistry implements Registry {
       ...e.inst,
       weight: patch?.weight ?? e.inst.weight,
       updatedAt: patch?.updatedAt ?? e.inst.updatedAt,
+      livenessFailing: patch?.livenessFailing ?? e.inst.livenessFailing,
       warmup: { ...e.inst.warmup, progress: patch?.progress ?? e.inst.warmup.progress },
       ejected: ej,
       state: effectiveState(own, ej),

@@ -153,6 +153,7 @@ export function toFields (inst: Instance): string[] {
     'weight', String(inst.weight),
     'state', inst.state,
     'ejected', '0',
+    'livenessFailing', inst.livenessFailing === true ? '1' : '0',
     'updatedAt', String(inst.updatedAt)
   ]
 }
@@ -163,6 +164,7 @@ function patchFields (patch: InstancePatch): string[] {
   if (patch.weight !== undefined) out.push('weight', String(patch.weight))
   if (patch.progress !== undefined) out.push('progress', String(patch.progress))
   if (patch.updatedAt !== undefined) out.push('updatedAt', String(patch.updatedAt))
+  if (patch.livenessFailing !== undefined) out.push('livenessFailing', patch.livenessFailing ? '1' : '0')
   return out
 }
 
@@ -189,6 +191,7 @@ export function fromFields (flat: string[]): Instance | undefined {
     weight: num('weight', 100),
     state: effectiveState(own, ejected),
     ejected,
+    ...(h.livenessFailing === '1' ? { livenessFailing: true } : {}),
     updatedAt: num('updatedAt'),
     rev: num('rev')
   }

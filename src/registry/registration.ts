@@ -48,7 +48,8 @@ export class Registration {
   #registered = false
   /** True when the store holds our current record (as far as we know). */
   #inStore = false
-  #published: { state: OwnState, weight: number } | null = null
+  #published: { state: OwnState, weight: number, livenessFailing: boolean } | null = null
+  #livenessFailing = false
   #timer: NodeJS.Timeout | null = null
   #delayTimer: NodeJS.Timeout | null = null
   #failures = 0
@@ -131,6 +132,13 @@ export class Registration {
     this.#schedule(0)
   }
 
+  /** The app's liveness check as the lane last saw it (before the restart budget): published for the others to count. */
+  setLivenessFailing (failing: boolean): void {
+    if (this.#closed || failing === this.#livenessFailing) return
+    this.#livenessFailing = failing
+    if (this.#registered) this.#schedule(0)
+  }
+
   /** Drain: publish `draining` at once (consumers stop sending), keep the record until close(). */
   async drain (): Promise<void> {
     if (this.#draining) return
@@ -140,7 +148,7 @@ export class Registration {
     if (reg === null || !this.#registered) return
     this.#count('update')
     const ok = await reg.update(this.#o.service, this.id, { state: 'draining', updatedAt: this.#now() })
-    if (ok) this.#published = { state: 'draining', weight: this.weight() }
+    if (ok) this.#published = { state: 'draining', weight: this.weight(), livenessFailing: this.#livenessFailing }
     else this.#inStore = false
   }
 
@@ -187,6 +195,7 @@ export class Registration {
       weight: this.weight(now),
       state: this.ownState(now),
       ejected: false,
+      livenessFailing: this.#livenessFailing,
       updatedAt: now,
       rev: 0
     }
@@ -235,7 +244,7 @@ export class Registration {
       }
     }
     this.#inStore = true
-    this.#published = { state: rec.state as OwnState, weight: rec.weight }
+    this.#published = { state: rec.state as OwnState, weight: rec.weight, livenessFailing: rec.livenessFailing === true }
     this.#count(first ? 'register' : 'reregister')
     if (first) {
       this.#registered = true
@@ -251,20 +260,21 @@ export class Registration {
     const now = this.#now()
     const state = this.ownState(now)
     const w = this.weight(now)
-    const changed = this.#published === null || this.#published.state !== state || this.#published.weight !== w
+    const lf = this.#livenessFailing
+    const changed = this.#published === null || this.#published.state !== state || this.#published.weight !== w || this.#published.livenessFailing !== lf
     if (reg === null) {
-      this.#published = { state, weight: w }
+      this.#published = { state, weight: w, livenessFailing: lf }
       if (changed) this.onChange?.()
       return
     }
-    const patch: InstancePatch | undefined = changed ? { state, weight: w, progress: this.progress(now), updatedAt: now } : undefined
+    const patch: InstancePatch | undefined = changed ? { state, weight: w, progress: this.progress(now), updatedAt: now, livenessFailing: lf } : undefined
     this.#count(changed ? 'update' : 'heartbeat')
     const present = this.#inStore && await reg.heartbeat(this.#o.service, this.id, this.#o.ttl, patch)
     if (!present) {
       await this.#register(false)
       return
     }
-    this.#published = { state, weight: w }
+    this.#published = { state, weight: w, livenessFailing: lf }
     if (changed) this.onChange?.()
   }
 }

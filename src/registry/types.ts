@@ -46,6 +46,8 @@ export interface Instance {
   state: InstanceState
   /** True while a checker holds it ejected. */
   ejected: boolean
+  /** True while the instance's app liveness check fails (the restart budget counts it; absent = false). */
+  livenessFailing?: boolean
   /** Epoch milliseconds of the instance's last write (its own clock; for display only). */
   updatedAt: number
   /** Revision: grows with every write (the store's clock), so a watcher keeps the newest of two reports. */
@@ -58,6 +60,7 @@ export interface InstancePatch {
   weight?: number
   progress?: number
   updatedAt?: number
+  livenessFailing?: boolean
 }
 
 /** What a watcher is told: the whole current view of the service, and what changed. */

@@ -1,0 +1,82 @@
+// The alert rules (deploy/monitoring/prometheus-rule.yaml, and the chart's copy) through Prometheus' own promtool:
+// `promtool check rules` on both, and `promtool test rules` on the alerts issue 16 added, with series shaped like
+// doorman's (Debian's `prometheus` package carries promtool; scripts/test-deps.mjs installs it).
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { parse, stringify } from 'yaml'
+import { ROOT } from './helpers/index.js'
+
+const dir = mkdtempSync(path.join(tmpdir(), 'doorman-alerts-'))
+t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+const chartRules = path.join(ROOT, 'charts/doorman/files/prometheus-rules.yaml')
+
+function promtool (...args: string[]): string {
+  try {
+    return execFileSync('promtool', args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (err) {
+    const e = err as { stdout?: string, stderr?: string }
+    throw new Error(`promtool ${args.join(' ')} failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`)
+  }
+}
+
+t.test('promtool check rules passes on both copies', async (t) => {
+  t.match(promtool('check', 'rules', chartRules), /SUCCESS: \d+ rules found/)
+  const docs = readFileSync(path.join(ROOT, 'deploy/monitoring/prometheus-rule.yaml'), 'utf8')
+  const spec = (parse(docs) as { spec: unknown }).spec
+  writeFileSync(path.join(dir, 'deploy-rules.yaml'), stringify(spec))
+  t.match(promtool('check', 'rules', 'deploy-rules.yaml'), /SUCCESS: \d+ rules found/)
+})
+
+t.test('the checker, liveness-budget and panic alerts fire on the series that mean them', async (t) => {
+  // The conditions are under test, not the wording: annotations dropped (promtool compares them exactly otherwise).
+  const rules = parse(readFileSync(chartRules, 'utf8')) as { groups: Array<{ rules: Array<{ annotations?: unknown }> }> }
+  for (const g of rules.groups) for (const r of g.rules) delete r.annotations
+  writeFileSync(path.join(dir, 'rules.yaml'), stringify(rules))
+  const tests = {
+    rule_files: ['rules.yaml'],
+    evaluation_interval: '1m',
+    tests: [
+      {
+        interval: '1m',
+        input_series: [
+          // The checker: 2 blocked ejections a minute; rounds of ~5 s.
+          { series: 'doorman_checker_ejections_blocked_total{namespace="ops",pod="checker-0",reason="threshold"}', values: '0+2x30' },
+          { series: 'doorman_checker_round_duration_seconds_bucket{namespace="ops",pod="checker-0",le="3"}', values: '0x30' },
+          { series: 'doorman_checker_round_duration_seconds_bucket{namespace="ops",pod="checker-0",le="5"}', values: '0+12x30' },
+          { series: 'doorman_checker_round_duration_seconds_bucket{namespace="ops",pod="checker-0",le="+Inf"}', values: '0+12x30' },
+          // Service orders: 3 instances, budget 1; all three failing (a hung dependency).
+          ...['a', 'b', 'c'].flatMap((pod) => [
+            { series: `doorman_liveness_service_failing{namespace="shop",pod="${pod}",service="orders"}`, values: '3x30' },
+            { series: `doorman_liveness_budget{namespace="shop",pod="${pod}",service="orders"}`, values: '1x30' }
+          ]),
+          // Service pay: 1 of 4 restarting, budget 1: spent, not shared.
+          { series: 'doorman_liveness_service_failing{namespace="shop",pod="p",service="pay"}', values: '1x30' },
+          { series: 'doorman_liveness_budget{namespace="shop",pod="p",service="pay"}', values: '1x30' },
+          // Service cart: nothing failing.
+          { series: 'doorman_liveness_service_failing{namespace="shop",pod="q",service="cart"}', values: '0x30' },
+          { series: 'doorman_liveness_budget{namespace="shop",pod="q",service="cart"}', values: '1x30' },
+          { series: 'doorman_outbound_panic{namespace="shop",pod="web-0",service="orders"}', values: '1x30' }
+        ],
+        alert_rule_test: [
+          { eval_time: '20m', alertname: 'DoormanCheckerEjectionsBlocked', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops', pod: 'checker-0' } }] },
+          { eval_time: '20m', alertname: 'DoormanCheckerRoundSlow', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops', pod: 'checker-0' } }] },
+          {
+            eval_time: '10m',
+            alertname: 'DoormanLivenessBudgetSpent',
+            exp_alerts: [
+              { exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } },
+              { exp_labels: { severity: 'warning', namespace: 'shop', service: 'pay' } }
+            ]
+          },
+          { eval_time: '10m', alertname: 'DoormanLivenessFailureShared', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'shop', service: 'orders' } }] },
+          { eval_time: '10m', alertname: 'DoormanOutboundPanic', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] }
+        ]
+      }
+    ]
+  }
+  writeFileSync(path.join(dir, 'tests.yaml'), stringify(tests))
+  t.match(promtool('test', 'rules', 'tests.yaml'), /SUCCESS/)
+})
