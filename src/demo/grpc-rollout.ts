@@ -186,7 +186,7 @@ export async function runGrpcRollout (o: RunOptions): Promise<RolloutRun> {
 
   try {
     const names = Array.from({ length: plan.providers }, (_, i) => String.fromCharCode(97 + i))
-    for (const n of names) live.push(await startProvider(`grpc-v1-${n}`, 0))
+    for (const n of names) live.push(await startProvider(`v1-${n}`, 0))
     const consumerApp = await freePort()
     const outbound = await freePort()
     const consumerAdmin = await freePort()
@@ -240,7 +240,7 @@ export async function runGrpcRollout (o: RunOptions): Promise<RolloutRun> {
     await sleep(plan.leadMs, o.signal)
     for (let i = 0; i < plan.providers; i++) {
       const old = live[0] as Provider
-      const name = `grpc-v2-${names[i] as string}`
+      const name = `v2-${names[i] as string}`
       note = `${name} starting`
       markers.push({ t: rel(), kind: 'start', label: `${name} started` })
       const fresh = await startProvider(name, plan.warmupMs)
