@@ -7,6 +7,10 @@ import { CLI, spawnNode } from './helpers/index.js'
 import { launchBrowser } from './helpers/browser.js'
 import type { Results } from '../src/demo/results.js'
 
+// The whole demo runs in this one file: its budget (below) and the report's check, not .taprc's two minutes per file,
+// bound it.
+t.setTimeout(360_000)
+
 t.test('doorman demo --short', async (t) => {
   t.saveFixture = true
   const dir = t.testdir({})
