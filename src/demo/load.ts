@@ -11,7 +11,7 @@ export interface Endpoint {
   ready: () => boolean
 }
 
-export type FailKind = 'timeout' | 'refused' | 'reset' | 'no-endpoint' | `http-${number}` | 'other'
+export type FailKind = 'timeout' | 'refused' | 'reset' | 'no-endpoint' | `http-${number}` | `grpc-${number}` | 'other'
 
 export interface Bucket {
   sent: number

@@ -1,6 +1,7 @@
 // The demo's HTML report: one self-contained file (inline CSS and SVG, nothing fetched), the two incident runs side
 // by side on shared scales, the rollout, and the verdict. Written next to results.json.
 import { chart, CHART_CSS, type ChartSpec } from './charts.js'
+import { GRPC_SERVICE } from './grpc-rollout.js'
 import type { IncidentPlan, IncidentRun, Marker, Results, RolloutRun } from './results.js'
 
 const C = {
@@ -131,7 +132,21 @@ function incidentCharts (inc: Pair | null | undefined, prefix: 'incident' | 'han
 }
 
 function rolloutCharts (run: RolloutRun): string {
-  if (run.skipped !== null || run.timeline.length === 0) return ''
+  const c = rolloutChartSpecs(run, 'rollout', 'Requests', 'req/s')
+  if (c === null) return ''
+  return `<section class="pair"><h3>Traffic share during the rollout</h3><p class="note">Each new instance registers once its app is ready (▲) and warms up: its share of traffic rises over its warmup window. The old one it replaces is then terminated (▼): doorman marks it draining in the registry first thing, flags its responses, serves until traffic is quiet, and exits; the consumer stops picking it at once.</p>${chart(c.shares)}</section>
+<section class="pair"><div class="sides"><figure>${chart(c.requests)}</figure><figure>${chart(c.weights)}</figure></div></section>`
+}
+
+function grpcCharts (run: RolloutRun): string {
+  const c = rolloutChartSpecs(run, 'grpc', 'Calls', 'calls/s')
+  if (c === null) return ''
+  return `<section class="pair"><h3>Share of the one channel's calls, by provider</h3><p class="note">Every call travels on the same HTTP/2 connection from the caller to its doorman, yet each one is balanced on its own: the providers share the calls from the first second (Kubernetes' Service would pin the connection, and so every call, to one pod). Each new provider registers (▲), the old one is sent SIGTERM (▼): it is marked draining in the registry, its doorman flags its answers and sends its HTTP/2 clients GOAWAY, and the consumer stops picking it at once.</p>${chart(c.shares)}</section>
+<section class="pair"><div class="sides"><figure>${chart(c.requests)}</figure><figure>${chart(c.weights)}</figure></div></section>`
+}
+
+function rolloutChartSpecs (run: RolloutRun, prefix: string, what: string, rateUnit: string): { shares: ChartSpec, requests: ChartSpec, weights: ChartSpec } | null {
+  if (run.skipped !== null || run.timeline.length === 0) return null
   const xMax = Math.ceil(run.timeline[run.timeline.length - 1]?.t ?? 1)
   const color = (n: string): string => C.instances[run.instances.indexOf(n) % C.instances.length] as string
   const markers = run.markers.filter((m) => m.kind === 'drain' || m.kind === 'registered').map((m) => ({ t: m.t, label: `${m.label} at ${m.t.toFixed(1)}s`, color: m.kind === 'drain' ? C.failed : C.limit, glyph: m.kind === 'drain' ? '▼' : '▲', bottom: m.kind !== 'drain' }))
@@ -146,8 +161,8 @@ function rolloutCharts (run: RolloutRun): string {
     for (const [n, c] of Object.entries(s.byInstance)) w.counts[n] = (w.counts[n] ?? 0) + c
   }
   const shares: ChartSpec = {
-    id: 'rollout-share',
-    title: 'Share of traffic by instance',
+    id: `${prefix}-share`,
+    title: prefix === 'grpc' ? 'Share of calls by provider' : 'Share of traffic by instance',
     unit: '%',
     xMax,
     yMax: 100,
@@ -168,16 +183,16 @@ function rolloutCharts (run: RolloutRun): string {
   }
   const perSec = 1 / step
   const requests: ChartSpec = {
-    id: 'rollout-requests',
-    title: 'Requests per second, by outcome',
-    unit: 'req/s',
+    id: `${prefix}-requests`,
+    title: `${what} per second, by outcome`,
+    unit: rateUnit,
     xMax,
     yMax: Math.max(...run.timeline.map((s) => (s.ok + s.shed + s.failed) * perSec)),
     stack: { step, layers: [{ name: 'ok', color: C.ok, values: run.timeline.map((s) => [s.t, s.ok * perSec]) }, { name: 'shed', color: C.shed, values: run.timeline.map((s) => [s.t, s.shed * perSec]) }, { name: 'failed', color: C.failed, values: run.timeline.map((s) => [s.t, s.failed * perSec]) }] },
     markers
   }
   const weights: ChartSpec = {
-    id: 'rollout-weights',
+    id: `${prefix}-weights`,
     title: 'Published warmup weight',
     unit: '%',
     xMax,
@@ -185,8 +200,7 @@ function rolloutCharts (run: RolloutRun): string {
     series: run.instances.map((n) => ({ name: n, color: color(n), kind: 'line' as const, points: run.timeline.map((s) => [s.t, s.weights[n] ?? null] as [number, number | null]) })),
     markers
   }
-  return `<section class="pair"><h3>Traffic share during the rollout</h3><p class="note">Each new instance registers once its app is ready (▲) and warms up: its share of traffic rises over its warmup window. The old one it replaces is then terminated (▼): doorman marks it draining in the registry first thing, flags its responses, serves until traffic is quiet, and exits; the consumer stops picking it at once.</p>${chart(shares)}</section>
-<section class="pair"><div class="sides"><figure>${chart(requests)}</figure><figure>${chart(weights)}</figure></div></section>`
+  return { shares, requests, weights }
 }
 
 function kinds (k: Record<string, number | undefined>): string {
@@ -248,6 +262,17 @@ function verdictTable (r: Results): string {
     }
     rows.push('</tbody></table>')
   }
+  if (r.grpc !== undefined && r.grpc !== null) {
+    const run = r.grpc.run
+    rows.push('<table class="verdict"><thead><tr><th>gRPC rollout</th><th colspan="2"></th></tr></thead><tbody>')
+    if (run.skipped !== null) rows.push(`<tr><th>not run</th><td colspan="2">${esc(run.skipped)}</td></tr>`)
+    else {
+      rows.push(`<tr class="key"><th>failed calls</th><td colspan="2"><b class="${run.totals.failed === 0 ? 'good' : 'bad'}">${run.totals.failed}</b> of ${run.totals.sent}${kinds(run.totals.kinds)}</td></tr>`)
+      rows.push(`<tr><th>providers replaced</th><td colspan="2">${run.replaced.length} of ${r.grpc.plan.providers}</td></tr>`)
+      rows.push(`<tr><th>shed (UNAVAILABLE + x-doorman-shed)</th><td colspan="2">${run.totals.shed}</td></tr>`)
+    }
+    rows.push('</tbody></table>')
+  }
   rows.push(`<ul class="checks">${r.verdict.checks.map((c) => `<li class="${c.pass ? 'good' : 'bad'}">${c.pass ? '✓' : '✗'} <b>${esc(c.name)}</b>: ${esc(c.detail)}</li>`).join('')}</ul>`)
   return rows.join('\n')
 }
@@ -276,6 +301,17 @@ function rolloutSetup (r: Results): string {
 </ul></details>`
 }
 
+function grpcSetup (r: Results): string {
+  const p = r.grpc?.plan
+  if (p === undefined) return ''
+  const s = (ms: number): string => `${ms / 1000} s`
+  return `<details><summary>Setup of the gRPC rollout</summary><ul>
+<li>${p.providers} providers, each a grpc-js server behind its own doorman with <code>DOORMAN_APP_PROTOCOL=h2c</code>, registered as <code>${GRPC_SERVICE}</code> in a file registry (as in the HTTP rollout).</li>
+<li>The caller is a grpc-js client with one channel for the whole run: target its doorman's outbound port, <code>grpc.default_authority</code> = <code>${GRPC_SERVICE}</code>. ${p.rate} unary calls/s, open loop, each with a ${s(p.deadlineMs)} deadline; every call is counted by its gRPC status (OK, shed = UNAVAILABLE with <code>x-doorman-shed</code>, or failed).</li>
+<li>After ${s(p.leadMs)} of steady calls each provider is replaced in turn: the new one starts, passes readiness and registers (warmup <code>${p.warmupMs}ms</code>); the old one's doorman gets SIGTERM (drain delay <code>${p.drainDelayMs}ms</code>), then its app stops.</li>
+</ul></details>`
+}
+
 export function renderReport (r: Results): string {
   const secs = (ms: number): string => `${(ms / 1000).toFixed(0)} s`
   return `<!doctype html>
@@ -299,21 +335,22 @@ ${CHART_CSS}
 </style></head><body><main>
 <h1>doorman demo</h1>
 <p class="dim">doorman ${esc(r.version)} · ${r.mode} mode · ${esc(r.startedAt)} · took ${secs(r.durationMs)}</p>
-<div class="banner ${r.verdict.pass ? 'pass' : 'fail'}" id="verdict" data-pass="${r.verdict.pass}">${r.verdict.pass ? 'PASS' : 'FAIL'}: ${r.incident !== null ? `${r.incident.without.restarts} restart(s) without doorman, ${r.incident.with.restarts} with it` : ''}${r.hang !== undefined && r.hang !== null ? `${r.incident !== null ? '; ' : ''}dependency hang: ${r.hang.without.restarts} restart(s) without doorman, ${r.hang.with.restarts} with it` : ''}${r.rollout !== null ? `${r.incident !== null || (r.hang ?? null) !== null ? '; ' : ''}rollout: ${r.rollout.run.skipped !== null ? 'not run' : `${r.rollout.run.totals.failed} failed request(s)`}` : ''}</div>
+<div class="banner ${r.verdict.pass ? 'pass' : 'fail'}" id="verdict" data-pass="${r.verdict.pass}">${r.verdict.pass ? 'PASS' : 'FAIL'}: ${r.incident !== null ? `${r.incident.without.restarts} restart(s) without doorman, ${r.incident.with.restarts} with it` : ''}${r.hang !== undefined && r.hang !== null ? `${r.incident !== null ? '; ' : ''}dependency hang: ${r.hang.without.restarts} restart(s) without doorman, ${r.hang.with.restarts} with it` : ''}${r.rollout !== null ? `${r.incident !== null || (r.hang ?? null) !== null ? '; ' : ''}rollout: ${r.rollout.run.skipped !== null ? 'not run' : `${r.rollout.run.totals.failed} failed request(s)`}` : ''}${r.grpc !== undefined && r.grpc !== null ? `${r.incident !== null || (r.hang ?? null) !== null || r.rollout !== null ? '; ' : ''}gRPC rollout: ${r.grpc.run.skipped !== null ? 'not run' : `${r.grpc.run.totals.failed} failed call(s)`}` : ''}</div>
 <p class="lead">A replay of a real incident (seed 001): a service whose liveness probe shares the request worker pool with business
 traffic. Traffic doubled after a cut-over, a downstream's latency jumped from ~10 ms to ~500 ms, a small inner executor
 became the bottleneck, the worker pool filled up, the probe queued behind business requests and timed out, and kubelet
 restarted both busy-but-alive pods: the zone went down. Here it runs twice with real processes on loopback: once with
-kubelet probing the app directly, once with doorman in each pod.${r.hang !== undefined && r.hang !== null ? ' Then a dependency every pod calls hangs: a restart cures nothing there, and restarting every pod at once is the same zone-down outcome by another route.' : ''}${r.rollout !== null ? ` Then a rollout (seed 003): three instances behind a consumer doorman are replaced one by one under load; each new one warms up, each old one drains, and no request may fail.` : ''}</p>
+kubelet probing the app directly, once with doorman in each pod.${r.hang !== undefined && r.hang !== null ? ' Then a dependency every pod calls hangs: a restart cures nothing there, and restarting every pod at once is the same zone-down outcome by another route.' : ''}${r.rollout !== null ? ` Then a rollout (seed 003): three instances behind a consumer doorman are replaced one by one under load; each new one warms up, each old one drains, and no request may fail.` : ''}${r.grpc !== undefined && r.grpc !== null ? ' Last, the same rollout for gRPC: one grpc-js channel through doorman\'s outbound lane, its calls balanced one by one over three providers while each is replaced; no call may fail.' : ''}</p>
 <h2>Verdict</h2>
 ${verdictTable(r)}
 ${r.incident !== null ? `<h2>Incident: without doorman (left) and with doorman (right)</h2>${setup(r)}\n${incidentCharts(r.incident, 'incident')}` : ''}
 ${r.hang !== undefined && r.hang !== null ? `<h2>A dependency hangs: without doorman (left) and with doorman (right)</h2>${hangSetup(r)}\n${incidentCharts(r.hang, 'hang')}` : ''}
 ${r.rollout !== null ? `<h2>Rollout: three instances replaced in turn under load</h2>${rolloutSetup(r)}${r.rollout.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.rollout.run.skipped)}</p>` : rolloutCharts(r.rollout.run)}` : ''}
+${r.grpc !== undefined && r.grpc !== null ? `<h2>gRPC rollout: one channel, ${r.grpc.plan.providers} providers replaced in turn</h2>${grpcSetup(r)}${r.grpc.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.grpc.run.skipped)}</p>` : grpcCharts(r.grpc.run)}` : ''}
 <h2>Read more</h2>
 <p>The numbers behind every chart are in <code>results.json</code> beside this file; each process's output is in <code>logs/</code>.
 How doorman is built: <code>docs/architecture.md</code>. Probes and their meaning: <code>docs/probes.md</code>.
-Draining and start-up: <code>docs/lifecycle.md</code>, <code>docs/warmup.md</code>. When things go wrong: <code>docs/troubleshooting.md</code>.</p>
+gRPC: <code>docs/grpc.md</code>. Draining and start-up: <code>docs/lifecycle.md</code>, <code>docs/warmup.md</code>. When things go wrong: <code>docs/troubleshooting.md</code>.</p>
 </main></body></html>
 `
 }

@@ -138,6 +138,21 @@ export interface RolloutRun {
   shareRise: Record<string, number[]>
 }
 
+export interface GrpcRolloutPlan {
+  providers: number
+  /** Unary calls per second over the one channel. */
+  rate: number
+  /** Steady load before the first replacement: the per-call spread over the first providers is read there. */
+  leadMs: number
+  warmupMs: number
+  drainDelayMs: number
+  settleMs: number
+  sampleMs: number
+  tailMs: number
+  /** Each call's gRPC deadline. */
+  deadlineMs: number
+}
+
 export interface Check { name: string, pass: boolean, detail: string }
 
 export interface Results {
@@ -149,6 +164,8 @@ export interface Results {
   rollout: { plan: RolloutPlan, run: RolloutRun } | null
   /** A dependency hangs (issue 16): the same pods, without and with doorman. */
   hang?: { plan: IncidentPlan, without: IncidentRun, with: IncidentRun } | null
+  /** The gRPC rollout (issue 14): one grpc-js channel through the outbound lane, three providers replaced in turn. */
+  grpc?: { plan: GrpcRolloutPlan, run: RolloutRun } | null
   verdict: { pass: boolean, checks: Check[] }
 }
 
@@ -171,7 +188,35 @@ export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: 
       checks.push({ name: 'instances replaced', pass: run.replaced.length === r.rollout.plan.instances, detail: `${run.replaced.length} of ${r.rollout.plan.instances}` })
     }
   }
+  if (r.grpc !== undefined && r.grpc !== null) checks.push(...grpcChecks(r.grpc.plan, r.grpc.run))
   return { pass: checks.length > 0 && checks.every((c) => c.pass), checks }
+}
+
+/**
+ * The gRPC rollout's verdict, from what happened: no call failed (shed calls count apart, though none is expected),
+ * every provider was replaced, and the one channel's calls were spread per call: in the steady lead before the first
+ * replacement each first provider answered at least a fifth of them, and every provider answered calls in its turn.
+ */
+export function grpcChecks (plan: GrpcRolloutPlan, run: RolloutRun): Check[] {
+  if (run.skipped !== null) return [{ name: 'gRPC rollout', pass: false, detail: `not run: ${run.skipped}` }]
+  const firstStart = run.markers.find((m) => m.kind === 'start')?.t ?? Infinity
+  const lead: Record<string, number> = {}
+  const total: Record<string, number> = {}
+  for (const s of run.timeline) {
+    for (const [n, c] of Object.entries(s.byInstance)) {
+      total[n] = (total[n] ?? 0) + c
+      if (s.t <= firstStart) lead[n] = (lead[n] ?? 0) + c
+    }
+  }
+  const first = run.instances.slice(0, plan.providers)
+  const leadSum = Object.values(lead).reduce((a, b) => a + b, 0)
+  const shares = first.map((n) => leadSum === 0 ? 0 : Math.round((1000 * (lead[n] ?? 0)) / leadSum) / 10)
+  const spread = leadSum > 0 && shares.every((x) => x >= 20) && run.instances.every((n) => (total[n] ?? 0) > 0)
+  return [
+    { name: 'gRPC rollout: failed calls', pass: run.totals.sent > 0 && run.totals.failed === 0, detail: `${run.totals.failed} failed of ${run.totals.sent} calls over one channel (${run.totals.ok} OK, ${run.totals.shed} shed)` },
+    { name: 'gRPC rollout: providers replaced', pass: run.replaced.length === plan.providers, detail: `${run.replaced.length} of ${plan.providers}` },
+    { name: 'gRPC rollout: calls spread per call over the providers', pass: spread, detail: `before the first replacement ${first.map((n, i) => `${n} ${shares[i] ?? 0}%`).join(', ')} of ${leadSum} calls; over the run ${run.instances.map((n) => `${n} ${total[n] ?? 0}`).join(', ')}` }
+  ]
 }
 
 /**

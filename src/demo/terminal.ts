@@ -178,6 +178,12 @@ export class Live {
       if (run.skipped !== null) this.line(`  rollout: ${s.yellow('not run')}: ${run.skipped}`)
       else this.line(table([['rollout', ''], ['instances replaced', `${run.replaced.length} of ${r.rollout.plan.instances}`], ['requests', `${run.totals.ok} ok, ${run.totals.shed} shed, ${run.totals.failed > 0 ? s.red(String(run.totals.failed)) : s.green('0')} failed of ${run.totals.sent}`]], s))
     }
+    if (r.grpc !== undefined && r.grpc !== null) {
+      const run = r.grpc.run
+      this.line('')
+      if (run.skipped !== null) this.line(`  gRPC rollout: ${s.yellow('not run')}: ${run.skipped}`)
+      else this.line(table([['gRPC rollout', ''], ['providers replaced', `${run.replaced.length} of ${r.grpc.plan.providers}`], ['calls (one channel)', `${run.totals.ok} OK, ${run.totals.shed} shed, ${run.totals.failed > 0 ? s.red(String(run.totals.failed)) : s.green('0')} failed of ${run.totals.sent}`]], s))
+    }
     this.line('')
     for (const c of r.verdict.checks) this.line(`  ${c.pass ? s.green('✓') : s.red('✗')} ${c.name}: ${c.detail}`)
     this.line('')
