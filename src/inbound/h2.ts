@@ -9,6 +9,7 @@ import { PassThrough } from 'node:stream'
 import type { Logger } from '../core/log.js'
 import { BadRequestError, classifyUpstreamError, UpstreamTimeoutError, type DoormanError } from '../core/errors.js'
 import { isGrpc, grpcTimeoutMs, grpcStatusOf, trailersOnly, GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE } from '../core/grpc.js'
+import { h2Head, respondWithTrailers } from '../core/h2.js'
 import { type Limiter, type Priority, type ShedReason, type Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders } from './headers.js'
@@ -19,8 +20,6 @@ import type { Dispatcher } from 'undici'
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants
 const MAX_STREAM_ID = 2 ** 31 - 1
 const DRAIN_H2 = ['x-doorman-draining', '1'] as const
-/** Response headers HTTP/2 forbids (RFC 9113 §8.2.2); responseHeaders already drops the hop-by-hop ones. */
-const H2_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
 
 /** What the HTTP/2 front needs from the inbound lane. */
 export interface H2Host {
@@ -365,15 +364,7 @@ class StreamExchange implements UpstreamHandler {
     this.#status = statusCode
     this.#rtt = Math.max(0, performance.now() - this.#sent)
     const head = responseHeaders(rawHeaders, this.#requestId, this.#front.extra)
-    const out: OutgoingHttpHeaders = { ':status': statusCode }
-    const hs = head.headers
-    for (let i = 0; i < hs.length; i += 2) {
-      const name = hs[i].toLowerCase()
-      if (H2_DROP.has(name)) continue
-      const prev = out[name]
-      out[name] = prev === undefined ? hs[i + 1] : Array.isArray(prev) ? [...prev, hs[i + 1]] : [String(prev), hs[i + 1]]
-    }
-    this.#head = out
+    this.#head = h2Head(statusCode, head.headers)
     // Sent with the first body bytes or at the end; a streaming response whose body is slow still gets its head soon.
     queueMicrotask(this.#flushHead)
   }
@@ -382,20 +373,10 @@ class StreamExchange implements UpstreamHandler {
     const head = this.#head
     if (head === null) return
     this.#head = null
-    const s = this.#stream
-    if (s.destroyed || s.closed) return
-    try {
-      s.respond(head, { waitForTrailers: true })
-    } catch {
-      // The client reset the stream a moment ago: its 'close' settles the exchange.
-      return
-    }
-    s.on('wantTrailers', () => {
-      try {
-        s.sendTrailers(this.#trailers ?? {})
-      } catch { s.close(NGHTTP2_NO_ERROR) }
-    })
+    respondWithTrailers(this.#stream, head, this.#trailersNow)
   }
+
+  #trailersNow = (): OutgoingHttpHeaders | null => this.#trailers
 
   #onDrain = (): void => {
     this.#paused = false

@@ -19,6 +19,7 @@ import type { Dispatcher } from 'undici'
 import { logProxyError } from '../core/log.js'
 import { classifyUpstreamError, BadRequestError, NoInstanceError, NoServiceError, DoormanError } from '../core/errors.js'
 import { isGrpc, grpcTimeoutMs, grpcStatusOf, trailersOnly, GRPC_UNAVAILABLE } from '../core/grpc.js'
+import { h2Head, respondWithTrailers } from '../core/h2.js'
 import { Metrics } from '../metrics/index.js'
 import { requestHeaders, responseHeaders, isOwnHeader } from '../inbound/headers.js'
 import { SERVICE_NAME } from '../registry/types.js'
@@ -26,9 +27,7 @@ import type { Conn } from '../inbound/upstream.js'
 import type { Endpoint } from './endpoint.js'
 import type { Outbound, Upstream } from './index.js'
 
-const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants
-/** Response headers HTTP/2 forbids (RFC 9113 §8.2.2); responseHeaders already drops the hop-by-hop ones. */
-const H2_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade'])
+const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants
 /** Errors that mean the call never reached the provider. */
 const NOTHING_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND'])
 
@@ -359,15 +358,7 @@ class H2Call {
     this.#up.outcome(ep, gatewayFailure)
     this.#body?.commit()
     const head = responseHeaders(rawHeaders, this.#requestId, null, false)
-    const out: OutgoingHttpHeaders = { ':status': statusCode }
-    const hs = head.headers
-    for (let i = 0; i < hs.length; i += 2) {
-      const name = hs[i].toLowerCase()
-      if (H2_DROP.has(name)) continue
-      const prev = out[name]
-      out[name] = prev === undefined ? hs[i + 1] : Array.isArray(prev) ? [...prev, hs[i + 1]] : [String(prev), hs[i + 1]]
-    }
-    this.#head = out
+    this.#head = h2Head(statusCode, head.headers)
     // Sent with the first body bytes or at the end; a streaming response whose body is slow still gets its head soon.
     queueMicrotask(this.#flushHead)
   }
@@ -376,17 +367,10 @@ class H2Call {
     const head = this.#head
     if (head === null) return
     this.#head = null
-    const s = this.#stream
-    if (s.destroyed || s.closed) return
-    try {
-      s.respond(head, { waitForTrailers: true })
-    } catch {
-      return
-    }
-    s.on('wantTrailers', () => {
-      try { s.sendTrailers(this.#trailers ?? {}) } catch { s.close(NGHTTP2_NO_ERROR) }
-    })
+    respondWithTrailers(this.#stream, head, this.#trailersNow)
   }
+
+  #trailersNow = (): OutgoingHttpHeaders | null => this.#trailers
 
   #onDrain = (): void => {
     this.#paused = false
