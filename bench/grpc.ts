@@ -1,4 +1,5 @@
-// The gRPC section: unary gRPC calls over HTTP/2 (h2load) direct to an h2c app (the ceiling), through nginx with
+// The gRPC section: unary gRPC calls over HTTP/2 (h2load) direct to an h2c app (the ceiling), through a bare
+// node:http2 relay (the floor for a proxy on node:http2), through nginx with
 // `grpc_pass` (the native anchor) and through doorman (DOORMAN_APP_PROTOCOL=h2c), in alternation, at 50 and 200
 // concurrent streams, on a 0 ms route (CPU per call) and a 20 ms route (calls/s). The proxy's CPU per call comes
 // from /proc, as in the proxy section. Needs `h2load` (Debian `nghttp2-client`) and `nginx` (Debian `nginx-light`).
@@ -23,7 +24,7 @@ const SCENARIOS: Scenario[] = [
   { id: '20ms/50', route: '20 ms', path: '/bench.Bench/Slow', streams: 50 },
   { id: '20ms/200', route: '20 ms', path: '/bench.Bench/Slow', streams: 200 }
 ]
-const TARGETS = ['direct', 'nginx', 'doorman'] as const
+const TARGETS = ['direct', 'nginx', 'h2 relay', 'doorman'] as const
 type Target = typeof TARGETS[number]
 function order (i: number): Target[] {
   const n = TARGETS.length
@@ -50,8 +51,8 @@ const children = new Set<ChildProcess>()
 function stopAll (): void { for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') }
 process.on('exit', stopAll)
 
-async function startGrpcApp (): Promise<{ proc: ChildProcess, port: number }> {
-  const proc = fork(path.join(HERE, 'grpc-app.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+async function startGrpcApp (script = 'grpc-app.js', env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number }> {
+  const proc = fork(path.join(HERE, script), [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   children.add(proc)
   const [msg] = await once(proc, 'message') as [{ port: number }]
   return { proc, port: msg.port }
@@ -161,11 +162,12 @@ export const grpcSection: Section = {
 
     const app = await startGrpcApp()
     const nginx = await startNginx(ngx, app.port, dir)
+    const relay = await startGrpcApp('h2-relay.js', { BENCH_APP_PORT: String(app.port) })
     const nodeArgs = opts.profileDir !== null ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : []
     const doorman = await startDoorman(app.port, { DOORMAN_APP_PROTOCOL: 'h2c', DOORMAN_MAX_CONCURRENCY: String(LIMIT), DOORMAN_MAX_QUEUE: String(LIMIT) }, nodeArgs)
-    const ports: Record<Target, number> = { direct: app.port, nginx: nginx.port, doorman: doorman.port }
-    const pids: Record<Target, number | undefined> = { direct: undefined, nginx: nginx.proc.pid, doorman: doorman.proc.pid }
-    const own = [process.pid, app.proc.pid, nginx.proc.pid, doorman.proc.pid].filter((p): p is number => p !== undefined)
+    const ports: Record<Target, number> = { direct: app.port, nginx: nginx.port, 'h2 relay': relay.port, doorman: doorman.port }
+    const pids: Record<Target, number | undefined> = { direct: undefined, nginx: nginx.proc.pid, 'h2 relay': relay.proc.pid, doorman: doorman.proc.pid }
+    const own = [process.pid, app.proc.pid, nginx.proc.pid, relay.proc.pid, doorman.proc.pid].filter((p): p is number => p !== undefined)
     const cells = new Map<string, GrpcCell>()
     const key = (s: Scenario, t: Target): string => `${s.id}/${t}`
     const scenarios = SCENARIOS
@@ -196,6 +198,7 @@ export const grpcSection: Section = {
     } finally {
       await doorman.stop()
       nginx.proc.kill('SIGQUIT')
+      relay.proc.kill()
       app.proc.kill()
       rmSync(dir, { recursive: true, force: true })
     }
@@ -219,10 +222,11 @@ export const grpcSection: Section = {
       const d = cells.get(key(s, 'direct')) as GrpcCell
       const n = cells.get(key(s, 'nginx')) as GrpcCell
       const m = cells.get(key(s, 'doorman')) as GrpcCell
-      ratios.push([s.route, String(s.streams), ratio(m.cpuPerCall / n.cpuPerCall, m.roundCpu, n.roundCpu), ratio(m.rate / d.rate, m.roundRate, d.roundRate), ratio(n.rate / d.rate, n.roundRate, d.roundRate), ratio(m.rate / n.rate, m.roundRate, n.roundRate)])
+      const r = cells.get(key(s, 'h2 relay')) as GrpcCell
+      ratios.push([s.route, String(s.streams), ratio(m.cpuPerCall / n.cpuPerCall, m.roundCpu, n.roundCpu), ratio(r.cpuPerCall / n.cpuPerCall, r.roundCpu, n.roundCpu), ratio(m.rate / d.rate, m.roundRate, d.roundRate), ratio(n.rate / d.rate, n.roundRate, d.roundRate), ratio(r.rate / d.rate, r.roundRate, d.roundRate)])
     }
-    console.log('\n' + table(['route', 'streams', 'doorman/nginx CPU per call', 'doorman/direct calls/s', 'nginx/direct calls/s', 'doorman/nginx calls/s'], ratios, 2))
-    console.log('\n(ratio over the whole run, and its range over the rounds in brackets; nginx/direct is what a native proxy reaches on this machine in the same run)')
+    console.log('\n' + table(['route', 'streams', 'doorman/nginx CPU per call', 'h2 relay/nginx CPU per call', 'doorman/direct calls/s', 'nginx/direct calls/s', 'h2 relay/direct calls/s'], ratios, 2))
+    console.log('\n(ratio over the whole run, and its range over the rounds in brackets; nginx/direct is what a native proxy reaches on this machine in the same run, the h2 relay columns the floor for a proxy on node:http2)')
 
     const cell = (id: string, t: Target): GrpcCell => cells.get(`${id}/${t}`) as GrpcCell
     const checks: Check[] = []
