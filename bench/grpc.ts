@@ -112,7 +112,7 @@ async function h2load (bin: string, url: string, streams: number, body: string, 
   let out = ''
   proc.stdout.on('data', (c: Buffer) => { out += c.toString() })
   const [code] = await once(proc, 'exit') as [number | null]
-  if (code !== 0) throw new Error(`h2load exited with ${String(code)}:\n${out}`)
+  if (code !== 0 || !/ [1-9]\d* succeeded/.test(out)) throw new Error(`h2load against ${url} exited with ${String(code)} and no call succeeded:\n${out}`)
   const num = (re: RegExp): number => Number(re.exec(out)?.[1] ?? NaN)
   const done = num(/(\d+) succeeded/)
   const secs = num(/finished in ([\d.]+)s/)

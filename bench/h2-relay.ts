@@ -19,7 +19,9 @@ server.on('stream', (stream: http2.ServerHttp2Stream, headers) => {
   for (const [k, v] of Object.entries(headers)) if (k !== ':scheme' && k !== ':authority' && k !== 'connection') out[k] = v
   const up = session().request(out, { waitForTrailers: false })
   up.on('error', () => { if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR) })
+  stream.on('close', () => { if (!up.closed) up.close(http2.constants.NGHTTP2_CANCEL) })
   up.on('response', (h) => {
+    if (stream.destroyed || stream.closed) return
     const rh: http2.OutgoingHttpHeaders = {}
     for (const [k, v] of Object.entries(h)) rh[k] = v
     let trailers: http2.IncomingHttpHeaders | null = null
