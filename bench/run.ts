@@ -1,5 +1,5 @@
 // `npm run bench`: runs the benchmark sections in order and prints their tables, then every target checked.
-// Usage: npm run bench -- [--only proxy,lane,memory] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
+// Usage: npm run bench -- [--only proxy,lane,memory,grpc] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
 import { parseArgs } from 'node:util'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
@@ -10,6 +10,7 @@ import { adaptiveSection } from './adaptive.js'
 import { checkerSection } from './checker.js'
 import { memorySection } from './memory.js'
 import { registrySection } from './registry.js'
+import { grpcSection } from './grpc.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -44,7 +45,8 @@ const SECTIONS: Section[] = [
   outboundSection,
   adaptiveSection,
   checkerSection,
-  registrySection
+  registrySection,
+  grpcSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }
