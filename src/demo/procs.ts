@@ -14,13 +14,39 @@ export const ROOT = path.resolve(here, '../..')
 /** Child processes always run the built JavaScript. */
 export const DIST = path.join(ROOT, 'dist')
 
-/** A port that was free a moment ago (the app and doorman must keep theirs across restarts). */
-export async function freePort (): Promise<number> {
+/** Ports handed out in this run: the kernel may give the same free port to two asks in a row. */
+const handedOut = new Set<number>()
+/**
+ * Listeners' ports come from below Linux's ephemeral range (32768–60999 by default), so that no client connection of
+ * the demo's own load can be given one as its local port between this check and the child's listen.
+ */
+const LOW = 20_000
+const HIGH = 32_000
+
+async function bindable (port: number): Promise<number | null> {
   const s = net.createServer()
-  await new Promise<void>((resolve) => { s.listen(0, '127.0.0.1', resolve) })
-  const { port } = s.address() as net.AddressInfo
+  const ok = await new Promise<boolean>((resolve) => {
+    s.once('error', () => { resolve(false) })
+    s.listen(port, '127.0.0.1', () => { resolve(true) })
+  })
+  if (!ok) return null
+  const got = (s.address() as net.AddressInfo).port
   await new Promise((resolve) => { s.close(resolve) })
-  return port
+  return got
+}
+
+/**
+ * A port that was free a moment ago and that no earlier call of this run handed out (the app and doorman must keep
+ * theirs across restarts, so each child gets its own, fixed one).
+ */
+export async function freePort (): Promise<number> {
+  for (let i = 0; ; i++) {
+    const port = await bindable(i < 50 ? LOW + Math.floor(Math.random() * (HIGH - LOW)) : 0)
+    if (port !== null && !handedOut.has(port)) {
+      handedOut.add(port)
+      return port
+    }
+  }
 }
 
 /** Opens (appending) a log file for a child's stdout and stderr. */
