@@ -3,7 +3,7 @@
 import t from 'tap'
 import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Instance } from '../src/registry/index.js'
 import { startServer, startDoorman, request, waitFor, getJson, freePort } from './helpers/index.js'
-import { startRedis } from './helpers/redis.js'
+import { startRedis, redisCommand } from './helpers/redis.js'
 
 /** An app whose /ready answers 503 until `ready` is set; `unready` holds when each 503 went out. */
 async function app (t: Tap.Test): Promise<{ port: number, setReady: (r: boolean) => void, readyAt: () => number, unready: number[] }> {
@@ -146,7 +146,12 @@ t.test('at start-up with Redis unreachable, readiness waits for registration', a
   // Redis comes up on that port: the instance registers and turns ready by itself.
   const { spawn } = await import('node:child_process')
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-  t.teardown(async () => { proc.kill('SIGKILL'); await new Promise((resolve) => proc.once('exit', resolve)) })
+  const exited = new Promise((resolve) => proc.once('exit', resolve))
+  t.teardown(async () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); await exited })
+  await waitFor('redis-server up on the port doorman was given', async () => {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}`)
+    return (await redisCommand(port, 'PING')).startsWith('+PONG')
+  }, 10_000)
   await waitFor('ready', async () => (await request(dm.admin, { path: '/readyz' })).status === 200, 15_000)
 })
 

@@ -12,14 +12,37 @@ export const CLI = path.join(ROOT, 'dist', 'cli.js')
 
 interface Teardown { teardown: (fn: () => unknown) => void }
 
-/** A port that was free a moment ago (for servers that can't take port 0, such as redis-server). */
-export async function freePort (host = '127.0.0.1'): Promise<number> {
+// Ports handed out come from below Linux's ephemeral range (32768–60999 by default): a port there can be taken as
+// the local port of any outgoing connection between this check and the server's listen, and a client that keeps
+// reconnecting to a port nothing listens on yet can even connect to itself (TCP simultaneous open) and hold it.
+const LOW = 20_000
+const HIGH = 32_000
+const handedOut = new Set<number>()
+
+async function bindable (port: number, host: string): Promise<number | null> {
   const s = net.createServer()
-  s.listen(0, host)
-  await once(s, 'listening')
-  const { port } = s.address() as net.AddressInfo
+  const ok = await new Promise<boolean>((resolve) => {
+    s.once('error', () => { resolve(false) })
+    s.listen(port, host, () => { resolve(true) })
+  })
+  if (!ok) return null
+  const got = (s.address() as net.AddressInfo).port
   await new Promise((resolve) => s.close(resolve))
-  return port
+  return got
+}
+
+/**
+ * A port that was free a moment ago and that no earlier call of this test file handed out (for servers that can't
+ * take port 0, such as redis-server, or that must keep their port across a restart).
+ */
+export async function freePort (host = '127.0.0.1'): Promise<number> {
+  for (let i = 0; ; i++) {
+    const port = await bindable(i < 50 ? LOW + Math.floor(Math.random() * (HIGH - LOW)) : 0, host)
+    if (port !== null && !handedOut.has(port)) {
+      handedOut.add(port)
+      return port
+    }
+  }
 }
 
 /**
