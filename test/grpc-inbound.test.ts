@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import { execFile } from 'node:child_process'
 import grpc from '@grpc/grpc-js'
 import loader from '@grpc/proto-loader'
-import { PREFACE, classify } from '../src/inbound/detect.js'
+import { PREFACE, classify } from '../src/proxy/detect.js'
 import { ROOT, startDoorman, startFixtureApp, startServer, waitFor, request, getJson } from './helpers/index.js'
 
 type Any = Record<string, any>

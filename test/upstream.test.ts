@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { Socket } from 'node:net'
-import { Upstream, type Conn, type UpstreamHandler } from '../src/inbound/upstream.js'
+import { Upstream, type Conn, type UpstreamHandler } from '../src/proxy/upstream-h1.js'
 import { startServer } from './helpers/index.js'
 
 /** An undici handler that frees its connection when undici ends the request, as the inbound's Exchange does. */

@@ -1,7 +1,7 @@
 // One instance of a service as the outbound lane sees it: its pool, its load, its warmup weight (interpolated on
 // this lane's clock), and its passive outlier state.
 import { Pool } from '../core/undici.js'
-import { H2Upstream } from '../inbound/h2-upstream.js'
+import { H2Upstream } from '../proxy/upstream-h2.js'
 import type { Instance } from '../registry/index.js'
 import { factor, interpolate } from '../warmup/index.js'
 import type { Balanceable } from './balancer.js'

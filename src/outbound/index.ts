@@ -13,18 +13,19 @@
 // HTTP/2 calls (h2c prior knowledge, told apart by the preface on the same port) are balanced per stream and sent to
 // the providers over h2c: h2.ts.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
-import type { Dispatcher } from 'undici'
-import { http, clearStall } from '../core/http.js'
+import { http } from '../core/http.js'
 import { logProxyError, type Logger } from '../core/log.js'
-import { classifyUpstreamError, BadRequestError, NoInstanceError, NoServiceError, DoormanError, type UpstreamConnectError } from '../core/errors.js'
+import { NoInstanceError, NoServiceError, type DoormanError } from '../core/errors.js'
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
-import { requestHeaders, responseHeaders, trailerPairs } from '../inbound/headers.js'
 import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/types.js'
 import { Balancer } from './balancer.js'
 import { Endpoint, type PoolSettings } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
-import { detectProtocol } from '../inbound/detect.js'
+import { detectProtocol } from '../proxy/detect.js'
+import { Exchange, type Client, type Outcome, type Policy, type Route } from '../proxy/exchange.js'
+import { H1Client } from '../proxy/client.js'
+import type { Waiter } from '../limiter/index.js'
 import { OutboundH2 } from './h2.js'
 
 export { Balancer } from './balancer.js'
@@ -58,16 +59,17 @@ export interface OutboundOptions {
   drainMemoryMs?: number
 }
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
-/** Errors that mean the request never left: the connection was refused or never made. */
-const NOTHING_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND'])
 /** Most services watched at once (names the app asks for that have no instances are dropped first). */
 const MAX_SERVICES = 1000
 /** A service with no instances and no requests for this long stops being watched. */
 const IDLE_MS = 60_000
 
-/** One service's endpoints, fed by a registry watch. */
-export class Upstream {
+/**
+ * One service's endpoints, fed by a registry watch; and the outbound lane's policy for the proxy core on the calls
+ * to it: every attempt picks an instance (weighted, warmup, ejection, drain flag, panic mode), a provider's shed
+ * answer or a refused connection goes once more elsewhere, and what each instance did counts toward its ejection.
+ */
+export class Upstream implements Policy {
   readonly service: string
   readonly balancer: Balancer<Endpoint>
   readonly endpoints = new Map<string, Endpoint>()
@@ -152,6 +154,91 @@ export class Upstream {
   release (ep: Endpoint): void {
     ep.inflight--
     if (ep.removed && ep.inflight === 0) void ep.close().catch(() => {})
+  }
+
+  // --- the proxy core's Policy ---
+  /** The local app is the client: its x-forwarded-* stand. */
+  readonly trusted = true
+  /** A provider's x-doorman-* signals reach the app (it may be a doorman-aware client); the lane reads them too. */
+  readonly stripOwn = false
+  get writeTimeout (): number { return this.#out.clientWriteTimeout }
+  get maxRetryBody (): number { return this.#out.maxRetryBody }
+  extra (): null { return null }
+  admit (): true { return true }
+  cancel (_w: Waiter): void {}
+
+  route (ex: Exchange, retry: boolean): Route | null {
+    const prev = ex.target as Endpoint | null
+    const ep = this.balancer.pick(performance.now(), retry && prev !== null ? prev : undefined)
+    if (ep === undefined) return null
+    if (prev === null) {
+      const m = this.#out.metrics
+      m.outboundInflight.set(this.service, (m.outboundInflight.get(this.service) ?? 0) + 1)
+    }
+    ep.inflight++
+    ex.target = ep
+    return ex.client.h2 ? ep.h2 : ep.pool
+  }
+
+  noRoute (): DoormanError { return new NoInstanceError(this.service) }
+
+  canRetry (ex: Exchange): boolean {
+    return this.balancer.pick(performance.now(), (ex.target as Endpoint | null) ?? undefined) !== undefined
+  }
+
+  inspect (ex: Exchange, status: number, raw: Buffer[]): 'pass' | 'retry' {
+    const ep = ex.target as Endpoint
+    let shed = false
+    let doormanError = false
+    let grpcStatus = ''
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]
+      if (name.length < 11 || name.length > 18) continue
+      const lower = name.toString('latin1').toLowerCase()
+      if (lower === 'x-doorman-draining') {
+        // The instance drains: no new requests to it from now on, before the registry event even arrives.
+        if (ep.sawDraining(performance.now())) this.balancer.invalidate()
+      } else if (lower === 'x-doorman-shed') shed = true
+      else if (lower === 'x-doorman-error') doormanError = true
+      else if (lower === 'grpc-status') grpcStatus = raw[i + 1].toString('latin1')
+    }
+    // Shed before the app there saw it (503, or gRPC's UNAVAILABLE, with x-doorman-shed): safe to send elsewhere.
+    if (shed && (status === 503 || (status === 200 && grpcStatus === '14'))) return 'retry'
+    this.outcome(ep, !shed && ((status >= 502 && status <= 504) || (doormanError && grpcStatus !== '')))
+    return 'pass'
+  }
+
+  attemptEnded (ex: Exchange, failed: boolean | undefined): void {
+    const ep = ex.target as Endpoint
+    if (failed !== undefined) this.outcome(ep, failed)
+    this.release(ep)
+  }
+
+  retrying (_ex: Exchange, reason: string): void {
+    Metrics.inc(this.#out.metrics.outboundRetries, `${this.service}\t${reason}`)
+  }
+
+  /**
+   * Per-dependency saturation (seed 001): requests in flight to the service, their latency, and the ones that failed
+   * (`502`–`504`, other `5xx`, or `incomplete`: the response never finished, e.g. the app gave up waiting) — counted
+   * only for requests that went to an instance, so the labels stay bounded by the registry.
+   */
+  settle (ex: Exchange, o: Outcome): void {
+    const m = this.#out.metrics
+    const service = this.service
+    const err = o.err
+    const clientsFault = err !== null && err.status < 500
+    const label = o.kind === 'ok' ? 'ok' : o.kind === 'aborted' ? 'aborted' : o.kind === 'no-route' ? 'no-instance' : clientsFault ? 'bad-request' : 'error'
+    Metrics.inc(m.outbound, `${service}\t${label}`)
+    if (clientsFault) Metrics.inc(m.clientErrors, 'malformed')
+    if (o.why === 'stall') Metrics.inc(m.clientErrors, 'write-timeout')
+    if (err !== null && o.cause !== null) logProxyError(this.#out.log, err.code, o.cause)
+    if (ex.target === null) return
+    m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 1) - 1)
+    m.outboundDuration.observe({ service }, (performance.now() - ex.arrivedAt) / 1000)
+    const s = o.kind === 'error' && !ex.client.headSent ? (err as DoormanError).status : o.status
+    const kind = o.kind === 'aborted' || (o.kind === 'error' && ex.client.headSent) ? 'incomplete' : s >= 502 && s <= 504 ? String(s) : s >= 500 ? '5xx' : null
+    if (kind !== null) Metrics.inc(m.outboundErrors, `${service}\t${kind}`)
   }
 
   close (): void {
@@ -253,63 +340,24 @@ export class Outbound {
     }
     const up = this.upstream(target.service)
     if (up === undefined) { this.#noInstance(res, target.service); return }
-    if (up.watch.synced) { this.#start(up, req, res, target); return }
-    // The first request for a service waits (briefly) for the registry's first listing.
+    this.begin(up, new H1Client(req, res, false), { path: target.path, host: target.host })
+  }
+
+  /** Starts a call to `up`'s service; the first call for a service waits (briefly) for the registry's first listing. */
+  begin (up: Upstream, client: Client, opts: { path?: string, host?: string | null } = {}): void {
+    const ex = new Exchange(client, up, performance.now(), opts)
+    if (up.watch.synced) { ex.start(); return }
     const wait = this.registry.up ? 2000 : 250
     let timer: NodeJS.Timeout | undefined
     void Promise.race([up.watch.ready, new Promise<void>((resolve) => { timer = setTimeout(resolve, wait) })]).then(() => {
       clearTimeout(timer)
-      if (res.destroyed) return
-      this.#start(up, req, res, target)
+      ex.start()
     })
   }
 
   #noInstance (res: ServerResponse, service: string): void {
     Metrics.inc(this.metrics.outbound, `${service}\tno-instance`)
     respondError(res, new NoInstanceError(service))
-  }
-
-  /**
-   * Per-dependency saturation (seed 001): requests in flight to the service, their latency, and the ones that failed
-   * (`502`–`504`, other `5xx`, or `incomplete`: the response never finished, e.g. the app gave up waiting) — counted
-   * only for services with instances, so the labels stay bounded by the registry.
-   */
-  #track (service: string, res: ServerResponse, started: number): void {
-    const m = this.metrics
-    m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 0) + 1)
-    res.once('close', () => {
-      m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 1) - 1)
-      m.outboundDuration.observe({ service }, (performance.now() - started) / 1000)
-      const s = res.statusCode
-      const kind = !res.writableFinished ? 'incomplete' : s >= 502 && s <= 504 ? String(s) : s >= 500 ? '5xx' : null
-      if (kind !== null) Metrics.inc(m.outboundErrors, `${service}\t${kind}`)
-    })
-  }
-
-  #start (up: Upstream, req: IncomingMessage, res: ServerResponse, target: Target): void {
-    const now = performance.now()
-    const ep = up.balancer.pick(now)
-    if (ep === undefined) { this.#noInstance(res, up.service); return }
-    const h = requestHeaders(req.rawHeaders, { remoteAddress: req.socket.remoteAddress ?? '127.0.0.1', proto: 'http', port: 0, trusted: true })
-    if (h.refused !== null) {
-      Metrics.inc(this.metrics.clientErrors, 'malformed')
-      respondError(res, new BadRequestError(`doorman cannot forward this request as sent: ${h.refused}`), ['x-request-id', h.requestId])
-      return
-    }
-    if (target.host !== null) setHost(h.headers, target.host)
-    const call = new Call(this, up, req, res, target.path, h.headers, h.requestId)
-    this.#track(up.service, res, now)
-    if (!h.hasBody) { call.begin(ep, null); return }
-    const length = Number(req.headers['content-length'] ?? NaN)
-    if (Number.isFinite(length) && length <= this.maxRetryBody) {
-      // Small bodies are read first so that a retry can send them again.
-      const chunks: Buffer[] = []
-      req.on('data', (c: Buffer) => chunks.push(c))
-      req.once('end', () => { call.begin(up.balancer.pick(performance.now()) ?? ep, Buffer.concat(chunks)) })
-      req.once('error', () => { res.destroy() })
-      return
-    }
-    call.begin(ep, req)
   }
 
   async close (): Promise<void> {
@@ -352,205 +400,4 @@ export function parseTarget (req: { url?: string, headers: { host?: string } }):
   const service = host.replace(/:\d+$/, '').toLowerCase()
   if (!SERVICE_NAME.test(service)) return null
   return { service, path: url, host: null }
-}
-
-function setHost (headers: string[], host: string): void {
-  for (let i = 0; i < headers.length; i += 2) {
-    if (headers[i].length === 4 && headers[i].toLowerCase() === 'host') { headers[i + 1] = host; return }
-  }
-  headers.push('host', host)
-}
-
-const IDLE = 0
-const ACTIVE = 1
-const DISCARD = 2
-const DONE = 3
-
-/** One outbound request: at most two attempts on two instances (undici handler; raw headers from the controller). */
-class Call {
-  #out: Outbound
-  #up: Upstream
-  #req: IncomingMessage
-  #res: ServerResponse
-  #path: string
-  #headers: string[]
-  #requestId: string
-  #body: Buffer | IncomingMessage | null = null
-  #ep: Endpoint | null = null
-  #attempt = 0
-  #state = IDLE
-  #status = 0
-  /** undici's controller for the attempt in flight (abort, pause, resume). */
-  #ctl: Dispatcher.DispatchController | null = null
-  #idempotent: boolean
-
-  constructor (out: Outbound, up: Upstream, req: IncomingMessage, res: ServerResponse, path: string, headers: string[], requestId: string) {
-    this.#out = out
-    this.#up = up
-    this.#req = req
-    this.#res = res
-    this.#path = path
-    this.#headers = headers
-    this.#requestId = requestId
-    this.#idempotent = IDEMPOTENT.has(req.method ?? 'GET')
-    res.once('close', this.#onClientClose)
-  }
-
-  begin (ep: Endpoint, body: Buffer | IncomingMessage | null): void {
-    this.#body = body
-    this.#dispatch(ep)
-  }
-
-  #dispatch (ep: Endpoint): void {
-    if (this.#res.destroyed) { this.#state = DONE; return }
-    this.#ep = ep
-    this.#state = ACTIVE
-    this.#status = 0
-    ep.inflight++
-    try {
-      ep.pool.dispatch({ path: this.#path, method: this.#req.method as string, headers: this.#headers, body: this.#body, idempotent: false, blocking: true }, this)
-    } catch (err) {
-      this.onResponseError(null, err as Error)
-    }
-  }
-
-  /** Another instance for a retry, or null when a retry isn't possible. */
-  #retryTarget (): Endpoint | null {
-    if (this.#attempt > 0 || this.#res.headersSent || this.#res.destroyed) return null
-    if (this.#body !== null && !Buffer.isBuffer(this.#body)) return null
-    return this.#up.balancer.pick(performance.now(), this.#ep ?? undefined) ?? null
-  }
-
-  #retry (next: Endpoint, reason: string): void {
-    this.#attempt++
-    Metrics.inc(this.#out.metrics.outboundRetries, `${this.#up.service}\t${reason}`)
-    this.#dispatch(next)
-  }
-
-  #finishAttempt (): Endpoint | null {
-    const ep = this.#ep
-    this.#ctl = null
-    this.#stall = clearStall(this.#stall)
-    if (ep !== null) this.#up.release(ep)
-    return ep
-  }
-
-  /** The app went away before the answer was complete: abort the attempt in flight. */
-  #onClientClose = (): void => {
-    if (this.#res.writableFinished || this.#state === DONE) return
-    const inFlight = this.#state === ACTIVE || this.#state === DISCARD
-    const ctl = this.#ctl
-    this.#state = DONE
-    if (inFlight) this.#finishAttempt()
-    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\taborted`)
-    ctl?.abort(new Error('client gone'))
-  }
-
-  // --- undici DispatchHandler ---
-  onRequestStart (controller: Dispatcher.DispatchController): void {
-    if (this.#state === DONE) { controller.abort(new Error('client gone')); return }
-    this.#ctl = controller
-  }
-
-  onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, _headers: unknown, statusText?: string): void {
-    if (this.#state !== ACTIVE) return
-    if (statusCode < 200) return
-    this.#status = statusCode
-    const ep = this.#ep as Endpoint
-    // HTTP/1.1 (the only protocol between sidecars): the raw headers are the parser's Buffers, name/value in turn.
-    const rawHeaders = controller.rawHeaders as Buffer[]
-    let shed = false
-    for (let i = 0; i < rawHeaders.length; i += 2) {
-      const name = rawHeaders[i]
-      if (name.length === 18 && name.toString('latin1').toLowerCase() === 'x-doorman-draining') {
-        // The instance drains: no new requests to it from now on, before the registry event even arrives.
-        if (ep.sawDraining(performance.now())) this.#up.balancer.invalidate()
-      } else if (name.length === 14 && name.toString('latin1').toLowerCase() === 'x-doorman-shed') shed = true
-    }
-    if (statusCode === 503 && shed && this.#retryTarget() !== null) {
-      // Shed before the app saw it: drop this answer and try another instance once it is read.
-      this.#state = DISCARD
-      return
-    }
-    if (statusCode >= 502 && statusCode <= 504 && !shed) this.#up.outcome(ep, true)
-    else this.#up.outcome(ep, false)
-    const res = this.#res
-    if (res.destroyed) return
-    res.writeHead(statusCode, statusText, responseHeaders(rawHeaders, this.#requestId, null, false).headers)
-  }
-
-  /** The app took what was written: let undici read the instance's socket again. */
-  #onDrain = (): void => {
-    this.#stall = clearStall(this.#stall)
-    this.#ctl?.resume()
-  }
-
-  #stall: NodeJS.Timeout | null = null
-  /** The local app read nothing for the write timeout: close its connection (which cancels the attempt). */
-  static #onStall (call: Call): void { call.#stalled() }
-  #stalled (): void {
-    this.#stall = null
-    if (this.#state !== ACTIVE) return
-    Metrics.inc(this.#out.metrics.clientErrors, 'write-timeout')
-    this.#res.destroy()
-  }
-
-  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.#state !== ACTIVE) return
-    const res = this.#res
-    if (res.destroyed) return
-    if (!res.write(chunk) && !controller.paused) {
-      controller.pause()
-      res.once('drain', this.#onDrain)
-      this.#stall = setTimeout(Call.#onStall, this.#out.clientWriteTimeout, this)
-    }
-  }
-
-  onResponseEnd (controller: Dispatcher.DispatchController): void {
-    if (this.#state === DISCARD) {
-      this.#finishAttempt()
-      const next = this.#retryTarget()
-      if (next !== null) { this.#retry(next, 'shed'); return }
-      // Nowhere else to go after all: answer what the instance said.
-      this.#state = DONE
-      Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\tok`)
-      respondError(this.#res, new DoormanError('DOORMAN_ERR_NO_INSTANCE', 'every instance shed the request', 503), ['retry-after', '1', 'x-request-id', this.#requestId])
-      return
-    }
-    if (this.#state !== ACTIVE) return
-    this.#state = DONE
-    this.#finishAttempt()
-    const res = this.#res
-    const trailers = controller.rawTrailers as Buffer[] | null | undefined
-    if (trailers != null && trailers.length > 0) res.addTrailers(trailerPairs(trailers))
-    res.end()
-    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\tok`)
-  }
-
-  /** Also called with no controller when undici refuses the request before it starts. */
-  onResponseError (_controller: Dispatcher.DispatchController | null, err: Error): void {
-    if (this.#state !== ACTIVE && this.#state !== DISCARD) return
-    const ep = this.#finishAttempt()
-    const mapped = classifyUpstreamError(err)
-    const code = (err as { code?: string }).code ?? ''
-    // Outlier detection counts only what the instance did: a request undici refused to send is the app's mistake.
-    const clientsFault = mapped.status < 500
-    if (ep !== null && !clientsFault) this.#up.outcome(ep, true)
-    if (this.#state === DISCARD) {
-      const next = this.#retryTarget()
-      if (next !== null) { this.#retry(next, 'shed'); return }
-    } else if (this.#status === 0) {
-      const nothingSent = NOTHING_SENT.has(code)
-      const connectFailure = mapped.code === 'DOORMAN_ERR_UPSTREAM_CONNECT'
-      if (connectFailure && (nothingSent || this.#idempotent)) {
-        const next = this.#retryTarget()
-        if (next !== null) { this.#retry(next, nothingSent ? 'connect' : 'reset'); return }
-      }
-    }
-    this.#state = DONE
-    Metrics.inc(this.#out.metrics.outbound, `${this.#up.service}\t${clientsFault ? 'bad-request' : 'error'}`)
-    if (this.#res.headersSent) { this.#res.destroy(); return }
-    respondError(this.#res, mapped as UpstreamConnectError, ['x-request-id', this.#requestId])
-    logProxyError(this.#out.log, mapped.code, err)
-  }
 }

@@ -1,15 +1,17 @@
-// The app's side when it speaks cleartext HTTP/2 (DOORMAN_APP_PROTOCOL=h2c): a few multiplexed node:http2 client
-// sessions, driven through the same handler interface as the HTTP/1.1 Upstream (undici's DispatchHandler and its controller), so
-// an Exchange or an HTTP/2 stream proxies to either app without knowing which.
+// The upstream side over cleartext HTTP/2 (an h2c app, DOORMAN_APP_PROTOCOL=h2c; a provider's inbound port for the
+// outbound lane's HTTP/2 calls): a few multiplexed node:http2 client sessions, driven through the same handler
+// interface as the HTTP/1.1 side (undici's DispatchHandler and its controller), so the proxy core's Exchange sends to
+// either without knowing which.
 //
-// Why node:http2 and not undici: the undici on main is 7.x, whose HTTP/2 client lacks the h2c pooling, multiplexed
-// request bodies and GOAWAY handling that landed in 8.x; node:http2 gives direct control of streams, flow control
-// (pause/resume), RST_STREAM on cancellation and trailers, which gRPC needs.
+// Why node:http2 and not undici 8's HTTP/2 client: doorman needs each stream's own flow control (pause/resume of one
+// stream, not the session), RST_STREAM with the code it chooses on cancellation, a trailers-only answer told apart
+// from headers-then-empty-body (gRPC's error shape), and a session dropped at the provider's GOAWAY while its streams
+// finish; node:http2 gives all of these directly (docs/grpc.md).
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
 import { STATUS_CODES } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
-import type { Conn, UpstreamHandler } from './upstream.js'
+import type { Conn, UpstreamHandler } from './upstream-h1.js'
 
 /** The app's side, whatever it speaks: Upstream (HTTP/1.1 over undici) or H2Upstream. */
 export interface AppUpstream {
@@ -19,7 +21,7 @@ export interface AppUpstream {
   close: () => Promise<void>
 }
 
-const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM } = http2.constants
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants
 
 /** Streams on one session before another session is opened (while fewer than the pool's size exist). */
 const STREAMS_PER_SESSION = 100
@@ -173,7 +175,13 @@ export class H2Upstream implements AppUpstream {
       handler.onResponseData?.(ctl, chunk)
     })
     req.on('trailers', (h: IncomingHttpHeaders) => { ctl.rawTrailers = flatten(h); ctl.trailers = h })
-    req.on('end', () => { if (finish()) handler.onResponseEnd?.(ctl, ctl.trailers) })
+    req.on('end', () => {
+      // A stream the app reset after its head also ends the readable side (node pushes the end at RST_STREAM): that
+      // is a failure, not a complete response. A clean end has no reset code yet (NO_ERROR comes with 'close').
+      const code = req.rstCode
+      if (code !== undefined && code !== NGHTTP2_NO_ERROR) { fail(codedError(`app reset the stream (code ${code})`, 'UND_ERR_SOCKET')); return }
+      if (finish()) handler.onResponseEnd?.(ctl, ctl.trailers)
+    })
     req.on('error', fail)
     req.on('close', () => {
       if (done) return

@@ -1,0 +1,140 @@
+// The inbound lane's policy for the proxy core: admission by the limiter (priorities by path, the queue), one route
+// (the app, over HTTP/1.1 or h2c), the drain flag on every answer, and what each outcome releases and records.
+import type { Logger } from '../core/log.js'
+import { logProxyError } from '../core/log.js'
+import { NoInstanceError, type DoormanError } from '../core/errors.js'
+import type { Limiter, Priority, ShedReason, Waiter } from '../limiter/index.js'
+import { Metrics } from '../metrics/index.js'
+import type { Exchange, Outcome, Policy, Route } from '../proxy/exchange.js'
+
+/** Counts that drain and the lane read. */
+export interface InboundStats {
+  /** Requests that reached the limiter. */
+  arrived: number
+  /** Requests answered by the app (any status). */
+  completed: number
+  /** Requests that failed between doorman and the app. */
+  failed: number
+  /** Requests cut by destroy() (drain timeout). */
+  cut: number
+  /** performance.now() of the last request arrival. */
+  lastArrival: number
+}
+
+const DRAIN_H1 = ['x-doorman-draining', '1', 'connection', 'close'] as const
+const DRAIN_H2 = ['x-doorman-draining', '1'] as const
+
+export interface InboundPolicyOptions {
+  limiter: Limiter
+  metrics: Metrics
+  log: Logger
+  app: Route
+  classify: (path: string) => Priority
+  trusted: boolean
+  writeTimeout: number
+}
+
+export class InboundPolicy implements Policy {
+  readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0 }
+  readonly trusted: boolean
+  readonly stripOwn = true
+  readonly writeTimeout: number
+  readonly maxRetryBody = 0
+  /** Exchanges holding a slot (a drain timeout cuts them). */
+  readonly exchanges = new Set<Exchange>()
+  readonly #limiter: Limiter
+  readonly #metrics: Metrics
+  readonly #log: Logger
+  readonly #debug: boolean
+  readonly #app: Route
+  readonly #classify: (path: string) => Priority
+  #draining = false
+
+  constructor (opts: InboundPolicyOptions) {
+    this.#limiter = opts.limiter
+    this.#metrics = opts.metrics
+    this.#log = opts.log
+    this.#debug = opts.log.isLevelEnabled('debug')
+    this.#app = opts.app
+    this.#classify = opts.classify
+    this.trusted = opts.trusted
+    this.writeTimeout = opts.writeTimeout
+  }
+
+  /** Every answer from now on carries x-doorman-draining (HTTP/1.1: and connection: close). */
+  startDraining (): void { this.#draining = true }
+  get draining (): boolean { return this.#draining }
+
+  extra (h2: boolean): readonly string[] | null {
+    return this.#draining ? (h2 ? DRAIN_H2 : DRAIN_H1) : null
+  }
+
+  admit (ex: Exchange): true | ShedReason | Waiter {
+    return this.#limiter.acquire(this.#classify(ex.client.path), ex.onGrant)
+  }
+
+  cancel (w: Waiter): void { this.#limiter.cancel(w) }
+
+  route (ex: Exchange, retry: boolean): Route | null {
+    if (retry) return null
+    this.exchanges.add(ex)
+    ex.sentInflight = this.#limiter.inflight
+    return this.#app
+  }
+
+  noRoute (): DoormanError { return new NoInstanceError('(the app)') }
+  canRetry (): boolean { return false }
+  inspect (): 'pass' { return 'pass' }
+  attemptEnded (): void {}
+  retrying (): void {}
+
+  settle (ex: Exchange, o: Outcome): void {
+    const m = this.#metrics
+    const h2 = ex.client.h2
+    switch (o.kind) {
+      case 'shed':
+        Metrics.inc(m.shed, o.shed as ShedReason)
+        break
+      case 'expired':
+      case 'refused':
+        break
+      case 'abandoned':
+        Metrics.inc(m.clientErrors, 'abort-queued')
+        return
+      case 'late-grant':
+        this.#limiter.release()
+        return
+      default: {
+        // The exchange held a slot: give it back with what the app's answer says of its capacity.
+        this.exchanges.delete(ex)
+        const err = o.err
+        if (o.kind === 'ok') {
+          this.stats.completed++
+          this.#limiter.release(o.rtt, o.status >= 500, ex.sentInflight)
+        } else if (o.kind === 'aborted') {
+          // The app's latency counts only if its response head arrived: the client's impatience says nothing of it.
+          this.#limiter.release(o.rtt, o.rtt >= 0 && o.status >= 500, ex.sentInflight)
+          if (o.why === 'client') Metrics.inc(m.clientErrors, 'abort')
+          else if (o.why === 'stall') Metrics.inc(m.clientErrors, 'write-timeout')
+        } else {
+          // A timeout is a drop signal without a latency sample (not the client's own deadline); other failures
+          // (refused, reset) are neither.
+          this.#limiter.release(-1, o.timedOut && o.why !== 'deadline', ex.sentInflight)
+          if (err !== null && err.status < 500) {
+            // The client's mistake (refused before the app saw it): not the app's failure.
+            Metrics.inc(m.clientErrors, 'malformed')
+          } else {
+            this.stats.failed++
+            Metrics.inc(m.upstreamErrors, o.timedOut ? 'timeout' : err?.code === 'DOORMAN_ERR_UPSTREAM_CONNECT' ? 'connect' : err?.code === 'DOORMAN_ERR_UPSTREAM_PROTOCOL' ? 'protocol' : 'other')
+          }
+          if (err !== null && o.cause !== null) logProxyError(this.#log, err.code, o.cause)
+        }
+        const ms = performance.now() - ex.arrivedAt
+        m.duration.observe(ms / 1000)
+        if (this.#debug) this.#log.debug({ status: o.status, ms: Math.round(ms), outcome: o.kind, err: err?.code, protocol: h2 ? 'h2' : 'http1' }, 'request')
+      }
+    }
+    if (o.status !== 0) Metrics.inc(h2 ? m.requestsH2 : m.requests, o.status)
+    if (o.grpcStatus !== null) Metrics.inc(m.grpcStatus, o.grpcStatus)
+  }
+}
