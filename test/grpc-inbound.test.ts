@@ -10,6 +10,7 @@ import grpc from '@grpc/grpc-js'
 import loader from '@grpc/proto-loader'
 import { PREFACE, classify } from '../src/proxy/detect.js'
 import { ROOT, startDoorman, startFixtureApp, startServer, waitFor, request, getJson } from './helpers/index.js'
+import { rawGrpc, encodeMsg } from './helpers/grpc.js'
 
 type Any = Record<string, any>
 const def = loader.loadSync(path.join(ROOT, 'test', 'fixtures', 'echo.proto'), { keepCase: false, longs: Number, defaults: true })
@@ -198,6 +199,50 @@ t.test('DOORMAN_UPSTREAM_TIMEOUT: DEADLINE_EXCEEDED naming the timeout, the app\
   await waitFor('the app to see the cancellation', async () => (await appStats(direct)).cancelled === 1, 5000)
 })
 
+t.test('an h2c app that resets a stream after its head: the client sees a failure, never a complete response', async (t) => {
+  // A bare node:http2 app: head, more body than the flow-control window lets out, then RST_STREAM CANCEL at once: the
+  // reset overtakes the queued bytes and their END_STREAM. Node raises no error for a CANCEL, only an early end of
+  // the readable side, which must not pass for a complete response.
+  const app = http2.createServer()
+  app.on('stream', (stream, headers) => {
+    stream.on('error', () => {})
+    const grpcCall = String(headers['content-type']).startsWith('application/grpc')
+    stream.respond({ ':status': 200, 'content-type': grpcCall ? 'application/grpc' : 'text/plain' })
+    const body = Buffer.alloc(1 << 20, 0x61)
+    if (grpcCall) { body[0] = 0; body.writeUInt32BE(body.length - 5, 1) }
+    stream.write(body)
+    stream.close(http2.constants.NGHTTP2_CANCEL)
+  })
+  app.on('session', (s) => { s.on('error', () => {}) })
+  await new Promise<void>((resolve) => { app.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { app.close() })
+  const appPort = (app.address() as net.AddressInfo).port
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(appPort), DOORMAN_APP_PROTOCOL: 'h2c' })
+
+  // Plain HTTP/2: the stream is cut, not ended as if the body were whole.
+  const session = http2.connect(`http://127.0.0.1:${dm.inbound}`)
+  t.teardown(() => { session.destroy() })
+  const seen = await new Promise<{ body: string, clean: boolean, rst: number | undefined }>((resolve) => {
+    const req = session.request({ ':path': '/x' })
+    let body = ''
+    let ended = false
+    req.on('data', (c: Buffer) => { body += c.toString() })
+    req.on('end', () => { ended = true })
+    req.on('error', () => {})
+    req.on('close', () => { resolve({ body, clean: ended && req.rstCode === http2.constants.NGHTTP2_NO_ERROR, rst: req.rstCode }) })
+  })
+  t.notOk(seen.clean, `the client's stream did not end cleanly (${seen.body.length} body bytes, RST code ${seen.rst})`)
+
+  // gRPC: doorman ends the call with UNAVAILABLE in its trailers, naming itself.
+  const c = client(dm.inbound)
+  t.teardown(() => { c.close() })
+  const r = await unary(c, { text: 'x' }, { deadlineMs: 5000 })
+  t.equal(r.status.code, grpc.status.UNAVAILABLE)
+  t.match(r.status.details, /doorman/)
+  const m = (await request(dm.admin, { path: '/metrics' })).body
+  t.match(m, /doorman_upstream_errors_total\{kind="connect"\} 2/, 'both counted as the app\'s failures')
+})
+
 t.test('curl --http2-prior-knowledge to an HTTP/1.1 app, and HTTP/1.1 on the same port', async (t) => {
   const { port } = await startServer(t, (req, res) => {
     let n = 0
@@ -232,36 +277,6 @@ t.test('preface detection', async (t) => {
 })
 
 /** A gRPC request by hand (node:http2), with a grpc-timeout header and no deadline of the caller's own. */
-async function rawGrpc (port: number, msg: Uint8Array, headers: Record<string, string>): Promise<{ headers: Any, ms: number, session: http2.ClientHttp2Session }> {
-  const session = http2.connect(`http://127.0.0.1:${port}`)
-  const t0 = Date.now()
-  return await new Promise((resolve, reject) => {
-    const req = session.request({ ':method': 'POST', ':path': '/doorman.test.Echo/Unary', 'content-type': 'application/grpc', te: 'trailers', ...headers })
-    let head: Any = null
-    req.on('response', (h) => { head = h })
-    req.on('trailers', (h) => { head = { ...head, ...h } })
-    req.on('data', () => {})
-    req.on('end', () => { resolve({ headers: head, ms: Date.now() - t0, session }) })
-    req.on('error', reject)
-    const frame = Buffer.alloc(5 + msg.length)
-    frame.writeUInt32BE(msg.length, 1)
-    Buffer.from(msg).copy(frame, 5)
-    req.end(frame)
-  })
-}
-
-/** Msg { text, delay_ms } in protobuf wire form (fields 1 and 3). */
-function encodeMsg (text: string, delayMs: number): Uint8Array {
-  const tb = Buffer.from(text)
-  return Buffer.concat([Buffer.from([0x0a, tb.length]), tb, Buffer.from([0x18]), varint(delayMs)])
-}
-function varint (n: number): Buffer {
-  const out: number[] = []
-  while (n > 127) { out.push((n & 127) | 128); n >>>= 7 }
-  out.push(n)
-  return Buffer.from(out)
-}
-
 t.test('grpc-timeout bounds the queue wait and the app wait; a cancelled call frees its slot at once', async (t) => {
   const app = await startFixtureApp(t, 'grpc-app.mjs')
   const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_APP_PROTOCOL: 'h2c', DOORMAN_MAX_CONCURRENCY: '1', DOORMAN_MAX_QUEUE: '5', DOORMAN_QUEUE_TIMEOUT: '20s' })

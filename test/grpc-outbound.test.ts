@@ -12,6 +12,7 @@ import loader from '@grpc/proto-loader'
 import { ROOT, startDoorman, startFixtureApp, startServer, freePort, waitFor, request, type Doorman } from './helpers/index.js'
 
 import { startProvider } from './helpers/mesh.js'
+import { rawGrpc, encodeMsg } from './helpers/grpc.js'
 
 type Any = Record<string, any>
 interface Teardown { teardown: (fn: () => unknown) => void }
@@ -142,6 +143,22 @@ t.test('one channel, calls balanced per call over two providers', async (t) => {
     t.equal(r.status.code, grpc.status.DEADLINE_EXCEEDED)
     await waitFor('the provider\'s app to see the cancellation', async () => (await appStats(a.direct)).cancelled + (await appStats(b.direct)).cancelled === 1, 5000)
   })
+})
+
+t.test('grpc-timeout is enforced on the outbound lane too, for a caller that never cancels', async (t) => {
+  const reg = registryDir(t)
+  const a = await provider(t, reg)
+  const dm = await consumer(t, reg)
+  const ch = client(dm.outbound, 'orders')
+  t.teardown(() => { ch.close() })
+  await waitFor('the provider listed', async () => (await unary(ch, { text: 'hi' }, { deadlineMs: 2000 })).status.code === grpc.status.OK, 15_000)
+  await unary(a.direct, { text: 'reset' })
+  // A bare HTTP/2 caller: it sends grpc-timeout and waits, never resetting its stream.
+  const r = await rawGrpc(dm.outbound, encodeMsg('slow', 5000), { 'grpc-timeout': '300m', ':authority': 'orders' })
+  t.teardown(() => { r.session.destroy() })
+  t.equal(r.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED')
+  t.ok(r.ms < 3000, `answered at the deadline (${r.ms} ms)`)
+  await waitFor('the provider\'s app to see the cancellation', async () => (await appStats(a.direct)).cancelled === 1, 5000)
 })
 
 t.test('a draining provider stops getting calls at once, and no call fails', async (t) => {

@@ -12,16 +12,26 @@ import { Metrics } from '../metrics/index.js'
 import { SERVICE_NAME } from '../registry/types.js'
 import { ownError } from '../proxy/exchange.js'
 import { H2Client } from '../proxy/client.js'
-import type { Outbound } from './index.js'
+import type { Client, Policy } from '../proxy/exchange.js'
+
+/** What the HTTP/2 side needs of the outbound lane. */
+export interface OutboundHost<U extends Policy> {
+  readonly closed: boolean
+  readonly metrics: Metrics
+  /** The service's policy (created on first use); undefined when too many services are watched. */
+  upstream: (service: string) => U | undefined
+  /** Starts a call to the service (after its first listing). */
+  begin: (up: U, client: Client) => void
+}
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants
 
-export class OutboundH2 {
+export class OutboundH2<U extends Policy> {
   readonly server: Http2Server
-  readonly #out: Outbound
+  readonly #out: OutboundHost<U>
   readonly #sessions = new Set<ServerHttp2Session>()
 
-  constructor (out: Outbound) {
+  constructor (out: OutboundHost<U>) {
     this.#out = out
     this.server = http2.createServer({ maxSendHeaderBlockLength: 65536, settings: { maxConcurrentStreams: 1000 } })
     this.server.on('session', (session: ServerHttp2Session) => {

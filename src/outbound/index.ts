@@ -259,7 +259,7 @@ export class Outbound {
   readonly clientWriteTimeout: number
   readonly #upstreams = new Map<string, Upstream>()
   /** The app's HTTP/2 calls (h2c prior knowledge on the same port). */
-  readonly h2: OutboundH2
+  readonly h2: OutboundH2<Upstream>
   #port: number
   #sweep: NodeJS.Timeout
   #closed = false
