@@ -4,6 +4,8 @@
 // call is retried on the other instance. And curl's plain HTTP/2 requests through the same port.
 import t from 'tap'
 import path from 'node:path'
+import http2 from 'node:http2'
+import type { AddressInfo } from 'node:net'
 import { mkdtempSync, rmSync, readdirSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { execFile } from 'node:child_process'
@@ -145,20 +147,36 @@ t.test('one channel, calls balanced per call over two providers', async (t) => {
   })
 })
 
-t.test('grpc-timeout is enforced on the outbound lane too, for a caller that never cancels', async (t) => {
+t.test('grpc-timeout is enforced on the outbound lane itself, for a caller that never cancels', async (t) => {
   const reg = registryDir(t)
-  const a = await provider(t, reg)
+  // The instance is a bare HTTP/2 app that ignores grpc-timeout and never answers (no doorman in front, no gRPC
+  // library to enforce the deadline): only the consumer's outbound lane can end the call and reset the app's stream.
+  const app = http2.createServer()
+  let reset = 0
+  app.on('stream', (stream) => { stream.on('error', () => {}); stream.resume(); stream.on('close', () => { reset++ }) })
+  app.on('session', (s) => { s.on('error', () => {}) })
+  await new Promise<void>((resolve) => { app.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { app.close() })
+  const { FileRegistry } = await import('../src/registry/file.js')
+  const store = new FileRegistry({ dir: new URL(reg).pathname })
+  const now = Date.now()
+  await store.register({ id: 'bare-app', service: 'orders', cluster: 'default', zone: '', address: `127.0.0.1:${(app.address() as AddressInfo).port}`, adminPort: 0, startedAt: now - 600_000, registeredAt: now - 600_000, warmup: { window: 0, aggression: 1, minWeight: 10, progress: 1 }, weight: 100, state: 'up', ejected: false, updatedAt: now, rev: 0 }, 120_000)
+  t.teardown(async () => { await store.deregister('orders', 'bare-app'); await store.close() })
   const dm = await consumer(t, reg)
-  const ch = client(dm.outbound, 'orders')
-  t.teardown(() => { ch.close() })
-  await waitFor('the provider listed', async () => (await unary(ch, { text: 'hi' }, { deadlineMs: 2000 })).status.code === grpc.status.OK, 15_000)
-  await unary(a.direct, { text: 'reset' })
-  // A bare HTTP/2 caller: it sends grpc-timeout and waits, never resetting its stream.
-  const r = await rawGrpc(dm.outbound, encodeMsg('slow', 5000), { 'grpc-timeout': '300m', ':authority': 'orders' })
+  // A bare HTTP/2 caller: it sends grpc-timeout and waits, never resetting its stream. (Until the lane has listed the
+  // instance, the answer is UNAVAILABLE, no instance.)
+  await waitFor('the instance listed', async () => {
+    const probe = await rawGrpc(dm.outbound, encodeMsg('probe', 0), { 'grpc-timeout': '100m', ':authority': 'orders' })
+    probe.session.destroy()
+    return probe.headers['grpc-status'] === '4'
+  }, 15_000)
+  await waitFor('the probe\'s stream reset at the app', () => reset >= 1, 5000)
+  const before = reset
+  const r = await rawGrpc(dm.outbound, encodeMsg('slow', 0), { 'grpc-timeout': '300m', ':authority': 'orders' })
   t.teardown(() => { r.session.destroy() })
   t.equal(r.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED')
   t.ok(r.ms < 3000, `answered at the deadline (${r.ms} ms)`)
-  await waitFor('the provider\'s app to see the cancellation', async () => (await appStats(a.direct)).cancelled === 1, 5000)
+  await waitFor('the app\'s stream reset', () => reset === before + 1, 5000)
 })
 
 t.test('a draining provider stops getting calls at once, and no call fails', async (t) => {
