@@ -168,6 +168,8 @@ export interface ExchangeOptions {
   host?: string | null
 }
 
+const NO_OPTIONS: ExchangeOptions = Object.freeze({})
+
 export class Exchange implements Dispatcher.DispatchHandler {
   readonly client: Client
   readonly policy: Policy
@@ -196,7 +198,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #stall: NodeJS.Timeout | null = null
   #attemptOpen = false
 
-  constructor (client: Client, policy: Policy, arrivedAt: number, opts: ExchangeOptions = {}) {
+  constructor (client: Client, policy: Policy, arrivedAt: number, opts: ExchangeOptions = NO_OPTIONS) {
     this.client = client
     this.policy = policy
     this.arrivedAt = arrivedAt

@@ -33,15 +33,18 @@ async function bindable (port: number, host: string): Promise<number | null> {
 
 /**
  * A port that was free a moment ago and that no earlier call of this test file handed out (for servers that can't
- * take port 0, such as redis-server, or that must keep their port across a restart).
+ * take port 0, such as redis-server, or that must keep their port across a restart). With `bus`, port + 10000 (a
+ * Redis Cluster node's bus port) is free too, and below the ephemeral range as well.
  */
-export async function freePort (host = '127.0.0.1'): Promise<number> {
+export async function freePort (host = '127.0.0.1', opts: { bus?: boolean } = {}): Promise<number> {
+  const high = opts.bus === true ? HIGH - 10_000 : HIGH
   for (let i = 0; ; i++) {
-    const port = await bindable(i < 50 ? LOW + Math.floor(Math.random() * (HIGH - LOW)) : 0, host)
-    if (port !== null && !handedOut.has(port)) {
-      handedOut.add(port)
-      return port
-    }
+    const port = await bindable(i < 50 ? LOW + Math.floor(Math.random() * (high - LOW)) : 0, host)
+    if (port === null || handedOut.has(port)) continue
+    if (opts.bus === true && (handedOut.has(port + 10_000) || await bindable(port + 10_000, host) === null)) continue
+    handedOut.add(port)
+    if (opts.bus === true) handedOut.add(port + 10_000)
+    return port
   }
 }
 

@@ -83,7 +83,8 @@ async function waitPing (port: number, what: string, output: () => string): Prom
 
 /** Starts a private redis-server (killed in teardown). `args` are extra command-line options. */
 export async function startRedis (t: Teardown, args: string[] = []): Promise<RedisServer> {
-  const port = await freePort()
+  // A cluster node also listens on port + 10000 (its bus).
+  const port = await freePort('127.0.0.1', { bus: args.includes('--cluster-enabled') })
   const dir = mkdtempSync(path.join(tmpdir(), 'doorman-redis-'))
   const argv = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', ...args]
   let p = launch(argv)
