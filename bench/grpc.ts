@@ -11,7 +11,7 @@ import path from 'node:path'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { startDoorman, cpuMicros, machineMicros, freePort, until, median, table, fmt } from './lib.js'
+import { startDoorman, cpuMicros, machineMicros, freePort, until, median, rotation, table, fmt } from './lib.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 
@@ -26,11 +26,8 @@ const SCENARIOS: Scenario[] = [
 ]
 const TARGETS = ['direct', 'nginx', 'h2 relay', 'doorman'] as const
 type Target = typeof TARGETS[number]
-function order (i: number): Target[] {
-  const n = TARGETS.length
-  const rotated = TARGETS.map((_, k) => TARGETS[(k + i) % n])
-  return Math.floor(i / n) % 2 === 1 ? rotated.reverse() : rotated
-}
+/** The order of the targets in run `i` (rotation: none always first). */
+function order (i: number): Target[] { return rotation(TARGETS, i) }
 /** doorman's limit here: above the largest stream count, so nothing queues or sheds. */
 const LIMIT = 512
 

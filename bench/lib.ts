@@ -308,6 +308,16 @@ export async function othersShare<T> (pids: number[], fn: () => Promise<T>): Pro
   return { result, others: Math.max(0, (m1.busy - m0.busy) - (o1 - o0)) / (m1.total - m0.total) }
 }
 
+/**
+ * The order of the targets in run `i`: rotated by one each run, and reversed every other cycle, so none always runs
+ * first or right after the same other one.
+ */
+export function rotation<T> (targets: readonly T[], i: number): T[] {
+  const n = targets.length
+  const rotated = targets.map((_, k) => targets[(k + i) % n])
+  return Math.floor(i / n) % 2 === 1 ? rotated.reverse() : rotated
+}
+
 export function median (xs: number[]): number {
   if (xs.length === 0) return NaN
   const s = [...xs].sort((a, b) => a - b)

@@ -2,7 +2,7 @@
 // connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request. A byte
 // relay with no HTTP (`tcp relay`) runs alongside as the floor: no proxy in Node does less per request.
 import type { Options, Section, Check } from './run.js'
-import { Cell, Load, startApp, startHttpProxy, startTcpRelay, startDoorman, cpuMicros, othersShare, median, table, fmt, type LoadResult } from './lib.js'
+import { Cell, Load, startApp, startHttpProxy, startTcpRelay, startDoorman, cpuMicros, othersShare, median, rotation, table, fmt, type LoadResult } from './lib.js'
 
 interface Scenario { id: string, route: string, path: string, connections: number }
 const SCENARIOS: Scenario[] = [
@@ -13,15 +13,8 @@ const SCENARIOS: Scenario[] = [
 ]
 const TARGETS = ['direct', 'tcp relay', 'http-proxy', 'doorman'] as const
 type Target = typeof TARGETS[number]
-/**
- * The order of the targets in run `i`: rotated by one each run, and reversed every other cycle, so none always
- * runs first or right after the same other one.
- */
-function order (i: number): Target[] {
-  const n = TARGETS.length
-  const rotated = TARGETS.map((_, k) => TARGETS[(k + i) % n])
-  return Math.floor(i / n) % 2 === 1 ? rotated.reverse() : rotated
-}
+/** The order of the targets in run `i` (rotation: none always first). */
+function order (i: number): Target[] { return rotation(TARGETS, i) }
 /** doorman's limit here: above the largest connection count, so nothing queues or sheds. */
 const LIMIT = 256
 
