@@ -98,7 +98,7 @@ process.on('message', (msg: { t: string, sidecars?: number, services?: string[][
           for (const svc of list) watches.push(s.watch(svc))
         }
         await Promise.all(watches.map(async (w) => { await w.ready }))
-        process.send?.({ t: 'watching', ...stats() })
+        process.send?.({ t: 'watching', checkMs: index.checkPeriod?.(ttl) ?? Math.floor(ttl / 3), ...stats() })
         break
       }
       case 'stats':

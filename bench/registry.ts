@@ -218,8 +218,12 @@ async function run (cluster: boolean, dist: string): Promise<Result> {
     const services = INSTANCES / PER_SERVICE
     let k = 0
     const plan = Array.from({ length: SIDECARS }, () => Array.from({ length: WATCHES_PER_SIDECAR }, () => `svc-${(k++ * 7) % services}`))
-    await Promise.all(sims.map(async (p, i) => await ask(p, { t: 'watch', services: plan.filter((_, j) => j % PROCESSES === i) }, 'watching')))
-    await sleep(TTL / 3 * 1.5)
+    const w0 = Date.now()
+    const [{ checkMs }] = await Promise.all(sims.map(async (p, i) => await ask<{ checkMs: number }>(p, { t: 'watch', services: plan.filter((_, j) => j % PROCESSES === i) }, 'watching')))
+    // Until the watches' checks run at their steady pace: a check period and a half (the first checks after the
+    // first listings don't follow the period: on a Cluster, each new sharded subscriber's readiness brings one).
+    console.log(`watches ready in ${fmt((Date.now() - w0) / 1000, 1)} s; check period ${fmt(checkMs / 1000, 1)} s; settling for ${fmt(Math.max(TTL / 3 * 1.5, checkMs * 1.5) / 1000, 1)} s`)
+    await sleep(Math.max(TTL / 3 * 1.5, checkMs * 1.5))
     const s0 = await sum(sims)
     a = await counters(server.ports)
     await sleep(MEASURE_MS)
