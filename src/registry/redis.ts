@@ -348,6 +348,8 @@ export class RedisRegistry implements Registry {
   #graceMs: number
   #timeout: number
   #shardedSubscribers = 0
+  /** Sharded subscriber connections already watched for a slot's migration (see #watchSubscribers). */
+  #hooked = new WeakSet<object>()
   /** The deadline last written to the expiry set for each instance this client heartbeats. */
   #deadlines = new Map<string, number>()
   /** What this client asked of Redis, for the bench and tests: full listings, version checks, sweeps. */
@@ -372,9 +374,9 @@ export class RedisRegistry implements Registry {
     // Errors surface through status changes and failed commands; an 'error' listener keeps them from throwing.
     this.client.on('error', () => {})
     if (cluster) {
-      this.client.on('+subscriber', () => { this.#shardedSubscribers++ })
+      this.client.on('+subscriber', () => { this.#shardedSubscribers++; this.#watchSubscribers() })
       this.client.on('-subscriber', () => { this.#shardedSubscribers = Math.max(0, this.#shardedSubscribers - 1) })
-      this.client.on('subscribersReady', () => { this.#onSubscriberReady() })
+      this.client.on('subscribersReady', () => { this.#watchSubscribers(); this.#onSubscriberReady() })
       this.client.on('smessage', (channel: string, message: string) => { this.#onMessage(channel, message) })
     } else {
       this.#sub.on('error', () => {})
@@ -384,6 +386,30 @@ export class RedisRegistry implements Registry {
   }
 
   get up (): boolean { return this.#up }
+
+  /**
+   * Cluster: when a watched service's slot migrates, the node that held it ends the sharded subscriptions to its
+   * channels (a server-sent `sunsubscribe`). ioredis takes that for a reply without a command and only reports it as
+   * an error of the subscriber connection, so nothing would follow the slot until this client's next command to it
+   * or the next check (30–60 s). Each sharded subscriber connection is watched for it here: on one, the slot map is
+   * refreshed (ioredis then moves the subscriptions to the new owners and reports them ready: the checks follow).
+   */
+  #watchSubscribers (): void {
+    type Sub = { getInstance?: () => Redis | null }
+    const c = this.client as unknown as { shardedSubscribers?: { shardedSubscribers?: Map<string, Sub> }, subscriberGroupEmitter?: { emit: (e: string) => void } }
+    const subs = c.shardedSubscribers?.shardedSubscribers
+    if (!(subs instanceof Map)) return
+    for (const s of subs.values()) {
+      const redis = s.getInstance?.()
+      if (redis == null || this.#hooked.has(redis)) continue
+      this.#hooked.add(redis)
+      redis.on('error', (err: unknown) => {
+        if (this.#closed || !(err instanceof Error) || !/Last reply: sunsubscribe,/.test(err.message)) return
+        this.#log?.debug({ err }, 'a sharded subscription was ended by its node (a slot moved): refreshing the slot map')
+        c.subscriberGroupEmitter?.emit('moved')
+      })
+    }
+  }
 
   /**
    * Connections held now. Standalone and Sentinel: one for commands, plus one for subscriptions once something is
