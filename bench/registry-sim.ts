@@ -33,7 +33,7 @@ const to = Number(process.env.BENCH_TO)
 const perService = Number(process.env.BENCH_PER_SERVICE)
 const ttl = Number(process.env.BENCH_TTL)
 
-const index = await import(pathToFileURL(path.join(dist, 'index.js')).href) as { RedisRegistry: new (o: Record<string, unknown>) => Registry, parseRegistryUrl: (u: string) => unknown }
+const index = await import(pathToFileURL(path.join(dist, 'index.js')).href) as { RedisRegistry: new (o: Record<string, unknown>) => Registry, parseRegistryUrl: (u: string) => unknown, checkPeriod?: (ttl: number) => number }
 const { Registration: RegistrationClass } = await import(pathToFileURL(path.join(dist, 'registration.js')).href) as { Registration: new (o: Record<string, unknown>) => Registration }
 const { createLogger } = await import(pathToFileURL(path.join(dist, '..', 'core', 'log.js')).href) as { createLogger: (level: string, dest: { write: (s: string) => void }) => unknown }
 const log = createLogger('error', { write: () => {} })
@@ -91,12 +91,14 @@ process.on('message', (msg: { t: string, sidecars?: number, services?: string[][
       }
       case 'watch': {
         for (const list of msg.services ?? []) {
-          const s = new index.RedisRegistry({ target, commandTimeout: 10_000, resyncMs: Math.floor(ttl / 3) })
+          // The watch options a sidecar of that build passes: builds with checkPeriod() check every few TTLs (checkMs);
+          // earlier ones took resyncMs, TTL/3.
+          const s = new index.RedisRegistry({ target, commandTimeout: 10_000, resyncMs: Math.floor(ttl / 3), checkMs: index.checkPeriod?.(ttl) })
           sidecars.push(s)
           for (const svc of list) watches.push(s.watch(svc))
         }
         await Promise.all(watches.map(async (w) => { await w.ready }))
-        process.send?.({ t: 'watching', ...stats() })
+        process.send?.({ t: 'watching', checkMs: index.checkPeriod?.(ttl) ?? Math.floor(ttl / 3), ...stats() })
         break
       }
       case 'stats':

@@ -11,7 +11,7 @@ import { Lane, S, T, setPhase } from './lane/index.js'
 import type { SharedState } from './lane/shared.js'
 import { Drainer, CLOSED, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
-import { openRegistry } from './registry/open.js'
+import { openRegistry, checkPeriod } from './registry/open.js'
 import type { Registry, Watch } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
@@ -36,7 +36,7 @@ export class Sidecar {
 
   /** Opens the registry DOORMAN_REGISTRY names (loading only its backend), then builds the sidecar. */
   static async create (cfg: Readonly<Config>, log: Logger): Promise<Sidecar> {
-    const registry = await openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), reconnectGraceMs: Math.max(cfg.registryTtl, 5000) })
+    const registry = await openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), checkMs: checkPeriod(cfg.registryTtl), reconnectGraceMs: Math.max(cfg.registryTtl, 5000) })
     return new Sidecar(cfg, log, registry)
   }
 

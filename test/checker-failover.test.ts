@@ -25,7 +25,7 @@ function serviceOwnedBy (prefix: string, want: string, replicas: string[]): stri
 
 t.test('a dead replica\'s share is taken over within the bound, death after death, and the threshold holds', async (t) => {
   const redis = await startRedis(t)
-  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await registry.close() })
   t.ok(await registry.waitUp(5000))
   const apps: Array<Child & { port: number }> = await Promise.all(Array.from({ length: 6 }, async () => await startFixtureApp(t, 'probe-app.mjs')))

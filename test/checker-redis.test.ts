@@ -15,7 +15,7 @@ async function one (c: RedisCoordinator, service: string, id: string, maxPercent
 }
 
 function open (t: Tap.Test, url: string): RedisRegistry {
-  const r = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 1000 })
+  const r = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await r.close() })
   return r
 }
@@ -228,7 +228,7 @@ t.test('the run-time mode table', async (t) => {
 
 t.test('the same scripts on a Redis Cluster', async (t) => {
   const cluster = await startCluster(t)
-  const reg = new RedisRegistry({ target: parseRegistryUrl(cluster.url) as RedisTarget, resyncMs: 1000 })
+  const reg = new RedisRegistry({ target: parseRegistryUrl(cluster.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await reg.close() })
   t.ok(await reg.waitUp(10_000), 'cluster reachable')
   const c = new RedisCoordinator(reg)

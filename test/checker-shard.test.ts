@@ -21,7 +21,7 @@ t.test('two replicas split the services; killing one still gets ejections done b
   // Real doormans registering themselves: one instance of sa, two of sb.
   const dm = async (service: string): Promise<Doorman> => await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_REGISTRY: redis.url, DOORMAN_SERVICE: service, DOORMAN_WARMUP: '0s' })
   const [, b0] = await Promise.all([dm(sa), dm(sb), dm(sb)])
-  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await registry.close() })
   t.ok(await registry.waitUp(5000))
   const b0id = await waitFor('b0 registered', async () => (await registry.list(sb)).find((i) => i.address === `127.0.0.1:${b0.inbound}`)?.id, 10_000)
@@ -62,7 +62,7 @@ t.test('two replicas split the services; killing one still gets ejections done b
 t.test('the canary group owns only the canary services; the main group skips them and excluded ones', async (t) => {
   const redis = await startRedis(t)
   const lane = await startServer(t, (_req, res) => { res.end('ok') })
-  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await registry.close() })
   t.ok(await registry.waitUp(5000))
   for (const s of ['orders', 'pay-api', 'pay-web', 'mysql']) await registry.register(instance(s, `${s}-0`, 1, lane.port), 300_000)

@@ -17,7 +17,7 @@ t.test('the default threshold ejects 1 of 3, never 2', async (t) => {
     DOORMAN_SERVICE: 'orders',
     DOORMAN_WARMUP: '0s'
   })))
-  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await registry.close() })
   if (!await registry.waitUp(5000)) throw new Error('registry unreachable')
   const ejected = async (): Promise<string[]> => (await registry.list('orders')).filter((i) => i.ejected).map((i) => i.address)

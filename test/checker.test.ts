@@ -34,7 +34,7 @@ t.before(async () => {
     DOORMAN_SERVICE: 'orders',
     DOORMAN_WARMUP: '0s'
   })))
-  registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await registry.close() })
   if (!await registry.waitUp(5000)) throw new Error('registry unreachable')
   watch = registry.watch('orders', (_view, change) => {

@@ -37,7 +37,7 @@ t.test('a blip shorter than the failure threshold changes nothing; all unready s
   const consumer = await startDoorman(t, { DOORMAN_LOG_LEVEL: 'info', DOORMAN_REGISTRY: redis.url, DOORMAN_SERVICE: 'web', DOORMAN_APP_PORT: String(web.port), DOORMAN_OUTBOUND_PORT: String(await freePort()) })
   t.ok(doormans.length === 3)
 
-  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 1000 })
+  const registry = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await registry.close() })
   if (!await registry.waitUp(5000)) throw new Error('registry unreachable')
   const changes: string[] = []

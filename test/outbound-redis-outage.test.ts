@@ -33,7 +33,7 @@ t.test('Redis killed under traffic: nothing fails, readiness holds; restarted em
 
   const restartedAt = Date.now()
   await redis.restart()
-  const watcher = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, resyncMs: 250 })
+  const watcher = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 250 })
   t.teardown(async () => { await watcher.close() })
   const view = watcher.watch('orders')
   t.teardown(() => { view.close() })

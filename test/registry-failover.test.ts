@@ -55,7 +55,7 @@ t.test('Redis killed and restarted empty under 2,000 instances: no view drops an
 
   // Three consumers, as sidecars configure them: checks every TTL/3, listings keep all for max(TTL, 5 s) after a loss.
   const dropped: string[] = []
-  const consumers = [0, 1, 2].map(() => new RedisRegistry({ target, resyncMs: TTL / 3, reconnectGraceMs: Math.max(TTL, 5000) }))
+  const consumers = [0, 1, 2].map(() => new RedisRegistry({ target, checkMs: TTL / 3, reconnectGraceMs: Math.max(TTL, 5000) }))
   t.teardown(async () => { for (const c of consumers) await c.close() })
   const views = consumers.flatMap((c, n) => services.map((s) => c.watch(s, (_view, change) => { if (change.type === 'delete') dropped.push(`${n}:${change.id}`) })))
   await waitFor('every consumer sees all 2,000', () => views.every((v) => v.view.size === PER_SERVICE), 30_000, 100)

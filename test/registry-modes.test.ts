@@ -10,7 +10,7 @@ function instance (service: string, id: string): Instance {
 }
 
 async function exercise (t: Tap.Test, url: string): Promise<RedisRegistry> {
-  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 1000 })
+  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, checkMs: 1000 })
   t.teardown(async () => { await reg.close() })
   t.ok(await reg.waitUp(10_000), 'connected')
   const services = ['orders', 'payments', 'users', 'search', 'cart']
@@ -65,10 +65,11 @@ function bulks (reply: string): string[] {
 
 t.test('Cluster: a watched service\'s slot migrates to another node: nothing lost, pushes follow it', async (t) => {
   const { ports, url } = await startCluster(t)
-  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 500 })
+  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, checkMs: 500 })
   t.teardown(async () => { await reg.close() })
   t.ok(await reg.waitUp(10_000), 'connected')
-  const watcher = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 500 })
+  // The watcher's periodic check is far off: what makes its subscription follow the slot is the node ending it.
+  const watcher = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, checkMs: 600_000 })
   t.teardown(async () => { await watcher.close() })
   const w = watcher.watch('orders')
   t.teardown(() => { w.close() })

@@ -28,7 +28,7 @@ function probes (port: number): string {
 
 /** A watch of `service` on its own Redis client; `puts` holds when each put reached it, and the instance. */
 async function watcher (t: Tap.Test, url: string, service: string): Promise<{ reg: RedisRegistry, view: () => Instance[], puts: Array<{ at: number, instance: Instance }> }> {
-  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs: 500 })
+  const reg = new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, checkMs: 500 })
   t.teardown(async () => { await reg.close() })
   await reg.waitUp(5000)
   const puts: Array<{ at: number, instance: Instance }> = []

@@ -7,6 +7,7 @@ import { MemoryRegistry, RedisRegistry, FileRegistry, parseRegistryUrl, type Ins
 import { waitFor } from './helpers/index.js'
 import { createLogger } from '../src/core/log.js'
 import { startRedis, redisCommand } from './helpers/redis.js'
+import { Redis } from 'ioredis'
 
 let seq = 0
 function instance (service: string, over: Partial<Instance> = {}): Instance {
@@ -31,8 +32,8 @@ function instance (service: string, over: Partial<Instance> = {}): Instance {
   }
 }
 
-function redisRegistry (url: string, resyncMs = 5000): RedisRegistry {
-  return new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, resyncMs, commandTimeout: 2000 })
+function redisRegistry (url: string, checkMs = 5000): RedisRegistry {
+  return new RedisRegistry({ target: parseRegistryUrl(url) as RedisTarget, checkMs, commandTimeout: 2000 })
 }
 
 type Factory = (t: Tap.Test) => Promise<{ reg: Registry, other: () => Registry }>
@@ -226,7 +227,7 @@ t.test('redis: an outage keeps the last view, reports down, and recovers', async
   const logged: string[] = []
   const log = createLogger('debug', { write: (line: string) => { logged.push(line) } })
   const failedResyncs = (): number => logged.filter((l) => /registry (check|listing) failed/.test(l)).length
-  const reg = new RedisRegistry({ target: parseRegistryUrl(server.url) as RedisTarget, resyncMs: 300, reconnectGraceMs: 1500, log })
+  const reg = new RedisRegistry({ target: parseRegistryUrl(server.url) as RedisTarget, checkMs: 300, reconnectGraceMs: 1500, log })
   t.teardown(async () => { await reg.close() })
   await reg.waitUp(5000)
   const statuses: Array<{ up: boolean, at: number }> = []
@@ -288,6 +289,83 @@ t.test('redis: an expired instance is swept once, and every watcher learns it fr
   t.same((await writer.list('orders')).map((i) => i.id), [b.id])
   const channels = await redisCommand(server.port, 'PUBSUB', 'NUMPAT')
   t.match(channels, /^:0/, 'no pattern subscription (no fleet-wide expiry channel)')
+})
+
+/** Counts the deletions published on a service's channel (a plain subscriber of it). */
+async function deletions (t: Tap.Test, port: number, service: string): Promise<() => string[]> {
+  const sub = new Redis({ port, host: '127.0.0.1', lazyConnect: true })
+  t.teardown(() => { sub.disconnect() })
+  const ids: string[] = []
+  sub.on('message', (_channel: string, message: string) => {
+    const m = JSON.parse(message) as { t: string, id?: string }
+    if (m.t === 'del' && m.id !== undefined) ids.push(m.id)
+  })
+  await sub.connect()
+  await sub.subscribe(`doorman:{${service}}:events`)
+  return () => ids
+}
+
+t.test('redis: the heartbeats of a live instance sweep an expired one of its service, once, without the watchers', async (t) => {
+  const server = await startRedis(t)
+  const dead = redisRegistry(server.url)
+  const alive = redisRegistry(server.url)
+  // The watcher's check is far off: what removes the expired instance here is the live instance's heartbeat.
+  const watcher = redisRegistry(server.url, 3_600_000)
+  t.teardown(async () => { for (const r of [dead, alive, watcher]) await r.close() })
+  await Promise.all([dead, alive, watcher].map(async (r) => await r.waitUp(5000)))
+  const w = watcher.watch('orders')
+  t.teardown(() => { w.close() })
+  await w.ready
+  const dels = await deletions(t, server.port, 'orders')
+  const a = instance('orders')
+  const b = instance('orders')
+  await alive.register(b, 3000)
+  // b heartbeats every 200 ms, as a Registration would every TTL/3 (here shorter, to bound the wait).
+  const beat = setInterval(() => { alive.heartbeat('orders', b.id, 3000).catch(() => {}) }, 200)
+  t.teardown(() => { clearInterval(beat) })
+  const t0 = Date.now()
+  await dead.register(a, 300)
+  await waitFor('seen', () => w.view.has(a.id) && w.view.has(b.id), 5000)
+  await waitFor('expired and swept', () => !w.view.has(a.id), 10_000)
+  const took = Date.now() - t0
+  // Its TTL (300 ms), the sweep's allowance for clock skew (1 s), a beat of the live instance (200 ms), and margin.
+  t.ok(took < 300 + 1000 + 200 + 1500, `gone from the watcher's view ${took} ms after registering with a 300 ms TTL`)
+  t.ok(w.view.has(b.id), 'the live instance stays')
+  t.equal(alive.stats.swept, 1, 'the live instance\'s heartbeat swept it')
+  t.equal(watcher.stats.swept + dead.stats.swept, 0, 'nobody else did')
+  t.equal(watcher.stats.checks, 0, 'no watch check ran')
+  await waitFor('published', () => dels().length > 0, 2000)
+  // A few more beats: each probes again; none finds anything left to do.
+  const beats = alive.stats.sweeps
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  t.same(dels(), [a.id], 'its deletion was published once')
+  t.equal(alive.stats.sweeps, beats, 'no sweep after it: the probe finds nothing overdue')
+  t.same(await redisCommand(server.port, 'ZRANGE', 'doorman:{orders}:exp', '0', '-1'), await redisCommand(server.port, 'SMEMBERS', 'doorman:{orders}:ids'))
+  t.same((await alive.list('orders')).map((i) => i.id), [b.id])
+})
+
+t.test('redis: a service whose every instance died is swept by its watchers\' checks', async (t) => {
+  const server = await startRedis(t)
+  const writer = redisRegistry(server.url, 60_000)
+  t.teardown(async () => { await writer.close() })
+  await writer.waitUp(5000)
+  const watchers = [redisRegistry(server.url, 300), redisRegistry(server.url, 300)]
+  const views = watchers.map((r) => r.watch('orders'))
+  t.teardown(async () => { for (const v of views) v.close(); for (const r of watchers) await r.close() })
+  await Promise.all(views.map(async (v) => { await v.ready }))
+  const dels = await deletions(t, server.port, 'orders')
+  // More than one check's batch of overdue ids (16): the check sweeps on until none is left.
+  const all = Array.from({ length: 40 }, () => instance('orders'))
+  for (const i of all) await writer.register(i, 300)
+  await waitFor('seen by all', () => views.every((v) => v.view.size === all.length), 5000)
+  await waitFor('all expired and dropped by every watcher', () => views.every((v) => v.view.size === 0), 15_000)
+  t.equal(watchers.reduce((n, r) => n + r.stats.swept, 0), all.length, 'each removed once')
+  await waitFor('all published', () => dels().length >= all.length, 2000)
+  t.equal(new Set(dels()).size, all.length)
+  t.equal(dels().length, all.length, 'each deletion published once')
+  t.match(await redisCommand(server.port, 'SCARD', 'doorman:{orders}:ids'), /^:0/)
+  t.match(await redisCommand(server.port, 'ZCARD', 'doorman:{orders}:exp'), /^:0/)
+  t.same(await writer.list('orders'), [])
 })
 
 t.test('redis: no full listing while nothing changes; a change is pushed, not listed', async (t) => {

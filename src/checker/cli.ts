@@ -3,7 +3,7 @@
 import { loadConfig, type Config } from '../config/index.js'
 import { ConfigError } from '../core/errors.js'
 import { createLogger } from '../core/log.js'
-import { openRegistry } from '../registry/index.js'
+import { openRegistry, checkPeriod } from '../registry/index.js'
 import { RedisRegistry } from '../registry/redis.js'
 import { RedisCoordinator } from './coordinator.js'
 import { Checker, defaultReplicaId } from './index.js'
@@ -18,7 +18,7 @@ const USAGE = `usage: doorman checker                     run a checker replica 
 `
 
 async function sharedRegistry (cfg: Readonly<Config>): Promise<RedisRegistry> {
-  const registry = await openRegistry(cfg.registry, { commandTimeout: 2000, resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)) })
+  const registry = await openRegistry(cfg.registry, { commandTimeout: 2000, resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), checkMs: checkPeriod(cfg.registryTtl) })
   if (!(registry instanceof RedisRegistry)) {
     void registry.close()
     throw new ConfigError('DOORMAN_REGISTRY', 'DOORMAN_REGISTRY: doorman checker needs the registry the sidecars share; expected redis://…, rediss://…, redis+sentinel://… or redis+cluster://… (memory is one process\'s own)')

@@ -7,13 +7,21 @@ import { parseRegistryUrl } from './url.js'
 
 export interface OpenOptions {
   log?: Logger
-  /** Full resync period of each watch, in milliseconds. */
+  /** File registry: how often each watch re-reads the directory, in milliseconds (at most 1 s). */
   resyncMs?: number
+  /** Redis: period of each watch's check for lost messages, in milliseconds (see RedisRegistryOptions.checkMs). */
+  checkMs?: number
   /** Longest wait for one Redis command, in milliseconds. */
   commandTimeout?: number
   /** After a Redis reconnect, how long listings never remove instances (see RedisRegistryOptions). */
   reconnectGraceMs?: number
 }
+
+/**
+ * The period of each Redis watch's check for a registry TTL: three TTLs (45 s at the default 15 s), at least 1 s.
+ * Expiries don't wait for it: the heartbeats of a service's live instances sweep the service's expired ones.
+ */
+export function checkPeriod (ttl: number): number { return Math.max(1000, 3 * ttl) }
 
 /** Opens the registry DOORMAN_REGISTRY names. Throws ConfigError (DOORMAN_REGISTRY) for a bad URL. */
 export async function openRegistry (url: string, opts: OpenOptions = {}): Promise<Registry> {
@@ -27,7 +35,7 @@ export async function openRegistry (url: string, opts: OpenOptions = {}): Promis
     }
     default: {
       const { RedisRegistry } = await import('./redis.js')
-      return new RedisRegistry({ target, log: opts.log, resyncMs: opts.resyncMs, commandTimeout: opts.commandTimeout, reconnectGraceMs: opts.reconnectGraceMs })
+      return new RedisRegistry({ target, log: opts.log, checkMs: opts.checkMs, commandTimeout: opts.commandTimeout, reconnectGraceMs: opts.reconnectGraceMs })
     }
   }
 }

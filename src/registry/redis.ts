@@ -3,10 +3,14 @@
 // Every write is one Lua script that changes the instance's hash, bumps the service's version and publishes the
 // change (with that version) on the service's channel in the same step, so watchers learn of it within
 // milliseconds. A watcher lists the service in full only when it must: at the start, on a gap in the versions it was
-// pushed, or when its periodic check (jittered; one small read-only script: the version and the ids past their
-// expiry) finds the version moved without it. Expired instances are swept by whichever watcher notices first, and
-// that sweep publishes their deletion once. All keys of a service share the hash tag `{service}`, and every script
-// names all its keys, so each call touches one Cluster slot.
+// pushed, or when its periodic check (rare, every 30–60 s by default: a safety net for lost messages; two plain
+// read-only commands, the version and the ids past their expiry) finds the version moved without it.
+//
+// Expired instances are swept by the heartbeats of their own service: each heartbeat also asks (in the same round
+// trip) for ids past their expiry, and the instance that finds one removes it and publishes its deletion, once. A
+// busy service is so swept several times a second at no extra round trip; a service whose every instance died is
+// swept by its watchers' checks (and by any listing). All keys of a service share the hash tag `{service}`, and every
+// script names all its keys, so each call touches one Cluster slot.
 //
 // Commands never queue while Redis is unreachable (enableOfflineQueue: false): they fail at once, and callers
 // (the registration loop, the outbound lane's watches) keep what they had and retry with backoff.
@@ -25,8 +29,9 @@ import { ServiceView } from './view.js'
 // without it) lists again. A new epoch means the store lost the service's keys (restarted empty).
 //
 // `:exp` is a sorted set of each id's deadline, so finding expired instances is one range read instead of a listing.
-// Deadlines are on the writer's clock (a bare heartbeat is then two plain commands, no script): they only nominate
-// candidates, and the sweep removes a candidate only when its record's TTL, kept on the store's clock, has run out.
+// Deadlines are on the writer's clock (a bare heartbeat is then plain commands in one round trip, no script): they
+// only nominate candidates, and the sweep removes a candidate only when its record's TTL, kept on the store's clock,
+// has run out.
 // Clock skew costs at most a later notice or a sweep that finds nothing to do. On a Cluster the scripts publish with
 // SPUBLISH (sharded pub/sub: the message stays on the shard that owns the service's slot, instead of crossing the
 // cluster bus to every node); the channel carries the same hash tag, so it is in the script's slot too.
@@ -46,7 +51,7 @@ redis.call('PUBLISH', ARGV[3], cjson.encode({t = 'put', v = v, h = redis.call('H
 return rev`
 
 // UPDATE KEYS: instance, ver, exp. ARGV: ttl ('' = unchanged), channel, id, deadline, field, value, …
-// (A bare heartbeat doesn't come here: it is PEXPIRE and ZADD XX, pipelined, and publishes nothing.)
+// (A bare heartbeat doesn't come here: it is PEXPIRE, every other beat ZADD XX, and the sweep's probe, pipelined.)
 const UPDATE = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if #ARGV > 4 then
@@ -110,8 +115,14 @@ local out = {}
 for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
 return out`
 
-/** How far past its deadline (writer's clock) an id must be, on a watcher's clock, to be swept: allows for skew. */
+/** How far past its deadline (writer's clock) an id must be, on the sweeper's clock, to be swept: allows for skew. */
 const CLOCK_SLACK_MS = 1000
+
+/** Ids past their deadline that one heartbeat's probe or one watch check fetches (and sweeps) at most. */
+const PROBE_LIMIT = 16
+
+/** Default period of each watch's check, in milliseconds (jittered to 2/3–4/3 of it: 30–60 s). */
+const CHECK_MS = 45_000
 
 /** Records read per READ call: bounds the time one call holds Redis's thread. */
 const READ_BATCH = 200
@@ -130,10 +141,13 @@ export interface RedisRegistryOptions {
   target: RedisTarget
   log?: Logger
   /**
-   * Period of each watch's version check, in milliseconds (default 5 s), jittered ±50 % per service: a read of the
-   * service's version and of ids past their expiry. A full listing follows only when the version moved unseen.
+   * Period of each watch's check, in milliseconds (default 45 s), jittered to 2/3–4/3 of it per service: a read of
+   * the service's version and of ids past their expiry, in one round trip of plain read-only commands. A full listing
+   * follows only when the version moved unseen. Pushed messages carry the version, so a lost one is noticed with the
+   * next message; a reconnect checks at once (within reconnectJitterMs); the check is the safety net behind both, and
+   * sweeps a service none of whose instances is left to heartbeat.
    */
-  resyncMs?: number
+  checkMs?: number
   /** Longest wait for one command, in milliseconds (default 2 s). */
   commandTimeout?: number
   /**
@@ -334,6 +348,8 @@ export class RedisRegistry implements Registry {
   #graceMs: number
   #timeout: number
   #shardedSubscribers = 0
+  /** Sharded subscriber connections already watched for a slot's migration (see #watchSubscribers). */
+  #hooked = new WeakSet<object>()
   /** The deadline last written to the expiry set for each instance this client heartbeats. */
   #deadlines = new Map<string, number>()
   /** What this client asked of Redis, for the bench and tests: full listings, version checks, sweeps. */
@@ -343,7 +359,7 @@ export class RedisRegistry implements Registry {
     this.target = opts.target
     this.#log = opts.log
     this.#prefix = opts.target.prefix
-    this.#checkMs = opts.resyncMs ?? 5000
+    this.#checkMs = Math.max(1, opts.checkMs ?? CHECK_MS)
     this.#graceMs = opts.reconnectGraceMs ?? 15_000
     this.#jitterMs = opts.reconnectJitterMs ?? 2000
     const timeout = opts.commandTimeout ?? 2000
@@ -358,9 +374,9 @@ export class RedisRegistry implements Registry {
     // Errors surface through status changes and failed commands; an 'error' listener keeps them from throwing.
     this.client.on('error', () => {})
     if (cluster) {
-      this.client.on('+subscriber', () => { this.#shardedSubscribers++ })
+      this.client.on('+subscriber', () => { this.#shardedSubscribers++; this.#watchSubscribers() })
       this.client.on('-subscriber', () => { this.#shardedSubscribers = Math.max(0, this.#shardedSubscribers - 1) })
-      this.client.on('subscribersReady', () => { this.#onSubscriberReady() })
+      this.client.on('subscribersReady', () => { this.#watchSubscribers(); this.#onSubscriberReady() })
       this.client.on('smessage', (channel: string, message: string) => { this.#onMessage(channel, message) })
     } else {
       this.#sub.on('error', () => {})
@@ -370,6 +386,30 @@ export class RedisRegistry implements Registry {
   }
 
   get up (): boolean { return this.#up }
+
+  /**
+   * Cluster: when a watched service's slot migrates, the node that held it ends the sharded subscriptions to its
+   * channels (a server-sent `sunsubscribe`). ioredis takes that for a reply without a command and only reports it as
+   * an error of the subscriber connection, so nothing would follow the slot until this client's next command to it
+   * or the next check (30–60 s). Each sharded subscriber connection is watched for it here: on one, the slot map is
+   * refreshed (ioredis then moves the subscriptions to the new owners and reports them ready: the checks follow).
+   */
+  #watchSubscribers (): void {
+    type Sub = { getInstance?: () => Redis | null }
+    const c = this.client as unknown as { shardedSubscribers?: { shardedSubscribers?: Map<string, Sub> }, subscriberGroupEmitter?: { emit: (e: string) => void } }
+    const subs = c.shardedSubscribers?.shardedSubscribers
+    if (!(subs instanceof Map)) return
+    for (const s of subs.values()) {
+      const redis = s.getInstance?.()
+      if (redis == null || this.#hooked.has(redis)) continue
+      this.#hooked.add(redis)
+      redis.on('error', (err: unknown) => {
+        if (this.#closed || !(err instanceof Error) || !/Last reply: sunsubscribe,/.test(err.message)) return
+        this.#log?.debug({ err }, 'a sharded subscription was ended by its node (a slot moved): refreshing the slot map')
+        c.subscriberGroupEmitter?.emit('moved')
+      })
+    }
+  }
 
   /**
    * Connections held now. Standalone and Sentinel: one for commands, plus one for subscriptions once something is
@@ -436,19 +476,30 @@ export class RedisRegistry implements Registry {
     const ms = Math.max(1, Math.round(ttl))
     const fields = patch !== undefined ? patchFields(patch) : []
     if (fields.length > 0) return await this.#update(service, id, ms, fields)
-    // The common case, every few seconds per instance, without a script: a PEXPIRE; and every other beat or so, the
-    // deadline too (ZADD XX, pipelined), written a third of a TTL ahead so that it covers the beat in between.
+    // The common case, every few seconds per instance, without a script and in one round trip: a PEXPIRE; every
+    // other beat or so the deadline too (ZADD XX), written a third of a TTL ahead so that it covers the beat in
+    // between; and the sweep's probe, the first ids of the service past their deadline (nearly always none). A busy
+    // service's heartbeats so find an expired instance within moments; the instance that finds it sweeps it.
     const key = `${service}\n${id}`
     const now = Date.now()
     const written = this.#deadlines.get(key) ?? 0
-    if (written >= now + ms) return (await this.client.pexpire(this.#instKey(service, id), ms)) === 1
-    const deadline = now + Math.round(ms * 4 / 3)
-    const r = await this.client.pipeline().pexpire(this.#instKey(service, id), ms).zadd(this.#expKey(service), 'XX', deadline, id).exec()
+    const instKey = this.#instKey(service, id)
+    const expKey = this.#expKey(service)
+    const p = this.client.pipeline().pexpire(instKey, ms)
+    const deadline = written >= now + ms ? 0 : now + Math.round(ms * 4 / 3)
+    if (deadline !== 0) p.zadd(expKey, 'XX', deadline, id)
+    p.zrangebyscore(expKey, '-inf', now - CLOCK_SLACK_MS, 'LIMIT', 0, PROBE_LIMIT)
+    const r = await p.exec()
     if (r === null) throw new Error('heartbeat pipeline aborted')
     for (const [err] of r) if (err !== null) throw err
-    if (r[0][1] === 1) this.#deadlines.set(key, deadline)
-    else this.#deadlines.delete(key)
-    return r[0][1] === 1
+    const present = r[0][1] === 1
+    if (deadline !== 0) {
+      if (present) this.#deadlines.set(key, deadline)
+      else this.#deadlines.delete(key)
+    }
+    const overdue = (r[r.length - 1][1] as string[]).filter((o) => o !== id)
+    if (overdue.length > 0) this.sweep(service, overdue).catch(() => {})
+    return present
   }
 
   async update (service: string, id: string, patch: InstancePatch): Promise<boolean> {
@@ -537,7 +588,9 @@ export class RedisRegistry implements Registry {
       ])
       w = { service, views: new Set(), known: null, epoch: '', listing: null, seen: 0, again: false, timer: null, graceTimer: null, subscribed }
       this.#watched.set(service, w)
-      this.#scheduleCheck(w, between(0.5, 1.5) * this.#checkMs)
+      // The first check at a random moment of the period: watches begun together (a sidecar starting) don't check
+      // together.
+      this.#scheduleCheck(w, Math.random() * this.#checkMs)
     }
     const watched = w
     const view = new ServiceView(service, () => {
@@ -606,6 +659,9 @@ export class RedisRegistry implements Registry {
     if (w.again && !this.#closed && this.#watched.get(w.service) === w) { w.again = false; await this.#relist(w) }
   }
 
+  /** The delay to a watch's next periodic check: 2/3–4/3 of the period, at random. */
+  #nextCheck (): number { return between(2 / 3, 4 / 3) * this.#checkMs }
+
   #scheduleCheck (w: Watched, ms: number, force = false): void {
     if (this.#closed) return
     if (w.timer !== null) clearTimeout(w.timer)
@@ -614,18 +670,22 @@ export class RedisRegistry implements Registry {
   }
 
   /**
-   * The periodic check of one service, jittered: the version and the ids past their expiry (one small read-only
-   * script). Lists again only when the version moved without this client seeing the messages; sweeps expired ids.
+   * The periodic check of one service, jittered: the version and the ids past their expiry (plain read-only
+   * commands, one round trip). Lists again only when the version moved without this client seeing the messages;
+   * sweeps expired ids (the heartbeats of the service's live instances sweep first; this covers a service with none).
    */
   async #versionCheck (w: Watched, force: boolean): Promise<void> {
     if (this.#closed || this.#watched.get(w.service) !== w) return
     try {
-      if (force || w.known === null) {
+      if (w.known === null && w.listing !== null && !force) {
+        // The first listing is under way (a check drawn early in its period): it is what this check would do.
+        await w.listing
+      } else if (force || w.known === null) {
         await this.#relist(w)
       } else {
         this.stats.checks++
         const [ver, epoch, overdue] = await this.#versionAndOverdue(w.service)
-        if (overdue.length > 0) await this.sweep(w.service, overdue).catch(() => 0)
+        if (overdue.length > 0) await this.#sweepOverdue(w.service, overdue)
         const version = Number(ver)
         // A new epoch or a version gone backwards: the store lost data (restarted empty, or failed over to a replica
         // that lagged). What it lost is probably alive and about to register again: the listing keeps it for the grace.
@@ -642,20 +702,29 @@ export class RedisRegistry implements Registry {
     } catch (err) {
       this.#log?.debug({ err, service: w.service }, 'registry check failed; keeping the last view')
     } finally {
-      if (w.timer === null) this.#scheduleCheck(w, between(0.5, 1.5) * this.#checkMs)
+      if (w.timer === null) this.#scheduleCheck(w, this.#nextCheck())
     }
   }
 
   /**
    * The check's reads, two plain read-only commands in one round trip (a replica can serve them): the version with
-   * its epoch, and up to 100 ids more than CLOCK_SLACK_MS past their deadline on this watcher's clock.
+   * its epoch, and the first ids more than CLOCK_SLACK_MS past their deadline on this watcher's clock.
    */
   async #versionAndOverdue (service: string): Promise<[string, string, string[]]> {
-    const r = await this.client.pipeline().hmget(this.#verKey(service), 'n', 'e').zrangebyscore(this.#expKey(service), '-inf', Date.now() - CLOCK_SLACK_MS, 'LIMIT', 0, 100).exec()
+    const r = await this.client.pipeline().hmget(this.#verKey(service), 'n', 'e').zrangebyscore(this.#expKey(service), '-inf', Date.now() - CLOCK_SLACK_MS, 'LIMIT', 0, PROBE_LIMIT).exec()
     if (r === null) throw new Error('check pipeline aborted')
     for (const [err] of r) if (err !== null) throw err
     const [n, e] = r[0][1] as Array<string | null>
     return [n ?? '0', e ?? '', r[1][1] as string[]]
+  }
+
+  /** Sweeps the overdue ids a check found, and while it found a full batch, the next ones (a whole service died). */
+  async #sweepOverdue (service: string, overdue: string[]): Promise<void> {
+    for (let ids = overdue, rounds = 0; ids.length > 0 && rounds < 100; rounds++) {
+      const n = await this.sweep(service, ids).catch(() => -1)
+      if (n <= 0 || ids.length < PROBE_LIMIT) return
+      ids = await this.client.zrangebyscore(this.#expKey(service), '-inf', Date.now() - CLOCK_SLACK_MS, 'LIMIT', 0, PROBE_LIMIT)
+    }
   }
 
   /** A connection came (back) up: after the first time, the store may have lost data. */

@@ -150,9 +150,17 @@ export class Registration {
     const reg = this.#o.registry
     if (reg === null || !this.#registered) return
     this.#count('update')
-    const ok = await reg.update(this.#o.service, this.id, { state: 'draining', updatedAt: this.#now() })
-    if (ok) this.#published = { state: 'draining', livenessFailing: this.#livenessFailing }
-    else this.#inStore = false
+    // Counted as published from here: a heartbeat due meanwhile must not publish `draining` a second time.
+    const before = this.#published
+    this.#published = { state: 'draining', livenessFailing: this.#livenessFailing }
+    let ok: boolean
+    try {
+      ok = await reg.update(this.#o.service, this.id, { state: 'draining', updatedAt: this.#now() })
+    } catch (err) {
+      if (this.#published?.state === 'draining') this.#published = before
+      throw err
+    }
+    if (!ok) this.#inStore = false
   }
 
   /** Deregisters and stops (idempotent). */
