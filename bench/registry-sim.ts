@@ -63,6 +63,8 @@ async function until (fn: () => boolean, ms: number): Promise<void> {
   }
 }
 
+const floorClients: Array<{ ping: () => Promise<string>, quit: () => Promise<unknown> }> = []
+const floorTimers: NodeJS.Timeout[] = []
 const sidecars: Registry[] = []
 const watches: Watch[] = []
 
@@ -101,6 +103,32 @@ process.on('message', (msg: { t: string, sidecars?: number, services?: string[][
         process.send?.({ t: 'watching', checkMs: index.checkPeriod?.(ttl) ?? Math.floor(ttl / 3), ...stats() })
         break
       }
+      case 'floor': {
+        // The floor: as many connections as the instances here hold (one each; on a Cluster one per perClient), each
+        // instance sending one PING per heartbeat period (TTL/3, jittered down to 80 % of it, as Registration beats)
+        // and nothing else: what one round trip per instance per beat costs this server on this machine.
+        const { Redis, Cluster } = await import('ioredis')
+        const t = target as { mode: string, nodes?: Array<{ host: string, port: number }>, host?: string, port?: number }
+        for (let i = from, k = 0; i < to; i++, k++) {
+          if (k % perClient === 0) floorClients.push(t.mode === 'cluster' ? new Cluster(t.nodes ?? []) : new Redis({ host: t.host, port: t.port }))
+          const c = floorClients[floorClients.length - 1]
+          const period = ttl / 3
+          const beat = (): void => {
+            c.ping().catch(() => {})
+            floorTimers.push(setTimeout(beat, period * (0.8 + 0.2 * Math.random())))
+          }
+          floorTimers.push(setTimeout(beat, period * Math.random()))
+        }
+        await Promise.all(floorClients.map(async (c) => { await c.ping() }))
+        process.send?.({ t: 'floored' })
+        break
+      }
+      case 'unfloor':
+        for (const timer of floorTimers) clearTimeout(timer)
+        await Promise.allSettled(floorClients.map(async (c) => { await c.quit() }))
+        floorClients.length = 0
+        process.send?.({ t: 'unfloored' })
+        break
       case 'stats':
         process.send?.({ t: 'stats', ...stats() })
         break

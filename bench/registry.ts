@@ -184,7 +184,7 @@ async function sum (sims: ChildProcess[]): Promise<SimStats> {
   return out
 }
 
-interface Result { mode: string, kinds: string, idle: number, perInstance: number, perWatch: number, bytesPerInstance: number, bytesPerWatch: number, messages: number, connections: number, listingsSteady: number, checks: number, sweeps: number, top: string[][] }
+interface Result { mode: string, kinds: string, idle: number, floor: number, perInstance: number, perWatch: number, bytesPerInstance: number, bytesPerWatch: number, messages: number, connections: number, listingsSteady: number, checks: number, sweeps: number, top: string[][] }
 
 async function run (cluster: boolean, dist: string): Promise<Result> {
   const server = await startServer(cluster)
@@ -204,6 +204,16 @@ async function run (cluster: boolean, dist: string): Promise<Result> {
       await once(p, 'message')
       sims.push(p)
     }
+    // Phase 0b: the floor, before any instance registers: one PING per simulated instance per heartbeat period, on
+    // connections held as the instances hold theirs, and no other command.
+    await Promise.all(sims.map(async (p) => await ask(p, { t: 'floor' }, 'floored')))
+    await sleep(TTL / 3)
+    const f0 = await counters(server.ports)
+    await sleep(MEASURE_MS)
+    const f1 = await counters(server.ports)
+    const floor = Math.max(0, (f1.cpu - f0.cpu) / (MEASURE_MS / 1000) - idle) / INSTANCES
+    await Promise.all(sims.map(async (p) => await ask(p, { t: 'unfloor' }, 'unfloored')))
+
     await Promise.all(sims.map(async (p) => await ask(p, { t: 'register' }, 'registered')))
     await sleep(TTL / 3)
 
@@ -248,6 +258,7 @@ async function run (cluster: boolean, dist: string): Promise<Result> {
       mode: cluster ? 'Cluster (3 masters)' : 'standalone',
       kinds: byKind,
       idle,
+      floor,
       perInstance: Math.max(0, alone.cpu / seconds - idle) / INSTANCES,
       perWatch: Math.max(0, watched.cpu - alone.cpu) / seconds / watches,
       bytesPerInstance: alone.bytes / seconds / INSTANCES,
@@ -294,9 +305,9 @@ export const registrySection: Section = {
     }
     const rows = results.map((r) => {
       const share = r.perInstance + WATCHES_PER_INSTANCE * r.perWatch
-      return [r.mode, fmt(r.idle, 0), fmt(r.perInstance, 2), fmt(r.perWatch, 2), fmt(share, 2), fmt(r.perInstance + WATCHES_WITH_OWN * r.perWatch, 2), fmt(r.bytesPerInstance + WATCHES_PER_INSTANCE * r.bytesPerWatch, 0), String(r.listingsSteady), fmt(r.messages, 2), fmt(r.connections, 2)]
+      return [r.mode, fmt(r.idle, 0), fmt(r.floor, 2), fmt(r.perInstance, 2), fmt(r.perWatch, 2), fmt(share, 2), fmt(r.perInstance + WATCHES_WITH_OWN * r.perWatch, 2), fmt(r.bytesPerInstance + WATCHES_PER_INSTANCE * r.bytesPerWatch, 0), String(r.listingsSteady), fmt(r.messages, 2), fmt(r.connections, 2)]
     })
-    console.log('\n' + table(['server', 'idle server, µs/s (all nodes)', 'µs/s per instance (heartbeats, above idle)', 'µs/s per watch', `µs/s per instance incl. ${WATCHES_PER_INSTANCE} watches`, `µs/s per instance incl. ${WATCHES_WITH_OWN} watches (its own service's too)`, 'bytes/s per instance incl. watches', 'listings in steady state', 'messages per replaced instance', 'connections per watching sidecar'], rows))
+    console.log('\n' + table(['server', 'idle server, µs/s (all nodes)', 'floor: a PING per instance per beat, µs/s per instance', 'µs/s per instance (heartbeats, above idle)', 'µs/s per watch', `µs/s per instance incl. ${WATCHES_PER_INSTANCE} watches`, `µs/s per instance incl. ${WATCHES_WITH_OWN} watches (its own service's too)`, 'bytes/s per instance incl. watches', 'listings in steady state', 'messages per replaced instance', 'connections per watching sidecar'], rows))
     const fleet = results.map((r) => {
       const share = r.perInstance + WATCHES_PER_INSTANCE * r.perWatch
       return [r.mode, ...[100_000, 1_000_000].map((n) => `${fmt((r.idle + n * share) / 1e6, 2)} cores`)]
@@ -307,6 +318,8 @@ export const registrySection: Section = {
     const clShare = cl.perInstance + WATCHES_PER_INSTANCE * cl.perWatch
     return [
       { what: `registry: ${cl.mode} Redis CPU per instance incl. its watches (≤ 5)`, value: clShare, ok: (v) => v <= 5, unit: 'µs/s' },
+      // What this machine allows: a registry that beats at all costs at least this (the same run, the same server).
+      { what: `registry: ${cl.mode} floor, one PING per instance per beat and nothing else (≤ 5 for the target to be reachable here)`, value: cl.floor, ok: (v) => v <= 5, unit: 'µs/s' },
       { what: 'registry: messages per replaced instance (≤ 4)', value: Math.max(...mine.map((r) => r.messages)), ok: (v) => v <= 4 },
       { what: 'registry: full listings in steady state (0)', value: mine.reduce((n, r) => n + r.listingsSteady, 0), ok: (v) => v === 0 },
       { what: 'registry: 100k instances on a 3-primary Cluster, share of its CPU (< 0.5)', value: (cl.idle + 100_000 * clShare) / 1e6 / 3, ok: (v) => v < 0.5 }
