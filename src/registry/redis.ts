@@ -117,6 +117,8 @@ return out`
 
 /** How far past its deadline (writer's clock) an id must be, on the sweeper's clock, to be swept: allows for skew. */
 const CLOCK_SLACK_MS = 1000
+/** How long a check that saw the version ahead of the pushed messages waits for them before listing in full. */
+const PUSH_GRACE_MS = 250
 
 /** Ids past their deadline that one heartbeat's probe or one watch check fetches (and sweeps) at most. */
 const PROBE_LIMIT = 16
@@ -325,6 +327,11 @@ interface Watched {
   graceTimer: NodeJS.Timeout | null
   /** Settles once the subscription is in place (or failed): the first listing waits for it, so nothing falls between. */
   subscribed: Promise<void>
+  /**
+   * A version a check saw ahead of `known` (0: none): the check looks again a moment later and lists only if the
+   * pushed messages have not caught up with it by then.
+   */
+  behind: number
 }
 
 export class RedisRegistry implements Registry {
@@ -586,7 +593,7 @@ export class RedisRegistry implements Registry {
         subscribing.then(() => {}, (err: unknown) => { this.#log?.debug({ err, service }, 'subscribe failed; the version check covers it') }),
         new Promise<void>((resolve) => { setTimeout(resolve, this.#timeout).unref() })
       ])
-      w = { service, views: new Set(), known: null, epoch: '', listing: null, seen: 0, again: false, timer: null, graceTimer: null, subscribed }
+      w = { service, views: new Set(), known: null, epoch: '', listing: null, seen: 0, again: false, timer: null, graceTimer: null, subscribed, behind: 0 }
       this.#watched.set(service, w)
       // The first check at a random moment of the period: watches begun together (a sidecar starting) don't check
       // together.
@@ -693,10 +700,19 @@ export class RedisRegistry implements Registry {
         if (w.epoch === '' && version === w.known) w.epoch = epoch
         const lost = (w.epoch !== '' && epoch !== w.epoch) || version < w.known
         if (lost) this.#graceUntil = Math.max(this.#graceUntil, Date.now() + this.#graceMs)
-        if ((version !== w.known || epoch !== w.epoch) && w.listing === null) {
+        const known = w.known
+        if (!lost && epoch === w.epoch && version > known && w.listing === null && (w.behind === 0 || known >= w.behind)) {
+          // Ahead of what was pushed: a write's message may still be on its way (it comes over the subscriber
+          // connection, this reply over another). Look again in a moment; list only if the messages are still behind.
+          w.behind = version
+          this.#scheduleCheck(w, PUSH_GRACE_MS)
+        } else if ((version !== known || epoch !== w.epoch) && w.listing === null) {
+          w.behind = 0
           // Messages were missed; on a Cluster a subscription can also lapse when a slot moves: subscribe again.
           if (this.target.mode === 'cluster') (this.client as Cluster).ssubscribe(this.#channel(w.service)).catch(() => {})
           await this.#relist(w)
+        } else {
+          w.behind = 0
         }
       }
     } catch (err) {
