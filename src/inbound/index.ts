@@ -9,12 +9,12 @@ import { classifyUpstreamError, UpgradeLimitError } from '../core/errors.js'
 import { respondError, respondOnSocket, clientErrorStatus } from '../core/respond.js'
 import { Limiter, classifier } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
-import { upgradeHeaders, stripOwn, type ForwardInfo } from '../proxy/headers.js'
+import { upgradeHeaders, stripOwn } from '../proxy/headers.js'
 import { Upstream } from '../proxy/upstream-h1.js'
 import { H2Upstream, type AppUpstream } from '../proxy/upstream-h2.js'
 import { detectProtocol } from '../proxy/detect.js'
 import { Exchange } from '../proxy/exchange.js'
-import { H1Client } from '../proxy/client.js'
+import { H1Client, h1ForwardInfo } from '../proxy/client.js'
 import { H2Front } from './h2.js'
 import { InboundPolicy, type InboundStats } from './policy.js'
 
@@ -218,7 +218,7 @@ export class Inbound {
       respondOnSocket(socket, err.status, err.code)
       return
     }
-    const h = upgradeHeaders(req.rawHeaders, this.forwardInfo(req))
+    const h = upgradeHeaders(req.rawHeaders, h1ForwardInfo(req, this.#trusted))
     if (h.refused !== null) {
       Metrics.inc(this.#metrics.clientErrors, 'malformed')
       respondOnSocket(socket, 400, 'DOORMAN_ERR_BAD_REQUEST')
@@ -228,12 +228,6 @@ export class Inbound {
     this.#upgrades.add(socket)
     socket.once('close', () => { this.#upgrades.delete(socket) })
     this.#wsProxy.ws(req, socket, head)
-  }
-
-  /** What the header policy needs to know of a request's connection. */
-  forwardInfo (req: IncomingMessage): ForwardInfo {
-    const socket = req.socket
-    return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted: this.#trusted }
   }
 }
 

@@ -13,6 +13,12 @@ import type { Client, OwnAnswer } from './exchange.js'
 
 const { NGHTTP2_CANCEL } = http2.constants
 
+/** What the header policy needs to know of an HTTP/1.1 request's connection (requests and upgrades alike). */
+export function h1ForwardInfo (req: IncomingMessage, trusted: boolean): ForwardInfo {
+  const socket = req.socket
+  return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted }
+}
+
 /** An HTTP/1.1 request and its response. */
 export class H1Client implements Client {
   readonly h2 = false
@@ -41,10 +47,7 @@ export class H1Client implements Client {
   get path (): string { return this.req.url as string }
   rawHeaders (): string[] { return this.req.rawHeaders }
 
-  forwardInfo (trusted: boolean): ForwardInfo {
-    const socket = this.req.socket
-    return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted }
-  }
+  forwardInfo (trusted: boolean): ForwardInfo { return h1ForwardInfo(this.req, trusted) }
 
   hasBody (framed: boolean): boolean { return framed }
   body (): Readable { return this.req }

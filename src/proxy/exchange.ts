@@ -251,9 +251,18 @@ export class Exchange implements Dispatcher.DispatchHandler {
   refuse (err: DoormanError): void {
     this.#state = DONE
     this.#clearDeadline()
+    this.#answerError('refused', err, `doorman: ${err.message}`, this.#ownRequestId())
+  }
+
+  /** doorman's error answer before any head went out (gRPC: trailers-only), and the exchange settled with it. */
+  #answerError (kind: OutcomeKind, err: DoormanError, grpcMessage: string, requestId: string, more?: string[], cause: Error | null = null): void {
     const grpc = this.client.grpc
-    this.client.answer(ownError(err, `doorman: ${err.message}`, this.#ownRequestId(), this.policy.extra(this.client.h2)))
-    this.policy.settle(this, this.#outcome('refused', grpc ? 200 : err.status, err, false, grpc ? String(grpcStatusOf(err)) : null))
+    const a = ownError(err, grpcMessage, requestId, this.policy.extra(this.client.h2))
+    if (more !== undefined) a.headers.push(...more)
+    this.client.answer(a)
+    const o = this.#outcome(kind, grpc ? 200 : err.status, err, err.status === 504, grpc ? String(grpcStatusOf(err)) : null)
+    o.cause = cause
+    this.policy.settle(this, o)
   }
 
   /** Drain timeout: cut this exchange. */
@@ -319,8 +328,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#clearDeadline()
     this.#stopBody()
     const err = this.policy.noRoute(this)
-    this.client.answer(ownError(err, `doorman: ${err.message} (${err.code})`, this.requestId, this.policy.extra(this.client.h2)))
-    this.policy.settle(this, this.#outcome('no-route', this.client.grpc ? 200 : err.status, err, false, this.client.grpc ? String(grpcStatusOf(err)) : null))
+    this.#answerError('no-route', err, `doorman: ${err.message} (${err.code})`, this.requestId)
   }
 
   /** Another attempt is possible: the policy has another target, nothing went to the client, the body was kept. */
@@ -533,20 +541,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#state = DONE
     this.#clearDeadline()
     this.#stopBody()
-    const client = this.client
-    const timedOut = mapped.status === 504
-    const grpcStatus = client.grpc ? String(grpcStatusOf(mapped)) : null
-    let status: number
-    if (client.headSent) {
-      status = this.#status
-      client.failAfterHead(grpcStatusOf(mapped), `doorman: ${mapped.message} (${mapped.code})`)
-    } else {
-      status = client.grpc ? 200 : mapped.status
-      const a = ownError(mapped, `doorman: ${mapped.message} (${mapped.code})`, this.requestId, this.policy.extra(client.h2))
-      if (more !== undefined) a.headers.push(...more)
-      client.answer(a)
-    }
-    const o = this.#outcome('error', status, mapped, timedOut, grpcStatus)
+    const message = `doorman: ${mapped.message} (${mapped.code})`
+    if (!this.client.headSent) { this.#answerError('error', mapped, message, this.requestId, more, cause); return }
+    this.client.failAfterHead(grpcStatusOf(mapped), message)
+    const o = this.#outcome('error', this.#status, mapped, mapped.status === 504, this.client.grpc ? String(grpcStatusOf(mapped)) : null)
     o.cause = cause
     this.policy.settle(this, o)
   }
