@@ -44,6 +44,10 @@ export function detectProtocol (server: Server, opts: DetectOptions): void {
       done()
       socket.unshift(buf)
       if (kind === 'h2') {
+        // An http.Server's sockets are half-open (the HTTP/1.1 parser ends its side itself); node:http2 never looks
+        // at a client's FIN, so a half-open socket would keep the session, its streams and their slots for good.
+        // Without it, the FIN ends our side too, the session closes, and every stream on it is cancelled.
+        socket.allowHalfOpen = false
         opts.onH2(socket)
       } else {
         toH1(socket)
