@@ -66,6 +66,9 @@ export class Sidecar {
         log: log.child({ component: 'outbound' }),
         upstreamTimeout: cfg.upstreamTimeout,
         clientWriteTimeout: cfg.clientWriteTimeout,
+        idleTimeout: cfg.idleTimeout,
+        maxConnections: cfg.maxConnections,
+        maxHeaderSize: cfg.maxHeaderSize,
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
@@ -90,6 +93,8 @@ export class Sidecar {
       maxUpgrades: cfg.maxUpgrades,
       maxHeaderSize: cfg.maxHeaderSize,
       headersTimeout: cfg.headersTimeout,
+      idleTimeout: cfg.idleTimeout,
+      maxConnections: cfg.maxConnections,
       criticalPaths: cfg.criticalPaths,
       lowPaths: cfg.lowPaths,
       trustedHops: cfg.trustedHops
@@ -150,6 +155,11 @@ export class Sidecar {
     if (algorithm instanceof GradientLimit) {
       m.readings.latencyBaseline = () => algorithm.readings.baselineMs
       m.readings.latencySample = () => algorithm.readings.sampleMs
+    }
+    m.readings.connections = () => {
+      const v: Array<[string, number]> = [['inbound', this.inbound.connections]]
+      if (this.outbound !== null) v.push(['outbound', this.outbound.connections])
+      return v
     }
     m.readings.draining = () => this.drainer.started && this.drainer.phase !== CLOSED
     m.readings.drainServed = () => this.drainer.progress.served

@@ -49,6 +49,8 @@ export interface Config {
   maxUpgrades: number
   maxHeaderSize: number
   headersTimeout: number
+  idleTimeout: number
+  maxConnections: number
   registry: string
   advertiseHost: string
   registryTtl: number
@@ -296,7 +298,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
   if (cfg.limitMin > cfg.maxConcurrency) throw new ConfigError('DOORMAN_LIMIT_MIN', `DOORMAN_LIMIT_MIN: got ${cfg.limitMin}; expected at most DOORMAN_MAX_CONCURRENCY (${cfg.maxConcurrency})`)
   if (opts.sidecar === true && cfg.registry !== 'memory' && cfg.service === '') throw new ConfigError('DOORMAN_SERVICE', 'DOORMAN_SERVICE is required when DOORMAN_REGISTRY is not memory: expected a service name')
   if (cfg.service !== '' && !SERVICE_NAME.test(cfg.service)) throw new ConfigError('DOORMAN_SERVICE', `DOORMAN_SERVICE: got ${JSON.stringify(cfg.service)}; expected a service name of lower-case letters, digits, '.', '-' or '_' (as in a Host header)`)
-  for (const k of ['queueTimeout', 'upstreamTimeout', 'clientWriteTimeout', 'headersTimeout', 'registryTtl', 'checkInterval', 'drainQuiet', 'checkTimeout'] as const) {
+  for (const k of ['queueTimeout', 'upstreamTimeout', 'clientWriteTimeout', 'headersTimeout', 'idleTimeout', 'registryTtl', 'checkInterval', 'drainQuiet', 'checkTimeout'] as const) {
     if (cfg[k] <= 0) {
       const s = SETTINGS.find((x) => keyFor(x.env) === k) as Setting
       throw new ConfigError(s.env, `${s.env}: got 0; expected a duration above 0`)

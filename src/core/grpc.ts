@@ -5,6 +5,7 @@ import type { DoormanError } from './errors.js'
 export const GRPC_OK = 0
 export const GRPC_CANCELLED = 1
 export const GRPC_DEADLINE_EXCEEDED = 4
+export const GRPC_RESOURCE_EXHAUSTED = 8
 export const GRPC_INTERNAL = 13
 export const GRPC_UNAVAILABLE = 14
 
@@ -25,14 +26,34 @@ export function grpcTimeoutMs (value: string | string[] | undefined): number {
   return Number(m[1]) * UNITS[m[2]]
 }
 
+/** The longest delay a Node timer holds (2³¹−1 ms, about 24.8 days): a longer one would fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * A grpc-timeout value for `ms` milliseconds: at most 8 digits (gRPC over HTTP/2 spec), in the finest unit that fits
+ * (milliseconds up to 99,999,999, then seconds, minutes, hours), rounded down.
+ */
+export function encodeGrpcTimeout (ms: number): string {
+  const v = Math.max(0, Math.floor(ms))
+  if (v < 1e8) return `${v}m`
+  if (v / 1000 < 1e8) return `${Math.floor(v / 1000)}S`
+  if (v / 60_000 < 1e8) return `${Math.floor(v / 60_000)}M`
+  return `${Math.min(99_999_999, Math.floor(v / 3_600_000))}H`
+}
+
 /** grpc-message is percent-encoded (gRPC over HTTP/2 spec): everything outside printable ASCII, and '%'. */
 export function encodeGrpcMessage (msg: string): string {
   return msg.replace(/[^\x20-\x24\x26-\x7e]/gu, (ch) => encodeURIComponent(ch))
 }
 
-/** The gRPC status for doorman's own error: a timeout is DEADLINE_EXCEEDED, anything else UNAVAILABLE. */
+/**
+ * The gRPC status for doorman's own error: a timeout is DEADLINE_EXCEEDED, a header block over the limits
+ * RESOURCE_EXHAUSTED, anything else UNAVAILABLE.
+ */
 export function grpcStatusOf (err: DoormanError): number {
-  return err.status === 504 ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE
+  if (err.status === 504) return GRPC_DEADLINE_EXCEEDED
+  if (err.status === 431) return GRPC_RESOURCE_EXHAUSTED
+  return GRPC_UNAVAILABLE
 }
 
 /** The header block of a trailers-only answer; `extra` are flat name/value pairs. */

@@ -12,7 +12,8 @@ import { Metrics } from '../metrics/index.js'
 import { upgradeHeaders, stripOwn } from '../proxy/headers.js'
 import { Upstream } from '../proxy/upstream-h1.js'
 import { H2Upstream, type AppUpstream } from '../proxy/upstream-h2.js'
-import { detectProtocol } from '../proxy/detect.js'
+import { detectProtocol, type Connections } from '../proxy/detect.js'
+import { H2_MAX_HEADER_COUNT } from '../proxy/h2-server.js'
 import { Exchange } from '../proxy/exchange.js'
 import { H1Client, h1ForwardInfo } from '../proxy/client.js'
 import { H2Front } from './h2.js'
@@ -38,6 +39,10 @@ export interface InboundOptions {
   appProtocol?: 'http1' | 'h2c'
   maxHeaderSize: number
   headersTimeout: number
+  /** HTTP/2 sessions with no open stream are closed after this (default 60 s). */
+  idleTimeout?: number
+  /** Most client connections open at once (0: no cap). */
+  maxConnections?: number
   criticalPaths?: readonly string[]
   lowPaths?: readonly string[]
   /** Proxies in front of doorman trusted to set x-forwarded-proto, -host and -port (DOORMAN_TRUSTED_HOPS). */
@@ -62,6 +67,7 @@ export class Inbound {
   #upgrades = new Set<Duplex>()
   #closed = false
   #trusted: boolean
+  #conns: Connections
 
   constructor (opts: InboundOptions) {
     this.#opts = opts
@@ -124,9 +130,23 @@ export class Inbound {
       respondOnSocket(socket, 405, 'DOORMAN_ERR_BAD_REQUEST', 'allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE\r\n')
     })
     opts.metrics.readings.upgrades = () => this.#upgrades.size
-    this.h2 = new H2Front({ policy: this.policy, log: opts.log, closed: () => this.#closed, appProtocol: opts.appProtocol ?? 'http1' }, { maxHeaderSize: opts.maxHeaderSize })
-    detectProtocol(this.server, { onH2: (socket) => { this.h2.accept(socket) }, timeoutMs: opts.headersTimeout })
+    this.h2 = new H2Front({ policy: this.policy, log: opts.log, metrics: opts.metrics, closed: () => this.#closed, appProtocol: opts.appProtocol ?? 'http1' }, {
+      maxHeaderSize: opts.maxHeaderSize,
+      maxHeaderCount: H2_MAX_HEADER_COUNT,
+      headersTimeout: opts.headersTimeout,
+      idleTimeout: opts.idleTimeout ?? 60_000,
+      lingerTimeout: opts.clientWriteTimeout ?? 30_000
+    })
+    this.#conns = detectProtocol(this.server, {
+      onH2: (socket) => { this.h2.accept(socket) },
+      timeoutMs: opts.headersTimeout,
+      maxConnections: opts.maxConnections,
+      onDrop: () => { Metrics.inc(this.#metrics.connectionsClosed, 'inbound\tlimit') }
+    })
   }
+
+  /** Client connections open now (HTTP/1.1 and HTTP/2). */
+  get connections (): number { return this.#conns.open }
 
   async listen (): Promise<number> {
     await new Promise<void>((resolve, reject) => {
@@ -174,10 +194,17 @@ export class Inbound {
     return cut
   }
 
-  async close (): Promise<void> {
+  /**
+   * Stops listening and closes every connection: HTTP/2 sessions get a GOAWAY and are destroyed after `graceMs` if
+   * their peer holds them open (idle, a header block never finished, a zero window), HTTP/1.1 ones too.
+   */
+  async close (graceMs = 1000): Promise<void> {
     this.#closed = true
-    this.h2.close()
+    this.h2.close(graceMs)
+    const hard = setTimeout(() => { this.server.closeAllConnections() }, graceMs)
+    hard.unref()
     await new Promise<void>((resolve) => { this.server.close(() => { resolve() }); this.server.closeIdleConnections() })
+    clearTimeout(hard)
     this.#wsProxy.close()
     await this.upstream.close()
   }

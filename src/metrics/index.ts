@@ -23,6 +23,8 @@ export interface Readings {
   latencyBaseline?: () => number
   latencySample?: () => number
   limitChanges?: () => number
+  /** Client connections open now, by lane. */
+  connections?: () => Array<[string, number]>
 }
 
 function counterMap (): Map<string, number> { return new Map() }
@@ -121,6 +123,8 @@ export class Metrics {
   /** Times the outbound balancer entered panic mode, by service. */
   readonly outboundPanics = counterMap()
   readonly duration: FastHistogram
+  /** Client connections doorman closed or refused itself, by `lane\treason`. */
+  readonly connectionsClosed = counterMap()
   readonly readings: Readings = {}
 
   constructor (opts: { defaults?: boolean } = {}) {
@@ -196,6 +200,11 @@ export class Metrics {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry]
     })
+    const connectionsClosed = this.connectionsClosed
+    // eslint-disable-next-line no-new
+    new Gauge({ name: 'doorman_connections_open', help: 'Client connections open on the business ports, by lane (inbound, outbound): HTTP/1.1 and HTTP/2 alike.', labelNames: ['lane'], registers: [registry], collect () { const v = r.connections?.(); if (v === undefined) return; this.reset(); for (const [lane, n] of v) this.set({ lane }, n) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_connections_closed_total', help: 'Client connections doorman refused or closed itself, by lane and reason (limit: over DOORMAN_MAX_CONNECTIONS; headers-timeout and idle-timeout: HTTP/2 sessions; close-timeout: sessions still open when the listener closed).', labelNames: ['lane', 'reason'], registers: [registry], collect () { copy2(this, ['lane', 'reason'], connectionsClosed) } })
     const outboundPanics = this.outboundPanics
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_outbound_requests_total', help: 'Requests from the app through the outbound lane, by service and outcome (ok, error, no-instance, aborted, bad-request).', labelNames: ['service', 'outcome'], registers: [registry], collect () { copy2(this, ['service', 'outcome'], outbound) } })

@@ -5,13 +5,13 @@
 // provider the call goes over h2c to its inbound port (a few multiplexed sessions per instance: Endpoint.h2). A
 // provider's shed answer (trailers-only UNAVAILABLE, or 503, with x-doorman-shed) or a stream its GOAWAY refused is
 // retried once on another instance; grpc-timeout bounds the call here too, and the provider gets what is left.
-import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { Socket } from 'node:net'
 import { NoInstanceError, NoServiceError, type DoormanError } from '../core/errors.js'
 import { Metrics } from '../metrics/index.js'
 import { SERVICE_NAME } from '../registry/types.js'
 import { ownError } from '../proxy/exchange.js'
-import { H2Client } from '../proxy/client.js'
+import type { H2Client } from '../proxy/client.js'
+import { H2Server, type H2ServerOptions } from '../proxy/h2-server.js'
 import type { Client, Policy } from '../proxy/exchange.js'
 
 /** What the HTTP/2 side needs of the outbound lane. */
@@ -24,43 +24,26 @@ export interface OutboundHost<U extends Policy> {
   begin: (up: U, client: Client) => void
 }
 
-const { NGHTTP2_FLAG_END_STREAM } = http2.constants
-
 export class OutboundH2<U extends Policy> {
-  readonly server: Http2Server
+  readonly #h2: H2Server
   readonly #out: OutboundHost<U>
-  readonly #sessions = new Set<ServerHttp2Session>()
 
-  constructor (out: OutboundHost<U>) {
+  constructor (out: OutboundHost<U>, bounds: Omit<H2ServerOptions, 'lane' | 'metrics' | 'onStream'>) {
     this.#out = out
-    this.server = http2.createServer({ maxSendHeaderBlockLength: 65536, settings: { maxConcurrentStreams: 1000 } })
-    this.server.on('session', (session: ServerHttp2Session) => {
-      this.#sessions.add(session)
-      session.once('close', () => { this.#sessions.delete(session) })
-      session.on('error', () => {})
-    })
-    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => { this.#stream(stream, headers, flags) })
-    this.server.on('sessionError', () => {})
+    this.#h2 = new H2Server({ lane: 'outbound', metrics: out.metrics, ...bounds, onStream: (client) => { this.#stream(client) } })
   }
 
   /** A socket whose first bytes are the HTTP/2 preface. */
-  accept (socket: Socket): void {
-    this.server.emit('connection', socket)
-  }
+  accept (socket: Socket): void { this.#h2.accept(socket) }
 
-  /** Closes every session once its streams are done. */
-  close (): void {
-    for (const s of this.#sessions) if (!s.closed) s.close()
-  }
+  /** Closes every session once its streams are done; destroys those still open after `graceMs`. */
+  close (graceMs?: number): void { this.#h2.close(graceMs) }
 
-  destroy (): void {
-    for (const s of this.#sessions) s.destroy()
-  }
+  destroy (): void { this.#h2.destroy() }
 
-  #stream (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
-    stream.on('error', () => {})
+  #stream (client: H2Client): void {
     const out = this.#out
-    const client = new H2Client(stream, headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0)
+    const headers = client.headers
     if (out.closed) { refuse(client, new NoInstanceError('(closing)')); return }
     const authority = headers[':authority'] ?? headers.host
     const service = typeof authority === 'string' ? authority.replace(/:\d+$/, '').toLowerCase() : ''

@@ -22,7 +22,8 @@ import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } f
 import { Balancer } from './balancer.js'
 import { Endpoint, type PoolSettings } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
-import { detectProtocol } from '../proxy/detect.js'
+import { detectProtocol, type Connections } from '../proxy/detect.js'
+import { H2_MAX_HEADER_COUNT } from '../proxy/h2-server.js'
 import { Exchange, type Client, type Outcome, type Policy, type Route } from '../proxy/exchange.js'
 import { H1Client } from '../proxy/client.js'
 import type { Waiter } from '../limiter/index.js'
@@ -57,6 +58,12 @@ export interface OutboundOptions {
   clientWriteTimeout?: number
   /** Longest a response's drain flag keeps an instance out without the registry agreeing (default 10 s). */
   drainMemoryMs?: number
+  /** HTTP/2 sessions with no open stream are closed after this (default 60 s). */
+  idleTimeout?: number
+  /** Most connections from the app open at once (0: no cap). */
+  maxConnections?: number
+  /** Largest request header block (default 16 KiB). */
+  maxHeaderSize?: number
 }
 
 /** Most services watched at once (names the app asks for that have no instances are dropped first). */
@@ -263,6 +270,7 @@ export class Outbound {
   #port: number
   #sweep: NodeJS.Timeout
   #closed = false
+  #conns: Connections
 
   constructor (opts: OutboundOptions) {
     this.registry = opts.registry
@@ -280,8 +288,19 @@ export class Outbound {
     this.server.on('connect', (_req: IncomingMessage, socket) => {
       socket.end('HTTP/1.1 501 Not Implemented\r\nconnection: close\r\ncontent-length: 0\r\nx-doorman-error: DOORMAN_ERR_NO_SERVICE\r\n\r\n')
     })
-    this.h2 = new OutboundH2(this)
-    detectProtocol(this.server, { onH2: (socket) => { this.h2.accept(socket) }, timeoutMs: 10_000 })
+    this.h2 = new OutboundH2(this, {
+      maxHeaderSize: opts.maxHeaderSize ?? 16_384,
+      maxHeaderCount: H2_MAX_HEADER_COUNT,
+      headersTimeout: 10_000,
+      idleTimeout: opts.idleTimeout ?? 60_000,
+      lingerTimeout: this.clientWriteTimeout
+    })
+    this.#conns = detectProtocol(this.server, {
+      onH2: (socket) => { this.h2.accept(socket) },
+      timeoutMs: 10_000,
+      maxConnections: opts.maxConnections,
+      onDrop: () => { Metrics.inc(this.metrics.connectionsClosed, 'outbound\tlimit') }
+    })
     this.#sweep = setInterval(() => { this.#sweepIdle() }, 10_000)
     this.#sweep.unref()
     opts.metrics.readings.instances = () => this.instanceCounts()
@@ -298,6 +317,8 @@ export class Outbound {
   }
 
   get closed (): boolean { return this.#closed }
+  /** Connections from the app open now (HTTP/1.1 and HTTP/2). */
+  get connections (): number { return this.#conns.open }
 
   /** Instances by service and state, for metrics (watched services only). */
   instanceCounts (): Array<[string, string, number]> {
@@ -364,8 +385,11 @@ export class Outbound {
     if (this.#closed) return
     this.#closed = true
     clearInterval(this.#sweep)
-    this.h2.close()
+    this.h2.close(1000)
+    const hard = setTimeout(() => { this.server.closeAllConnections() }, 1000)
+    hard.unref()
     await new Promise<void>((resolve) => { this.server.close(() => { resolve() }); this.server.closeIdleConnections() })
+    clearTimeout(hard)
     for (const up of this.#upstreams.values()) up.close()
     this.#upstreams.clear()
   }

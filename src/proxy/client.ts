@@ -145,12 +145,31 @@ export class H2Client implements Client {
   /** The response head, held until the first body bytes or the end (so a trailers-only answer stays one frame). */
   #head: OutgoingHttpHeaders | null = null
   #trailers: OutgoingHttpHeaders | null = null
+  /** Longest an ended response may wait for the client to take it (0: no bound). */
+  #lingerMs: number
 
-  constructor (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean) {
+  constructor (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, lingerMs = 0) {
     this.stream = stream
     this.headers = headers
     this.#endStream = endStream
+    this.#lingerMs = lingerMs
     this.grpc = isGrpc(headers['content-type'])
+  }
+
+  /**
+   * The response is ended but may still sit in doorman's buffers (a client that stopped reading, a window of zero):
+   * the write timeout's backpressure never saw it, since every write fitted. Cut the stream if it isn't taken in time.
+   */
+  #linger (): void {
+    const s = this.stream
+    if (this.#lingerMs <= 0 || s.closed || s.destroyed) return
+    const t = setTimeout(H2Client.#lingered, this.#lingerMs, s)
+    t.unref()
+    s.once('close', () => { clearTimeout(t) })
+  }
+
+  static #lingered (s: ServerHttp2Stream): void {
+    if (!s.closed && !s.destroyed) s.close(NGHTTP2_CANCEL)
   }
 
   get method (): string { return this.headers[':method'] ?? 'GET' }
@@ -220,11 +239,13 @@ export class H2Client implements Client {
       this.#head = null
       if (trailers !== null) fold(head, trailers)
       if (!s.destroyed && !s.closed) try { s.respond(head, { endStream: true }) } catch {}
+      this.#linger()
       return
     }
     if (s.destroyed) return
     if (trailers !== null) this.#trailers = fold({}, trailers)
     s.end()
+    this.#linger()
   }
 
   answer (a: OwnAnswer): void {
@@ -242,6 +263,7 @@ export class H2Client implements Client {
       for (let i = 0; i < a.headers.length; i += 2) h[a.headers[i]] = a.headers[i + 1]
       s.respond(h)
       s.end(body)
+      this.#linger()
     } catch {
       s.close(NGHTTP2_CANCEL)
     }

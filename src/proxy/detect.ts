@@ -21,14 +21,32 @@ export interface DetectOptions {
   onH2: (socket: Socket) => void
   /** Longest wait for the first bytes: then the socket is refused as a slow request head (408), as Node would. */
   timeoutMs: number
+  /** Most connections open at once (0: no cap); beyond it new ones are closed at accept and `onDrop` is told. */
+  maxConnections?: number
+  onDrop?: () => void
+}
+
+/** The listener's connections, as detection sees them. */
+export interface Connections {
+  /** Connections open now, HTTP/1.1 and HTTP/2 alike. */
+  readonly open: number
 }
 
 /** Wraps `server`'s connection handling with preface detection. Call once, before listen(). */
-export function detectProtocol (server: Server, opts: DetectOptions): void {
+export function detectProtocol (server: Server, opts: DetectOptions): Connections {
   const h1 = server.listeners('connection') as Array<(socket: Socket) => void>
   server.removeAllListeners('connection')
   const toH1 = (socket: Socket): void => { for (const fn of h1) fn.call(server, socket) }
+  const conns = { open: 0 }
+  const closed = (): void => { conns.open-- }
+  if (opts.maxConnections !== undefined && opts.maxConnections > 0) {
+    // net.Server closes a connection over the cap at accept, before any byte is read, and says so with 'drop'.
+    server.maxConnections = opts.maxConnections
+    server.on('drop', () => { opts.onDrop?.() })
+  }
   server.on('connection', (socket: Socket) => {
+    conns.open++
+    socket.once('close', closed)
     let buf: Buffer | null = null
     const done = (): void => {
       clearTimeout(timer)
@@ -67,4 +85,5 @@ export function detectProtocol (server: Server, opts: DetectOptions): void {
     socket.on('error', onError)
     socket.on('end', onEnd)
   })
+  return conns
 }

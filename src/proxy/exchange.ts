@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { clearStall } from '../core/http.js'
 import { BadRequestError, DoormanError, UpstreamProtocolError, UpstreamTimeoutError, classifyUpstreamError } from '../core/errors.js'
-import { GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, grpcStatusOf, grpcTimeoutMs } from '../core/grpc.js'
+import { GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, MAX_TIMER_MS, encodeGrpcTimeout, grpcStatusOf, grpcTimeoutMs } from '../core/grpc.js'
 import type { ShedReason, Waiter } from '../limiter/index.js'
 import { requestHeaders, responseHeaders, type ForwardInfo } from './headers.js'
 import type { Conn } from './upstream-h1.js'
@@ -205,12 +205,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#opts = opts
     client.onClose(this.#onClientClose)
     if (client.grpc) {
-      // grpc-timeout bounds the wait for a slot and for the peer together.
+      // grpc-timeout bounds the wait for a slot and for the peer together. A deadline beyond what a timer holds
+      // (about 24.8 days; grpc-timeout goes up to 99,999,999 hours) is not enforced here, only passed on.
       const ms = grpcTimeoutMs(client.grpcTimeout)
       if (ms >= 0) {
         this.#deadlineAt = arrivedAt + ms
-        this.#deadline = setTimeout(Exchange.#onDeadline, Math.max(1, Math.ceil(ms)), this)
-        this.#deadline.unref()
+        if (ms <= MAX_TIMER_MS) {
+          this.#deadline = setTimeout(Exchange.#onDeadline, Math.max(1, Math.ceil(ms)), this)
+          this.#deadline.unref()
+        }
       }
     }
   }
@@ -311,7 +314,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // The peer gets what is left of the deadline after the queue wait, as Envoy passes it on.
       headers = headers.slice()
       for (let i = 0; i < headers.length; i += 2) {
-        if (headers[i].length === 12 && headers[i].toLowerCase() === 'grpc-timeout') headers[i + 1] = `${Math.max(1, Math.floor(this.#deadlineAt - this.#sent))}m`
+        if (headers[i].length === 12 && headers[i].toLowerCase() === 'grpc-timeout') headers[i + 1] = encodeGrpcTimeout(Math.max(1, this.#deadlineAt - this.#sent))
       }
     }
     const b = this.#body

@@ -61,10 +61,22 @@ export function settings (pairs: Array<[number, number]> = []): Buffer {
   return frame(SETTINGS, 0, 0, p)
 }
 
-/** A request's HEADERS frame; END_HEADERS unless `endHeaders` is false (then CONTINUATION must follow). */
+/** The largest frame payload a peer must accept before SETTINGS say otherwise (RFC 9113 §4.2). */
+const MAX_FRAME = 16_384
+
+/**
+ * A request's header block: a HEADERS frame, and CONTINUATION frames when the block is over the frame size; the last
+ * one carries END_HEADERS unless `endHeaders` is false (then the block is never finished).
+ */
 export function request (stream: number, fields: Array<[string, string]>, opts: { endStream?: boolean, endHeaders?: boolean } = {}): Buffer {
-  const flags = (opts.endStream === true ? END_STREAM : 0) | (opts.endHeaders === false ? 0 : END_HEADERS)
-  return frame(HEADERS, flags, stream, headerBlock(fields))
+  const block = headerBlock(fields)
+  const frames: Buffer[] = []
+  for (let off = 0; off === 0 || off < block.length; off += MAX_FRAME) {
+    const last = off + MAX_FRAME >= block.length
+    const flags = (off === 0 && opts.endStream === true ? END_STREAM : 0) | (last && opts.endHeaders !== false ? END_HEADERS : 0)
+    frames.push(frame(off === 0 ? HEADERS : CONTINUATION, flags, stream, block.subarray(off, off + MAX_FRAME)))
+  }
+  return Buffer.concat(frames)
 }
 
 export function get (stream: number, path: string, authority = 'app', extra: Array<[string, string]> = [], opts: { endStream?: boolean } = {}): Buffer {
