@@ -149,3 +149,39 @@ t.test('a drain ends the process within its timeout with idle, half-sent and zer
   t.equal(exit?.code, 0)
   await waitFor('every peer disconnected', () => idle.closed && half.closed && stuck.closed, 3000)
 })
+
+t.test('an HTTP/2 CONNECT is answered 405 by doorman, never an app error', async (t) => {
+  const app = await plainApp(t)
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })
+  const w = await Wire.open(dm.inbound)
+  t.teardown(() => { w.destroy() })
+  w.send(h2request(1, [[':method', 'CONNECT'], [':authority', 'example.com:443']], { endStream: false }))
+  await waitFor('an answer', () => w.streamEnded(1), 5000)
+  t.match(w.body(1), /CONNECT is not served/)
+  t.equal(app.seen(), 0)
+  const m = await (await fetch(`http://127.0.0.1:${dm.admin}/metrics`)).text()
+  t.match(m, /doorman_client_errors_total\{kind="connect"\} 1/)
+  t.notMatch(m, /doorman_upstream_errors_total\{kind=/, 'not counted against the app')
+})
+
+t.test('an h2c app that never finishes a response body is cut after the body timeout', async (t) => {
+  const { H2Upstream } = await import('../src/proxy/upstream-h2.js')
+  const app = http2.createServer()
+  app.on('stream', (stream) => { stream.respond({ ':status': 200 }); stream.write('part') })
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { app.close() })
+  const up = new H2Upstream(`http://127.0.0.1:${(app.address() as { port: number }).port}`, { sessions: 1, headersTimeout: 5000, connectTimeout: 5000, bodyTimeout: 300 })
+  t.teardown(() => { up.destroy() })
+  const got: string[] = []
+  const err = await new Promise<Error>((resolve) => {
+    up.dispatch({ path: '/', method: 'GET', headers: ['host', 'app'] }, {
+      conn: null,
+      onResponseStart: () => { got.push('head') },
+      onResponseData: (_c: unknown, chunk: Buffer) => { got.push(chunk.toString()) },
+      onResponseEnd: () => { resolve(new Error('ended')) },
+      onResponseError: (_c: unknown, e: Error) => { resolve(e) }
+    } as never)
+  })
+  t.same(got, ['head', 'part'])
+  t.equal((err as { code?: string }).code, 'UND_ERR_BODY_TIMEOUT')
+})

@@ -132,6 +132,12 @@ export class H2Server {
       })
     }
     const client = new H2Client(stream, headers, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, this.#opts.lingerTimeout)
+    if (headers[':method'] === 'CONNECT') {
+      // No tunnels on a business port (nor RFC 8441's extended CONNECT, never advertised): 405, as on HTTP/1.1.
+      Metrics.inc(this.#opts.metrics.clientErrors, 'connect')
+      client.answer(ownError(new DoormanError('DOORMAN_ERR_BAD_REQUEST', 'CONNECT is not served here', 405), 'doorman: CONNECT is not served here', '', ['allow', 'GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE']))
+      return
+    }
     const over = this.#overLimit(raw)
     if (over !== null) {
       Metrics.inc(this.#opts.metrics.clientErrors, 'header-overflow')

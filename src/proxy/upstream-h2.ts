@@ -45,6 +45,12 @@ export interface H2UpstreamOptions {
   headersTimeout: number
   /** Longest wait for the connection, in milliseconds. */
   connectTimeout: number
+  /**
+   * Longest the response body may go without a DATA frame once the head came, in milliseconds (default: the headers
+   * timeout, at least 5 minutes, as the HTTP/1.1 upstream's bodyTimeout): a call the app never finishes, with no
+   * grpc-timeout to end it, can't hold its slot for good.
+   */
+  bodyTimeout?: number
 }
 
 function codedError (message: string, code: string, cause?: unknown): Error {
@@ -67,10 +73,12 @@ export class H2Upstream implements AppUpstream {
   #next = 0
   #active = 0
   #emptied: (() => void) | null = null
+  readonly #bodyTimeout: number
 
   constructor (origin: string, opts: H2UpstreamOptions) {
     this.#origin = origin
     this.#opts = opts
+    this.#bodyTimeout = opts.bodyTimeout ?? Math.max(opts.headersTimeout, 300_000)
   }
 
   /** Sessions open or opening. */
@@ -140,6 +148,7 @@ export class H2Upstream implements AppUpstream {
       if (done) return false
       done = true
       clearTimeout(timer)
+      if (idle !== null) clearTimeout(idle)
       s.active--
       if (--this.#active === 0 && this.#emptied !== null) this.#emptied()
       return true
@@ -160,9 +169,11 @@ export class H2Upstream implements AppUpstream {
     } else {
       (handler as Sent).onRequestSent?.()
     }
+    let idle: NodeJS.Timeout | null = null
     req.on('response', (h: IncomingHttpHeaders, flags: number) => {
       if (done) return
       clearTimeout(timer)
+      idle = setTimeout(() => { fail(codedError('app response body timeout', 'UND_ERR_BODY_TIMEOUT')) }, this.#bodyTimeout)
       const status = Number(h[':status'])
       ctl.rawHeaders = flatten(h)
       handler.onResponseStart?.(ctl, status, h, STATUS_CODES[status] ?? '')
@@ -172,6 +183,7 @@ export class H2Upstream implements AppUpstream {
     })
     req.on('data', (chunk: Buffer) => {
       if (done) return
+      idle?.refresh()
       handler.onResponseData?.(ctl, chunk)
     })
     req.on('trailers', (h: IncomingHttpHeaders) => { ctl.rawTrailers = flatten(h); ctl.trailers = h })
