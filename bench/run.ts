@@ -1,5 +1,5 @@
 // `npm run bench`: runs the benchmark sections in order and prints their tables, then every target checked.
-// Usage: npm run bench -- [--only proxy,lane,memory,grpc] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
+// Usage: npm run bench -- [--only proxy,lane,memory,grpc,h2soak] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
 import { parseArgs } from 'node:util'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
@@ -11,6 +11,7 @@ import { checkerSection } from './checker.js'
 import { memorySection } from './memory.js'
 import { registrySection } from './registry.js'
 import { grpcSection } from './grpc.js'
+import { h2SoakSection } from './h2-soak.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -46,7 +47,8 @@ const SECTIONS: Section[] = [
   adaptiveSection,
   checkerSection,
   registrySection,
-  grpcSection
+  grpcSection,
+  h2SoakSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

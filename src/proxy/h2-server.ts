@@ -11,7 +11,8 @@
 //                     is cut after the write timeout, so small responses can't pin their buffers either;
 //   drain             a two-phase GOAWAY; at close, sessions still open after a grace are destroyed, whatever state
 //                     their peer is in;
-//   rapid reset       node:http2's own bound on streams reset by the peer (streamResetBurst/-Rate) kept tight.
+//   rapid reset       node:http2's own bound on streams reset by the peer (streamResetBurst/-Rate) kept tight, and a
+//                     stream is dispatched only after the rest of its read: one reset right away never becomes work.
 // A client's FIN closes its session (detect.ts makes the socket not half-open), which cancels every stream on it.
 import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { Socket } from 'node:net'
@@ -145,7 +146,14 @@ export class H2Server {
       client.answer(ownError(err, `doorman: ${over}`, '', null))
       return
     }
-    this.#opts.onStream(client)
+    // Dispatched once the rest of what arrived with it is read: a stream its peer reset in the same read (rapid
+    // reset) is dropped here, before it takes a slot or reaches the app.
+    setImmediate(H2Server.#dispatch, this, client)
+  }
+
+  static #dispatch (self: H2Server, client: H2Client): void {
+    if (client.gone) { Metrics.inc(self.#opts.metrics.clientErrors, 'reset-before-dispatch'); return }
+    self.#opts.onStream(client)
   }
 
   /** Why the header block is over doorman's limits, or null. */
