@@ -1,7 +1,8 @@
 // Wires the sidecar's modules together: limiter → inbound, the lane and its heartbeat, and the drain.
 // It never exits the process: run() resolves with the exit code once the sidecar has stopped.
 import type { Config } from './config/index.js'
-import { describeConfig } from './config/index.js'
+import { describeConfig, parseResourceAttributes, tracesEndpoint } from './config/index.js'
+import { Observer } from './observe/index.js'
 import type { Logger } from './core/log.js'
 import { Limiter, FixedLimit } from './limiter/index.js'
 import { GradientLimit } from './limiter/gradient.js'
@@ -20,6 +21,8 @@ export class Sidecar {
   readonly cfg: Readonly<Config>
   readonly log: Logger
   readonly metrics: Metrics
+  /** Spans and the access log (null: neither on). */
+  readonly observer: Observer | null
   readonly limiter: Limiter
   readonly inbound: Inbound
   readonly lane: Lane
@@ -44,6 +47,16 @@ export class Sidecar {
     this.cfg = cfg
     this.log = log
     this.metrics = new Metrics()
+    this.observer = Observer.create({
+      tracesEndpoint: tracesEndpoint(cfg),
+      protocol: cfg.otelExporterOtlpProtocol,
+      serviceName: cfg.otelServiceName !== '' ? cfg.otelServiceName : cfg.service !== '' ? cfg.service : 'doorman',
+      sampler: cfg.otelTracesSampler,
+      samplerArg: Number(cfg.otelTracesSamplerArg),
+      resourceAttributes: parseResourceAttributes(cfg.otelResourceAttributes) ?? {},
+      accessLog: cfg.accessLog,
+      accessLogSample: cfg.accessLogSample
+    }, this.metrics, log.child({ component: 'observe' }))
     this.registry = registry
     this.registration = new Registration({
       registry: cfg.service !== '' ? this.registry : null,
@@ -69,6 +82,7 @@ export class Sidecar {
         idleTimeout: cfg.idleTimeout,
         maxConnections: cfg.maxConnections,
         maxHeaderSize: cfg.maxHeaderSize,
+        observer: this.observer,
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
@@ -97,7 +111,8 @@ export class Sidecar {
       maxConnections: cfg.maxConnections,
       criticalPaths: cfg.criticalPaths,
       lowPaths: cfg.lowPaths,
-      trustedHops: cfg.trustedHops
+      trustedHops: cfg.trustedHops,
+      observer: this.observer
     })
     this.lane = new Lane({
       settings: {
@@ -260,6 +275,7 @@ export class Sidecar {
     await this.outbound?.close().catch((err: unknown) => { this.log.warn({ err }, 'outbound close failed') })
     await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
     await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
+    await this.observer?.close()
     this.log.info({ code }, 'doorman stopped')
     this.#resolveStopped(code)
   }

@@ -51,6 +51,16 @@ export interface Config {
   headersTimeout: number
   idleTimeout: number
   maxConnections: number
+  accessLog: 'off' | 'json'
+  accessLogSample: number
+  otelExporterOtlpEndpoint: string
+  otelExporterOtlpTracesEndpoint: string
+  otelExporterOtlpProtocol: 'http/protobuf' | 'http/json'
+  otelServiceName: string
+  otelTracesSampler: string
+  otelTracesSamplerArg: string
+  otelResourceAttributes: string
+  otelSdkDisabled: 'true' | 'false'
   registry: string
   advertiseHost: string
   registryTtl: number
@@ -304,6 +314,16 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
       throw new ConfigError(s.env, `${s.env}: got 0; expected a duration above 0`)
     }
   }
+  const ratio = Number(cfg.otelTracesSamplerArg)
+  if (cfg.otelTracesSamplerArg.trim() === '' || !(ratio >= 0 && ratio <= 1)) throw new ConfigError('OTEL_TRACES_SAMPLER_ARG', `OTEL_TRACES_SAMPLER_ARG: got ${JSON.stringify(cfg.otelTracesSamplerArg)}; expected a ratio from 0 to 1`)
+  for (const k of ['otelExporterOtlpEndpoint', 'otelExporterOtlpTracesEndpoint'] as const) {
+    const v = cfg[k]
+    if (v !== '' && !/^https?:\/\/[^\s]+$/.test(v)) {
+      const name = k === 'otelExporterOtlpEndpoint' ? 'OTEL_EXPORTER_OTLP_ENDPOINT' : 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'
+      throw new ConfigError(name, `${name}: got ${JSON.stringify(v)}; expected an http:// or https:// URL`)
+    }
+  }
+  if (parseResourceAttributes(cfg.otelResourceAttributes) === null) throw new ConfigError('OTEL_RESOURCE_ATTRIBUTES', `OTEL_RESOURCE_ATTRIBUTES: got ${JSON.stringify(cfg.otelResourceAttributes)}; expected key=value pairs separated by commas`)
   // The injector's defaults for the sidecar are checked as the sidecar checks them, together.
   try {
     if (Object.keys(cfg.sidecarEnv).length > 0) loadConfig(cfg.sidecarEnv)
@@ -361,4 +381,24 @@ export function unknownSettings (env: NodeJS.ProcessEnv = process.env): Array<{ 
     out.push({ variable: name, closest })
   }
   return out
+}
+
+/** `key=value,key=value` (values percent-encoded, W3C Baggage style) as an object; null when malformed. */
+export function parseResourceAttributes (s: string): Record<string, string> | null {
+  const out: Record<string, string> = {}
+  for (const part of s.split(',')) {
+    if (part.trim() === '') continue
+    const eq = part.indexOf('=')
+    if (eq <= 0) return null
+    try { out[part.slice(0, eq).trim()] = decodeURIComponent(part.slice(eq + 1).trim()) } catch { return null }
+  }
+  return out
+}
+
+/** Where spans go: the traces URL, or '' when tracing is off. */
+export function tracesEndpoint (cfg: Readonly<Config>): string {
+  if (cfg.otelSdkDisabled === 'true') return ''
+  if (cfg.otelExporterOtlpTracesEndpoint !== '') return cfg.otelExporterOtlpTracesEndpoint
+  if (cfg.otelExporterOtlpEndpoint === '') return ''
+  return cfg.otelExporterOtlpEndpoint.replace(/\/+$/, '') + '/v1/traces'
 }

@@ -105,6 +105,17 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_NODE_IP', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: "The node's address (downward API `status.hostIP`, set by the injector): kubelet's preStop `httpGet` to `/drain` comes from it and is accepted without a token." },
   { env: 'DOORMAN_LOG_LEVEL', kind: 'level', default: 'info', scope: 'all', doc: 'pino log level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.' },
   // Webhook
+  // Observability: the access log, and tracing through OpenTelemetry's own variables (off unless an endpoint is set)
+  { env: 'DOORMAN_ACCESS_LOG', kind: 'enum', values: ['off', 'json'], default: 'off', scope: 'sidecar', doc: '`json`: one pino line per request on stdout (both lanes: time, lane, method, path, status, duration, queue wait, shed reason, instance, request id, trace id); `off`: none ([observability.md](observability.md)).' },
+  { env: 'DOORMAN_ACCESS_LOG_SAMPLE', kind: 'percent', default: '100', scope: 'sidecar', doc: 'Percent of requests the access log writes (a random sample).' },
+  { env: 'OTEL_EXPORTER_OTLP_ENDPOINT', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: 'OTLP/HTTP collector base URL (`http://otel-collector:4318`); spans go to `<url>/v1/traces`. Tracing is off unless this or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set.' },
+  { env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: 'The traces URL itself, used as given (overrides the base endpoint).' },
+  { env: 'OTEL_EXPORTER_OTLP_PROTOCOL', kind: 'enum', values: ['http/protobuf', 'http/json'], default: 'http/protobuf', scope: 'sidecar', annotatable: false, doc: 'OTLP over HTTP, protobuf or JSON (`grpc` is not carried: use a collector\'s HTTP receiver, port 4318).' },
+  { env: 'OTEL_SERVICE_NAME', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: "The spans' `service.name`; defaults to `DOORMAN_SERVICE`, else `doorman`." },
+  { env: 'OTEL_TRACES_SAMPLER', kind: 'enum', values: ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'], default: 'parentbased_always_on', scope: 'sidecar', annotatable: false, doc: "Which requests are traced: the caller's sampling decision is followed (`parentbased_*`), and new traces are sampled always, never, or at `OTEL_TRACES_SAMPLER_ARG`." },
+  { env: 'OTEL_TRACES_SAMPLER_ARG', kind: 'string', default: '1', scope: 'sidecar', annotatable: false, doc: 'The ratio for the `traceidratio` samplers, 0 to 1.' },
+  { env: 'OTEL_RESOURCE_ATTRIBUTES', kind: 'string', default: '', scope: 'sidecar', annotatable: false, doc: 'Resource attributes of every span, `key=value,key=value` (percent-encoded values).' },
+  { env: 'OTEL_SDK_DISABLED', kind: 'enum', values: ['true', 'false'], default: 'false', scope: 'sidecar', annotatable: false, doc: '`true` turns tracing off whatever the endpoint.' },
   { env: 'DOORMAN_WEBHOOK_PORT', kind: 'port', default: '8443', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: HTTPS port.' },
   { env: 'DOORMAN_WEBHOOK_CERT', kind: 'path', default: '/etc/doorman/tls/tls.crt', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM certificate file (reloaded when it changes).' },
   { env: 'DOORMAN_WEBHOOK_KEY', kind: 'path', default: '/etc/doorman/tls/tls.key', scope: 'webhook', annotatable: false, doc: '`doorman webhook`: PEM key file (reloaded when it changes).' },

@@ -18,6 +18,7 @@ import { Exchange } from '../proxy/exchange.js'
 import { H1Client, h1ForwardInfo } from '../proxy/client.js'
 import { H2Front } from './h2.js'
 import { InboundPolicy, type InboundStats } from './policy.js'
+import type { Observer } from '../observe/index.js'
 
 export type { InboundStats } from './policy.js'
 
@@ -47,6 +48,8 @@ export interface InboundOptions {
   lowPaths?: readonly string[]
   /** Proxies in front of doorman trusted to set x-forwarded-proto, -host and -port (DOORMAN_TRUSTED_HOPS). */
   trustedHops?: number
+  /** Spans and the access log (null: neither on). */
+  observer?: Observer | null
 }
 
 export class Inbound {
@@ -92,7 +95,8 @@ export class Inbound {
       app: this.upstream,
       classify: classifier(opts.criticalPaths ?? [], opts.lowPaths ?? []),
       trusted: this.#trusted,
-      writeTimeout: opts.clientWriteTimeout ?? 30_000
+      writeTimeout: opts.clientWriteTimeout ?? 30_000,
+      observer: opts.observer
     })
     this.stats = this.policy.stats
     // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.

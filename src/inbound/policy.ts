@@ -5,7 +5,8 @@ import { logProxyError } from '../core/log.js'
 import { NoInstanceError, type DoormanError } from '../core/errors.js'
 import type { Limiter, Priority, ShedReason, Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
-import type { Exchange, Outcome, Policy, Route } from '../proxy/exchange.js'
+import type { Exchange, ExchangeTrace, Outcome, Policy, Route } from '../proxy/exchange.js'
+import type { Observer, Subject } from '../observe/index.js'
 
 /** Counts that drain and the lane read. */
 export interface InboundStats {
@@ -32,6 +33,8 @@ export interface InboundPolicyOptions {
   classify: (path: string) => Priority
   trusted: boolean
   writeTimeout: number
+  /** Spans and the access log (null: neither on). */
+  observer?: Observer | null
 }
 
 export class InboundPolicy implements Policy {
@@ -48,6 +51,8 @@ export class InboundPolicy implements Policy {
   readonly #debug: boolean
   readonly #app: Route
   readonly #classify: (path: string) => Priority
+  readonly #observer: Observer | null
+  readonly #subject: Subject
   #draining = false
 
   constructor (opts: InboundPolicyOptions) {
@@ -59,6 +64,12 @@ export class InboundPolicy implements Policy {
     this.#classify = opts.classify
     this.trusted = opts.trusted
     this.writeTimeout = opts.writeTimeout
+    this.#observer = opts.observer ?? null
+    this.#subject = { lane: 'inbound', decisions: () => ({ 'doorman.limit': this.#limiter.limit, 'doorman.draining': this.#draining }) }
+  }
+
+  observe (ex: Exchange): ExchangeTrace | null {
+    return this.#observer === null ? null : this.#observer.start(ex, this.#subject)
   }
 
   /** Every answer from now on carries x-doorman-draining (HTTP/1.1: and connection: close). */

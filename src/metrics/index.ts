@@ -125,6 +125,8 @@ export class Metrics {
   readonly duration: FastHistogram
   /** Client connections doorman closed or refused itself, by `lane\treason`. */
   readonly connectionsClosed = counterMap()
+  /** Trace spans by outcome: exported, failed (the collector refused or was unreachable), dropped (the bound). */
+  readonly spans = counterMap()
   readonly readings: Readings = {}
 
   constructor (opts: { defaults?: boolean } = {}) {
@@ -205,6 +207,9 @@ export class Metrics {
     new Gauge({ name: 'doorman_connections_open', help: 'Client connections open on the business ports, by lane (inbound, outbound): HTTP/1.1 and HTTP/2 alike.', labelNames: ['lane'], registers: [registry], collect () { const v = r.connections?.(); if (v === undefined) return; this.reset(); for (const [lane, n] of v) this.set({ lane }, n) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_connections_closed_total', help: 'Client connections doorman refused or closed itself, by lane and reason (limit: over DOORMAN_MAX_CONNECTIONS; headers-timeout and idle-timeout: HTTP/2 sessions; close-timeout: sessions still open when the listener closed).', labelNames: ['lane', 'reason'], registers: [registry], collect () { copy2(this, ['lane', 'reason'], connectionsClosed) } })
+    const spans = this.spans
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_trace_spans_total', help: 'Trace spans by outcome: exported, failed (the collector refused them or was unreachable), dropped (more than 2,048 waiting for export: a slow or absent collector never grows memory).', labelNames: ['outcome'], registers: [registry], collect () { copy(this, 'outcome', spans) } })
     const outboundPanics = this.outboundPanics
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_outbound_requests_total', help: 'Requests from the app through the outbound lane, by service and outcome (ok, error, no-instance, aborted, bad-request).', labelNames: ['service', 'outcome'], registers: [registry], collect () { copy2(this, ['service', 'outcome'], outbound) } })

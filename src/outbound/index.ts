@@ -24,7 +24,8 @@ import { Endpoint, type PoolSettings } from './endpoint.js'
 import { ejectBudget } from '../checker/policy.js'
 import { detectProtocol, type Connections } from '../proxy/detect.js'
 import { H2_MAX_HEADER_COUNT } from '../proxy/h2-server.js'
-import { Exchange, type Client, type Outcome, type Policy, type Route } from '../proxy/exchange.js'
+import type { Observer, Subject } from '../observe/index.js'
+import { Exchange, type Client, type ExchangeTrace, type Outcome, type Policy, type Route } from '../proxy/exchange.js'
 import { H1Client } from '../proxy/client.js'
 import type { Waiter } from '../limiter/index.js'
 import { OutboundH2 } from './h2.js'
@@ -64,6 +65,8 @@ export interface OutboundOptions {
   maxConnections?: number
   /** Largest request header block (default 16 KiB). */
   maxHeaderSize?: number
+  /** Spans and the access log (null: neither on). */
+  observer?: Observer | null
 }
 
 /** Most services watched at once (names the app asks for that have no instances are dropped first). */
@@ -83,10 +86,19 @@ export class Upstream implements Policy {
   readonly watch: Watch
   lastUsed = performance.now()
   #out: Outbound
+  readonly #subject: Subject
 
   constructor (out: Outbound, service: string) {
     this.#out = out
     this.service = service
+    this.#subject = {
+      lane: 'outbound',
+      service,
+      target: (ex) => {
+        const ep = ex.target as Endpoint | null
+        return ep === null ? null : { address: ep.address, weight: ep.weight(performance.now()) }
+      }
+    }
     const threshold = out.outlier.panicThreshold ?? 0
     this.balancer = new Balancer<Endpoint>({
       panicThreshold: threshold,
@@ -168,6 +180,11 @@ export class Upstream implements Policy {
   readonly trusted = true
   /** A provider's x-doorman-* signals reach the app (it may be a doorman-aware client); the lane reads them too. */
   readonly stripOwn = false
+  observe (ex: Exchange): ExchangeTrace | null {
+    const o = this.#out.observer
+    return o === null ? null : o.start(ex, this.#subject)
+  }
+
   get writeTimeout (): number { return this.#out.clientWriteTimeout }
   get maxRetryBody (): number { return this.#out.maxRetryBody }
   extra (): null { return null }
@@ -264,6 +281,7 @@ export class Outbound {
   readonly poolSettings: PoolSettings
   readonly maxRetryBody: number
   readonly clientWriteTimeout: number
+  readonly observer: Observer | null
   readonly #upstreams = new Map<string, Upstream>()
   /** The app's HTTP/2 calls (h2c prior knowledge on the same port). */
   readonly h2: OutboundH2<Upstream>
@@ -280,6 +298,7 @@ export class Outbound {
     this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout, drainMemoryMs: opts.drainMemoryMs }
     this.maxRetryBody = opts.maxRetryBody ?? 65_536
     this.clientWriteTimeout = opts.clientWriteTimeout ?? 30_000
+    this.observer = opts.observer ?? null
     this.#port = opts.port
     this.server = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res) })

@@ -117,8 +117,20 @@ export interface Outcome {
   cause: Error | null
 }
 
+/** An exchange's observation (a span, an access log line): told of each attempt and of the end. */
+export interface ExchangeTrace {
+  /** The request waits for a slot. */
+  queued: () => void
+  /** An attempt is sent: returns the headers to send (with the trace context for the peer). */
+  attempt: (ex: Exchange, headers: string[], retry: string | null) => string[]
+  /** The exchange is over (before the policy's settle). */
+  end: (ex: Exchange, outcome: Outcome) => void
+}
+
 /** A lane's policy: what the core asks of the lane at each step. */
 export interface Policy {
+  /** The exchange's observation, or null when nothing observes it (tracing and the access log off). */
+  observe?: (ex: Exchange) => ExchangeTrace | null
   /** Whether the client's x-forwarded-proto/-host/-port are kept (a trusted hop). */
   readonly trusted: boolean
   /** Whether x-doorman-* is stripped from the peer's response (inbound: always; outbound: the provider's are kept). */
@@ -183,6 +195,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   /** Attempts started, minus one. */
   attempt = 0
   requestId = ''
+  /** Milliseconds the exchange waited in the queue for its slot (0: none). */
+  queueWaitMs = 0
+  #trace: ExchangeTrace | null
+  #retryReason: string | null = null
+  #wasQueued = false
   #opts: ExchangeOptions
   #state = IDLE
   #waiter: Waiter | null = null
@@ -203,6 +220,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.policy = policy
     this.arrivedAt = arrivedAt
     this.#opts = opts
+    this.#trace = policy.observe?.(this) ?? null
     client.onClose(this.#onClientClose)
     if (client.grpc) {
       // grpc-timeout bounds the wait for a slot and for the peer together. A deadline beyond what a timer holds
@@ -226,12 +244,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const grant = this.policy.admit(this)
     if (grant === true) this.#dispatch()
     else if (typeof grant === 'string') this.shed(grant)
-    else { this.#state = QUEUED; this.#waiter = grant }
+    else { this.#state = QUEUED; this.#waiter = grant; this.#wasQueued = true; this.#trace?.queued() }
+  }
+
+  /** Ends the exchange for the policy (and its observation): exactly once per exchange. */
+  #settle (o: Outcome): void {
+    if (this.#wasQueued && this.queueWaitMs === 0) this.queueWaitMs = performance.now() - this.arrivedAt
+    this.#trace?.end(this, o)
+    this.policy.settle(this, o)
   }
 
   /** The limiter's callback for a queued exchange. */
   onGrant = (reason: ShedReason | null): void => {
     this.#waiter = null
+    if (this.#state === QUEUED) this.queueWaitMs = performance.now() - this.arrivedAt
     if (this.#state === DONE) { if (reason === null) this.policy.settle(this, this.#outcome('late-grant', 0, null, false)); return }
     if (reason !== null) { this.shed(reason); return }
     this.#dispatch()
@@ -247,7 +273,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.client.answer({ status: 503, message: `shed: ${reason}`, grpcStatus: GRPC_UNAVAILABLE, grpcMessage: `doorman: shed (${reason})`, headers })
     const o = this.#outcome('shed', this.client.grpc ? 200 : 503, null, false, this.client.grpc ? String(GRPC_UNAVAILABLE) : null)
     o.shed = reason
-    this.policy.settle(this, o)
+    this.#settle(o)
   }
 
   /** Answers with doorman's own error before admission: a request the lane won't take. */
@@ -265,7 +291,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.client.answer(a)
     const o = this.#outcome(kind, grpc ? 200 : err.status, err, err.status === 504, grpc ? String(grpcStatusOf(err)) : null)
     o.cause = cause
-    this.policy.settle(this, o)
+    this.#settle(o)
   }
 
   /** Drain timeout: cut this exchange. */
@@ -317,6 +343,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
         if (headers[i].length === 12 && headers[i].toLowerCase() === 'grpc-timeout') headers[i + 1] = encodeGrpcTimeout(Math.max(1, this.#deadlineAt - this.#sent))
       }
     }
+    if (this.#trace !== null) headers = this.#trace.attempt(this, headers === this.#headers ? headers.slice() : headers, this.#retryReason)
     const b = this.#body
     const body = b === null ? null : b instanceof ReplayBody ? (this.attempt === 0 ? b.body : b.again()) : b
     try {
@@ -347,6 +374,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (route === null) return false
     this.attempt++
     this.#state = ACTIVE
+    this.#retryReason = reason
     this.policy.retrying(this, reason)
     this.#send(route)
     return true
@@ -389,7 +417,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.#clearDeadline()
       if (this.#waiter !== null) this.policy.cancel(this.#waiter)
       this.#waiter = null
-      this.policy.settle(this, this.#outcome('abandoned', 0, null, false))
+      this.#settle(this.#outcome('abandoned', 0, null, false))
       return
     }
     if (this.#state === ACTIVE || this.#state === DISCARD) this.#abort('client')
@@ -405,7 +433,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // The peer's latency counts only if its response head arrived: the client's impatience says nothing about it.
     const o = this.#outcome('aborted', this.#status, null, false)
     o.why = why
-    this.policy.settle(this, o)
+    this.#settle(o)
     ctl?.abort(new Error(why === 'client' ? 'client gone' : why === 'stall' ? 'client stopped reading' : 'drain timeout'))
   }
 
@@ -418,7 +446,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       if (this.#waiter !== null) this.policy.cancel(this.#waiter)
       this.#waiter = null
       this.client.answer(ownError(new UpstreamTimeoutError(), 'doorman: deadline exceeded while queued', this.#ownRequestId(), extra))
-      this.policy.settle(this, this.#outcome('expired', 200, null, false, String(GRPC_DEADLINE_EXCEEDED)))
+      this.#settle(this.#outcome('expired', 200, null, false, String(GRPC_DEADLINE_EXCEEDED)))
       return
     }
     if (this.#state !== ACTIVE && this.#state !== DISCARD) return
@@ -432,7 +460,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     else this.client.answer(ownError(err, 'doorman: deadline exceeded', this.requestId, extra))
     const o = this.#outcome('error', 200, err, true, String(GRPC_DEADLINE_EXCEEDED))
     o.why = 'deadline'
-    this.policy.settle(this, o)
+    this.#settle(o)
     ctl?.abort(new Error('deadline exceeded'))
   }
 
@@ -516,7 +544,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#endAttempt(undefined)
     this.#stopBody()
     this.client.end(trailers)
-    this.policy.settle(this, this.#outcome('ok', this.#status, null, false, grpc))
+    this.#settle(this.#outcome('ok', this.#status, null, false, grpc))
   }
 
   /** Also called with no controller when the route refuses the request before it starts. */
@@ -549,7 +577,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.client.failAfterHead(grpcStatusOf(mapped), message)
     const o = this.#outcome('error', this.#status, mapped, mapped.status === 504, this.client.grpc ? String(grpcStatusOf(mapped)) : null)
     o.cause = cause
-    this.policy.settle(this, o)
+    this.#settle(o)
   }
 }
 
