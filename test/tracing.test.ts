@@ -109,7 +109,7 @@ t.test('a collector that is down loses spans, counted, and never a request', asy
     const m = (await request(dm.admin, { path: '/metrics' })).body
     const v = /doorman_trace_spans_total\{outcome="failed"\} (\d+)/.exec(m)
     return v !== null && Number(v[1]) >= 50
-  }, 15_000)
+  }, 40_000) // the exporter retries a refused connection with backoff for up to its 10 s timeout per batch
 })
 
 t.test('the access log: one JSON line per request with its fields; sampling', async (t) => {
@@ -133,4 +133,21 @@ t.test('the access log: one JSON line per request with its fields; sampling', as
   const n = half.output().split('\n').filter((x) => x.includes('"lane"')).length
   t.ok(n > 50 && n < 150, `about half of 200 logged (${n})`)
   t.equal(none.output().split('\n').filter((x) => x.includes('"lane"')).length, 0, 'sample 0: none')
+})
+
+t.test('a B3 single header from a mesh that still sends it is continued; tracing off sends the caller’s context on untouched', async (t) => {
+  const otlp = await collector(t)
+  let seen: http.IncomingHttpHeaders = {}
+  const app = await startServer(t, (req, res) => { seen = req.headers; res.end('ok') })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), ...OTEL(otlp.url, 'b3') })
+  const b3Trace = '80f198ee56343ba864fe8b2a57d3eff7'
+  await request(dm.inbound, { path: '/b3', headers: { b3: `${b3Trace}-e457b5a2e4d86bd1-1` } })
+  t.match(String(seen.traceparent), new RegExp(`^00-${b3Trace}-[0-9a-f]{16}-01$`), 'the app gets W3C trace context in the B3 trace')
+  await waitFor('the span', () => otlp.spans.find((s) => s.traceId === b3Trace), 10_000)
+  t.equal(otlp.spans.find((s) => s.traceId === b3Trace)?.parentSpanId, 'e457b5a2e4d86bd1', "the caller's B3 span is the parent")
+
+  const off = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })
+  const tp = `00-${TRACE_ID}-${APP_SPAN}-01`
+  await request(off.inbound, { path: '/off', headers: { traceparent: tp } })
+  t.equal(seen.traceparent, tp, 'tracing off: the caller’s traceparent passes as it came')
 })
