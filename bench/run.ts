@@ -12,6 +12,7 @@ import { memorySection } from './memory.js'
 import { registrySection } from './registry.js'
 import { grpcSection } from './grpc.js'
 import { h2SoakSection } from './h2-soak.js'
+import { tracingSection } from './tracing.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -48,7 +49,8 @@ const SECTIONS: Section[] = [
   checkerSection,
   registrySection,
   grpcSection,
-  h2SoakSection
+  h2SoakSection,
+  tracingSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }
