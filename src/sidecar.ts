@@ -132,7 +132,7 @@ export class Sidecar {
       },
       info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency },
       log: log.child({ component: 'lane' }),
-      metrics: async () => await this.metrics.text(),
+      metrics: async () => ({ text: await this.metrics.text(), exemplars: this.metrics.duration.exemplars() }),
       onDrain: (source) => { void this.drain(`lane:${source}`) }
     })
     const inbound = this.inbound

@@ -151,3 +151,25 @@ t.test('a B3 single header from a mesh that still sends it is continued; tracing
   await request(off.inbound, { path: '/off', headers: { traceparent: tp } })
   t.equal(seen.traceparent, tp, 'tracing off: the caller’s traceparent passes as it came')
 })
+
+t.test('exemplars: an OpenMetrics scrape carries trace ids on the request-duration buckets, and parses', async (t) => {
+  const otlp = await collector(t)
+  const app = await startServer(t, (_req, res) => { res.end('ok') })
+  const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), ...OTEL(otlp.url, 'exemplars') })
+  await request(dm.inbound, { path: '/ex', headers: { traceparent: `00-${TRACE_ID}-${APP_SPAN}-01` } })
+  const plain = await request(dm.admin, { path: '/metrics' })
+  t.notMatch(plain.body, /# \{trace_id=/, 'no exemplars in the Prometheus text format')
+  const om = await request(dm.admin, { path: '/metrics', headers: { accept: 'application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5' } })
+  t.match(String(om.headers['content-type']), /^application\/openmetrics-text; version=1.0.0/)
+  t.match(om.body, new RegExp(`^doorman_request_duration_seconds_bucket\\{le="[^"]+"\\} \\d+ # \\{trace_id="${TRACE_ID}"\\} [0-9.e-]+ \\d+\\.\\d+$`, 'm'), 'a bucket carries the trace id')
+  t.match(om.body, /\n# EOF\n$/, 'ends with # EOF')
+  t.match(om.body, /^# TYPE doorman_requests counter$/m, 'counter families named without _total')
+  t.match(om.body, /^doorman_requests_total\{/m, 'their samples keep it')
+  // Python's prometheus_client (Debian's python3-prometheus-client) holds the OpenMetrics parser Prometheus's own
+  // follows: a strict check of the whole exposition.
+  const { spawnSync } = await import('node:child_process')
+  const py = spawnSync('/usr/bin/python3', ['-c', 'import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nfams = list(p(sys.stdin.read()))\nex = [s.exemplar for f in fams for s in f.samples if s.exemplar]\nprint(len(fams), len(ex))'], { input: om.body })
+  t.equal(py.status, 0, `the OpenMetrics parser accepts it: ${py.stderr.toString().slice(-400)}`)
+  const [families, exemplars] = py.stdout.toString().trim().split(' ').map(Number)
+  t.ok(families > 20 && exemplars >= 1, `${families} families, ${exemplars} exemplar(s)`)
+})

@@ -142,6 +142,8 @@ export class InboundPolicy implements Policy {
         }
         const ms = performance.now() - ex.arrivedAt
         m.duration.observe(ms / 1000)
+        const traceId = ex.traceId
+        if (traceId !== '') m.duration.exemplar(ms / 1000, traceId)
         if (this.#debug) this.#log.debug({ status: o.status, ms: Math.round(ms), outcome: o.kind, err: err?.code, protocol: h2 ? 'h2' : 'http1' }, 'request')
       }
     }

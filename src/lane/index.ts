@@ -1,5 +1,6 @@
 // The main thread's side of the lane: starts the lane thread, publishes state to shared memory on a heartbeat,
 // answers the lane's metric requests and passes its drain requests on.
+import type { Exemplar } from '../metrics/openmetrics.js'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from '../core/log.js'
 import { SharedState, S, T, PHASES, nowMs } from './shared.js'
@@ -18,8 +19,8 @@ export interface LaneOptions {
   settings: LaneSettings
   info: Record<string, unknown>
   log: Logger
-  /** Prometheus text of the main thread's metrics. */
-  metrics: () => Promise<string>
+  /** Prometheus text of the main thread's metrics, and the exemplars its histograms hold. */
+  metrics: () => Promise<{ text: string, exemplars: Exemplar[] }>
   /** Called when the lane receives an accepted POST /drain. */
   onDrain: (source: string) => void
   /** Heartbeat period in milliseconds. */
@@ -97,7 +98,7 @@ export class Lane {
 
   #onMessage (m: FromLane): void {
     if (m.type === 'metrics') {
-      this.#opts.metrics().then((text) => { this.#send({ type: 'metrics', id: m.id, text }) }, (err: Error) => {
+      this.#opts.metrics().then(({ text, exemplars }) => { this.#send({ type: 'metrics', id: m.id, text, exemplars }) }, (err: Error) => {
         this.#opts.log.warn({ err }, 'metrics collection failed')
         this.#send({ type: 'metrics', id: m.id, text: null })
       })

@@ -1,4 +1,5 @@
 // Messages between the main thread and the lane thread, and the data the lane starts with.
+import type { Exemplar } from '../metrics/openmetrics.js'
 import type { Config } from '../config/index.js'
 import type { LanePriority } from './priority.js'
 
@@ -13,7 +14,7 @@ export interface LaneData {
 }
 
 export type ToLane =
-  | { type: 'metrics', id: number, text: string | null }
+  | { type: 'metrics', id: number, text: string | null, exemplars?: Exemplar[] }
   | { type: 'close' }
 
 export type FromLane =

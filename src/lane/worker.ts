@@ -1,5 +1,6 @@
 // The lane thread: the admin/probe server on its own event loop. It answers probes from shared memory, runs the
 // app's own probes over connections of its own, and asks the main thread only for metrics (with a timeout).
+import { OPENMETRICS_CONTENT_TYPE, toOpenMetrics, wantsOpenMetrics, type Exemplar } from '../metrics/openmetrics.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { parentPort, workerData } from 'node:worker_threads'
 import { timingSafeEqual } from 'node:crypto'
@@ -107,18 +108,18 @@ const progressTimer = setInterval(() => {
 
 // --- metrics from the main thread, with a timeout ---
 let nextId = 1
-const pendingMetrics = new Map<number, (text: string | null) => void>()
-async function mainMetrics (): Promise<string | null> {
+const pendingMetrics = new Map<number, (m: { text: string | null, exemplars?: Exemplar[] }) => void>()
+async function mainMetrics (): Promise<{ text: string | null, exemplars?: Exemplar[] }> {
   const id = nextId++
   return await new Promise((resolve) => {
-    const timer = setTimeout(() => { pendingMetrics.delete(id); resolve(null) }, 1000)
-    pendingMetrics.set(id, (text) => { clearTimeout(timer); resolve(text) })
+    const timer = setTimeout(() => { pendingMetrics.delete(id); resolve({ text: null }) }, 1000)
+    pendingMetrics.set(id, (m) => { clearTimeout(timer); resolve(m) })
     send({ type: 'metrics', id })
   })
 }
 
 port.on('message', (m: ToLane) => {
-  if (m.type === 'metrics') { pendingMetrics.get(m.id)?.(m.text); pendingMetrics.delete(m.id) } else if (m.type === 'close') { void shutdown() }
+  if (m.type === 'metrics') { pendingMetrics.get(m.id)?.(m); pendingMetrics.delete(m.id) } else if (m.type === 'close') { void shutdown() }
 })
 
 // --- the server ---
@@ -216,8 +217,10 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
       case '/': reply(res, 200, statusPage(), 'text/html; charset=utf-8'); return
       case '/metrics': {
         const main = await mainMetrics()
-        const body = (main ?? '# doorman: the main thread did not answer within 1s; lane metrics only\n') + metrics.text()
-        reply(res, 200, body, CONTENT_TYPE)
+        const body = (main.text ?? '# doorman: the main thread did not answer within 1s; lane metrics only\n') + metrics.text()
+        // Prometheus asks for OpenMetrics when it stores exemplars: the request-duration buckets carry trace ids.
+        if (wantsOpenMetrics(req.headers.accept)) reply(res, 200, toOpenMetrics(body, main.exemplars), OPENMETRICS_CONTENT_TYPE)
+        else reply(res, 200, body, CONTENT_TYPE)
         return
       }
     }

@@ -1,6 +1,7 @@
 // The one prom-client Registry and every metric definition. The hot path bumps plain counters; point-in-time
 // values and labelled counters are copied into prom-client in collect(), so a request costs no label hashing.
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
+import type { Exemplar } from './openmetrics.js'
 
 /** Point-in-time readings the metrics pull from the modules that own them. */
 export interface Readings {
@@ -64,12 +65,33 @@ export class FastHistogram extends Histogram {
       this.#count++
       this.#cleared = false
     }) as Histogram['observe']
+    this.#exemplars = new Array(this.#bounds.length + 1).fill(null)
+  }
+
+  readonly #exemplars: Array<{ traceId: string, value: number, ts: number } | null>
+
+  /** Keeps `traceId` as the exemplar of the bucket `value` falls in (the latest one per bucket). */
+  exemplar (value: number, traceId: string): void {
+    const bounds = this.#bounds
+    let i = 0
+    while (i < bounds.length && value > bounds[i]) i++
+    this.#exemplars[i] = { traceId, value, ts: Date.now() / 1000 }
+  }
+
+  /** The exemplars per bucket, for the OpenMetrics exposition. */
+  exemplars (): Exemplar[] {
+    const out: Exemplar[] = []
+    this.#exemplars.forEach((e, i) => {
+      if (e !== null) out.push({ metric: this.#name, le: i < this.#bounds.length ? String(this.#bounds[i]) : '+Inf', ...e })
+    })
+    return out
   }
 
   override reset (): void {
     super.reset()
     if (!(#counts in this)) return // prom-client's constructor calls reset() before these fields exist
     this.#counts.fill(0)
+    this.#exemplars.fill(null)
     this.#sum = 0
     this.#count = 0
     this.#cleared = true

@@ -196,7 +196,11 @@ class Observation implements ExchangeTrace {
     this.#ctx = trace.setSpan(parent, this.#span)
   }
 
-  get traceId (): string { return this.#span?.spanContext().traceId ?? '' }
+  get traceId (): string {
+    if (this.#span === null) return ''
+    const c = this.#span.spanContext()
+    return (c.traceFlags & 1) === 1 ? c.traceId : ''
+  }
 
   queued (): void { this.#span?.addEvent('doorman.queued') }
 

@@ -119,6 +119,8 @@ export interface Outcome {
 
 /** An exchange's observation (a span, an access log line): told of each attempt and of the end. */
 export interface ExchangeTrace {
+  /** The trace id of a sampled (recorded) span; '' otherwise. */
+  readonly traceId: string
   /** The request waits for a slot. */
   queued: () => void
   /** An attempt is sent: returns the headers to send (with the trace context for the peer). */
@@ -235,6 +237,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
       }
     }
   }
+
+  /** The trace id of the exchange's sampled span ('' when not traced). */
+  get traceId (): string { return this.#trace?.traceId ?? '' }
 
   /** The status the peer answered (0: no head yet). */
   get status (): number { return this.#status }
