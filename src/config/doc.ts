@@ -68,6 +68,8 @@ function accepts (s: Setting): string {
     case 'resources': return 'JSON `resources`'
     case 'enum': return (s.values ?? []).map((v) => `\`${v}\``).join(', ')
     case 'registry': return 'registry URL'
+    case 'app-registry': return '`zookeeper://` URL or empty'
+    case 'services': return 'comma-separated service names'
     case 'level': return 'log level'
     case 'path': return 'file path'
     case 'nice': return 'nice value (-20–19)'
