@@ -6,7 +6,7 @@
 // point here: the registry is). Like Dubbo's `delay`, it registers DELAY ms after its port is open.
 //
 // env: ZK (host:port), ROOT (/dubbo), INTERFACES (comma-separated), APPLICATION, DELAY (ms), WARMUP (ms), LATENCY
-// (ms per call), HOST (the address it registers, 127.0.0.1).
+// (ms per call, or `signal`: on SIGUSR2), HOST (the address it registers, 127.0.0.1).
 // stdout, one JSON object a line: {"port":N} once listening, {"registered":<timestamp>,"urls":[…]} once registered.
 // SIGTERM: unregisters (closes its session, so ZooKeeper deletes its znodes), then exits at once, cutting what is in
 // flight: a caller still sending to it then fails, which is what the tests must never see.
@@ -36,7 +36,9 @@ server.keepAliveTimeout = 60_000
 server.listen(0, host, () => {
   const port = server.address().port
   print({ port })
-  setTimeout(() => { register(port) }, Number(env.DELAY ?? '0'))
+  // DELAY=signal: registers on SIGUSR2 (a delay the test ends when it has seen what it wants to before).
+  if (env.DELAY === 'signal') process.once('SIGUSR2', () => { register(port) })
+  else setTimeout(() => { register(port) }, Number(env.DELAY ?? '0'))
 })
 
 const client = zookeeper.createClient(env.ZK, { sessionTimeout: 60_000, spinDelay: 500, retries: 1 })
