@@ -117,7 +117,7 @@ export class Sidecar {
         nodeIp: cfg.nodeIp,
         laneNice: cfg.laneNice
       },
-      info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency },
+      info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency, appRegistry: appRegistry !== null },
       log: log.child({ component: 'lane' }),
       metrics: async () => await this.metrics.text(),
       onDrain: (source) => { void this.drain(`lane:${source}`) }

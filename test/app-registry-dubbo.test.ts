@@ -82,6 +82,9 @@ t.test('readiness waits for the provider znodes: false before, true after, the r
   t.equal(new Date(st.appRegistry.entries[0].timestamp).getTime(), registeredAt, "Dubbo's warmup clock starts at the app's own registration")
   t.equal(st.appRegistry.entries[0].warmupMs, 60000)
   t.ok(new Date(st.appRegistry.registeredAt).getTime() >= registeredAt, 'the latch opened after the registration')
+  const metrics = (await request(dm.admin, { path: '/metrics' })).body
+  t.match(metrics, /^doorman_app_registered 1$/m, 'doorman_app_registered')
+  t.match(metrics, /^doorman_app_registry_up 1$/m, 'doorman_app_registry_up')
 })
 
 t.test('a rolling replacement of three providers under a Dubbo consumer\'s load: zero failed calls', { skip: !haveZooKeeper() && 'zookeeper not installed' }, async (t) => {

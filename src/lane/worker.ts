@@ -35,6 +35,10 @@ metrics.gauge('doorman_lane_nice', "The lane thread's nice value (lower runs fir
 let maxStall = 0
 metrics.gauge('doorman_main_loop_max_stall_seconds', 'Longest main-thread heartbeat gap the lane has seen.', () => maxStall / 1000)
 metrics.gauge('doorman_app_ready', '1 while the app passes its readiness check.', () => state.get(S.APP_READY))
+if (data.info.appRegistry === true) {
+  metrics.gauge('doorman_app_registered', "1 once the app has registered itself in its own registry (DOORMAN_APP_REGISTRY): readiness' registration latch.", () => state.get(S.APP_REGISTERED))
+  metrics.gauge('doorman_app_registry_up', "1 while the app's own registry (DOORMAN_APP_REGISTRY) is reachable.", () => state.get(S.APP_REGISTRY_UP))
+}
 metrics.gauge('doorman_lane_heap_size_used_bytes', "The lane thread's V8 heap in use.", () => getHeapStatistics().used_heap_size)
 metrics.gauge('doorman_lane_heap_size_total_bytes', "The lane thread's V8 heap, in use or free.", () => getHeapStatistics().total_heap_size)
 metrics.gauge('doorman_lane_heap_size_limit_bytes', "The most the lane thread's V8 heap may hold (its resource limits).", () => getHeapStatistics().heap_size_limit)
