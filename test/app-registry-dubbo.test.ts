@@ -6,6 +6,7 @@ import path from 'node:path'
 import { ROOT, request, getJson, spawnNode, startDoorman, waitFor, type Child, type Doorman } from './helpers/index.js'
 import { haveZooKeeper, startZooKeeper, type ZooKeeperServer } from './helpers/zookeeper.js'
 import { DubboConsumer } from './helpers/dubbo.js'
+import { SETTLE_MS } from '../src/app-registry/gate.js'
 
 const IFACE = 'org.apache.dubbo.demo.DemoService'
 const PROVIDER = path.join(ROOT, 'test', 'helpers', 'dubbo-provider.mjs')
@@ -47,6 +48,8 @@ t.test('readiness waits for the provider znodes: false before, true after, the r
   const provider = await startProvider(t, zk, { DELAY: 'signal', WARMUP: '60000' })
   const listenedAt = Date.now()
   const dm = await startSidecar(t, zk, provider, {}, false)
+  // A second one declares nothing: it watches every interface under the root and waits for the set to settle.
+  const undeclared = await startSidecar(t, zk, provider, { DOORMAN_APP_SERVICES: '' }, false)
 
   // Before the znode exists: the app's port answers, yet neither readiness passes.
   await waitFor('the app to pass its own check', async () => (await getJson<{ app: { ready: boolean } }>(dm.admin, '/state')).app.ready, 5000)
@@ -82,6 +85,12 @@ t.test('readiness waits for the provider znodes: false before, true after, the r
   t.equal(new Date(st.appRegistry.entries[0].timestamp).getTime(), registeredAt, "Dubbo's warmup clock starts at the app's own registration")
   t.equal(st.appRegistry.entries[0].warmupMs, 60000)
   t.ok(new Date(st.appRegistry.registeredAt).getTime() >= registeredAt, 'the latch opened after the registration')
+  t.equal(await status(undeclared.admin, '/readyz'), 503, 'with no declared services, not ready at once...')
+  const settledAt = await waitFor('/readyz with no declared services', async () => (await status(undeclared.admin, '/readyz')) === 200 ? Date.now() : null, 15_000, 50)
+  t.ok(settledAt - registeredAt >= SETTLE_MS - 100, `...but once nothing new was registered for ${SETTLE_MS} ms (${settledAt - registeredAt} ms)`)
+  const other = await getJson<{ appRegistry: { entries: Array<{ service: string }> } }>(undeclared.admin, '/state')
+  t.same(other.appRegistry.entries.map((e) => e.service), [IFACE], 'it found the interface under the root')
+
   const metrics = (await request(dm.admin, { path: '/metrics' })).body
   t.match(metrics, /^doorman_app_registered 1$/m, 'doorman_app_registered')
   t.match(metrics, /^doorman_app_registry_up 1$/m, 'doorman_app_registry_up')
