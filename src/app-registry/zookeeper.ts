@@ -99,17 +99,21 @@ export class ZooKeeperAppRegistry implements AppRegistry {
     client.connect()
   }
 
-  /** Lists every watched interface again (on each connect: watches set while away may have missed changes). */
-  #scan (): void {
+  /**
+   * Lists the watched interfaces: all of them on each connect (watches set while away may have missed changes); on
+   * a change of the root's children (no declared services), only the interfaces not seen before.
+   */
+  #scan (full = true): void {
     if (this.#o.services.length > 0) {
       for (const s of this.#o.services) this.#list(s)
       return
     }
-    this.#call((c, done) => { c.getChildren(this.#o.target.root, this.#watcher(this.#o.target.root, () => { this.#scan() }), done) }, (children: string[]) => {
-      for (const s of children) this.#list(s)
+    const root = this.#o.target.root
+    this.#call((c, done) => { c.getChildren(root, this.#watcher(root, () => { this.#scan(false) }), done) }, (children: string[]) => {
+      for (const s of children) if (full || !this.#entries.has(s)) this.#list(s)
     }, () => {
       // No root yet: learn when it appears.
-      this.#call((c, done) => { c.exists(this.#o.target.root, this.#watcher(this.#o.target.root + '#exists', () => { this.#scan() }), done) }, () => {})
+      this.#call((c, done) => { c.exists(root, this.#watcher(root + '#exists', () => { this.#scan() }), done) }, () => {})
     })
   }
 
