@@ -52,13 +52,14 @@ t.test('ZooKeeper stopped for 10 s changes no readiness and loses no call', { sk
   t.ok(duringOutage.filter((c) => c.ok).length > 100, `the consumer kept calling from what it last saw (${duringOutage.length} calls)`)
 
   await zk.start()
+  const restartedAt = Date.now()
+  let seen: unknown[] = []
   await waitFor('every doorman reconnected, the providers still registered (their sessions outlived the outage)', async () => {
-    for (const { dm } of pods) {
-      const st = (await getJson<AppRegistryState>(dm.admin, '/state')).appRegistry
-      if (!st.up || st.entries.length !== 1) return false
-    }
-    return true
-  }, 20_000)
+    seen = []
+    for (const { dm } of pods) seen.push((await getJson<AppRegistryState>(dm.admin, '/state')).appRegistry)
+    return seen.every((st) => (st as AppRegistryState['appRegistry']).up && (st as AppRegistryState['appRegistry']).entries.length === 1)
+  }, 30_000, 100).catch((err: Error) => { throw new Error(`${err.message}: ${JSON.stringify(seen)}\n${pods.map(({ dm }) => dm.output().slice(-1500)).join('\n')}`) })
+  t.comment(`every doorman back on ZooKeeper ${Date.now() - restartedAt} ms after it answered again`)
   const back = consumer.calls.length
   await waitFor('calls after the registry came back', () => consumer.calls.length > back + 100, 10_000)
   await consumer.stopLoad()

@@ -3,14 +3,16 @@
 import t from 'tap'
 import { javaEncode, javaDecode, parseDubboUrl, formatDubboUrl, disableOverride } from '../src/app-registry/dubbo-url.js'
 import { parseZooKeeperUrl } from '../src/app-registry/url.js'
-import { ownEntries } from '../src/app-registry/zookeeper.js'
+import { ownEntries, ZooKeeperAppRegistry, HANDSHAKE_MS } from '../src/app-registry/zookeeper.js'
 import { RegistrationGate, SETTLE_MS } from '../src/app-registry/gate.js'
 import { loadConfig } from '../src/config/index.js'
 import { ConfigError } from '../src/core/errors.js'
 import { Drainer, DRAINING, CLOSED } from '../src/drain/index.js'
 import { silentLogger } from '../src/core/log.js'
 import { injectTemplate } from '../src/inject/pod.js'
-import { spawnNode, CLI } from './helpers/index.js'
+import { spawnNode, CLI, waitFor } from './helpers/index.js'
+import net from 'node:net'
+import { once } from 'node:events'
 
 const URL_TEXT = 'dubbo://10.0.0.5:20880/org.apache.dubbo.demo.DemoService?anyhost=true&application=demo-provider&deprecated=false&dubbo=2.0.2&dynamic=true&generic=false&group=g1&interface=org.apache.dubbo.demo.DemoService&methods=sayHello,sayHelloAsync&pid=42&release=2.7.23&side=provider&timestamp=1700000000000&version=1.0.0&warmup=600000'
 
@@ -141,4 +143,21 @@ t.test('the drain disables the instance for the app\'s consumers before anything
   const t0 = Date.now()
   await stuck.start('test')
   t.ok(Date.now() - t0 < 2000, `the drain ended at its deadline (${Date.now() - t0} ms)`)
+})
+
+t.test('a server that accepts the connection and never answers the handshake is dropped and tried again', async (t) => {
+  // What a ZooKeeper restarting can do; the client alone would wait on that connection for ever.
+  const accepted: number[] = []
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((s) => { accepted.push(Date.now()); sockets.add(s); s.on('error', () => {}); s.on('close', () => sockets.delete(s)) })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const port = (server.address() as net.AddressInfo).port
+  const reg = new ZooKeeperAppRegistry({ target: { connect: `127.0.0.1:${port}`, root: '/dubbo' }, host: '127.0.0.1', port: 1, services: ['a.A'], log: silentLogger() })
+  t.teardown(async () => { await reg.close(); for (const s of sockets) s.destroy(); await new Promise((resolve) => server.close(resolve)) })
+  reg.start(() => {})
+  await waitFor('a second connection', () => accepted.length >= 2, HANDSHAKE_MS + 5000, 50)
+  const gap = accepted[1] - accepted[0]
+  t.ok(gap >= HANDSHAKE_MS - 1000 && gap < HANDSHAKE_MS + 3000, `connected again ${gap} ms after the unanswered handshake began`)
+  t.equal(reg.status().up, false, 'and the registry counts as away meanwhile')
 })

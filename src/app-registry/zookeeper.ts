@@ -28,6 +28,19 @@ export interface ZooKeeperOptions {
 
 type Client = ReturnType<typeof createClient>
 
+/**
+ * How long a server may hold an open connection without answering the session handshake before doorman drops it and
+ * the client tries again. node-zookeeper-client bounds the TCP connect only; a server restarting can accept the
+ * connection and never answer, and the client then waits for ever (the Java client's read timeout covers this).
+ */
+export const HANDSHAKE_MS = 5000
+
+/** node-zookeeper-client's connection state while it waits for the handshake (ConnectionManager.STATES.CONNECTING). */
+const CONNECTING = 1
+
+/** The client's connection, where the watchdog looks (not in the published types). */
+interface Connection { state?: number, socket?: { connecting?: boolean, destroyed?: boolean, destroy: () => void } }
+
 const isCode = (err: unknown, code: number): boolean => typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code
 
 /** The interfaces this instance's address has registered, read from one providers listing. */
@@ -61,6 +74,7 @@ export class ZooKeeperAppRegistry implements AppRegistry {
   #again = false
   /** A watcher per path, so a path is never watched twice. */
   readonly #watchers = new Map<string, (e: unknown) => void>()
+  #watchdog: NodeJS.Timeout | null = null
 
   constructor (o: ZooKeeperOptions) {
     this.#o = o
@@ -70,6 +84,29 @@ export class ZooKeeperAppRegistry implements AppRegistry {
   start (onChange: () => void): void {
     this.#onChange = onChange
     this.#connect()
+    this.#watchdog = setInterval(() => { this.#checkHandshake() }, 1000)
+    this.#watchdog.unref()
+  }
+
+  #stuckSocket: unknown = null
+  #stuckSince = 0
+
+  /** Drops a connection whose handshake has gone unanswered for HANDSHAKE_MS; the client then connects again. */
+  #checkHandshake (): void {
+    const m = (this.#client as unknown as { connectionManager?: Connection } | null)?.connectionManager
+    const socket = m?.socket
+    if (this.#up || m?.state !== CONNECTING || socket === undefined || socket.connecting === true || socket.destroyed === true) {
+      this.#stuckSocket = null
+      return
+    }
+    if (socket !== this.#stuckSocket) {
+      this.#stuckSocket = socket
+      this.#stuckSince = Date.now()
+    } else if (Date.now() - this.#stuckSince >= HANDSHAKE_MS) {
+      this.#o.log.warn({ afterMs: Date.now() - this.#stuckSince }, 'the app registry accepted the connection but did not answer the handshake; connecting again')
+      this.#stuckSocket = null
+      socket.destroy()
+    }
   }
 
   #connect (): void {
@@ -219,6 +256,7 @@ export class ZooKeeperAppRegistry implements AppRegistry {
       while (Date.now() < deadline && this.status().entries.length > 0) await new Promise((resolve) => setTimeout(resolve, 50))
     }
     this.#closed = true
+    if (this.#watchdog !== null) clearInterval(this.#watchdog)
     const c = this.#client
     this.#client = null
     this.#up = false
