@@ -13,7 +13,10 @@
 //  - while ZooKeeper is away it keeps what it last saw.
 // Calls go straight to the provider (Dubbo consumers never pass through doorman), over HTTP/1.1 keep-alive.
 import http from 'node:http'
+import path from 'node:path'
 import zookeeper from 'node-zookeeper-client'
+import { ROOT, spawnNode, startDoorman, waitFor, type Child, type Doorman } from './index.js'
+import type { ZooKeeperServer } from './zookeeper.js'
 
 const { createClient, CreateMode } = zookeeper
 
@@ -175,4 +178,41 @@ export class DubboConsumer {
     this.#agent.destroy()
     this.#client.close()
   }
+}
+
+// --- pods: a provider process (test/helpers/dubbo-provider.mjs) and a doorman in front of it ---
+
+export const IFACE = 'org.apache.dubbo.demo.DemoService'
+/** The provider script. */
+const PROVIDER = path.join(ROOT, 'test', 'helpers', 'dubbo-provider.mjs')
+
+interface Tap { teardown: (fn: () => unknown) => void }
+
+export interface Provider extends Child { port: number, registered: () => { registered: number, urls: string[] } | null }
+
+/** Starts a provider (killed in teardown); env as dubbo-provider.mjs reads it. */
+export async function startProvider (t: Tap, zk: ZooKeeperServer, env: Record<string, string> = {}): Promise<Provider> {
+  const child = spawnNode(t, [PROVIDER], { ZK: zk.connect, INTERFACES: IFACE, ...env })
+  const line = <T>(key: string): T | null => {
+    for (const l of child.output().split('\n')) {
+      if (!l.startsWith('{')) continue
+      try { const o = JSON.parse(l) as Record<string, unknown>; if (key in o) return o as T } catch {}
+    }
+    return null
+  }
+  const port = (await waitFor('the provider to listen', () => line<{ port: number }>('port'), 10_000)).port
+  return { ...child, port, registered: () => line('registered') }
+}
+
+/** A doorman in front of a provider, with DOORMAN_APP_REGISTRY and a short drain. */
+export async function startSidecar (t: Tap, zk: ZooKeeperServer, p: Provider, env: Record<string, string> = {}, waitReady = true): Promise<Doorman> {
+  return await startDoorman(t, {
+    DOORMAN_APP_PORT: String(p.port),
+    DOORMAN_APP_REGISTRY: zk.url,
+    DOORMAN_APP_SERVICES: IFACE,
+    DOORMAN_DRAIN_DELAY: '1s',
+    DOORMAN_DRAIN_QUIET: '200ms',
+    DOORMAN_DRAIN_TIMEOUT: '5s',
+    ...env
+  }, { waitReady })
 }
