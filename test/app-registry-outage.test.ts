@@ -2,13 +2,9 @@
 // ZooKeeper, Dubbo-style providers and consumer (test/helpers/dubbo-provider.mjs, test/helpers/dubbo.ts), a doorman
 // with DOORMAN_APP_REGISTRY in front of each provider.
 import t from 'tap'
-import path from 'node:path'
-import { ROOT, request, getJson, spawnNode, startDoorman, waitFor, type Doorman } from './helpers/index.js'
+import { request, getJson, waitFor, type Doorman } from './helpers/index.js'
 import { haveZooKeeper, startZooKeeper } from './helpers/zookeeper.js'
-import { DubboConsumer } from './helpers/dubbo.js'
-
-const IFACE = 'org.apache.dubbo.demo.DemoService'
-const PROVIDER = path.join(ROOT, 'test', 'helpers', 'dubbo-provider.mjs')
+import { DubboConsumer, IFACE, startProvider, startSidecar } from './helpers/dubbo.js'
 
 interface AppRegistryState { appRegistry: { up: boolean, registered: boolean, entries: unknown[] } }
 
@@ -16,11 +12,9 @@ t.test('ZooKeeper stopped for 10 s changes no readiness and loses no call', { sk
   const zk = await startZooKeeper(t)
   const pods: Array<{ port: number, dm: Doorman }> = []
   for (let i = 0; i < 3; i++) {
-    const child = spawnNode(t, [PROVIDER], { ZK: zk.connect, INTERFACES: IFACE })
-    await waitFor('the provider to register', () => child.output().includes('"registered"'), 10_000)
-    const port = Number(/"port":(\d+)/.exec(child.output())?.[1])
-    const dm = await startDoorman(t, { DOORMAN_APP_PORT: String(port), DOORMAN_APP_REGISTRY: zk.url, DOORMAN_APP_SERVICES: IFACE })
-    pods.push({ port, dm })
+    const p = await startProvider(t, zk)
+    await waitFor('the provider to register', () => p.registered(), 10_000)
+    pods.push({ port: p.port, dm: await startSidecar(t, zk, p) })
   }
   const consumer = new DubboConsumer(zk.connect, IFACE)
   t.teardown(async () => { await consumer.close() })

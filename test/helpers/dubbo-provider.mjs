@@ -41,8 +41,22 @@ server.listen(0, host, () => {
   else setTimeout(() => { register(port) }, Number(env.DELAY ?? '0'))
 })
 
-const client = zookeeper.createClient(env.ZK, { sessionTimeout: 60_000, spinDelay: 500, retries: 1 })
-client.connect()
+// Dubbo asks for a 60 s session (ZooKeeper caps it at 20 ticks). When the session expires, Dubbo's registry
+// (FailbackRegistry's recover) registers everything again on the new one; so does this provider.
+let client = null
+let registeredUrls = []
+function connect () {
+  const c = zookeeper.createClient(env.ZK, { sessionTimeout: 60_000, spinDelay: 500, retries: 1 })
+  c.once('expired', () => {
+    if (client !== c) return
+    c.close()
+    connect()
+    if (registeredUrls.length > 0) registerUrls(registeredUrls, null)
+  })
+  c.connect()
+  client = c
+}
+connect()
 
 function providerUrl (iface, port, timestamp) {
   const params = {
@@ -66,15 +80,19 @@ function providerUrl (iface, port, timestamp) {
 
 function register (port) {
   const timestamp = Date.now()
-  const urls = interfaces.map((i) => providerUrl(i, port, timestamp))
+  registerUrls(interfaces.map((i) => providerUrl(i, port, timestamp)), timestamp)
+}
+
+function registerUrls (urls, timestamp) {
+  registeredUrls = urls
   let left = urls.length
   urls.forEach((url, n) => {
     const dir = `${root}/${interfaces[n]}/providers`
     client.mkdirp(dir, (err) => {
       if (err) { print({ error: String(err) }); process.exit(1) }
       client.create(`${dir}/${javaEncode(url)}`, zookeeper.CreateMode.EPHEMERAL, (err2) => {
-        if (err2) { print({ error: String(err2) }); process.exit(1) }
-        if (--left === 0) print({ registered: timestamp, urls })
+        if (err2 && err2.code !== zookeeper.Exception.NODE_EXISTS) { print({ error: String(err2) }); process.exit(1) }
+        if (--left === 0 && timestamp !== null) print({ registered: timestamp, urls })
       })
     })
   })
