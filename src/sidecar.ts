@@ -16,6 +16,7 @@ import { openRegistry, checkPeriod } from './registry/open.js'
 import type { Registry, Watch } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
+import { openAppRegistry, RegistrationGate, type AppRegistry } from './app-registry/index.js'
 
 export class Sidecar {
   readonly cfg: Readonly<Config>
@@ -29,6 +30,9 @@ export class Sidecar {
   readonly drainer: Drainer
   readonly registry: Registry
   readonly registration: Registration
+  /** The registry the app registers itself in (DOORMAN_APP_REGISTRY), and its readiness latch; null without one. */
+  readonly appRegistry: AppRegistry | null
+  readonly #appGate: RegistrationGate | null
   /** The app's calls to other services; null when DOORMAN_OUTBOUND_PORT is 0. */
   readonly outbound: Outbound | null
   /** The instance's own service, for the restart budget: null without a registry the instances share. */
@@ -40,10 +44,11 @@ export class Sidecar {
   /** Opens the registry DOORMAN_REGISTRY names (loading only its backend), then builds the sidecar. */
   static async create (cfg: Readonly<Config>, log: Logger): Promise<Sidecar> {
     const registry = await openRegistry(cfg.registry, { log: log.child({ component: 'registry' }), resyncMs: Math.max(250, Math.floor(cfg.registryTtl / 3)), checkMs: checkPeriod(cfg.registryTtl), reconnectGraceMs: Math.max(cfg.registryTtl, 5000) })
-    return new Sidecar(cfg, log, registry)
+    const appRegistry = await openAppRegistry(cfg.appRegistry, { host: cfg.advertiseHost, port: cfg.appPort, services: cfg.appServices, log: log.child({ component: 'app-registry' }) })
+    return new Sidecar(cfg, log, registry, appRegistry)
   }
 
-  constructor (cfg: Readonly<Config>, log: Logger, registry: Registry) {
+  constructor (cfg: Readonly<Config>, log: Logger, registry: Registry, appRegistry: AppRegistry | null = null) {
     this.cfg = cfg
     this.log = log
     this.metrics = new Metrics()
@@ -58,6 +63,8 @@ export class Sidecar {
       accessLogSample: cfg.accessLogSample
     }, this.metrics, log.child({ component: 'observe' }))
     this.registry = registry
+    this.appRegistry = appRegistry
+    this.#appGate = appRegistry === null ? null : new RegistrationGate(cfg.appServices)
     this.registration = new Registration({
       registry: cfg.service !== '' ? this.registry : null,
       id: instanceId(),
@@ -130,7 +137,7 @@ export class Sidecar {
         nodeIp: cfg.nodeIp,
         laneNice: cfg.laneNice
       },
-      info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency },
+      info: { version, service: cfg.service, cluster: cfg.cluster, zone: cfg.zone, limitMode: cfg.limitMode, maxConcurrency: cfg.maxConcurrency, appRegistry: appRegistry !== null },
       log: log.child({ component: 'lane' }),
       metrics: async () => ({ text: await this.metrics.text(), exemplars: this.metrics.duration.exemplars() }),
       onDrain: (source) => { void this.drain(`lane:${source}`) }
@@ -155,6 +162,7 @@ export class Sidecar {
         destroy: () => inbound.destroy()
       },
       deregister: async () => { await this.registration.drain() },
+      offline: appRegistry === null ? undefined : async () => { await appRegistry.disable() },
       onPhase: (phase) => {
         if (ramp) limiter.setScale(1)
         setPhase(this.lane.state, phase)
@@ -200,8 +208,8 @@ export class Sidecar {
       st.set(S.DRAIN_INFLIGHT_AT_START, d.inflightAtStart)
       st.set(S.DRAIN_SERVED, d.served)
       st.set(S.DRAIN_CUT, d.cut)
-      // Registration follows the app's readiness as the lane sees it.
-      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY))
+      // Registration follows the app's readiness as the lane sees it, and its own registration when it has one.
+      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY) && this.#publishAppRegistry(st))
       registration.setLivenessFailing(st.flag(S.APP_LIVE_FAILING))
       this.#publishFleet(st)
       const now = Date.now()
@@ -240,6 +248,44 @@ export class Sidecar {
     st.set(S.FLEET_OTHERS_FAILING, failing)
   }
 
+  /**
+   * The app's own registration (DOORMAN_APP_REGISTRY) into the shared state; true once its latch is open (or with
+   * no app registry). The latch is fed on every beat, so an undeclared set settles without a registry event.
+   */
+  #publishAppRegistry (st: SharedState): boolean {
+    const reg = this.appRegistry
+    const gate = this.#appGate
+    if (reg === null || gate === null) return true
+    const status = reg.status()
+    const wasOpen = gate.open
+    const now = Date.now()
+    if (gate.observe(status.entries.map((e) => e.service), now) && !wasOpen) {
+      st.setTime(T.APP_REGISTERED_AT, now)
+      this.log.info({ services: status.entries.map((e) => e.service) }, "the app has registered in its registry: the registration latch is open")
+      queueMicrotask(() => { this.#sendAppRegistry() })
+    }
+    st.set(S.APP_REGISTRY_UP, Number(status.up))
+    st.set(S.APP_REGISTERED, Number(gate.open))
+    return gate.open
+  }
+
+  /** What the lane shows of the app's registry in /state. */
+  #sendAppRegistry (): void {
+    const reg = this.appRegistry
+    const gate = this.#appGate
+    if (reg === null || gate === null) return
+    const status = reg.status()
+    const g = gate.state()
+    this.lane.appRegistry({
+      kind: status.kind,
+      services: this.cfg.appServices,
+      waitingFor: g.waitingFor,
+      detail: g.detail,
+      disabled: status.disabled,
+      entries: status.entries.map((e) => ({ service: e.service, url: e.url, timestamp: e.timestamp === 0 ? null : new Date(e.timestamp).toISOString(), warmupMs: e.warmup }))
+    })
+  }
+
   /** Starts the lane, then the business listeners. Resolves with the bound ports. */
   async start (): Promise<{ inbound: number, admin: number }> {
     const cfg = this.cfg
@@ -251,6 +297,14 @@ export class Sidecar {
     this.registration.setEndpoint(`${host}:${inbound}`, admin)
     this.lane.state.set(S.LISTENING, 1)
     this.lane.state.set(S.REGISTRY_REQUIRED, 1)
+    if (this.appRegistry !== null) {
+      this.lane.state.set(S.APP_REGISTRY_REQUIRED, 1)
+      this.appRegistry.start(() => {
+        this.lane.flush()
+        this.#sendAppRegistry()
+      })
+      this.#sendAppRegistry()
+    }
     this.lane.flush()
     this.log.info({ inbound, admin, outbound: outbound === 0 ? 'off' : outbound, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
     return { inbound, admin }
@@ -274,6 +328,9 @@ export class Sidecar {
     await this.inbound.close().catch((err: unknown) => { this.log.warn({ err }, 'inbound close failed') })
     await this.outbound?.close().catch((err: unknown) => { this.log.warn({ err }, 'outbound close failed') })
     await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
+    // After a drain, the override stays until the app's own entries have left the registry (the app stops after
+    // doorman's drain), at most DOORMAN_DRAIN_TIMEOUT; then it goes with doorman's session.
+    await this.appRegistry?.close(code === 0 ? this.cfg.drainTimeout : 0).catch((err: unknown) => { this.log.warn({ err }, 'app registry close failed') })
     await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
     await this.observer?.close()
     this.log.info({ code }, 'doorman stopped')

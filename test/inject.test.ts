@@ -143,6 +143,8 @@ function sample (s: Setting, i: number): string {
     case 'json': return '{}'
     case 'enum': return (s.values ?? []).at(-1) ?? ''
     case 'registry': return `redis://redis-${i}:6379`
+    case 'app-registry': return `zookeeper://zk-${i}:2181/dubbo`
+    case 'services': return `org.sample.Service${i},org.other.Api`
     case 'level': return 'debug'
     case 'path': return `/tmp/sample-${i}`
     case 'nice': return String(-(i % 20))

@@ -68,6 +68,8 @@ function accepts (s: Setting): string {
     case 'resources': return 'JSON `resources`'
     case 'enum': return (s.values ?? []).map((v) => `\`${v}\``).join(', ')
     case 'registry': return 'registry URL'
+    case 'app-registry': return '`zookeeper://` URL or empty'
+    case 'services': return 'comma-separated service names'
     case 'level': return 'log level'
     case 'path': return 'file path'
     case 'nice': return 'nice value (-20–19)'
@@ -139,7 +141,7 @@ export function renderConfigDoc (): string {
   line('| `GET /livez`, `/readyz`, `/startupz` | 200 `ok`, or 503 with the failing check; `?verbose` lists every check |')
   line('| `GET /app-health/<container>/<livez or readyz or startupz>` | the app\'s own rewritten probe, run over a reserved connection; with `DOORMAN_APP_PROBES` set, a path it doesn\'t hold is 404 |')
   line('| `GET /metrics` | Prometheus text format, metric names prefixed `doorman_` |')
-  line('| `GET /state` | JSON: limit, in flight, queued, warmup progress, registration, drain phase |')
+  line('| `GET /state` | JSON: limit, in flight, queued, warmup progress, registration (and the app\'s own, with `DOORMAN_APP_REGISTRY`), drain phase |')
   line('| `POST /drain` | starts draining; 202 at once |')
   line('| `GET /drain?wait=1` (or `POST`) | starts draining and answers 200 only when drained: the app container\'s injected preStop hook |')
   line()

@@ -4,6 +4,7 @@ import { SETTINGS, QUANTITY, keyFor, podSettable, type Setting } from './table.j
 import { ConfigError } from '../core/errors.js'
 import { SERVICE_NAME } from '../registry/types.js'
 import { isIPv6 } from 'node:net'
+import { parseZooKeeperUrl } from '../app-registry/url.js'
 
 export { SETTINGS, annotationFor, keyFor } from './table.js'
 
@@ -62,6 +63,8 @@ export interface Config {
   otelResourceAttributes: string
   otelSdkDisabled: 'true' | 'false'
   registry: string
+  appRegistry: string
+  appServices: readonly string[]
   advertiseHost: string
   registryTtl: number
   registerDelay: number
@@ -266,6 +269,10 @@ function parserFor (s: Setting): { parse: (v: string) => Parsed, accepts: string
       return { parse: parseResources, accepts: 'a JSON object {"requests":{"cpu":…,"memory":…},"limits":{…}} of Kubernetes quantities' }
     case 'registry':
       return { parse: (v) => REGISTRY.test(v.trim()) ? good(v.trim()) : bad(), accepts: 'memory, redis://…, rediss://…, redis+sentinel://…, redis+cluster://… or file:///directory' }
+    case 'app-registry':
+      return { parse: (v) => v.trim() === '' ? good('') : parseZooKeeperUrl(v) !== null ? good(v.trim()) : bad(), accepts: 'empty, or zookeeper://host:port[,host:port…][/root][?port=N] (Dubbo on ZooKeeper)' }
+    case 'services':
+      return { parse: listOf(/^[A-Za-z_$][A-Za-z0-9_$.-]*$/, 'names such as org.apache.dubbo.demo.DemoService'), accepts: 'comma-separated service (Dubbo interface) names' }
     case 'host':
       return { parse: parseHost, accepts: 'a host name or IP address (an IPv6 address with or without brackets)' }
     case 'path':
@@ -290,7 +297,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
     let raw = env[s.env]
     if (s.env === 'DOORMAN_ADVERTISE_HOST' && (raw === undefined || raw === '')) raw = env.POD_IP !== undefined && env.POD_IP !== '' ? env.POD_IP : '127.0.0.1'
     const { parse, accepts } = parserFor(s)
-    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json' && s.kind !== 'settings')) {
+    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json' && s.kind !== 'settings' && s.kind !== 'services' && s.kind !== 'app-registry')) {
       if (s.default === undefined) {
         if (s.required === true && opts.sidecar === true) throw new ConfigError(s.env, `${s.env} is required: expected ${accepts}`)
         out[keyFor(s.env)] = undefined

@@ -17,6 +17,8 @@ export type Kind =
   | 'resources' // a JSON container `resources` (requests / limits of cpu / memory)
   | 'enum'
   | 'registry' // memory | redis:// | rediss:// | redis+sentinel:// | redis+cluster:// | file:///dir
+  | 'app-registry' // empty | zookeeper://host:port[,host:port…][/root][?port=N]
+  | 'services' // comma-separated service (Dubbo interface) names, empty entries dropped
   | 'level' // pino level
   | 'path' // a file path
   | 'nice' // a scheduling priority (nice value), -20..19
@@ -77,6 +79,9 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`, or `file:///directory` (several processes on one machine, no Redis).' },
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },
   { env: 'DOORMAN_REGISTRY_TTL', kind: 'duration', default: '15s', scope: 'all', doc: 'An instance that stops heartbeating (every TTL/3) leaves the registry after this; so does a `doorman checker` replica its ring (the others take its share over then).' },
+  // The app's own registry (apps that register themselves: Dubbo on ZooKeeper)
+  { env: 'DOORMAN_APP_REGISTRY', kind: 'app-registry', default: '', scope: 'sidecar', doc: "The registry the app registers itself in, for apps that don't use doorman's: `zookeeper://host:2181[,host2:2181…]/dubbo` (Dubbo on ZooKeeper; the path is Dubbo's root, `/dubbo` when absent; `?port=20880` when the app's Dubbo port is not `DOORMAN_APP_PORT`). Readiness (`/readyz` and `/app-health/<c>/readyz`) then waits until the app's own provider entries for this pod's address are there, and a drain first disables the instance for the app's consumers (a Dubbo override) ([lifecycle.md](lifecycle.md#apps-that-register-themselves-dubbo-on-zookeeper)). Empty: off." },
+  { env: 'DOORMAN_APP_SERVICES', kind: 'services', default: '', scope: 'sidecar', doc: 'With `DOORMAN_APP_REGISTRY`: the services (Dubbo interfaces) the app must have registered before it is ready, comma-separated. Empty: every one it registers, once 5s have passed without a new one.' },
   { env: 'DOORMAN_REGISTER_DELAY', kind: 'duration', default: '0s', scope: 'sidecar', doc: 'Extra wait after the app is ready before registering.' },
   // Outbound lane: passive outlier ejection
   { env: 'DOORMAN_OUTLIER_FAILURES', kind: 'int', default: '5', scope: 'sidecar', doc: 'Outbound lane: consecutive gateway failures (refused, reset, timeout, 502/503/504 other than a shed) that eject an instance.' },

@@ -1,6 +1,7 @@
 // Draining: serving → draining → closing → closed. Acts through the other modules' own controls.
 //
-//  draining: readiness fails at once, the instance is deregistered, every response is flagged
+//  draining: the app is first disabled for the consumers of its own registry (DOORMAN_APP_REGISTRY: a Dubbo
+//            override), then readiness fails at once, the instance is deregistered, every response is flagged
 //            (x-doorman-draining, connection: close) and idle keep-alive sockets are closed; new requests are
 //            still served for at least DRAIN_DELAY and until no request has arrived for DRAIN_QUIET.
 //  closing:  listeners stop accepting, late requests on open connections are shed `draining-closed`, upgraded
@@ -38,6 +39,11 @@ export interface DrainOptions {
   onPhase: (phase: number) => void
   /** Deregistration, first thing (errors are logged, never block the drain). */
   deregister?: () => Promise<void>
+  /**
+   * Before anything else: takes the instance out of the choice of consumers that don't go through doorman (the app's
+   * own registry). Never delays the drain's phases; the drain ends no sooner than it is written, or at its deadline.
+   */
+  offline?: () => Promise<void>
   /** How often to look at the data path while waiting, in milliseconds. */
   pollMs?: number
 }
@@ -86,6 +92,7 @@ export class Drainer {
     const poll = this.#opts.pollMs ?? 25
     const t0 = performance.now()
     const deadline = t0 + delay + timeout
+    const offline = this.#opts.offline?.().catch((err: unknown) => { log.warn({ err }, "could not disable the instance in the app's registry") })
     const completedAtStart = target.completed()
     const atStart = target.pending()
     this.progress.inflightAtStart = atStart.inflight + atStart.queued
@@ -135,6 +142,11 @@ export class Drainer {
       log.warn({ cut, inflight: left.inflight, queued: left.queued, upgrades: left.upgrades, forced }, 'drain deadline reached: cut what was left')
     }
     await dereg
+    if (offline !== undefined) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([offline, new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(0, deadline - performance.now())) }), forcedPromise])
+      clearTimeout(timer)
+    }
     this.progress.served = served()
     this.progress.cut = cut
     this.#set(CLOSED)

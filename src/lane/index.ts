@@ -115,6 +115,9 @@ export class Lane {
 
   #send (m: ToLane): void { this.#worker?.postMessage(m) }
 
+  /** Tells the lane what the app's own registry shows, for /state. */
+  appRegistry (status: Record<string, unknown>): void { this.#send({ type: 'app-registry', status }) }
+
   /** Stops the heartbeat and the lane thread. */
   async close (): Promise<void> {
     if (this.#beat !== null) { clearInterval(this.#beat); this.#beat = null }

@@ -16,6 +16,8 @@ export interface LaneData {
 export type ToLane =
   | { type: 'metrics', id: number, text: string | null, exemplars?: Exemplar[] }
   | { type: 'close' }
+  /** The app's own registry as the main thread sees it (shown in /state). */
+  | { type: 'app-registry', status: Record<string, unknown> }
 
 export type FromLane =
   | { type: 'listening', port: number, priority: LanePriority }

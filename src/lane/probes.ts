@@ -33,6 +33,16 @@ export function livenessChecks (s: SharedState, cfg: ProbeSettings, now: number)
   return [{ name: 'main-loop', ok: age < cfg.livenessStall, detail: `last heartbeat ${Math.round(age)}ms ago (window ${cfg.livenessStall}ms)` }]
 }
 
+/**
+ * The app's registration in its own registry (DOORMAN_APP_REGISTRY): a latch that opens once every service it must
+ * register is there, and never closes again (the registry going away changes nothing once the pod is ready).
+ */
+export function appRegistryCheck (s: SharedState): Check {
+  if (!s.flag(S.APP_REGISTRY_REQUIRED)) return { name: 'app-registered', ok: true, detail: 'no app registry' }
+  const ok = s.flag(S.APP_REGISTERED)
+  return { name: 'app-registered', ok, detail: ok ? 'registered in the app\'s registry' : 'the app has not registered in its registry yet' }
+}
+
 /** doorman's readiness: should this pod get traffic now? */
 export function readinessChecks (s: SharedState, cfg: ProbeSettings, now: number): Check[] {
   const age = s.heartbeatAge(now)
@@ -44,6 +54,7 @@ export function readinessChecks (s: SharedState, cfg: ProbeSettings, now: number
     { name: 'app-started', ok: s.flag(S.APP_STARTED), detail: s.flag(S.APP_STARTED) ? 'passed' : 'the app has not passed its startup check' },
     { name: 'app-ready', ok: s.flag(S.APP_READY), detail: s.flag(S.APP_READY) ? 'passed' : 'the app does not pass its readiness check' },
     { name: 'registered', ok: !regRequired || registered, detail: !regRequired ? 'no registry' : registered ? 'registered' : 'not registered yet' },
+    appRegistryCheck(s),
     { name: 'serving', ok: phase === 'serving', detail: phase },
     { name: 'main-loop', ok: age < cfg.readinessStall, detail: `last heartbeat ${Math.round(age)}ms ago (window ${cfg.readinessStall}ms)` }
   ]

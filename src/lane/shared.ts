@@ -45,9 +45,15 @@ export const S = {
   FLEET_OTHERS: 24,
   /** ...of which failing their app liveness, or restarting (`starting`). */
   FLEET_OTHERS_FAILING: 25,
+  /** 1 when the app registers itself in a registry of its own (DOORMAN_APP_REGISTRY): readiness waits for it. */
+  APP_REGISTRY_REQUIRED: 26,
+  /** 1 once the app has registered what it must there (a latch: it never turns back to 0). */
+  APP_REGISTERED: 27,
   /** Connections to the registry's store: for commands, and for subscriptions. */
   REGISTRY_CONNECTIONS: 28,
-  REGISTRY_SUBSCRIBER_CONNECTIONS: 29
+  REGISTRY_SUBSCRIBER_CONNECTIONS: 29,
+  /** 1 while the app's registry is reachable. */
+  APP_REGISTRY_UP: 30
 } as const
 
 const INT_SLOTS = 32
@@ -57,7 +63,9 @@ export const T = {
   DRAIN_STARTED: 1,
   REGISTERED_AT: 2,
   /** When the app's liveness check started failing (0 = not failing). */
-  APP_LIVE_FAILING_SINCE: 3
+  APP_LIVE_FAILING_SINCE: 3,
+  /** When the app's own registration was first complete (DOORMAN_APP_REGISTRY). */
+  APP_REGISTERED_AT: 4
 } as const
 const TIME_SLOTS = 8
 

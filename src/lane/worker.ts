@@ -7,7 +7,7 @@ import { timingSafeEqual } from 'node:crypto'
 import { once } from 'node:events'
 import { getHeapStatistics } from 'node:v8'
 import { SharedState, S, T, nowMs } from './shared.js'
-import { startupChecks, livenessChecks, readinessChecks, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, ProgressTracker, readinessTiming, ReadinessStreak, type Check, type Fleet } from './probes.js'
+import { startupChecks, livenessChecks, readinessChecks, appRegistryCheck, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, ProgressTracker, readinessTiming, ReadinessStreak, type Check, type Fleet } from './probes.js'
 import { runProbe, tcpProbe, type ProbeResult } from './app-probe.js'
 import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
@@ -36,6 +36,10 @@ metrics.gauge('doorman_lane_nice', "The lane thread's nice value (lower runs fir
 let maxStall = 0
 metrics.gauge('doorman_main_loop_max_stall_seconds', 'Longest main-thread heartbeat gap the lane has seen.', () => maxStall / 1000)
 metrics.gauge('doorman_app_ready', '1 while the app passes its readiness check.', () => state.get(S.APP_READY))
+if (data.info.appRegistry === true) {
+  metrics.gauge('doorman_app_registered', "1 once the app has registered itself in its own registry (DOORMAN_APP_REGISTRY): readiness' registration latch.", () => state.get(S.APP_REGISTERED))
+  metrics.gauge('doorman_app_registry_up', "1 while the app's own registry (DOORMAN_APP_REGISTRY) is reachable.", () => state.get(S.APP_REGISTRY_UP))
+}
 metrics.gauge('doorman_lane_heap_size_used_bytes', "The lane thread's V8 heap in use.", () => getHeapStatistics().used_heap_size)
 metrics.gauge('doorman_lane_heap_size_total_bytes', "The lane thread's V8 heap, in use or free.", () => getHeapStatistics().total_heap_size)
 metrics.gauge('doorman_lane_heap_size_limit_bytes', "The most the lane thread's V8 heap may hold (its resource limits).", () => getHeapStatistics().heap_size_limit)
@@ -118,8 +122,17 @@ async function mainMetrics (): Promise<{ text: string | null, exemplars?: Exempl
   })
 }
 
+// What the main thread last told of the app's own registry (DOORMAN_APP_REGISTRY), for /state only: probes read the
+// shared slots.
+let appRegistry: Record<string, unknown> | null = null
+function appRegistryState (): Record<string, unknown> | null {
+  if (!state.flag(S.APP_REGISTRY_REQUIRED)) return null
+  const at = state.time(T.APP_REGISTERED_AT)
+  return { ...appRegistry, up: state.flag(S.APP_REGISTRY_UP), registered: state.flag(S.APP_REGISTERED), registeredAt: at === 0 ? null : new Date(at).toISOString() }
+}
+
 port.on('message', (m: ToLane) => {
-  if (m.type === 'metrics') { pendingMetrics.get(m.id)?.(m); pendingMetrics.delete(m.id) } else if (m.type === 'close') { void shutdown() }
+  if (m.type === 'metrics') { pendingMetrics.get(m.id)?.(m); pendingMetrics.delete(m.id) } else if (m.type === 'close') { void shutdown() } else if (m.type === 'app-registry') appRegistry = m.status
 })
 
 // --- the server ---
@@ -177,6 +190,7 @@ export function stateJson (): Record<string, unknown> {
     shed: state.get(S.SHED),
     upgrades: state.get(S.UPGRADES),
     app: { started: state.flag(S.APP_STARTED), ready: state.flag(S.APP_READY) },
+    appRegistry: appRegistryState(),
     registration: { required: state.flag(S.REGISTRY_REQUIRED), registered: state.flag(S.REGISTERED), registryUp: state.flag(S.REGISTRY_UP), connections: { commands: state.get(S.REGISTRY_CONNECTIONS), subscriber: state.get(S.REGISTRY_SUBSCRIBER_CONNECTIONS) }, registeredAt: registeredAt === 0 ? null : new Date(registeredAt).toISOString() },
     warmup: { progress: state.get(S.WARMUP_PROGRESS) / 10000, weight: state.get(S.WEIGHT) / 100 },
     drain: drainStarted === 0
@@ -249,7 +263,10 @@ async function handle (req: IncomingMessage, res: ServerResponse): Promise<void>
         return
       }
       const r = route.own === null ? await tcpProbe(cfg.appHost, cfg.appPort, 1000) : await runProbe(route.own, target)
-      probe(res, name, started, [{ name: 'app-probe', ok: r.ok, detail: r.detail }], verbose)
+      const checks: Check[] = [{ name: 'app-probe', ok: r.ok, detail: r.detail }]
+      // The app is ready only once it has registered itself (DOORMAN_APP_REGISTRY); its startup doesn't wait for it.
+      if (route.kind === 'readyz') checks.push(appRegistryCheck(state))
+      probe(res, name, started, checks, verbose)
       return
     }
   }
