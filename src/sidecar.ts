@@ -15,6 +15,10 @@ import { openRegistry, checkPeriod } from './registry/open.js'
 import type { Registry, Watch } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
+import { CertStore } from './tls/store.js'
+import { TLS_PROBLEMS } from './tls/problems.js'
+import { TlsStats, registerTlsMetrics } from './tls/metrics.js'
+import { Authorizer } from './authz/index.js'
 
 export class Sidecar {
   readonly cfg: Readonly<Config>
@@ -26,6 +30,9 @@ export class Sidecar {
   readonly drainer: Drainer
   readonly registry: Registry
   readonly registration: Registration
+  /** The workload's certificate (DOORMAN_MTLS permissive or strict); null with mTLS off. */
+  readonly certs: CertStore | null
+  readonly tlsStats = new TlsStats()
   /** The app's calls to other services; null when DOORMAN_OUTBOUND_PORT is 0. */
   readonly outbound: Outbound | null
   /** The instance's own service, for the restart budget: null without a registry the instances share. */
@@ -45,6 +52,9 @@ export class Sidecar {
     this.log = log
     this.metrics = new Metrics()
     this.registry = registry
+    this.certs = cfg.mtls === 'off' ? null : new CertStore({ dir: cfg.tlsDir, log: log.child({ component: 'tls' }) })
+    this.certs?.start()
+    registerTlsMetrics(this.metrics.registry, this.tlsStats, this.certs)
     this.registration = new Registration({
       registry: cfg.service !== '' ? this.registry : null,
       id: instanceId(),
@@ -92,7 +102,8 @@ export class Sidecar {
       headersTimeout: cfg.headersTimeout,
       criticalPaths: cfg.criticalPaths,
       lowPaths: cfg.lowPaths,
-      trustedHops: cfg.trustedHops
+      trustedHops: cfg.trustedHops,
+      mtls: this.certs === null || cfg.mtls === 'off' ? undefined : { mode: cfg.mtls, store: this.certs, authorizer: Authorizer.parse(cfg.allow), stats: this.tlsStats }
     })
     this.lane = new Lane({
       settings: {
@@ -189,6 +200,8 @@ export class Sidecar {
       st.set(S.WEIGHT, Math.round(registration.weight(now) * 100))
       st.set(S.WARMUP_PROGRESS, Math.round(registration.progress(now) * 10000))
       if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)
+      const tlsProblem = this.certs?.status().problem ?? null
+      st.set(S.TLS, tlsProblem === null ? 0 : TLS_PROBLEMS.indexOf(tlsProblem) + 1)
     })
     registration.onChange = () => { this.lane.flush() }
     this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
@@ -250,6 +263,7 @@ export class Sidecar {
     await this.outbound?.close().catch((err: unknown) => { this.log.warn({ err }, 'outbound close failed') })
     await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
     await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
+    this.certs?.close()
     this.log.info({ code }, 'doorman stopped')
     this.#resolveStopped(code)
   }

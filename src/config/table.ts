@@ -20,6 +20,7 @@ export type Kind =
   | 'level' // pino level
   | 'path' // a file path
   | 'nice' // a scheduling priority (nice value), -20..19
+  | 'allow' // DOORMAN_ALLOW: comma-separated SPIFFE ID patterns, each optionally `/path/prefix=`
 
 export type Scope = 'sidecar' | 'checker' | 'webhook' | 'all'
 
@@ -71,6 +72,10 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_MAX_UPGRADES', kind: 'int', default: '1000', scope: 'sidecar', doc: 'Most upgraded (WebSocket) connections open at once; a separate cap from the request limit.' },
   { env: 'DOORMAN_MAX_HEADER_SIZE', kind: 'int', default: '16384', scope: 'sidecar', doc: 'Largest request head in bytes; larger ones are answered 431 and never reach the app.' },
   { env: 'DOORMAN_HEADERS_TIMEOUT', kind: 'duration', default: '10s', scope: 'sidecar', doc: 'Longest time a client may take to send a request head; slower ones are answered 408.' },
+  // Identity: mTLS and authorization
+  { env: 'DOORMAN_MTLS', kind: 'enum', values: ['off', 'permissive', 'strict'], default: 'off', scope: 'sidecar', doc: '`off`; `permissive`: the inbound port takes mTLS and plaintext alike (told apart by the first bytes), and the outbound lane originates mTLS to instances that take it; `strict`: plaintext business traffic is refused both ways. With mTLS on and no usable certificate, `/readyz` fails ([security.md](security.md)).' },
+  { env: 'DOORMAN_TLS_DIR', kind: 'path', default: '/var/run/secrets/spiffe.io', scope: 'sidecar', doc: "The directory of `tls.crt`, `tls.key` and `ca.crt` (cert-manager csi-driver-spiffe's layout; the SPIFFE ID is the certificate's URI SAN), watched and reloaded live; a broken pair is refused and the last good one kept." },
+  { env: 'DOORMAN_ALLOW', kind: 'allow', default: '', scope: 'sidecar', doc: 'Callers allowed to call the app: comma-separated SPIFFE ID patterns (`*` = one path segment, `spiffe://cluster.local/ns/shop/sa/*`), each optionally for a path prefix (`/admin/=spiffe://cluster.local/ns/ops/sa/oncall`). Empty: every authenticated caller (in `permissive`, plaintext ones too). A denied request gets `403` with `x-doorman-denied` (gRPC: status 7), never reaching the app or the limiter. Needs `DOORMAN_MTLS`.' },
   // Registry
   { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`, or `file:///directory` (several processes on one machine, no Redis).' },
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },

@@ -74,6 +74,22 @@ export class NoServiceError extends DoormanError {
   }
 }
 
+/** A caller DOORMAN_ALLOW does not admit (x-doorman-denied says why): never reaches the app or the limiter. */
+export class DeniedError extends DoormanError {
+  readonly reason: string
+  constructor (reason: string) {
+    super('DOORMAN_ERR_DENIED', reason === 'unauthenticated' ? 'this path needs a caller authenticated over mTLS' : 'the caller is not allowed to call this', 403)
+    this.reason = reason
+  }
+}
+
+/** The outbound lane could not reach an instance over mTLS as this sidecar's mode requires, or the instance is not who the registry says. */
+export class MtlsError extends DoormanError {
+  constructor (message: string, cause?: unknown) {
+    super('DOORMAN_ERR_MTLS', message, 502, { cause })
+  }
+}
+
 /** Any other failure while proxying. */
 export class InternalError extends DoormanError {
   constructor (cause?: unknown) {
@@ -95,6 +111,8 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_NO_INSTANCE',
   'DOORMAN_ERR_NO_SERVICE',
   'DOORMAN_ERR_INTERNAL',
+  'DOORMAN_ERR_DENIED',
+  'DOORMAN_ERR_MTLS',
   'DOORMAN_ERR_BAD_REQUEST',
   'DOORMAN_ERR_UPGRADE_UNSUPPORTED',
   'DOORMAN_ERR_HEADER_OVERFLOW',

@@ -7,6 +7,7 @@ export const GRPC_CANCELLED = 1
 export const GRPC_DEADLINE_EXCEEDED = 4
 export const GRPC_INTERNAL = 13
 export const GRPC_UNAVAILABLE = 14
+export const GRPC_PERMISSION_DENIED = 7
 
 /** A gRPC call: `content-type: application/grpc`, `application/grpc+proto`, `application/grpc-web…` excepted. */
 export function isGrpc (contentType: string | string[] | undefined): boolean {
@@ -30,9 +31,9 @@ export function encodeGrpcMessage (msg: string): string {
   return msg.replace(/[^\x20-\x24\x26-\x7e]/gu, (ch) => encodeURIComponent(ch))
 }
 
-/** The gRPC status for doorman's own error: a timeout is DEADLINE_EXCEEDED, anything else UNAVAILABLE. */
+/** The gRPC status for doorman's own error: a timeout is DEADLINE_EXCEEDED, a denial PERMISSION_DENIED, anything else UNAVAILABLE. */
 export function grpcStatusOf (err: DoormanError): number {
-  return err.status === 504 ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE
+  return err.status === 504 ? GRPC_DEADLINE_EXCEEDED : err.status === 403 ? GRPC_PERMISSION_DENIED : GRPC_UNAVAILABLE
 }
 
 /** The header block of a trailers-only answer; `extra` are flat name/value pairs. */

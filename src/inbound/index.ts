@@ -16,6 +16,11 @@ import { detectProtocol } from '../proxy/detect.js'
 import { Exchange } from '../proxy/exchange.js'
 import { H1Client, h1ForwardInfo } from '../proxy/client.js'
 import { H2Front } from './h2.js'
+import { TlsFront } from '../tls/inbound.js'
+import { TlsStats } from '../tls/metrics.js'
+import { RateLog } from '../tls/ratelog.js'
+import type { CertStore } from '../tls/store.js'
+import type { Authorizer } from '../authz/index.js'
 import { InboundPolicy, type InboundStats } from './policy.js'
 
 export type { InboundStats } from './policy.js'
@@ -42,6 +47,8 @@ export interface InboundOptions {
   lowPaths?: readonly string[]
   /** Proxies in front of doorman trusted to set x-forwarded-proto, -host and -port (DOORMAN_TRUSTED_HOPS). */
   trustedHops?: number
+  /** mTLS on the port (DOORMAN_MTLS permissive or strict): the certificate store, who may call, the counts. */
+  mtls?: { mode: 'permissive' | 'strict', store: CertStore, authorizer: Authorizer, stats: TlsStats }
 }
 
 export class Inbound {
@@ -49,6 +56,8 @@ export class Inbound {
   readonly upstream: AppUpstream
   /** HTTP/2 clients (prior knowledge) on the same port. */
   readonly h2: H2Front
+  /** TLS clients on the same port (null with DOORMAN_MTLS=off). */
+  readonly tls: TlsFront | null
   readonly stats: InboundStats
   /** The lane's policy for the proxy core: the limiter, the app, the drain flag, the metrics. */
   readonly policy: InboundPolicy
@@ -86,7 +95,8 @@ export class Inbound {
       app: this.upstream,
       classify: classifier(opts.criticalPaths ?? [], opts.lowPaths ?? []),
       trusted: this.#trusted,
-      writeTimeout: opts.clientWriteTimeout ?? 30_000
+      writeTimeout: opts.clientWriteTimeout ?? 30_000,
+      access: opts.mtls !== undefined ? { authorizer: opts.mtls.authorizer, stats: opts.mtls.stats } : undefined
     })
     this.stats = this.policy.stats
     // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.
@@ -125,7 +135,36 @@ export class Inbound {
     })
     opts.metrics.readings.upgrades = () => this.#upgrades.size
     this.h2 = new H2Front({ policy: this.policy, log: opts.log, closed: () => this.#closed, appProtocol: opts.appProtocol ?? 'http1' }, { maxHeaderSize: opts.maxHeaderSize })
-    detectProtocol(this.server, { onH2: (socket) => { this.h2.accept(socket) }, timeoutMs: opts.headersTimeout })
+    const mtls = opts.mtls
+    // mTLS: a ClientHello goes to the TLS front, whose verified, decrypted sockets come back to the same hand-off.
+    this.tls = mtls === undefined
+      ? null
+      : new TlsFront({
+        store: mtls.store,
+        stats: mtls.stats,
+        log: opts.log,
+        authorizer: mtls.authorizer,
+        handshakeTimeout: opts.headersTimeout,
+        onSecure: (socket, protocol) => { if (protocol === 'h2') this.h2.accept(socket); else handoff.toH1(socket) }
+      })
+    const front = this.tls
+    const rate = new RateLog(opts.log)
+    const handoff = detectProtocol(this.server, {
+      onH2: (socket) => { this.h2.accept(socket) },
+      timeoutMs: opts.headersTimeout,
+      onTls: front === null ? undefined : (socket) => { front.accept(socket) },
+      admitPlain: mtls === undefined
+        ? undefined
+        : (socket) => {
+            if (mtls.mode === 'strict') {
+              mtls.stats.plaintextRefused++
+              rate.warn('plaintext', { remote: socket.remoteAddress }, 'plaintext connection refused (DOORMAN_MTLS=strict)')
+              return false
+            }
+            TlsStats.inc(mtls.stats.connections, 'plaintext')
+            return true
+          }
+    })
   }
 
   async listen (): Promise<number> {

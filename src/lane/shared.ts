@@ -47,7 +47,9 @@ export const S = {
   FLEET_OTHERS_FAILING: 25,
   /** Connections to the registry's store: for commands, and for subscriptions. */
   REGISTRY_CONNECTIONS: 28,
-  REGISTRY_SUBSCRIBER_CONNECTIONS: 29
+  REGISTRY_SUBSCRIBER_CONNECTIONS: 29,
+  /** With mTLS on: 0 while doorman holds a usable certificate, else 1 + the problem's index in TLS_PROBLEMS. */
+  TLS: 30
 } as const
 
 const INT_SLOTS = 32

@@ -21,10 +21,21 @@ export interface DetectOptions {
   onH2: (socket: Socket) => void
   /** Longest wait for the first bytes: then the socket is refused as a slow request head (408), as Node would. */
   timeoutMs: number
+  /** Sockets whose first byte starts a TLS handshake record (0x16); without it they go to HTTP/1.1 as before. */
+  onTls?: (socket: Socket) => void
+  /** Asked of every plaintext connection once its protocol is known: false refuses it (DOORMAN_MTLS=strict). */
+  admitPlain?: (socket: Socket) => boolean
 }
 
+/** Where a socket goes after detection: Node's own HTTP/1.1 handling (for sockets decrypted elsewhere, too). */
+export interface Handoff {
+  toH1: (socket: Socket) => void
+}
+
+const TLS_HANDSHAKE = 0x16
+
 /** Wraps `server`'s connection handling with preface detection. Call once, before listen(). */
-export function detectProtocol (server: Server, opts: DetectOptions): void {
+export function detectProtocol (server: Server, opts: DetectOptions): Handoff {
   const h1 = server.listeners('connection') as Array<(socket: Socket) => void>
   server.removeAllListeners('connection')
   const toH1 = (socket: Socket): void => { for (const fn of h1) fn.call(server, socket) }
@@ -39,9 +50,16 @@ export function detectProtocol (server: Server, opts: DetectOptions): void {
     }
     const onData = (chunk: Buffer): void => {
       buf = buf === null ? chunk : Buffer.concat([buf, chunk])
+      if (opts.onTls !== undefined && buf[0] === TLS_HANDSHAKE) {
+        done()
+        socket.unshift(buf)
+        opts.onTls(socket)
+        return
+      }
       const kind = classify(buf)
       if (kind === null) return
       done()
+      if (opts.admitPlain !== undefined && !opts.admitPlain(socket)) { socket.destroy(); return }
       socket.unshift(buf)
       if (kind === 'h2') {
         opts.onH2(socket)
@@ -63,4 +81,5 @@ export function detectProtocol (server: Server, opts: DetectOptions): void {
     socket.on('error', onError)
     socket.on('end', onEnd)
   })
+  return { toH1 }
 }

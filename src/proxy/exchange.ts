@@ -45,6 +45,8 @@ export interface Client {
   /** The request's grpc-timeout header, if any. */
   readonly grpcTimeout: string | string[] | undefined
   forwardInfo: (trusted: boolean) => ForwardInfo
+  /** The client's connection (its socket), for what the lane keeps per connection (the mTLS peer). */
+  connection: () => object | undefined
   /** Whether the request has a body; `framed` is what its HTTP/1.1 framing headers say. */
   hasBody: (framed: boolean) => boolean
   /** The request body, to send upstream. */
@@ -129,6 +131,11 @@ export interface Policy {
   readonly maxRetryBody: number
   /** Headers every response carries now (the drain flag), for this client's protocol. */
   extra: (h2: boolean) => readonly string[] | null
+  /**
+   * Whether the caller may make this request, asked before admission: null, or doorman's refusal (answered at once,
+   * never admitted), with headers saying why.
+   */
+  authorize?: (ex: Exchange) => { err: DoormanError, headers: string[] } | null
   /** A slot for the exchange: true (granted), a reason to shed it, or a Waiter whose grant calls ex.onGrant. */
   admit: (ex: Exchange) => true | ShedReason | Waiter
   cancel: (w: Waiter) => void
@@ -220,6 +227,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /** Asks the policy for a slot, then sends, waits or sheds. */
   start (): void {
+    const denied = this.policy.authorize?.(this) ?? null
+    if (denied !== null) { this.refuse(denied.err, denied.headers); return }
     const grant = this.policy.admit(this)
     if (grant === true) this.#dispatch()
     else if (typeof grant === 'string') this.shed(grant)
@@ -248,10 +257,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** Answers with doorman's own error before admission: a request the lane won't take. */
-  refuse (err: DoormanError): void {
+  refuse (err: DoormanError, more?: string[]): void {
     this.#state = DONE
     this.#clearDeadline()
-    this.#answerError('refused', err, `doorman: ${err.message}`, this.#ownRequestId())
+    this.#answerError('refused', err, `doorman: ${err.message}`, this.#ownRequestId(), more)
   }
 
   /** doorman's error answer before any head went out (gRPC: trailers-only), and the exchange settled with it. */
