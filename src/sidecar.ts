@@ -16,6 +16,7 @@ import type { Registry, Watch } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
 import { CertStore } from './tls/store.js'
+import { OutboundTls } from './tls/outbound.js'
 import { TLS_PROBLEMS } from './tls/problems.js'
 import { TlsStats, registerTlsMetrics } from './tls/metrics.js'
 import { Authorizer } from './authz/index.js'
@@ -64,7 +65,8 @@ export class Sidecar {
       warmup: { window: cfg.warmup, aggression: cfg.warmupAggression, minWeight: cfg.warmupMinWeight },
       ttl: cfg.registryTtl,
       delay: cfg.registerDelay,
-      log: log.child({ component: 'registration' })
+      log: log.child({ component: 'registration' }),
+      identity: this.certs === null ? undefined : () => this.certs?.current?.id
     })
     this.#fleet = cfg.service !== '' && registry.kind !== 'memory' ? registry.watch(cfg.service) : null
     this.outbound = cfg.outboundPort === 0
@@ -76,6 +78,7 @@ export class Sidecar {
         log: log.child({ component: 'outbound' }),
         upstreamTimeout: cfg.upstreamTimeout,
         clientWriteTimeout: cfg.clientWriteTimeout,
+        tls: this.certs === null || cfg.mtls === 'off' ? undefined : new OutboundTls({ mode: cfg.mtls, store: this.certs, stats: this.tlsStats, log: log.child({ component: 'outbound-tls' }) }),
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
@@ -186,8 +189,9 @@ export class Sidecar {
       st.set(S.DRAIN_INFLIGHT_AT_START, d.inflightAtStart)
       st.set(S.DRAIN_SERVED, d.served)
       st.set(S.DRAIN_CUT, d.cut)
-      // Registration follows the app's readiness as the lane sees it.
-      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY))
+      // Registration follows the app's readiness as the lane sees it (and, with mTLS on, a usable certificate).
+      const tlsProblem = this.certs?.status().problem ?? null
+      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY) && tlsProblem === null)
       registration.setLivenessFailing(st.flag(S.APP_LIVE_FAILING))
       this.#publishFleet(st)
       const now = Date.now()
@@ -200,7 +204,6 @@ export class Sidecar {
       st.set(S.WEIGHT, Math.round(registration.weight(now) * 100))
       st.set(S.WARMUP_PROGRESS, Math.round(registration.progress(now) * 10000))
       if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)
-      const tlsProblem = this.certs?.status().problem ?? null
       st.set(S.TLS, tlsProblem === null ? 0 : TLS_PROBLEMS.indexOf(tlsProblem) + 1)
     })
     registration.onChange = () => { this.lane.flush() }

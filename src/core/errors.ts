@@ -120,10 +120,27 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_DRAINING'
 ] as const
 
+/**
+ * OpenSSL's verification results as Node gives them on a client connection (the peer's certificate refused before
+ * any request byte went out), and doorman's own outbound mTLS refusals.
+ */
+export const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
+  'DOORMAN_MTLS_IMPOSTOR', 'DOORMAN_MTLS_NO_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED',
+  'CERT_REJECTED', 'INVALID_PURPOSE', 'ERR_TLS_CERT_ALTNAME_INVALID'
+])
+
+/** A TLS failure (verification, or a handshake alert): outbound, DOORMAN_ERR_MTLS. */
+export function isTlsFailure (code: string | undefined): boolean {
+  return code !== undefined && (TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_'))
+}
+
 /** Maps an undici / socket error to doorman's error, in one place. */
 export function classifyUpstreamError (err: unknown): DoormanError {
   if (err instanceof DoormanError) return err
   const e = err as { code?: string, name?: string } | undefined
+  if (isTlsFailure(e?.code)) return new MtlsError(`mTLS to the instance failed: ${(err as Error).message}`, err)
   switch (e?.code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_CONNECT_TIMEOUT':

@@ -15,7 +15,7 @@
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { clearStall } from '../core/http.js'
-import { BadRequestError, DoormanError, UpstreamProtocolError, UpstreamTimeoutError, classifyUpstreamError } from '../core/errors.js'
+import { BadRequestError, DoormanError, UpstreamProtocolError, UpstreamTimeoutError, classifyUpstreamError, TLS_VERIFY_CODES } from '../core/errors.js'
 import { GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, grpcStatusOf, grpcTimeoutMs } from '../core/grpc.js'
 import type { ShedReason, Waiter } from '../limiter/index.js'
 import { requestHeaders, responseHeaders, type ForwardInfo } from './headers.js'
@@ -538,7 +538,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (discarding) {
       if (this.#canRetry() && this.#retry('shed')) return
     } else if (this.#status === 0 && mapped.status >= 500) {
-      const nothingSent = NOTHING_SENT.has(code)
+      const nothingSent = NOTHING_SENT.has(code) || TLS_VERIFY_CODES.has(code)
       const connect = mapped.code === 'DOORMAN_ERR_UPSTREAM_CONNECT'
       if ((nothingSent || refused || (connect && IDEMPOTENT.has(this.client.method))) && this.#canRetry() && this.#retry(nothingSent ? 'connect' : 'reset')) return
     }
