@@ -98,6 +98,9 @@ t.test('strict: plaintext refused, mTLS served; gRPC through grpc-js over mTLS; 
     DOORMAN_ALLOW: `${CALLER},/doorman.test.Echo/ServerStream=${OPS}`
   })
   t.equal(await plaintextAnswer(dm.inbound), '', 'a plaintext HTTP/1.1 connection is closed unanswered')
+  for (const [what, leaf] of [['another CA', stranger], ['expired', expired], ['no SPIFFE ID', anonymous]] as const) {
+    t.not(await tryTls(dm.inbound, clientOf(leaf, ca.cert)), 'ok', `strict: ${what} refused`)
+  }
   const def = loader.loadSync(path.join(ROOT, 'test', 'fixtures', 'echo.proto'), { keepCase: false, longs: Number, defaults: true })
   const Echo = (grpc.loadPackageDefinition(def) as Any).doorman.test.Echo
   const creds = (leaf: { cert: string, key: string }): grpc.ChannelCredentials =>
@@ -162,4 +165,35 @@ t.test('readiness: not ready without a usable certificate, ready once the files 
   writeAtomic(dir, { 'tls.crt': expired.cert, 'tls.key': expired.key, 'ca.crt': ca.cert })
   await waitFor('the refusal', async () => /certificate files refused/.test(dm.output()), 10_000)
   t.equal((await request(dm.admin, { path: '/readyz' })).status, 200)
+})
+
+t.test('a denied request never takes a slot: decided before the limiter', async (t) => {
+  // One slot, no queue: while an allowed request holds the slot, another allowed one is shed, a denied one is 403.
+  let release: (() => void) | null = null
+  const { port } = await startServer(t, (req, res) => {
+    if (req.url === '/hold') { release = () => { res.end('held') }; return }
+    res.end('ok')
+  })
+  const dm = await startDoorman(t, {
+    DOORMAN_APP_PORT: String(port), DOORMAN_MTLS: 'permissive', DOORMAN_TLS_DIR: providerDir,
+    DOORMAN_MAX_CONCURRENCY: '1', DOORMAN_MAX_QUEUE: '0', DOORMAN_ALLOW: CALLER
+  })
+  const held = tlsRequest(dm.inbound, clientOf(caller, ca.cert), { path: '/hold' })
+  await waitFor('the slot taken', () => release !== null, 10_000)
+  const shed = await tlsRequest(dm.inbound, clientOf(caller, ca.cert))
+  t.equal(shed.status, 503, 'an allowed caller finds the limit reached')
+  t.equal(shed.headers['x-doorman-shed'], 'queue-full')
+  const denied = await tlsRequest(dm.inbound, clientOf(ops, ca.cert))
+  t.equal(denied.status, 403, 'a denied caller is answered 403, not shed')
+  t.equal(denied.headers['x-doorman-denied'], 'not-allowed')
+  const plain = await request(dm.inbound)
+  t.equal(plain.status, 403, 'a plaintext caller where a rule applies: 403')
+  t.equal(plain.headers['x-doorman-denied'], 'unauthenticated')
+  ;(release as unknown as () => void)()
+  t.equal((await held).status, 200)
+  const m = await metrics(dm.admin)
+  t.equal(counter(m, 'doorman_shed_total{reason="queue-full"}'), 1, 'only the allowed one counted as shed')
+  t.equal(counter(m, 'doorman_denied_total{reason="not-allowed"}'), 1)
+  t.equal(counter(m, 'doorman_denied_total{reason="unauthenticated"}'), 1)
+  t.equal(counter(m, 'doorman_requests_total{code="403",protocol="http1"}'), 2)
 })
