@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import { createHash, X509Certificate } from 'node:crypto'
 import grpc from '@grpc/grpc-js'
 import loader from '@grpc/proto-loader'
-import { ROOT, startDoorman, startServer, startFixtureApp, request, waitFor } from './helpers/index.js'
+import { ROOT, startDoorman, startServer, startFixtureApp, request, rawRequest, waitFor } from './helpers/index.js'
 import { Pki, writeAtomic, past } from './helpers/pki.js'
 import { clientOf, tlsRequest, h2tlsRequest, tryTls, plaintextAnswer } from './helpers/mtls.js'
 
@@ -189,11 +189,13 @@ t.test('a denied request never takes a slot: decided before the limiter', async 
   const plain = await request(dm.inbound)
   t.equal(plain.status, 403, 'a plaintext caller where a rule applies: 403')
   t.equal(plain.headers['x-doorman-denied'], 'unauthenticated')
+  const upgrade = await rawRequest(dm.inbound, 'GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  t.match(upgrade, /^HTTP\/1\.1 403 [\s\S]*x-doorman-denied: unauthenticated/i, 'a WebSocket upgrade is denied the same way')
   ;(release as unknown as () => void)()
   t.equal((await held).status, 200)
   const m = await metrics(dm.admin)
   t.equal(counter(m, 'doorman_shed_total{reason="queue-full"}'), 1, 'only the allowed one counted as shed')
   t.equal(counter(m, 'doorman_denied_total{reason="not-allowed"}'), 1)
-  t.equal(counter(m, 'doorman_denied_total{reason="unauthenticated"}'), 1)
+  t.equal(counter(m, 'doorman_denied_total{reason="unauthenticated"}'), 2)
   t.equal(counter(m, 'doorman_requests_total{code="403",protocol="http1"}'), 2)
 })

@@ -251,6 +251,8 @@ export class Inbound {
       return
     }
     if (this.#closed) { respondOnSocket(socket, 503, 'DOORMAN_ERR_DRAINING'); return }
+    const denied = this.policy.denied?.(req.socket, req.url as string) ?? null
+    if (denied !== null) { respondOnSocket(socket, 403, 'DOORMAN_ERR_DENIED', `x-doorman-denied: ${denied}\r\n`); return }
     if (this.#upgrades.size >= this.#opts.maxUpgrades) {
       const err = new UpgradeLimitError()
       Metrics.inc(this.#metrics.shed, 'upgrade-limit')

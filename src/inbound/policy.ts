@@ -70,22 +70,28 @@ export class InboundPolicy implements Policy {
       const stats = access.stats
       // A plaintext caller's fate is the same for every request when no rule depends on the path.
       const plain = a.pathIndependent ? a.decide(null, '/') : undefined
-      this.authorize = (ex: Exchange) => {
-        const peer = peerOf(ex.client.connection())
+      this.denied = (connection: object | undefined, path: string) => {
+        const peer = peerOf(connection)
         TlsStats.inc(stats.requests, peer !== undefined ? 'mtls' : 'plaintext')
         if (a.open) return null
         let reason: DenyReason | null
-        if (peer === undefined) reason = plain !== undefined ? plain : a.decide(null, ex.client.path)
-        else reason = peer.denied !== undefined ? peer.denied : a.decide(peer.id, ex.client.path)
-        if (reason === null) return null
-        TlsStats.inc(stats.denied, reason)
-        return { err: new DeniedError(reason), headers: ['x-doorman-denied', reason] }
+        if (peer === undefined) reason = plain !== undefined ? plain : a.decide(null, path)
+        else reason = peer.denied !== undefined ? peer.denied : a.decide(peer.id, path)
+        if (reason !== null) TlsStats.inc(stats.denied, reason)
+        return reason
+      }
+      const denied = this.denied
+      this.authorize = (ex: Exchange) => {
+        const reason = denied(ex.client.connection(), ex.client.path)
+        return reason === null ? null : { err: new DeniedError(reason), headers: ['x-doorman-denied', reason] }
       }
     }
   }
 
   /** DOORMAN_ALLOW, before admission: a denied request never reaches the limiter or the app. */
   readonly authorize?: (ex: Exchange) => { err: DoormanError, headers: string[] } | null
+  /** The same decision for a request on `connection` to `path` (upgrades too): null, or why it is denied. */
+  readonly denied?: (connection: object | undefined, path: string) => DenyReason | null
 
   /** Every answer from now on carries x-doorman-draining (HTTP/1.1: and connection: close). */
   startDraining (): void { this.#draining = true }
