@@ -45,8 +45,8 @@ export interface H2UpstreamOptions {
   headersTimeout: number
   /** Longest wait for the connection, in milliseconds. */
   connectTimeout: number
-  /** With an https origin: the TLS options of each new session (mTLS to a provider; read at every connect). */
-  tls?: () => import('node:tls').ConnectionOptions
+  /** With an https origin: the options of each new session (mTLS to a provider: its own TLS connection, made anew at every connect). */
+  tls?: () => http2.SecureClientSessionOptions
 }
 
 function codedError (message: string, code: string, cause?: unknown): Error {

@@ -81,14 +81,33 @@ export class OutboundTls {
     }
   }
 
-  /** The TLS options of a new HTTP/2 session (ALPN h2) to an instance; without a usable pair, none of ours (refused). */
-  h2Options (service: string, identity: string): tls.ConnectionOptions {
-    const pair = this.pair()
-    if (pair instanceof Error) {
-      this.failed(service, 'no-certificate', {})
-      return { minVersion: MIN_TLS_VERSION, servername: service, ALPNProtocols: ['h2'], checkServerIdentity: this.verifier(service, identity) }
+  /** TLS sessions of HTTP/2 connections, by instance address and identity: the next session to it resumes one. */
+  readonly #h2Sessions = new Map<string, { generation: number, session: Buffer }>()
+
+  /**
+   * The options of a new HTTP/2 session (ALPN h2) to an instance: a TLS connection made here, with the live pair,
+   * resuming the last TLS session with that instance when the pair is the same. Without a usable pair, none of ours
+   * (the provider refuses it).
+   */
+  h2Options (service: string, identity: string): { createConnection: (authority: URL) => tls.TLSSocket } {
+    return {
+      createConnection: (authority: URL) => {
+        const key = `${authority.host}\t${identity}`
+        const pair = this.pair()
+        const opts: tls.ConnectionOptions = pair instanceof Error
+          ? { minVersion: MIN_TLS_VERSION, servername: service, ALPNProtocols: ['h2'], checkServerIdentity: this.verifier(service, identity) }
+          : this.options(pair, service, identity, ['h2'])
+        if (pair instanceof Error) this.failed(service, 'no-certificate', {})
+        const generation = pair instanceof Error ? -1 : pair.generation
+        const last = this.#h2Sessions.get(key)
+        const socket = tls.connect({ ...opts, host: authority.hostname.replace(/^\[|\]$/g, ''), port: Number(authority.port), session: last?.generation === generation ? last.session : undefined })
+        socket.on('session', (session: Buffer) => {
+          if (this.#h2Sessions.size >= 1024 && !this.#h2Sessions.has(key)) this.#h2Sessions.delete(this.#h2Sessions.keys().next().value as string)
+          this.#h2Sessions.set(key, { generation, session })
+        })
+        return socket
+      }
     }
-    return this.options(pair, service, identity, ['h2'])
   }
 
   /** The pair to connect with, or the error that says there is none. */
