@@ -151,7 +151,7 @@ export class CertStore {
 
   /** Reads the files; takes the pair when the text changed and it is good. Returns whether a new pair was taken. */
   check (): boolean {
-    if (this.#closed && this.#current !== null) return false
+    if (this.#closed) return false
     let text: [string, string, string]
     try {
       text = [read(this.dir, TLS_FILES.cert), read(this.dir, TLS_FILES.key), read(this.dir, TLS_FILES.ca)]
