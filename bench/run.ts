@@ -13,6 +13,7 @@ import { registrySection } from './registry.js'
 import { grpcSection } from './grpc.js'
 import { h2SoakSection } from './h2-soak.js'
 import { tracingSection } from './tracing.js'
+import { mtlsSection } from './mtls.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -50,7 +51,8 @@ const SECTIONS: Section[] = [
   registrySection,
   grpcSection,
   h2SoakSection,
-  tracingSection
+  tracingSection,
+  mtlsSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

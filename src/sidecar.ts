@@ -17,6 +17,11 @@ import type { Registry, Watch } from './registry/types.js'
 import { Registration, instanceId } from './registry/registration.js'
 import { Outbound } from './outbound/index.js'
 import { openAppRegistry, RegistrationGate, type AppRegistry } from './app-registry/index.js'
+import { CertStore } from './tls/store.js'
+import { OutboundTls } from './tls/outbound.js'
+import { TLS_PROBLEMS } from './tls/problems.js'
+import { TlsStats, registerTlsMetrics } from './tls/metrics.js'
+import { Authorizer } from './authz/index.js'
 
 export class Sidecar {
   readonly cfg: Readonly<Config>
@@ -33,6 +38,9 @@ export class Sidecar {
   /** The registry the app registers itself in (DOORMAN_APP_REGISTRY), and its readiness latch; null without one. */
   readonly appRegistry: AppRegistry | null
   readonly #appGate: RegistrationGate | null
+  /** The workload's certificate (DOORMAN_MTLS permissive or strict); null with mTLS off. */
+  readonly certs: CertStore | null
+  readonly tlsStats = new TlsStats()
   /** The app's calls to other services; null when DOORMAN_OUTBOUND_PORT is 0. */
   readonly outbound: Outbound | null
   /** The instance's own service, for the restart budget: null without a registry the instances share. */
@@ -65,6 +73,9 @@ export class Sidecar {
     this.registry = registry
     this.appRegistry = appRegistry
     this.#appGate = appRegistry === null ? null : new RegistrationGate(cfg.appServices)
+    this.certs = cfg.mtls === 'off' ? null : new CertStore({ dir: cfg.tlsDir, log: log.child({ component: 'tls' }) })
+    this.certs?.start()
+    registerTlsMetrics(this.metrics.registry, this.tlsStats, this.certs)
     this.registration = new Registration({
       registry: cfg.service !== '' ? this.registry : null,
       id: instanceId(),
@@ -74,7 +85,8 @@ export class Sidecar {
       warmup: { window: cfg.warmup, aggression: cfg.warmupAggression, minWeight: cfg.warmupMinWeight },
       ttl: cfg.registryTtl,
       delay: cfg.registerDelay,
-      log: log.child({ component: 'registration' })
+      log: log.child({ component: 'registration' }),
+      identity: this.certs === null ? undefined : () => this.certs?.current?.id
     })
     this.#fleet = cfg.service !== '' && registry.kind !== 'memory' ? registry.watch(cfg.service) : null
     this.outbound = cfg.outboundPort === 0
@@ -90,6 +102,7 @@ export class Sidecar {
         maxConnections: cfg.maxConnections,
         maxHeaderSize: cfg.maxHeaderSize,
         observer: this.observer,
+        tls: this.certs === null || cfg.mtls === 'off' ? undefined : new OutboundTls({ mode: cfg.mtls, store: this.certs, stats: this.tlsStats, log: log.child({ component: 'outbound-tls' }) }),
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
@@ -119,7 +132,8 @@ export class Sidecar {
       criticalPaths: cfg.criticalPaths,
       lowPaths: cfg.lowPaths,
       trustedHops: cfg.trustedHops,
-      observer: this.observer
+      observer: this.observer,
+      mtls: this.certs === null || cfg.mtls === 'off' ? undefined : { mode: cfg.mtls, store: this.certs, authorizer: Authorizer.parse(cfg.allow), stats: this.tlsStats }
     })
     this.lane = new Lane({
       settings: {
@@ -208,8 +222,10 @@ export class Sidecar {
       st.set(S.DRAIN_INFLIGHT_AT_START, d.inflightAtStart)
       st.set(S.DRAIN_SERVED, d.served)
       st.set(S.DRAIN_CUT, d.cut)
-      // Registration follows the app's readiness as the lane sees it, and its own registration when it has one.
-      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY) && this.#publishAppRegistry(st))
+      // Registration follows the app's readiness as the lane sees it, its own registration when it has one, and,
+      // with mTLS on, a usable certificate.
+      const tlsProblem = this.certs?.status().problem ?? null
+      registration.setAppReady(st.flag(S.APP_STARTED) && st.flag(S.APP_READY) && this.#publishAppRegistry(st) && tlsProblem === null)
       registration.setLivenessFailing(st.flag(S.APP_LIVE_FAILING))
       this.#publishFleet(st)
       const now = Date.now()
@@ -222,6 +238,7 @@ export class Sidecar {
       st.set(S.WEIGHT, Math.round(registration.weight(now) * 100))
       st.set(S.WARMUP_PROGRESS, Math.round(registration.progress(now) * 10000))
       if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)
+      st.set(S.TLS, tlsProblem === null ? 0 : TLS_PROBLEMS.indexOf(tlsProblem) + 1)
     })
     registration.onChange = () => { this.lane.flush() }
     this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
@@ -333,6 +350,7 @@ export class Sidecar {
     await this.appRegistry?.close(code === 0 ? this.cfg.drainTimeout : 0).catch((err: unknown) => { this.log.warn({ err }, 'app registry close failed') })
     await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
     await this.observer?.close()
+    this.certs?.close()
     this.log.info({ code }, 'doorman stopped')
     this.#resolveStopped(code)
   }

@@ -58,7 +58,12 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
           // Service cart: nothing failing.
           { series: 'doorman_liveness_service_failing{namespace="shop",pod="q",service="cart"}', values: '0x30' },
           { series: 'doorman_liveness_budget{namespace="shop",pod="q",service="cart"}', values: '1x30' },
-          { series: 'doorman_outbound_panic{namespace="shop",pod="web-0",service="orders"}', values: '1x30' }
+          { series: 'doorman_outbound_panic{namespace="shop",pod="web-0",service="orders"}', values: '1x30' },
+          // mTLS: cart-0's certificate was not renewed (an hour's, counting down to 0 and past it); cart-1's was.
+          { series: 'doorman_tls_cert_expiry_seconds{namespace="shop",pod="cart-0"}', values: '1500-60x30' },
+          { series: 'doorman_tls_cert_ready{namespace="shop",pod="cart-0"}', values: '1x25 0x5' },
+          { series: 'doorman_tls_cert_expiry_seconds{namespace="shop",pod="cart-1"}', values: '1500-60x10 3600-60x20' },
+          { series: 'doorman_tls_cert_ready{namespace="shop",pod="cart-1"}', values: '1x30' }
         ],
         alert_rule_test: [
           { eval_time: '20m', alertname: 'DoormanCheckerEjectionsBlocked', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops', pod: 'checker-0' } }] },
@@ -72,7 +77,11 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
             ]
           },
           { eval_time: '10m', alertname: 'DoormanLivenessFailureShared', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'shop', service: 'orders' } }] },
-          { eval_time: '10m', alertname: 'DoormanOutboundPanic', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] }
+          { eval_time: '10m', alertname: 'DoormanOutboundPanic', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] },
+          { eval_time: '10m', alertname: 'DoormanCertificateExpiring', exp_alerts: [] },
+          { eval_time: '20m', alertname: 'DoormanCertificateExpiring', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', pod: 'cart-0' } }] },
+          { eval_time: '20m', alertname: 'DoormanCertificateUnusable', exp_alerts: [] },
+          { eval_time: '29m', alertname: 'DoormanCertificateUnusable', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'shop', pod: 'cart-0' } }] }
         ]
       }
     ]

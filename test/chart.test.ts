@@ -149,6 +149,25 @@ t.test('helm', { skip: helmMissing }, async (t) => {
     t.match(helm(['install', 'edge', CHART, '-n', 'mesh', '--dry-run=client', '-f', valuesFile(t, NON_DEFAULT)]).stdout, /NOTES:\n[\s\S]*registry\.mesh\.example\.com/, 'NOTES.txt renders, naming the registry the pods get')
   })
 
+  await t.test('mtls: the mesh-wide default reaches injected pods, the trust bundle', async (t) => {
+    const r = helmTemplate('doorman', 'mesh', ['-f', valuesFile(t, { mtls: { mode: 'permissive', trustBundle: { enabled: true, sources: [{ secret: { name: 'mesh-ca', key: 'ca.crt' } }] } }, sidecar: { env: { DOORMAN_MAX_CONCURRENCY: 50 } } })])
+    await validates(t, { ...r, objects: r.objects.filter((o) => o.kind !== 'Bundle') })
+    const cfg = loadConfig(envOf(find(r.objects, 'Deployment', 'doorman-webhook').spec.template.spec.containers[0]))
+    t.same(cfg.sidecarEnv, { DOORMAN_MAX_CONCURRENCY: '50', DOORMAN_MTLS: 'permissive' }, 'DOORMAN_MTLS beside sidecar.env')
+    const app = parseObjects(read('deploy/example/app.yaml'), 'app').find((o) => o.kind === 'Deployment') as Any
+    const injected = injectObject(app, { env: cfg.sidecarEnv }).object as Any
+    t.equal(injected.spec.template.spec.volumes.find((v: Any) => v.name === 'doorman-spiffe')?.csi.driver, 'spiffe.csi.cert-manager.io', 'injected pods mount the identity')
+    t.same(await schemaErrors(injected), [])
+    const bundle = find(r.objects, 'Bundle', 'doorman-trust-bundle')
+    t.equal(bundle.apiVersion, 'trust.cert-manager.io/v1alpha1')
+    t.same(bundle.spec, { sources: [{ secret: { name: 'mesh-ca', key: 'ca.crt' } }], target: { configMap: { key: 'ca.crt' }, namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'cert-manager' } } } })
+    const own = helmTemplate('doorman', 'mesh', ['--set', 'mtls.mode=strict', '--set', 'sidecar.env.DOORMAN_MTLS=permissive'])
+    t.equal(loadConfig(envOf(find(own.objects, 'Deployment', 'doorman-webhook').spec.template.spec.containers[0])).sidecarEnv.DOORMAN_MTLS, 'permissive', 'sidecar.env wins')
+    const off = helmTemplate('doorman', 'mesh')
+    t.notOk(off.objects.some((o) => o.kind === 'Bundle'), 'no Bundle by default')
+    t.equal(envOf(find(off.objects, 'Deployment', 'doorman-webhook').spec.template.spec.containers[0]).DOORMAN_SIDECAR_ENV, undefined, 'and no mesh default')
+  })
+
   await t.test('bad values fail at install, naming the value', async (t) => {
     const cases: Array<[string[], RegExp]> = [
       [['--set', 'sidecar.mode=fast'], /\/sidecar\/mode/],
@@ -162,7 +181,9 @@ t.test('helm', { skip: helmMissing }, async (t) => {
       [['--set', 'webhook.failurePolicy=Never'], /\/webhook\/failurePolicy/],
       [['--set', 'webhook.tls.mode=secret'], /\/webhook\/tls\/secret\/(name|caBundle)/],
       [['--set', 'image.digest=latest'], /\/image\/digest/],
-      [['--set', 'redis.enabled=false'], /the checker needs a registry/]
+      [['--set', 'redis.enabled=false'], /the checker needs a registry/],
+      [['--set', 'mtls.mode=on'], /\/mtls\/mode/],
+      [['--set', 'mtls.trustBundle.enabled=true'], /mtls\.trustBundle\.sources/]
     ]
     for (const [args, message] of cases) {
       const r = helm(['template', 'doorman', CHART, ...args])

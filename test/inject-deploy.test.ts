@@ -94,6 +94,21 @@ t.test('rendered with kubectl kustomize', { skip: kubectlMissing }, async (t) =>
     for (const kind of ['PodMonitor', 'PrometheusRule', 'ConfigMap']) t.equal(r.objects.find((o) => o.kind === kind)?.metadata.namespace, 'platform-mesh', `the ${kind} moved too`)
   })
 
+  await t.test('overlays/mtls: injected pods get mTLS (permissive) and csi-driver-spiffe\'s volume', async (t) => {
+    const r = kustomize(path.join(DEPLOY, 'overlays', 'mtls'))
+    await validates(t, r)
+    checkControlPlane(t, r.objects, { namespace: 'doorman-system', image: BASE_IMAGE })
+    const env = envOf(findIn(r.objects, 'Deployment', 'doorman-webhook').spec.template.spec.containers[0])
+    t.same(JSON.parse(env.DOORMAN_SIDECAR_ENV), { DOORMAN_MTLS: 'permissive' })
+    const app = parseObjects(readFileSync(path.join(DEPLOY, 'example', 'app.yaml'), 'utf8'), 'app').find((o) => o.kind === 'Deployment') as Any
+    const injected = injectObject(app, { env: JSON.parse(env.DOORMAN_SIDECAR_ENV) }).object as Any
+    const spec = injected.spec.template.spec
+    t.equal(spec.volumes.find((v: Any) => v.name === 'doorman-spiffe')?.csi.driver, 'spiffe.csi.cert-manager.io')
+    const sidecar = [...(spec.initContainers ?? []), ...spec.containers].find((c: Any) => c.name === 'doorman')
+    t.equal(sidecar.volumeMounts[0].mountPath, '/var/run/secrets/spiffe.io')
+    t.same(await schemaErrors(injected), [], 'the injected app validates')
+  })
+
   await t.test('without namespace-refs, the namespace overlay would break TLS (why the overlays list it)', async (t) => {
     const r = overlay(t, (rel) => ({ resources: [rel('base')], namespace: 'mesh' }))
     t.match(r.text, 'doorman-webhook.doorman-system.svc', 'the certificate still names the old namespace')

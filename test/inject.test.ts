@@ -148,6 +148,7 @@ function sample (s: Setting, i: number): string {
     case 'level': return 'debug'
     case 'path': return `/tmp/sample-${i}`
     case 'nice': return String(-(i % 20))
+    case 'allow': return `spiffe://cluster.local/ns/sample-${i}/sa/*,/admin/=spiffe://cluster.local/ns/ops/sa/oncall`
   }
 }
 
@@ -157,7 +158,9 @@ t.test('annotation → env for every sidecar setting of the table', async (t) =>
   for (const [i, s] of settable.entries()) {
     const value = s.env === 'DOORMAN_APP_PORT' ? '8080' : sample(s, i)
     const name = annotationFor(s.env)
-    const { tpl, warnings } = inject(template({ [name]: value }))
+    // DOORMAN_ALLOW names callers by their mTLS identity: it comes with mTLS on.
+    const needs = s.env === 'DOORMAN_ALLOW' ? { 'doorman.io/mtls': 'permissive' } : {}
+    const { tpl, warnings } = inject(template({ ...needs, [name]: value }))
     const env = envOf(sidecar(tpl.spec))
     t.equal(env[s.env], value, `${name} → ${s.env}`)
     t.same(warnings, [], `${name}: no warning`)
@@ -166,6 +169,7 @@ t.test('annotation → env for every sidecar setting of the table', async (t) =>
   // All at once, as a pod would write them, and the sidecar's own config agrees with each.
   const all: Record<string, string> = {}
   for (const [i, s] of settable.entries()) if (s.env !== 'DOORMAN_APP_PORT' && s.kind !== 'enum' && s.env !== 'DOORMAN_LIMIT_MIN') all[annotationFor(s.env)] = sample(s, i)
+  all['doorman.io/mtls'] = 'strict'
   const { tpl } = inject(template(all))
   const env = envOf(sidecar(tpl.spec))
   const cfg = loadConfig(env, { sidecar: true }) as unknown as Record<string, unknown>
@@ -428,4 +432,35 @@ t.test('port protocols: gRPC and h2c ports get DOORMAN_APP_PROTOCOL=h2c; ports d
   const h2 = deploy([{ name: 'grpc', containerPort: 9090 }]).takeovers
   t.same(serviceWarnings([svc('kubernetes.io/h2c', 'grpc')], h2), [], 'appProtocol kubernetes.io/h2c toward an h2c app: no warning')
   t.same(serviceWarnings([svc('grpc', 'grpc')], h2), [], 'appProtocol grpc toward an h2c app: no warning')
+})
+
+t.test('mTLS: csi-driver-spiffe\'s volume, mounted read-only into the sidecar only; DOORMAN_MTLS and DOORMAN_ALLOW from annotations', async (t) => {
+  for (const mode of ['permissive', 'strict']) {
+    const { tpl, warnings } = inject(template({ 'doorman.io/mtls': mode, 'doorman.io/allow': 'spiffe://cluster.local/ns/shop/sa/*' }))
+    t.same(warnings, [])
+    const spec = tpl.spec
+    t.same(spec.volumes, [{ name: 'doorman-spiffe', csi: { driver: 'spiffe.csi.cert-manager.io', readOnly: true, volumeAttributes: { 'spiffe.csi.cert-manager.io/fs-group': '1000' } } }], `${mode}: the volume`)
+    const c = sidecar(spec)
+    t.same(c.volumeMounts, [{ name: 'doorman-spiffe', mountPath: '/var/run/secrets/spiffe.io', readOnly: true }], 'mounted into the sidecar, read-only, where DOORMAN_TLS_DIR points')
+    t.equal(spec.containers[0].volumeMounts, undefined, 'not into the app')
+    const env = envOf(c)
+    t.equal(env.DOORMAN_MTLS, mode)
+    t.equal(env.DOORMAN_ALLOW, 'spiffe://cluster.local/ns/shop/sa/*')
+    await valid(t, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'mtls', ...tpl.metadata }, spec }, `a pod with mTLS ${mode}`)
+    const again = inject(tpl)
+    t.same(again.tpl, tpl, 'idempotent')
+  }
+  const dir = inject(template({ 'doorman.io/mtls': 'strict', 'doorman.io/tls-dir': '/run/identity' })).tpl
+  t.equal(sidecar(dir.spec).volumeMounts[0].mountPath, '/run/identity', 'doorman.io/tls-dir moves the mount')
+  const off = inject(template()).tpl
+  t.equal(off.spec.volumes, undefined, 'mTLS off: no volume')
+  t.equal(sidecar(off.spec).volumeMounts, undefined)
+  const mesh = inject(template(), { env: { DOORMAN_MTLS: 'permissive' } }).tpl
+  t.equal(mesh.spec.volumes?.[0]?.name, 'doorman-spiffe', 'the mesh-wide default (DOORMAN_SIDECAR_ENV) mounts it too')
+  const optOut = inject(template({ 'doorman.io/mtls': 'off' }), { env: { DOORMAN_MTLS: 'strict' } }).tpl
+  t.equal(optOut.spec.volumes, undefined, "a pod's doorman.io/mtls: off wins over the mesh default")
+  t.throws(() => inject(template({ 'doorman.io/allow': 'spiffe://cluster.local/ns/shop/sa/*' })), /doorman\.io\/allow.*DOORMAN_MTLS/, 'allow without mTLS is refused, naming the annotation')
+  t.throws(() => inject(template({ 'doorman.io/mtls': 'strict', 'doorman.io/allow': 'shop' })), /doorman\.io\/allow/)
+  const clash = template({ 'doorman.io/mtls': 'strict' }, { ...podSpec(), volumes: [{ name: 'doorman-spiffe', emptyDir: {} }] })
+  t.throws(() => inject(clash), InjectError)
 })

@@ -73,6 +73,7 @@ function accepts (s: Setting): string {
     case 'level': return 'log level'
     case 'path': return 'file path'
     case 'nice': return 'nice value (-20–19)'
+    case 'allow': return 'comma-separated SPIFFE ID patterns, each optionally `/prefix/=`'
   }
 }
 

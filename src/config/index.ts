@@ -5,6 +5,7 @@ import { ConfigError } from '../core/errors.js'
 import { SERVICE_NAME } from '../registry/types.js'
 import { isIPv6 } from 'node:net'
 import { parseZooKeeperUrl } from '../app-registry/url.js'
+import { parseAllow, AllowError } from '../authz/index.js'
 
 export { SETTINGS, annotationFor, keyFor } from './table.js'
 
@@ -76,6 +77,10 @@ export interface Config {
   warmupAggression: number
   warmupMinWeight: number
   warmupInbound: 'off' | 'ramp'
+  mtls: 'off' | 'permissive' | 'strict'
+  tlsDir: string
+  /** DOORMAN_ALLOW as written (parsed again by the authorizer; checked here). */
+  allow: string
   drainDelay: number
   drainQuiet: number
   drainTimeout: number
@@ -275,6 +280,11 @@ function parserFor (s: Setting): { parse: (v: string) => Parsed, accepts: string
       return { parse: listOf(/^[A-Za-z_$][A-Za-z0-9_$.-]*$/, 'names such as org.apache.dubbo.demo.DemoService'), accepts: 'comma-separated service (Dubbo interface) names' }
     case 'host':
       return { parse: parseHost, accepts: 'a host name or IP address (an IPv6 address with or without brackets)' }
+    case 'allow':
+      return {
+        parse: (v) => { try { parseAllow(v); return good(v.trim()) } catch (err) { return err instanceof AllowError ? bad(err.message) : bad() } },
+        accepts: 'comma-separated SPIFFE ID patterns (spiffe://cluster.local/ns/shop/sa/*), each optionally after a path prefix and = (/admin/=spiffe://…)'
+      }
     case 'path':
     case 'string':
       return { parse: good, accepts: 'text' }
@@ -297,7 +307,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
     let raw = env[s.env]
     if (s.env === 'DOORMAN_ADVERTISE_HOST' && (raw === undefined || raw === '')) raw = env.POD_IP !== undefined && env.POD_IP !== '' ? env.POD_IP : '127.0.0.1'
     const { parse, accepts } = parserFor(s)
-    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json' && s.kind !== 'settings' && s.kind !== 'services' && s.kind !== 'app-registry')) {
+    if (raw === undefined || (raw === '' && s.kind !== 'string' && s.kind !== 'allow' && s.kind !== 'list' && s.kind !== 'globs' && s.kind !== 'json' && s.kind !== 'settings' && s.kind !== 'services' && s.kind !== 'app-registry')) {
       if (s.default === undefined) {
         if (s.required === true && opts.sidecar === true) throw new ConfigError(s.env, `${s.env} is required: expected ${accepts}`)
         out[keyFor(s.env)] = undefined
@@ -331,6 +341,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
     }
   }
   if (parseResourceAttributes(cfg.otelResourceAttributes) === null) throw new ConfigError('OTEL_RESOURCE_ATTRIBUTES', `OTEL_RESOURCE_ATTRIBUTES: got ${JSON.stringify(cfg.otelResourceAttributes)}; expected key=value pairs separated by commas`)
+  if (cfg.allow !== '' && cfg.mtls === 'off') throw new ConfigError('DOORMAN_ALLOW', 'DOORMAN_ALLOW: set, but DOORMAN_MTLS is off; expected DOORMAN_MTLS=permissive or strict (callers are known by their mTLS identity)')
   // The injector's defaults for the sidecar are checked as the sidecar checks them, together.
   try {
     if (Object.keys(cfg.sidecarEnv).length > 0) loadConfig(cfg.sidecarEnv)

@@ -22,6 +22,7 @@ export type Kind =
   | 'level' // pino level
   | 'path' // a file path
   | 'nice' // a scheduling priority (nice value), -20..19
+  | 'allow' // DOORMAN_ALLOW: comma-separated SPIFFE ID patterns, each optionally `/path/prefix=`
 
 export type Scope = 'sidecar' | 'checker' | 'webhook' | 'all'
 
@@ -75,6 +76,10 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_HEADERS_TIMEOUT', kind: 'duration', default: '10s', scope: 'sidecar', doc: 'Longest time a client may take to send a request head; slower ones are answered 408. On HTTP/2, a connection whose first request head (HEADERS and its CONTINUATIONs) is not complete in this time is closed (GOAWAY).' },
   { env: 'DOORMAN_IDLE_TIMEOUT', kind: 'duration', default: '60s', scope: 'sidecar', doc: 'An HTTP/2 connection with no open stream for this long gets a GOAWAY and is closed (clients such as grpc-js reconnect on their next call). HTTP/1.1 keep-alive connections close after 5 s idle.' },
   { env: 'DOORMAN_MAX_CONNECTIONS', kind: 'count', default: '10000', scope: 'sidecar', doc: 'Most client connections open at once on each business port (inbound, outbound); beyond it a new connection is closed at accept (`doorman_connections_closed_total{reason="limit"}`). 0 = no cap.' },
+  // Identity: mTLS and authorization
+  { env: 'DOORMAN_MTLS', kind: 'enum', values: ['off', 'permissive', 'strict'], default: 'off', scope: 'sidecar', doc: '`off`; `permissive`: the inbound port takes mTLS and plaintext alike (told apart by the first bytes), and the outbound lane originates mTLS to instances that take it; `strict`: plaintext business traffic is refused both ways. With mTLS on and no usable certificate, `/readyz` fails ([security.md](security.md)).' },
+  { env: 'DOORMAN_TLS_DIR', kind: 'path', default: '/var/run/secrets/spiffe.io', scope: 'sidecar', doc: "The directory of `tls.crt`, `tls.key` and `ca.crt` (cert-manager csi-driver-spiffe's layout; the SPIFFE ID is the certificate's URI SAN), watched and reloaded live; a broken pair is refused and the last good one kept." },
+  { env: 'DOORMAN_ALLOW', kind: 'allow', default: '', scope: 'sidecar', doc: 'Callers allowed to call the app: comma-separated SPIFFE ID patterns (`*` = one path segment, `spiffe://cluster.local/ns/shop/sa/*`), each optionally for a path prefix (`/admin/=spiffe://cluster.local/ns/ops/sa/oncall`). Empty: every authenticated caller (in `permissive`, plaintext ones too). A denied request gets `403` with `x-doorman-denied` (gRPC: status 7), never reaching the app or the limiter. Needs `DOORMAN_MTLS`.' },
   // Registry
   { env: 'DOORMAN_REGISTRY', kind: 'registry', default: 'memory', scope: 'all', secret: true, doc: '`memory`, `redis://…`, `rediss://…`, `redis+sentinel://…`, `redis+cluster://…`, or `file:///directory` (several processes on one machine, no Redis).' },
   { env: 'DOORMAN_ADVERTISE_HOST', kind: 'host', scope: 'sidecar', annotatable: false, doc: 'The host registered for this instance; defaults to `$POD_IP`, else 127.0.0.1.' },

@@ -74,6 +74,22 @@ export class NoServiceError extends DoormanError {
   }
 }
 
+/** A caller DOORMAN_ALLOW does not admit (x-doorman-denied says why): never reaches the app or the limiter. */
+export class DeniedError extends DoormanError {
+  readonly reason: string
+  constructor (reason: string) {
+    super('DOORMAN_ERR_DENIED', reason === 'unauthenticated' ? 'this path needs a caller authenticated over mTLS' : 'the caller is not allowed to call this', 403)
+    this.reason = reason
+  }
+}
+
+/** The outbound lane could not reach an instance over mTLS as this sidecar's mode requires, or the instance is not who the registry says. */
+export class MtlsError extends DoormanError {
+  constructor (message: string, cause?: unknown) {
+    super('DOORMAN_ERR_MTLS', message, 502, { cause })
+  }
+}
+
 /** Any other failure while proxying. */
 export class InternalError extends DoormanError {
   constructor (cause?: unknown) {
@@ -95,6 +111,8 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_NO_INSTANCE',
   'DOORMAN_ERR_NO_SERVICE',
   'DOORMAN_ERR_INTERNAL',
+  'DOORMAN_ERR_DENIED',
+  'DOORMAN_ERR_MTLS',
   'DOORMAN_ERR_BAD_REQUEST',
   'DOORMAN_ERR_UPGRADE_UNSUPPORTED',
   'DOORMAN_ERR_HEADER_OVERFLOW',
@@ -102,10 +120,27 @@ export const ERROR_CODES = [
   'DOORMAN_ERR_DRAINING'
 ] as const
 
+/**
+ * OpenSSL's verification results as Node gives them on a client connection (the peer's certificate refused before
+ * any request byte went out), and doorman's own outbound mTLS refusals.
+ */
+export const TLS_VERIFY_CODES: ReadonlySet<string> = new Set([
+  'DOORMAN_MTLS_IMPOSTOR', 'DOORMAN_MTLS_NO_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED',
+  'CERT_REJECTED', 'INVALID_PURPOSE', 'ERR_TLS_CERT_ALTNAME_INVALID'
+])
+
+/** A TLS failure (verification, or a handshake alert): outbound, DOORMAN_ERR_MTLS. */
+export function isTlsFailure (code: string | undefined): boolean {
+  return code !== undefined && (TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_'))
+}
+
 /** Maps an undici / socket error to doorman's error, in one place. */
 export function classifyUpstreamError (err: unknown): DoormanError {
   if (err instanceof DoormanError) return err
   const e = err as { code?: string, name?: string } | undefined
+  if (isTlsFailure(e?.code)) return new MtlsError(`mTLS to the instance failed: ${(err as Error).message}`, err)
   switch (e?.code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
     case 'UND_ERR_CONNECT_TIMEOUT':

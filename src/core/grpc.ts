@@ -8,6 +8,7 @@ export const GRPC_DEADLINE_EXCEEDED = 4
 export const GRPC_RESOURCE_EXHAUSTED = 8
 export const GRPC_INTERNAL = 13
 export const GRPC_UNAVAILABLE = 14
+export const GRPC_PERMISSION_DENIED = 7
 
 /** A gRPC call: `content-type: application/grpc`, `application/grpc+proto`, `application/grpc-web…` excepted. */
 export function isGrpc (contentType: string | string[] | undefined): boolean {
@@ -48,11 +49,12 @@ export function encodeGrpcMessage (msg: string): string {
 
 /**
  * The gRPC status for doorman's own error: a timeout is DEADLINE_EXCEEDED, a header block over the limits
- * RESOURCE_EXHAUSTED, anything else UNAVAILABLE.
+ * RESOURCE_EXHAUSTED, a denial PERMISSION_DENIED, anything else UNAVAILABLE.
  */
 export function grpcStatusOf (err: DoormanError): number {
   if (err.status === 504) return GRPC_DEADLINE_EXCEEDED
   if (err.status === 431) return GRPC_RESOURCE_EXHAUSTED
+  if (err.status === 403) return GRPC_PERMISSION_DENIED
   return GRPC_UNAVAILABLE
 }
 

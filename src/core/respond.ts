@@ -15,7 +15,7 @@ export function respondError (res: ServerResponse, err: DoormanError, extra?: st
   res.end(body)
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 503: 'Service Unavailable' }
+const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 405: 'Method Not Allowed', 408: 'Request Timeout', 431: 'Request Header Fields Too Large', 503: 'Service Unavailable' }
 
 /** Status for a request Node's parser rejected before it became a request. */
 export function clientErrorStatus (code: string | undefined): number {

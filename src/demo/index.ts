@@ -7,16 +7,17 @@ import { version } from '../core/version.js'
 import { HANG_FULL, HANG_SHORT, INCIDENT_FULL, INCIDENT_SHORT, runIncident } from './incident.js'
 import { GRPC_FULL, GRPC_SHORT, runGrpcRollout } from './grpc-rollout.js'
 import { ROLLOUT_FULL, ROLLOUT_SHORT, runRollout } from './rollout.js'
+import { MTLS_FULL, MTLS_SHORT, runMtls } from './mtls.js'
 import { renderReport } from './report.js'
 import { verdict, type Results } from './results.js'
 import { Live } from './terminal.js'
 import { Interrupted } from './time.js'
 
-const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|hang|rollout|grpc] [--plain]
+const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|hang|rollout|grpc|mtls] [--plain]
 
   --short        a quicker run (about a minute) with the same story, for tests and CI
   --out DIR      where to write index.html, results.json and logs/ (default ./doorman-demo-report)
-  --only NAME    run one scenario: incident, hang (a dependency hangs), rollout or grpc (a gRPC rollout)
+  --only NAME    run one scenario: incident, hang (a dependency hangs), rollout, grpc (a gRPC rollout) or mtls (mTLS between sidecars)
   --plain        plain progress lines even on a terminal
 `
 
@@ -40,8 +41,8 @@ export async function command (args: string[]): Promise<number> {
     return 1
   }
   if (values.help) { process.stdout.write(USAGE); return 0 }
-  if (values.only !== undefined && values.only !== 'incident' && values.only !== 'hang' && values.only !== 'rollout' && values.only !== 'grpc') {
-    process.stderr.write(`doorman demo: --only takes incident, hang, rollout or grpc, got ${JSON.stringify(values.only)}\n`)
+  if (values.only !== undefined && values.only !== 'incident' && values.only !== 'hang' && values.only !== 'rollout' && values.only !== 'grpc' && values.only !== 'mtls') {
+    process.stderr.write(`doorman demo: --only takes incident, hang, rollout, grpc or mtls, got ${JSON.stringify(values.only)}\n`)
     return 1
   }
   const short = values.short || values.quick
@@ -62,40 +63,47 @@ export async function command (args: string[]): Promise<number> {
   const rolloutPlan = short ? ROLLOUT_SHORT : ROLLOUT_FULL
   const hangPlan = short ? HANG_SHORT : HANG_FULL
   const grpcPlan = short ? GRPC_SHORT : GRPC_FULL
-  const partial: Omit<Results, 'verdict'> = { version, mode: short ? 'short' : 'full', startedAt: new Date(started).toISOString(), durationMs: 0, incident: null, rollout: null, hang: null, grpc: null }
+  const partial: Omit<Results, 'verdict'> = { version, mode: short ? 'short' : 'full', startedAt: new Date(started).toISOString(), durationMs: 0, incident: null, rollout: null, hang: null, grpc: null, mtls: null }
   const runs = (name: string): boolean => values.only === undefined || values.only === name
   live.line(s.bold('doorman demo') + s.dim(` — seed 001 replayed with real processes on loopback (${partial.mode} mode; logs in ${path.relative(process.cwd(), logDir) || logDir})`))
   try {
     if (runs('incident')) {
-      live.stage(`1/6  incident without doorman: kubelet probes the app's /health, which needs a worker like any request`)
+      live.stage(`1/7  incident without doorman: kubelet probes the app's /health, which needs a worker like any request`)
       const without = await runIncident({ withDoorman: false, plan: incidentPlan, logDir, signal: abort.signal, onSample: (x, p) => { live.incident(x, p) } })
       live.done(`  → ${without.restarts > 0 ? s.red(`${without.restarts} restart(s)`) : '0 restarts'}, ${without.totals.failed} failed of ${without.totals.sent} requests`)
-      live.stage(`2/6  incident with doorman: limit ${incidentPlan.limit} below the pool of ${incidentPlan.workers}, probes on doorman's lane`)
+      live.stage(`2/7  incident with doorman: limit ${incidentPlan.limit} below the pool of ${incidentPlan.workers}, probes on doorman's lane`)
       const withD = await runIncident({ withDoorman: true, plan: incidentPlan, logDir, signal: abort.signal, onSample: (x, p) => { live.incident(x, p) } })
       live.done(`  → ${withD.restarts === 0 ? s.green('0 restarts') : s.red(`${withD.restarts} restart(s)`)}, ${withD.totals.failed} failed, ${withD.totals.shed} shed of ${withD.totals.sent} requests`)
       partial.incident = { plan: incidentPlan, without, with: withD }
     }
     if (runs('hang')) {
       const hangS = (hangPlan.recoverAtMs - hangPlan.slowAtMs) / 1000
-      live.stage(`3/6  a dependency hangs for ${hangS} s, without doorman: kubelet probes the app's own progress-style /health/live`)
+      live.stage(`3/7  a dependency hangs for ${hangS} s, without doorman: kubelet probes the app's own progress-style /health/live`)
       const without = await runIncident({ withDoorman: false, plan: hangPlan, logDir, signal: abort.signal, onSample: (x, p) => { live.incident(x, p) } })
       live.done(`  → ${without.restarts > 0 ? s.red(`${without.restarts} restart(s)`) : '0 restarts'} over ${Object.values(without.restartsByPod).filter((n) => n > 0).length} of ${hangPlan.pods} pods, ${without.totals.failed} failed of ${without.totals.sent} requests`)
-      live.stage(`4/6  the same hang with doorman: the app's probe on the lane, the restart budget over a shared registry`)
+      live.stage(`4/7  the same hang with doorman: the app's probe on the lane, the restart budget over a shared registry`)
       const withD = await runIncident({ withDoorman: true, plan: hangPlan, logDir, signal: abort.signal, onSample: (x, p) => { live.incident(x, p) } })
       live.done(`  → ${withD.restarts === 0 ? s.green('0 restarts') : s.red(`${withD.restarts} restart(s)`)}, ${withD.totals.failed} failed, ${withD.totals.shed} shed of ${withD.totals.sent} requests`)
       partial.hang = { plan: hangPlan, without, with: withD }
     }
     if (runs('rollout')) {
-      live.stage(`5/6  rollout: ${rolloutPlan.instances} instances behind a consumer doorman, drained and replaced in turn under load`)
+      live.stage(`5/7  rollout: ${rolloutPlan.instances} instances behind a consumer doorman, drained and replaced in turn under load`)
       const run = await runRollout({ plan: rolloutPlan, logDir, signal: abort.signal, onSample: (x, p, note) => { live.rollout(x, p, note) } })
       live.done(run.skipped !== null ? `  → not run: ${run.skipped}` : `  → ${run.totals.failed === 0 ? s.green('0 failed') : s.red(`${run.totals.failed} failed`)} of ${run.totals.sent} requests, ${run.replaced.length} instances replaced`)
       partial.rollout = { plan: rolloutPlan, run }
     }
     if (runs('grpc')) {
-      live.stage(`6/6  gRPC rollout: one grpc-js channel through the outbound lane, ${grpcPlan.providers} gRPC providers (h2c) replaced in turn`)
+      live.stage(`6/7  gRPC rollout: one grpc-js channel through the outbound lane, ${grpcPlan.providers} gRPC providers (h2c) replaced in turn`)
       const run = await runGrpcRollout({ plan: grpcPlan, logDir, signal: abort.signal, onSample: (x, p, note) => { live.rollout(x, p, note) } })
       live.done(run.skipped !== null ? `  → not run: ${run.skipped}` : `  → ${run.totals.failed === 0 ? s.green('0 failed') : s.red(`${run.totals.failed} failed`)} of ${run.totals.sent} calls, ${run.replaced.length} providers replaced`)
       partial.grpc = { plan: grpcPlan, run }
+    }
+    if (runs('mtls')) {
+      const mtlsPlan = short ? MTLS_SHORT : MTLS_FULL
+      live.stage('7/7  mTLS: a consumer calls a provider through both sidecars over mutual TLS (strict), a certificate rotated mid-run')
+      const run = await runMtls({ plan: mtlsPlan, logDir, signal: abort.signal })
+      live.done(run.skipped !== null ? `  → not run: ${run.skipped}` : `  → ${run.failed === 0 ? s.green('0 failed') : s.red(`${run.failed} failed`)} of ${run.sent} requests; plaintext ${run.refused.plaintext ? 'refused' : s.red('served')}, another CA ${run.refused.otherCa ? 'refused' : s.red('served')}`)
+      partial.mtls = { plan: mtlsPlan, run }
     }
   } catch (err) {
     if (err instanceof Interrupted) { live.line('\ninterrupted: every process the demo started has been stopped'); return 130 }

@@ -1,5 +1,6 @@
 // The demo's machine-readable results (`results.json` beside the report) and the verdict computed from them.
 import type { FailKind } from './load.js'
+import type { MtlsPlan, MtlsRun } from './mtls.js'
 
 export interface ProbeTimingsPlan { periodMs: number, timeoutMs: number, failureThreshold: number }
 
@@ -166,6 +167,8 @@ export interface Results {
   hang?: { plan: IncidentPlan, without: IncidentRun, with: IncidentRun } | null
   /** The gRPC rollout (issue 14): one grpc-js channel through the outbound lane, three providers replaced in turn. */
   grpc?: { plan: GrpcRolloutPlan, run: RolloutRun } | null
+  /** mTLS between two sidecars (issue 24): identity to the app, refusals, a certificate rotated under load. */
+  mtls?: { plan: MtlsPlan, run: MtlsRun } | null
   verdict: { pass: boolean, checks: Check[] }
 }
 
@@ -189,6 +192,7 @@ export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: 
     }
   }
   if (r.grpc !== undefined && r.grpc !== null) checks.push(...grpcChecks(r.grpc.plan, r.grpc.run))
+  if (r.mtls !== undefined && r.mtls !== null) checks.push(...mtlsChecks(r.mtls.run))
   return { pass: checks.length > 0 && checks.every((c) => c.pass), checks }
 }
 
@@ -237,5 +241,18 @@ export function hangChecks (plan: IncidentPlan, without: IncidentRun, withD: Inc
     { name: 'dependency hang: no restart with doorman', pass: withD.restarts === 0, detail: `${withD.restarts} restart(s); kubelet saw ${withD.probe.failures} of ${withD.probe.count} app liveness probes fail; the restart budget answered ${withD.livenessWaived ?? 0} failing ones 200 as shared (the app's own check failed on every pod at once)` },
     { name: 'dependency hang: traffic shed cleanly with doorman', pass: withD.totals.shed > 0 && noEndpoint === 0 && withD.totals.failed < without.totals.failed, detail: `${withD.totals.shed} shed (503 + retry-after), ${withD.totals.failed} failed with doorman vs ${without.totals.failed} without; pods never all unready (${noEndpoint} with no endpoint)` },
     { name: 'dependency hang: recovered with doorman', pass: recovered, detail: recovered ? `from ${settledT} s: every pod ready, ${after.reduce((n, s) => n + s.ok, 0)} ok, nothing failed or shed` : `after ${settledT} s: ${after.map((s) => `${s.readyPods} ready/${s.ok} ok/${s.failed} failed`).join(', ')}` }
+  ]
+}
+
+/** The mTLS part's verdict: no failed request across the rotation, the caller's identity at the app, both refusals. */
+export function mtlsChecks (run: MtlsRun): Check[] {
+  if (run.skipped !== null) return [{ name: 'mTLS', pass: false, detail: `not run: ${run.skipped}` }]
+  const rot = run.rotation
+  return [
+    { name: 'failed requests over mTLS', pass: run.failed === 0 && run.ok > 0, detail: `${run.failed} failed of ${run.sent}, the certificate rotated mid-run` },
+    { name: 'new certificate in use', pass: rot !== null && rot.after !== '' && rot.after !== rot.before, detail: rot === null || rot.after === '' ? 'new handshakes never presented the new certificate' : `new handshakes presented it ${rot.presentedAfterMs} ms after the swap` },
+    { name: "caller's identity at the app", pass: run.xfcc.includes(`URI=${run.consumerId}`), detail: run.xfcc === '' ? 'no x-forwarded-client-cert' : `x-forwarded-client-cert: ${run.xfcc.replace(/;Hash=[0-9a-f]+/, ';Hash=…')}` },
+    { name: 'plaintext caller refused', pass: run.refused.plaintext, detail: run.refused.plaintext ? 'connection closed unanswered (strict)' : 'answered' },
+    { name: 'certificate from another CA refused', pass: run.refused.otherCa, detail: run.refused.otherCa ? 'handshake refused' : 'answered' }
   ]
 }

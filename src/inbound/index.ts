@@ -17,6 +17,11 @@ import { H2_MAX_HEADER_COUNT } from '../proxy/h2-server.js'
 import { Exchange } from '../proxy/exchange.js'
 import { H1Client, h1ForwardInfo } from '../proxy/client.js'
 import { H2Front } from './h2.js'
+import { TlsFront } from '../tls/inbound.js'
+import { TlsStats } from '../tls/metrics.js'
+import { RateLog } from '../tls/ratelog.js'
+import type { CertStore } from '../tls/store.js'
+import type { Authorizer } from '../authz/index.js'
 import { InboundPolicy, type InboundStats } from './policy.js'
 import type { Observer } from '../observe/index.js'
 
@@ -50,6 +55,8 @@ export interface InboundOptions {
   trustedHops?: number
   /** Spans and the access log (null: neither on). */
   observer?: Observer | null
+  /** mTLS on the port (DOORMAN_MTLS permissive or strict): the certificate store, who may call, the counts. */
+  mtls?: { mode: 'permissive' | 'strict', store: CertStore, authorizer: Authorizer, stats: TlsStats }
 }
 
 export class Inbound {
@@ -57,6 +64,8 @@ export class Inbound {
   readonly upstream: AppUpstream
   /** HTTP/2 clients (prior knowledge) on the same port. */
   readonly h2: H2Front
+  /** TLS clients on the same port (null with DOORMAN_MTLS=off). */
+  readonly tls: TlsFront | null
   readonly stats: InboundStats
   /** The lane's policy for the proxy core: the limiter, the app, the drain flag, the metrics. */
   readonly policy: InboundPolicy
@@ -96,7 +105,8 @@ export class Inbound {
       classify: classifier(opts.criticalPaths ?? [], opts.lowPaths ?? []),
       trusted: this.#trusted,
       writeTimeout: opts.clientWriteTimeout ?? 30_000,
-      observer: opts.observer
+      observer: opts.observer,
+      access: opts.mtls !== undefined ? { authorizer: opts.mtls.authorizer, stats: opts.mtls.stats } : undefined
     })
     this.stats = this.policy.stats
     // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.
@@ -141,12 +151,39 @@ export class Inbound {
       idleTimeout: opts.idleTimeout ?? 60_000,
       lingerTimeout: opts.clientWriteTimeout ?? 30_000
     })
-    this.#conns = detectProtocol(this.server, {
+    const mtls = opts.mtls
+    // mTLS: a ClientHello goes to the TLS front, whose verified, decrypted sockets come back to the same hand-off.
+    this.tls = mtls === undefined
+      ? null
+      : new TlsFront({
+        store: mtls.store,
+        stats: mtls.stats,
+        log: opts.log,
+        authorizer: mtls.authorizer,
+        handshakeTimeout: opts.headersTimeout,
+        onSecure: (socket, protocol) => { if (protocol === 'h2') this.h2.accept(socket); else handoff.toH1(socket) }
+      })
+    const front = this.tls
+    const rate = new RateLog(opts.log)
+    const handoff = detectProtocol(this.server, {
       onH2: (socket) => { this.h2.accept(socket) },
       timeoutMs: opts.headersTimeout,
       maxConnections: opts.maxConnections,
-      onDrop: () => { Metrics.inc(this.#metrics.connectionsClosed, 'inbound\tlimit') }
+      onDrop: () => { Metrics.inc(this.#metrics.connectionsClosed, 'inbound\tlimit') },
+      onTls: front === null ? undefined : (socket) => { front.accept(socket) },
+      admitPlain: mtls === undefined
+        ? undefined
+        : (socket) => {
+            if (mtls.mode === 'strict') {
+              mtls.stats.plaintextRefused++
+              rate.warn('plaintext', { remote: socket.remoteAddress }, 'plaintext connection refused (DOORMAN_MTLS=strict)')
+              return false
+            }
+            TlsStats.inc(mtls.stats.connections, 'plaintext')
+            return true
+          }
     })
+    this.#conns = handoff
   }
 
   /** Client connections open now (HTTP/1.1 and HTTP/2). */
@@ -243,6 +280,8 @@ export class Inbound {
       return
     }
     if (this.#closed) { respondOnSocket(socket, 503, 'DOORMAN_ERR_DRAINING'); return }
+    const denied = this.policy.denied?.(req.socket, req.url as string) ?? null
+    if (denied !== null) { respondOnSocket(socket, 403, 'DOORMAN_ERR_DENIED', `x-doorman-denied: ${denied}\r\n`); return }
     if (this.#upgrades.size >= this.#opts.maxUpgrades) {
       const err = new UpgradeLimitError()
       Metrics.inc(this.#metrics.shed, 'upgrade-limit')

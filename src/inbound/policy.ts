@@ -2,7 +2,10 @@
 // (the app, over HTTP/1.1 or h2c), the drain flag on every answer, and what each outcome releases and records.
 import type { Logger } from '../core/log.js'
 import { logProxyError } from '../core/log.js'
-import { NoInstanceError, type DoormanError } from '../core/errors.js'
+import { NoInstanceError, DeniedError, type DoormanError } from '../core/errors.js'
+import type { Authorizer, DenyReason } from '../authz/index.js'
+import { TlsStats } from '../tls/metrics.js'
+import { peerOf } from '../tls/peer.js'
 import type { Limiter, Priority, ShedReason, Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
 import type { Exchange, ExchangeTrace, Outcome, Policy, Route } from '../proxy/exchange.js'
@@ -35,6 +38,8 @@ export interface InboundPolicyOptions {
   writeTimeout: number
   /** Spans and the access log (null: neither on). */
   observer?: Observer | null
+  /** With mTLS on: who may call (DOORMAN_ALLOW), and the per-mode counts. */
+  access?: { authorizer: Authorizer, stats: TlsStats }
 }
 
 export class InboundPolicy implements Policy {
@@ -64,6 +69,28 @@ export class InboundPolicy implements Policy {
     this.#classify = opts.classify
     this.trusted = opts.trusted
     this.writeTimeout = opts.writeTimeout
+    const access = opts.access
+    if (access !== undefined) {
+      const a = access.authorizer
+      const stats = access.stats
+      // A plaintext caller's fate is the same for every request when no rule depends on the path.
+      const plain = a.pathIndependent ? a.decide(null, '/') : undefined
+      this.denied = (connection: object | undefined, path: string) => {
+        const peer = peerOf(connection)
+        TlsStats.inc(stats.requests, peer !== undefined ? 'mtls' : 'plaintext')
+        if (a.open) return null
+        let reason: DenyReason | null
+        if (peer === undefined) reason = plain !== undefined ? plain : a.decide(null, path)
+        else reason = peer.denied !== undefined ? peer.denied : a.decide(peer.id, path)
+        if (reason !== null) TlsStats.inc(stats.denied, reason)
+        return reason
+      }
+      const denied = this.denied
+      this.authorize = (ex: Exchange) => {
+        const reason = denied(ex.client.connection(), ex.client.path)
+        return reason === null ? null : { err: new DeniedError(reason), headers: ['x-doorman-denied', reason] }
+      }
+    }
     this.#observer = opts.observer ?? null
     this.#subject = { lane: 'inbound', decisions: () => ({ 'doorman.limit': this.#limiter.limit, 'doorman.draining': this.#draining }) }
   }
@@ -71,6 +98,11 @@ export class InboundPolicy implements Policy {
   observe (ex: Exchange): ExchangeTrace | null {
     return this.#observer === null ? null : this.#observer.start(ex, this.#subject)
   }
+
+  /** DOORMAN_ALLOW, before admission: a denied request never reaches the limiter or the app. */
+  readonly authorize?: (ex: Exchange) => { err: DoormanError, headers: string[] } | null
+  /** The same decision for a request on `connection` to `path` (upgrades too): null, or why it is denied. */
+  readonly denied?: (connection: object | undefined, path: string) => DenyReason | null
 
   /** Every answer from now on carries x-doorman-draining (HTTP/1.1: and connection: close). */
   startDraining (): void { this.#draining = true }

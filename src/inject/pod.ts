@@ -267,6 +267,7 @@ export function injectTemplate (tpl: Obj, opts: InjectOptions = {}): TemplateOut
   if (grace < needed) spec.terminationGracePeriodSeconds = needed
 
   const sidecar = sidecarContainer(env, cfg.adminPort, mode, opts.image ?? defaultImage(), resources(annotations, opts.resources ?? SIDECAR_RESOURCES))
+  if (cfg.mtls !== 'off') mountIdentity(spec, sidecar, cfg.tlsDir)
   if (mode === 'native') {
     spec.initContainers = [sidecar, ...(Array.isArray(spec.initContainers) ? spec.initContainers : [])]
   } else {
@@ -386,4 +387,27 @@ function sidecarContainer (env: Map<string, string>, adminPort: number, mode: Mo
     readinessProbe: lane('/readyz', 2, 2),
     terminationMessagePolicy: 'FallbackToLogsOnError'
   }
+}
+
+/** The pod volume that carries the workload's certificate (cert-manager csi-driver-spiffe). */
+export const TLS_VOLUME = 'doorman-spiffe'
+export const SPIFFE_CSI_DRIVER = 'spiffe.csi.cert-manager.io'
+
+/**
+ * With mTLS on: csi-driver-spiffe's volume in the pod (read-only; its files group-readable by the sidecar's user),
+ * mounted into the sidecar only — the app never holds the workload's key.
+ */
+function mountIdentity (spec: Obj, sidecar: IContainer, dir: string): void {
+  const volumes = Array.isArray(spec.volumes) ? spec.volumes.filter(isObj) : []
+  const existing = volumes.find((v) => v.name === TLS_VOLUME)
+  if (existing !== undefined && !(isObj(existing.csi) && existing.csi.driver === SPIFFE_CSI_DRIVER)) {
+    throw new InjectError(`the pod has a volume named ${TLS_VOLUME} that is not csi-driver-spiffe's: rename it (doorman mounts its identity under that name)`)
+  }
+  if (existing === undefined) {
+    spec.volumes = [...volumes, {
+      name: TLS_VOLUME,
+      csi: { driver: SPIFFE_CSI_DRIVER, readOnly: true, volumeAttributes: { 'spiffe.csi.cert-manager.io/fs-group': String(SIDECAR_UID) } }
+    }]
+  }
+  sidecar.volumeMounts = [{ name: TLS_VOLUME, mountPath: dir, readOnly: true }]
 }

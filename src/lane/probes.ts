@@ -2,6 +2,7 @@
 import { S, T, type SharedState } from './shared.js'
 import type { AppProbe } from '../config/index.js'
 import { ejectBudget } from '../checker/policy.js'
+import { TLS_PROBLEMS } from '../tls/problems.js'
 
 export interface Check {
   name: string
@@ -56,8 +57,16 @@ export function readinessChecks (s: SharedState, cfg: ProbeSettings, now: number
     { name: 'registered', ok: !regRequired || registered, detail: !regRequired ? 'no registry' : registered ? 'registered' : 'not registered yet' },
     appRegistryCheck(s),
     { name: 'serving', ok: phase === 'serving', detail: phase },
-    { name: 'main-loop', ok: age < cfg.readinessStall, detail: `last heartbeat ${Math.round(age)}ms ago (window ${cfg.readinessStall}ms)` }
+    { name: 'main-loop', ok: age < cfg.readinessStall, detail: `last heartbeat ${Math.round(age)}ms ago (window ${cfg.readinessStall}ms)` },
+    tlsCheck(s.get(S.TLS))
   ]
+}
+
+/** With mTLS on, doorman is ready only while it holds a usable certificate (it never falls back to plaintext). */
+function tlsCheck (v: number): Check {
+  if (v === 0) return { name: 'certificate', ok: true, detail: 'usable, or mTLS off' }
+  const problem = TLS_PROBLEMS[v - 1] ?? 'unknown'
+  return { name: 'certificate', ok: false, detail: `no usable mTLS certificate: ${problem} (DOORMAN_TLS_DIR; the log says more)` }
 }
 
 /**

@@ -53,7 +53,9 @@ export const S = {
   REGISTRY_CONNECTIONS: 28,
   REGISTRY_SUBSCRIBER_CONNECTIONS: 29,
   /** 1 while the app's registry is reachable. */
-  APP_REGISTRY_UP: 30
+  APP_REGISTRY_UP: 30,
+  /** With mTLS on: 0 while doorman holds a usable certificate, else 1 + the problem's index in TLS_PROBLEMS. */
+  TLS: 31
 } as const
 
 const INT_SLOTS = 32

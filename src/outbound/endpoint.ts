@@ -5,6 +5,7 @@ import { H2Upstream } from '../proxy/upstream-h2.js'
 import type { Instance } from '../registry/index.js'
 import { factor, interpolate } from '../warmup/index.js'
 import type { Balanceable } from './balancer.js'
+import type { OutboundTls } from '../tls/outbound.js'
 
 export interface PoolSettings {
   /** Most connections to one instance. */
@@ -13,6 +14,8 @@ export interface PoolSettings {
   headersTimeout: number
   /** How long a response's drain flag is remembered at most, in milliseconds (default 10 s). */
   drainMemoryMs?: number
+  /** With DOORMAN_MTLS on: mTLS to the instances that take it. */
+  tls?: OutboundTls
 }
 
 /** How long a drain flag seen on a response keeps an instance out at most, unless the registry says otherwise. */
@@ -36,6 +39,9 @@ export class Endpoint implements Balanceable {
   readonly #drainMemoryMs: number
   readonly #headersTimeout: number
   #h2: H2Upstream | null = null
+  /** Connections to this instance are mTLS (it takes mTLS and this sidecar originates it). */
+  readonly mtls: boolean
+  readonly #tls: OutboundTls | undefined
   /** Consecutive gateway failures (connect errors, resets, timeouts, 502/503/504 that were not sheds). */
   failures = 0
   ejectedUntil = 0
@@ -50,13 +56,16 @@ export class Endpoint implements Balanceable {
     this.receivedAt = now
     this.#drainMemoryMs = pool.drainMemoryMs ?? DRAIN_MEMORY_MS
     this.#headersTimeout = pool.headersTimeout
-    this.pool = new Pool(`http://${inst.address}`, {
+    this.#tls = pool.tls
+    this.mtls = pool.tls !== undefined && inst.mtls === true
+    const connectTimeout = Math.min(pool.headersTimeout, 5_000)
+    this.pool = new Pool(`${this.mtls ? 'https' : 'http'}://${inst.address}`, {
       connections: pool.connections,
       pipelining: 1,
       headersTimeout: pool.headersTimeout,
       bodyTimeout: Math.max(pool.headersTimeout, 300_000),
       keepAliveTimeout: 4_000,
-      connect: { timeout: Math.min(pool.headersTimeout, 5_000) }
+      connect: this.mtls && pool.tls !== undefined ? pool.tls.connector(inst.service, inst.identity ?? '', connectTimeout) : { timeout: connectTimeout }
     })
   }
 
@@ -64,7 +73,14 @@ export class Endpoint implements Balanceable {
 
   /** The instance's inbound port over h2c, for the app's HTTP/2 calls: a few multiplexed sessions, opened on first use. */
   get h2 (): H2Upstream {
-    this.#h2 ??= new H2Upstream(`http://${this.inst.address}`, { sessions: 4, headersTimeout: this.#headersTimeout, connectTimeout: Math.min(this.#headersTimeout, 5_000) })
+    const tls = this.mtls ? this.#tls : undefined
+    const { service, identity } = this.inst
+    this.#h2 ??= new H2Upstream(`${tls !== undefined ? 'https' : 'http'}://${this.inst.address}`, {
+      sessions: 4,
+      headersTimeout: this.#headersTimeout,
+      connectTimeout: Math.min(this.#headersTimeout, 5_000),
+      tls: tls === undefined ? undefined : () => tls.h2Options(service, identity ?? '')
+    })
     return this.#h2
   }
 

@@ -15,7 +15,8 @@
 import type { IncomingMessage, ServerResponse, Server } from 'node:http'
 import { http } from '../core/http.js'
 import { logProxyError, type Logger } from '../core/log.js'
-import { NoInstanceError, NoServiceError, type DoormanError } from '../core/errors.js'
+import { NoInstanceError, NoServiceError, MtlsError, type DoormanError } from '../core/errors.js'
+import type { OutboundTls } from '../tls/outbound.js'
 import { respondError } from '../core/respond.js'
 import { Metrics } from '../metrics/index.js'
 import { SERVICE_NAME, type Change, type Instance, type Registry, type Watch } from '../registry/types.js'
@@ -67,6 +68,8 @@ export interface OutboundOptions {
   maxHeaderSize?: number
   /** Spans and the access log (null: neither on). */
   observer?: Observer | null
+  /** DOORMAN_MTLS permissive or strict: mTLS to the instances that take it (strict: to no other). */
+  tls?: OutboundTls
 }
 
 /** Most services watched at once (names the app asks for that have no instances are dropped first). */
@@ -117,7 +120,7 @@ export class Upstream implements Policy {
     if (change.type === 'put') {
       const inst: Instance = change.instance
       const ep = this.endpoints.get(inst.id)
-      if (ep !== undefined && ep.address === inst.address) {
+      if (ep !== undefined && ep.address === inst.address && ep.inst.identity === inst.identity && ep.inst.mtls === inst.mtls) {
         ep.update(inst, now)
       } else {
         if (ep !== undefined) this.#remove(ep)
@@ -201,6 +204,8 @@ export class Upstream implements Policy {
     }
     ep.inflight++
     ex.target = ep
+    const tls = this.#out.poolSettings.tls
+    if (tls?.mode === 'strict' && !ep.mtls) return refuseRoute(tls, this.service, ep.inst.id)
     return ex.client.h2 ? ep.h2 : ep.pool
   }
 
@@ -295,7 +300,7 @@ export class Outbound {
     this.metrics = opts.metrics
     this.log = opts.log
     this.outlier = opts.outlier
-    this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout, drainMemoryMs: opts.drainMemoryMs }
+    this.poolSettings = { connections: opts.connections ?? 64, headersTimeout: opts.upstreamTimeout, drainMemoryMs: opts.drainMemoryMs, tls: opts.tls }
     this.maxRetryBody = opts.maxRetryBody ?? 65_536
     this.clientWriteTimeout = opts.clientWriteTimeout ?? 30_000
     this.observer = opts.observer ?? null
@@ -443,4 +448,14 @@ export function parseTarget (req: { url?: string, headers: { host?: string } }):
   const service = host.replace(/:\d+$/, '').toLowerCase()
   if (!SERVICE_NAME.test(service)) return null
   return { service, path: url, host: null }
+}
+
+/** DOORMAN_MTLS=strict and an instance that takes no mTLS: the attempt fails at once, saying so (never plaintext). */
+function refuseRoute (tls: OutboundTls, service: string, id: string): Route {
+  return {
+    dispatch: (_opts, handler) => {
+      tls.failed(service, 'plaintext-refused', { instance: id })
+      handler.onResponseError?.(null as never, new MtlsError(`the instance ${id} of ${service} takes no mTLS, and DOORMAN_MTLS is strict: no plaintext`))
+    }
+  }
 }

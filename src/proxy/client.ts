@@ -10,13 +10,14 @@ import { encodeGrpcMessage, isGrpc, trailersOnly } from '../core/grpc.js'
 import { h2Head, respondWithTrailers } from '../core/h2.js'
 import { isOwnHeader, trailerPairs, type ForwardInfo } from './headers.js'
 import type { Client, OwnAnswer } from './exchange.js'
+import { peerOf } from '../tls/peer.js'
 
 const { NGHTTP2_CANCEL } = http2.constants
 
 /** What the header policy needs to know of an HTTP/1.1 request's connection (requests and upgrades alike). */
 export function h1ForwardInfo (req: IncomingMessage, trusted: boolean): ForwardInfo {
   const socket = req.socket
-  return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted }
+  return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted, clientCert: peerOf(socket)?.xfcc }
 }
 
 /** An HTTP/1.1 request and its response. */
@@ -48,6 +49,7 @@ export class H1Client implements Client {
   rawHeaders (): string[] { return this.req.rawHeaders }
 
   forwardInfo (trusted: boolean): ForwardInfo { return h1ForwardInfo(this.req, trusted) }
+  connection (): object { return this.req.socket }
 
   hasBody (framed: boolean): boolean { return framed }
   body (): Readable { return this.req }
@@ -197,8 +199,10 @@ export class H2Client implements Client {
 
   forwardInfo (trusted: boolean): ForwardInfo {
     const socket = this.stream.session?.socket
-    return { remoteAddress: socket?.remoteAddress ?? '', proto: 'http', port: socket?.localPort ?? 0, trusted }
+    return { remoteAddress: socket?.remoteAddress ?? '', proto: socket !== undefined && 'encrypted' in socket ? 'https' : 'http', port: socket?.localPort ?? 0, trusted, clientCert: peerOf(socket)?.xfcc }
   }
+
+  connection (): object | undefined { return this.stream.session?.socket }
 
   /** An HTTP/2 request has a body unless its HEADERS ended the stream (content-length is optional). */
   hasBody (): boolean { return !this.#endStream }

@@ -24,6 +24,10 @@ export interface DetectOptions {
   /** Most connections open at once (0: no cap); beyond it new ones are closed at accept and `onDrop` is told. */
   maxConnections?: number
   onDrop?: () => void
+  /** Sockets whose first byte starts a TLS handshake record (0x16); without it they go to HTTP/1.1 as before. */
+  onTls?: (socket: Socket) => void
+  /** Asked of every plaintext connection once its protocol is known: false refuses it (DOORMAN_MTLS=strict). */
+  admitPlain?: (socket: Socket) => boolean
 }
 
 /** The listener's connections, as detection sees them. */
@@ -32,8 +36,15 @@ export interface Connections {
   readonly open: number
 }
 
+/** Where a socket goes after detection: Node's own HTTP/1.1 handling (for sockets decrypted elsewhere, too). */
+export interface Handoff {
+  toH1: (socket: Socket) => void
+}
+
+const TLS_HANDSHAKE = 0x16
+
 /** Wraps `server`'s connection handling with preface detection. Call once, before listen(). */
-export function detectProtocol (server: Server, opts: DetectOptions): Connections {
+export function detectProtocol (server: Server, opts: DetectOptions): Connections & Handoff {
   const h1 = server.listeners('connection') as Array<(socket: Socket) => void>
   server.removeAllListeners('connection')
   const toH1 = (socket: Socket): void => { for (const fn of h1) fn.call(server, socket) }
@@ -57,15 +68,18 @@ export function detectProtocol (server: Server, opts: DetectOptions): Connection
     }
     const onData = (chunk: Buffer): void => {
       buf = buf === null ? chunk : Buffer.concat([buf, chunk])
+      if (opts.onTls !== undefined && buf[0] === TLS_HANDSHAKE) {
+        done()
+        socket.unshift(buf)
+        opts.onTls(socket)
+        return
+      }
       const kind = classify(buf)
       if (kind === null) return
       done()
+      if (opts.admitPlain !== undefined && !opts.admitPlain(socket)) { socket.destroy(); return }
       socket.unshift(buf)
       if (kind === 'h2') {
-        // An http.Server's sockets are half-open (the HTTP/1.1 parser ends its side itself); node:http2 never looks
-        // at a client's FIN, so a half-open socket would keep the session, its streams and their slots for good.
-        // Without it, the FIN ends our side too, the session closes, and every stream on it is cancelled.
-        socket.allowHalfOpen = false
         opts.onH2(socket)
       } else {
         toH1(socket)
@@ -85,5 +99,5 @@ export function detectProtocol (server: Server, opts: DetectOptions): Connection
     socket.on('error', onError)
     socket.on('end', onEnd)
   })
-  return conns
+  return Object.assign(conns, { toH1 })
 }

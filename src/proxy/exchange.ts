@@ -15,7 +15,7 @@
 import type { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
 import { clearStall } from '../core/http.js'
-import { BadRequestError, DoormanError, UpstreamProtocolError, UpstreamTimeoutError, classifyUpstreamError } from '../core/errors.js'
+import { BadRequestError, DoormanError, UpstreamProtocolError, UpstreamTimeoutError, classifyUpstreamError, TLS_VERIFY_CODES } from '../core/errors.js'
 import { GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, MAX_TIMER_MS, encodeGrpcTimeout, grpcStatusOf, grpcTimeoutMs } from '../core/grpc.js'
 import type { ShedReason, Waiter } from '../limiter/index.js'
 import { requestHeaders, responseHeaders, type ForwardInfo } from './headers.js'
@@ -45,6 +45,8 @@ export interface Client {
   /** The request's grpc-timeout header, if any. */
   readonly grpcTimeout: string | string[] | undefined
   forwardInfo: (trusted: boolean) => ForwardInfo
+  /** The client's connection (its socket), for what the lane keeps per connection (the mTLS peer). */
+  connection: () => object | undefined
   /** Whether the request has a body; `framed` is what its HTTP/1.1 framing headers say. */
   hasBody: (framed: boolean) => boolean
   /** The request body, to send upstream. */
@@ -143,6 +145,11 @@ export interface Policy {
   readonly maxRetryBody: number
   /** Headers every response carries now (the drain flag), for this client's protocol. */
   extra: (h2: boolean) => readonly string[] | null
+  /**
+   * Whether the caller may make this request, asked before admission: null, or doorman's refusal (answered at once,
+   * never admitted), with headers saying why.
+   */
+  authorize?: (ex: Exchange) => { err: DoormanError, headers: string[] } | null
   /** A slot for the exchange: true (granted), a reason to shed it, or a Waiter whose grant calls ex.onGrant. */
   admit: (ex: Exchange) => true | ShedReason | Waiter
   cancel: (w: Waiter) => void
@@ -246,6 +253,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   /** Asks the policy for a slot, then sends, waits or sheds. */
   start (): void {
+    const denied = this.policy.authorize?.(this) ?? null
+    if (denied !== null) { this.refuse(denied.err, denied.headers); return }
     const grant = this.policy.admit(this)
     if (grant === true) this.#dispatch()
     else if (typeof grant === 'string') this.shed(grant)
@@ -282,10 +291,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   /** Answers with doorman's own error before admission: a request the lane won't take. */
-  refuse (err: DoormanError): void {
+  refuse (err: DoormanError, more?: string[]): void {
     this.#state = DONE
     this.#clearDeadline()
-    this.#answerError('refused', err, `doorman: ${err.message}`, this.#ownRequestId())
+    this.#answerError('refused', err, `doorman: ${err.message}`, this.#ownRequestId(), more)
   }
 
   /** doorman's error answer before any head went out (gRPC: trailers-only), and the exchange settled with it. */
@@ -565,7 +574,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (discarding) {
       if (this.#canRetry() && this.#retry('shed')) return
     } else if (this.#status === 0 && mapped.status >= 500) {
-      const nothingSent = NOTHING_SENT.has(code)
+      const nothingSent = NOTHING_SENT.has(code) || TLS_VERIFY_CODES.has(code)
       const connect = mapped.code === 'DOORMAN_ERR_UPSTREAM_CONNECT'
       if ((nothingSent || refused || (connect && IDEMPOTENT.has(this.client.method))) && this.#canRetry() && this.#retry(nothingSent ? 'connect' : 'reset')) return
     }

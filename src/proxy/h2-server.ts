@@ -13,7 +13,7 @@
 //                     their peer is in;
 //   rapid reset       node:http2's own bound on streams reset by the peer (streamResetBurst/-Rate) kept tight, and a
 //                     stream is dispatched only after the rest of its read: one reset right away never becomes work.
-// A client's FIN closes its session (detect.ts makes the socket not half-open), which cancels every stream on it.
+// A client's FIN closes its session (accept() makes the socket not half-open), which cancels every stream on it.
 import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { Socket } from 'node:net'
 import { DoormanError } from '../core/errors.js'
@@ -79,8 +79,12 @@ export class H2Server {
     this.server.on('sessionError', () => {})
   }
 
-  /** A socket whose first bytes are the HTTP/2 preface. */
+  /** A socket whose first bytes are the HTTP/2 preface (plaintext, or a TLS socket that negotiated h2). */
   accept (socket: Socket): void {
+    // An http.Server's sockets are half-open (the HTTP/1.1 parser ends its side itself); node:http2 never looks at a
+    // client's FIN, so a half-open socket would keep the session, its streams and their slots for good. Without it,
+    // the FIN ends our side too, the session closes, and every stream on it is cancelled.
+    socket.allowHalfOpen = false
     this.server.emit('connection', socket)
   }
 

@@ -1,6 +1,8 @@
 // Header rewriting on the proxy path, over raw (flat) header arrays: no per-request objects beyond the output array.
 import { randomUUID } from 'node:crypto'
 
+/** The caller's identity toward the app (Envoy's header): only doorman sets it, whatever a client sent. */
+const XFCC = 'x-forwarded-client-cert'
 /** Hop-by-hop request headers never forwarded (RFC 9110 §7.6.1), plus the ones undici refuses to send. */
 const REQUEST_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'trailer', 'proxy-authorization', 'expect', 'http2-settings'])
 /** Hop-by-hop response headers. `trailer` stays: it announces the trailers doorman passes on. */
@@ -27,7 +29,7 @@ function lengthTable (names: Iterable<string>): Uint8Array {
 /** Response header names worth lower-casing to compare: as long as a dropped one, x-request-id or content-length. */
 const RESPONSE_LENGTHS = lengthTable([...RESPONSE_DROP, 'x-request-id', 'content-length'])
 /** Request header names worth lower-casing to compare (unless Connection names others): those handled below. */
-const REQUEST_LENGTHS = lengthTable([...REQUEST_DROP, 'x-forwarded-for', 'x-request-id', 'host', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'content-length'])
+const REQUEST_LENGTHS = lengthTable([...REQUEST_DROP, 'x-forwarded-for', 'x-request-id', 'host', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'content-length', XFCC])
 
 /** Adds the header names listed in a Connection header value, lower-cased, to `set` (made when needed). */
 function connectionTokens (value: string, set: Set<string> | null = null): Set<string> | null {
@@ -55,6 +57,8 @@ export interface ForwardInfo {
    * x-forwarded-proto, -host and -port are kept. Otherwise doorman sets them from what it saw itself.
    */
   trusted: boolean
+  /** x-forwarded-client-cert to send (a caller verified over mTLS), or undefined: none. */
+  clientCert?: string
 }
 
 export interface RequestHeaders {
@@ -69,7 +73,7 @@ export interface RequestHeaders {
  * Builds the header list sent to the app from a request's rawHeaders, by the one policy of docs/headers.md:
  * hop-by-hop headers dropped (including those named in Connection) and doorman's own (x-doorman-*) removed;
  * x-forwarded-for appended; x-forwarded-proto, -host and -port set by doorman (kept from a trusted peer, added when
- * absent); x-request-id kept or made.
+ * absent); x-request-id kept or made; x-forwarded-client-cert removed, and set when the caller came over mTLS.
  */
 export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeaders {
   const out: string[] = []
@@ -129,10 +133,13 @@ export function requestHeaders (raw: string[], info: ForwardInfo): RequestHeader
       case 'content-length':
         if (value !== '0') hasBody = true
         break
+      case XFCC:
+        continue
     }
     out.push(name, value)
   }
   out.push('x-forwarded-for', xff === null ? info.remoteAddress : `${xff}, ${info.remoteAddress}`)
+  if (info.clientCert !== undefined) out.push(XFCC, info.clientCert)
   if (!hasProto) out.push('x-forwarded-proto', info.proto)
   if (!hasXfHost && host !== '') out.push('x-forwarded-host', host)
   if (!hasXfPort && info.port !== 0) out.push('x-forwarded-port', String(info.port))

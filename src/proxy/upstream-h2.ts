@@ -51,6 +51,8 @@ export interface H2UpstreamOptions {
    * grpc-timeout to end it, can't hold its slot for good.
    */
   bodyTimeout?: number
+  /** With an https origin: the options of each new session (mTLS to a provider: its own TLS connection, made anew at every connect). */
+  tls?: () => http2.SecureClientSessionOptions
 }
 
 function codedError (message: string, code: string, cause?: unknown): Error {
@@ -92,7 +94,7 @@ export class H2Upstream implements AppUpstream {
     }
     this.#next++
     if (best !== undefined && (best.active < STREAMS_PER_SESSION || this.#sessions.length >= this.#opts.sessions)) return best
-    const session = http2.connect(this.#origin, { peerMaxConcurrentStreams: 1000 })
+    const session = http2.connect(this.#origin, { peerMaxConcurrentStreams: 1000, ...this.#opts.tls?.() })
     const s: Session = { session, active: 0, dead: false }
     const drop = (): void => {
       if (s.dead) return
@@ -115,7 +117,7 @@ export class H2Upstream implements AppUpstream {
   dispatch (opts: Dispatcher.DispatchOptions, handler: UpstreamHandler): void {
     handler.conn = null
     const raw = opts.headers as string[]
-    const headers: OutgoingHttpHeaders = { ':method': opts.method, ':path': opts.path, ':scheme': 'http' }
+    const headers: OutgoingHttpHeaders = { ':method': opts.method, ':path': opts.path, ':scheme': this.#opts.tls !== undefined ? 'https' : 'http' }
     let authority = ''
     let grpc = false
     for (let i = 0; i < raw.length; i += 2) {

@@ -254,7 +254,9 @@ export function toFields (inst: Instance): string[] {
     'state', inst.state,
     'ejected', '0',
     'livenessFailing', inst.livenessFailing === true ? '1' : '0',
-    'updatedAt', String(inst.updatedAt)
+    'updatedAt', String(inst.updatedAt),
+    'identity', inst.identity ?? '',
+    'mtls', inst.mtls === true ? '1' : '0'
   ]
 }
 
@@ -293,7 +295,9 @@ export function fromFields (flat: string[]): Instance | undefined {
     ejected,
     ...(h.livenessFailing === '1' ? { livenessFailing: true } : {}),
     updatedAt: num('updatedAt'),
-    rev: num('rev')
+    rev: num('rev'),
+    ...(h.identity !== undefined && h.identity !== '' ? { identity: h.identity } : {}),
+    ...(h.mtls === '1' ? { mtls: true } : {})
   }
 }
 

@@ -34,6 +34,8 @@ export interface RegistrationOptions {
   log: Logger
   /** Epoch milliseconds (Date.now unless given). */
   now?: () => number
+  /** With mTLS on: the instance's SPIFFE ID as registered (read at each registration). */
+  identity?: () => string | undefined
 }
 
 export class Registration {
@@ -208,7 +210,8 @@ export class Registration {
       ejected: false,
       livenessFailing: this.#livenessFailing,
       updatedAt: now,
-      rev: 0
+      rev: 0,
+      ...mtlsFields(o.identity?.())
     }
   }
 
@@ -290,4 +293,9 @@ export class Registration {
     this.#published = { state, livenessFailing: lf }
     if (changed) this.onChange?.()
   }
+}
+
+/** The identity block of a record: present only with mTLS on (an identity known). */
+function mtlsFields (identity: string | undefined): Pick<Instance, 'identity' | 'mtls'> {
+  return identity === undefined ? {} : { identity, mtls: true }
 }

@@ -50,6 +50,11 @@ export interface Instance {
   livenessFailing?: boolean
   /** Epoch milliseconds of the instance's last write (its own clock; for display only). */
   updatedAt: number
+  // Identity (mTLS): what a consumer's outbound lane needs to originate mTLS and to know it reached this instance.
+  /** The instance's SPIFFE ID (its certificate's URI SAN); absent without mTLS. */
+  identity?: string
+  /** True when the instance's inbound port takes mTLS (DOORMAN_MTLS permissive or strict). */
+  mtls?: boolean
   /** Revision: grows with every write (the store's clock), so a watcher keeps the newest of two reports. */
   rev: number
 }

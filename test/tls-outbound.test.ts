@@ -1,0 +1,53 @@
+// The outbound lane's TLS side on its own: a provider that is who the registry says is accepted, another identity is
+// an impostor (refused, counted), and HTTP/2 connections to an instance resume the last TLS session with it.
+import t from 'tap'
+import tls from 'node:tls'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import { CertStore } from '../src/tls/store.js'
+import { OutboundTls, IMPOSTOR } from '../src/tls/outbound.js'
+import { TlsStats } from '../src/tls/metrics.js'
+import { silentLogger } from '../src/core/log.js'
+import { Pki } from './helpers/pki.js'
+
+const ORDERS = 'spiffe://cluster.local/ns/shop/sa/orders'
+const CART = 'spiffe://cluster.local/ns/shop/sa/cart'
+
+t.test('identity check and session resumption', async (t) => {
+  const pki = new Pki(t)
+  const ca = pki.ca('ca')
+  const orders = pki.leaf(ca, { id: ORDERS })
+  const store = new CertStore({ dir: pki.workload('cart', pki.leaf(ca, { id: CART }), ca.cert), log: silentLogger() })
+  store.start()
+  t.teardown(() => { store.close() })
+  const server = tls.createServer({ cert: orders.cert, key: orders.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'] }, (s) => { s.end() })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.close() })
+  const url = new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  const stats = new TlsStats()
+  const out = new OutboundTls({ mode: 'strict', store, stats, log: silentLogger() })
+
+  const connect = async (identity: string): Promise<{ reused: boolean, alpn: string | false, err: NodeJS.ErrnoException | null }> => {
+    const s = out.h2Options('orders', identity).createConnection(url)
+    const session = once(s, 'session').catch(() => null)
+    try {
+      await once(s, 'secureConnect')
+      const r = { reused: s.isSessionReused(), alpn: s.alpnProtocol ?? false, err: null }
+      await Promise.race([session, new Promise((resolve) => setTimeout(resolve, 2000))])
+      return r
+    } catch (err) {
+      return { reused: false, alpn: false, err: err as NodeJS.ErrnoException }
+    } finally { s.destroy() }
+  }
+  const first = await connect(ORDERS)
+  t.equal(first.err, null, 'the registry\'s identity: accepted')
+  t.equal(first.alpn, 'h2')
+  t.equal(first.reused, false)
+  const second = await connect(ORDERS)
+  t.equal(second.err, null)
+  t.equal(second.reused, true, 'the next connection resumed the TLS session')
+  const impostor = await connect(CART)
+  t.equal(impostor.err?.code, IMPOSTOR, 'another identity than the registry lists: an impostor')
+  t.same([...stats.outboundFailures], [['orders\timpostor', 1]], 'counted, by service and reason')
+})
