@@ -73,6 +73,7 @@ export class Sidecar {
       maxQueue: cfg.maxQueue,
       queueTimeout: cfg.queueTimeout,
       criticalReserve: cfg.criticalPaths.length > 0 ? cfg.criticalReserve : 0,
+      fairness: cfg.fairness === 'flow',
       onQueueWait: (ms) => { this.metrics.queueWait.observe(ms / 1000) }
     })
     this.inbound = new Inbound({
@@ -92,7 +93,8 @@ export class Sidecar {
       headersTimeout: cfg.headersTimeout,
       criticalPaths: cfg.criticalPaths,
       lowPaths: cfg.lowPaths,
-      trustedHops: cfg.trustedHops
+      trustedHops: cfg.trustedHops,
+      fairness: cfg.fairness === 'flow' ? { flowHeader: cfg.flowHeader } : undefined
     })
     this.lane = new Lane({
       settings: {

@@ -17,6 +17,7 @@ import { Exchange } from '../proxy/exchange.js'
 import { H1Client, h1ForwardInfo } from '../proxy/client.js'
 import { H2Front } from './h2.js'
 import { InboundPolicy, type InboundStats } from './policy.js'
+import { flowResolver } from './flow.js'
 
 export type { InboundStats } from './policy.js'
 
@@ -42,6 +43,8 @@ export interface InboundOptions {
   lowPaths?: readonly string[]
   /** Proxies in front of doorman trusted to set x-forwarded-proto, -host and -port (DOORMAN_TRUSTED_HOPS). */
   trustedHops?: number
+  /** Fair queuing across flows (DOORMAN_FAIRNESS=flow): the header naming the caller from a trusted hop, '' for none. */
+  fairness?: { flowHeader: string }
 }
 
 export class Inbound {
@@ -86,7 +89,8 @@ export class Inbound {
       app: this.upstream,
       classify: classifier(opts.criticalPaths ?? [], opts.lowPaths ?? []),
       trusted: this.#trusted,
-      writeTimeout: opts.clientWriteTimeout ?? 30_000
+      writeTimeout: opts.clientWriteTimeout ?? 30_000,
+      flow: opts.fairness !== undefined ? flowResolver(opts.fairness.flowHeader) : null
     })
     this.stats = this.policy.stats
     // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.
