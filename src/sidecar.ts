@@ -66,6 +66,7 @@ export class Sidecar {
         log: log.child({ component: 'outbound' }),
         upstreamTimeout: cfg.upstreamTimeout,
         clientWriteTimeout: cfg.clientWriteTimeout,
+        retryBudget: { percent: cfg.retryBudget, minPerSecond: cfg.retryMinPerSecond },
         outlier: { failures: cfg.outlierFailures, ejectTime: cfg.outlierEjectTime, maxEject: cfg.outlierMaxEject, panicThreshold: cfg.outboundPanicThreshold }
       })
     this.limiter = new Limiter({
