@@ -194,3 +194,34 @@ t.test('Limiter with fairness: shedAll empties every flow', async (t) => {
   t.equal(limiter.queued, 0)
   t.equal(limiter.topFlows().filter((f) => f.queued > 0).length, 0)
 })
+
+t.test('Limiter with fairness: random arrivals, releases, cancellations and timeouts never desynchronise it', async (t) => {
+  for (let seed = 1; seed <= 100; seed++) {
+    let s = seed
+    const rnd = (): number => { s = (s * 1103515245 + 12345) % 2147483648; return s / 2147483648 }
+    const clock = new SimClock()
+    const limiter = new Limiter({ limit: 3, maxQueue: 6, queueTimeout: 100, fairness: true, timers: clock, criticalReserve: rnd() < 0.5 ? 20 : 0 })
+    let held = 0
+    const waiters: Array<Exclude<ReturnType<Limiter['acquire']>, true | string>> = []
+    for (let i = 0; i < 500; i++) {
+      const r = rnd()
+      if (r < 0.5) {
+        const p: Priority = rnd() < 0.1 ? CRITICAL : rnd() < 0.1 ? LOW : NORMAL
+        const x = limiter.acquire(p, (reason) => { if (reason === null) held++ }, `f${Math.floor(rnd() * 4)}`)
+        if (x === true) held++
+        else if (typeof x === 'object') waiters.push(x)
+      } else if (r < 0.75 && held > 0) {
+        held--
+        limiter.release()
+      } else if (r < 0.85 && waiters.length > 0) {
+        limiter.cancel(waiters.splice(Math.floor(rnd() * waiters.length), 1)[0])
+      } else clock.run(clock.now() + rnd() * 50)
+      const byFlows = limiter.topFlows(100).reduce((n, f) => n + f.queued, 0)
+      if (byFlows !== limiter.queued || limiter.inflight !== held || (limiter.queued > 0 && limiter.inflight === 0)) {
+        t.fail(`seed ${seed}, step ${i}: ${byFlows} queued by flow, ${limiter.queued} queued, ${limiter.inflight} in flight, ${held} held`)
+        return
+      }
+    }
+  }
+  t.pass('the flows\' counts add up to the queue, and the queue never stalls with free slots')
+})

@@ -109,14 +109,11 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
   } else {
     b = h1Caller(t, dm.inbound, '127.0.0.3')
   }
-  // B alone first: its unloaded latency (a few requests warm the path up).
-  const unloaded: number[] = []
-  for (let i = 0; i < 25; i++) {
-    const t0 = performance.now()
-    const r = await b()
-    if (r.status !== 200) throw new Error(`unloaded request answered ${r.status}`)
-    if (i >= 5) unloaded.push(performance.now() - t0)
-  }
+  // B alone first, at its own rate: its unloaded latency (a few requests warm the path up first).
+  for (let i = 0; i < 5; i++) await b()
+  const alone = await openLoop(b, B_RATE, 1000)
+  if (alone.ok !== alone.sent) throw new Error(`B alone: ${describeTally(alone)}`)
+  const unloaded = alone.latencies
   // A floods; B starts once A has filled the limit and the queue.
   const flood = spawnNode(t, [path.join(ROOT, 'test', 'fixtures', 'flood.mjs')], floodEnv)
   await waitFor('the flood to start', () => flood.output().includes('"ready":true'), 10_000)
@@ -131,24 +128,27 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
   return { a: aTally, b: bTally, unloadedP99: p99(unloaded), state }
 }
 
-const describe = (x: Tally): string => `sent ${x.sent}, ok ${x.ok}, shed ${JSON.stringify(Object.fromEntries(x.shed))}, other ${x.other}${x.latencies.length > 0 ? `, p99 ${Math.round(p99(x.latencies))} ms` : ''}`
+const describeTally = (x: Tally): string => `sent ${x.sent}, ok ${x.ok}, shed ${JSON.stringify(Object.fromEntries(x.shed))}, other ${x.other}${x.latencies.length > 0 ? `, p99 ${Math.round(p99(x.latencies))} ms` : ''}`
 
 for (const protocol of ['http1', 'h2', 'header'] as const) {
   t.test(`${protocol}: with fairness the light caller is served and the flood is shed`, async (t) => {
-    const { a, b, unloadedP99 } = await run(t, { fairness: 'flow', protocol })
-    t.comment(`A: ${describe(a)}`)
-    t.comment(`B: ${describe(b)}; unloaded p99 ${Math.round(unloadedP99)} ms`)
+    const { a, b, unloadedP99, state } = await run(t, { fairness: 'flow', protocol })
+    t.comment(`A: ${describeTally(a)}`)
+    t.comment(`B: ${describeTally(b)}; unloaded p99 ${Math.round(unloadedP99)} ms`)
     t.ok(shedTotal(a) > a.sent / 2, 'the flood is overload: most of A is shed')
     t.ok((a.shed.get('flow-share') ?? 0) > 0, 'A is shed for going over its share')
     t.ok(b.ok >= b.sent * 0.99, `≥ 99 % of B served (${b.ok}/${b.sent})`)
     t.equal(b.other, 0, 'B saw no failure')
+    const heavy = protocol === 'header' ? 'h:batch-job' : 'ip:127.0.0.2'
+    t.equal(state.flows?.[0]?.flow, heavy, '/state lists the flooding caller as the heaviest flow')
+    t.ok((state.flows?.[0]?.queued ?? 0) > 0 && (state.flows?.[0]?.shed ?? 0) > 0, 'with its queued and shed counts')
     t.ok(p99(b.latencies) <= 2 * unloadedP99 + SERVICE_MS, `B's p99 ${Math.round(p99(b.latencies))} ms within 2 × ${Math.round(unloadedP99)} + ${SERVICE_MS} ms`)
   })
 
   t.test(`${protocol}: with DOORMAN_FAIRNESS=off the same flood sheds the light caller too`, async (t) => {
     const { a, b } = await run(t, { fairness: 'off', protocol })
-    t.comment(`A: ${describe(a)}`)
-    t.comment(`B: ${describe(b)}`)
+    t.comment(`A: ${describeTally(a)}`)
+    t.comment(`B: ${describeTally(b)}`)
     t.ok(shedTotal(a) > a.sent / 2, 'the flood is overload')
     t.ok(shedTotal(b) >= b.sent * 0.2, `B is shed with A (${shedTotal(b)}/${b.sent})`)
     t.equal(a.shed.get('flow-share') ?? 0, 0, 'no flow-share without fairness')
