@@ -1,5 +1,5 @@
 // The alert rules (deploy/monitoring/prometheus-rule.yaml, and the chart's copy) through Prometheus' own promtool:
-// `promtool check rules` on both, and `promtool test rules` on the alerts issue 16 added, with series shaped like
+// `promtool check rules` on both, and `promtool test rules` on the alerts issues 16 and 25 added, with series shaped like
 // doorman's (Debian's `prometheus` package carries promtool; scripts/test-deps.mjs installs it).
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -58,7 +58,11 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
           // Service cart: nothing failing.
           { series: 'doorman_liveness_service_failing{namespace="shop",pod="q",service="cart"}', values: '0x30' },
           { series: 'doorman_liveness_budget{namespace="shop",pod="q",service="cart"}', values: '1x30' },
-          { series: 'doorman_outbound_panic{namespace="shop",pod="web-0",service="orders"}', values: '1x30' }
+          { series: 'doorman_outbound_panic{namespace="shop",pod="web-0",service="orders"}', values: '1x30' },
+          // Retries to orders held back by the budget on two callers for the whole run; to pay, once only.
+          { series: 'doorman_outbound_retry_budget_exhausted_total{namespace="shop",pod="web-0",service="orders"}', values: '0+30x30' },
+          { series: 'doorman_outbound_retry_budget_exhausted_total{namespace="shop",pod="web-1",service="orders"}', values: '0+5x30' },
+          { series: 'doorman_outbound_retry_budget_exhausted_total{namespace="shop",pod="web-0",service="pay"}', values: '0 3x29' }
         ],
         alert_rule_test: [
           { eval_time: '20m', alertname: 'DoormanCheckerEjectionsBlocked', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops', pod: 'checker-0' } }] },
@@ -72,7 +76,9 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
             ]
           },
           { eval_time: '10m', alertname: 'DoormanLivenessFailureShared', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'shop', service: 'orders' } }] },
-          { eval_time: '10m', alertname: 'DoormanOutboundPanic', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] }
+          { eval_time: '10m', alertname: 'DoormanOutboundPanic', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] },
+          { eval_time: '8m', alertname: 'DoormanRetryBudgetExhausted', exp_alerts: [] },
+          { eval_time: '20m', alertname: 'DoormanRetryBudgetExhausted', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] }
         ]
       }
     ]
