@@ -11,6 +11,7 @@ import { checkerSection } from './checker.js'
 import { memorySection } from './memory.js'
 import { registrySection } from './registry.js'
 import { grpcSection } from './grpc.js'
+import { fairnessSection } from './fairness.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -46,7 +47,8 @@ const SECTIONS: Section[] = [
   adaptiveSection,
   checkerSection,
   registrySection,
-  grpcSection
+  grpcSection,
+  fairnessSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

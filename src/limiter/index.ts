@@ -57,10 +57,25 @@ const GRANTED = 1
 const SHED = 2
 const CANCELLED = 3
 
+const SETTLED: GrantCallback = () => {}
+
 export class Waiter implements FlowWaiter {
   state = QUEUED
-  constructor (readonly priority: Priority, readonly deadline: number, readonly cb: GrantCallback, readonly flow = '') {}
+  #cb: GrantCallback
+  constructor (readonly priority: Priority, readonly deadline: number, cb: GrantCallback, readonly flow = '') { this.#cb = cb }
   get waiting (): boolean { return this.state === QUEUED }
+  /**
+   * Runs the callback once and lets go of it: a waiter that left one queue may stay a while in another's lazily
+   * dropped entries (fair queuing's arrival order), and must not keep its request alive there.
+   */
+  settle (reason: ShedReason | null): void {
+    const cb = this.#cb
+    this.#cb = SETTLED
+    cb(reason)
+  }
+
+  /** Lets go of the callback without running it (a cancelled waiter). */
+  forget (): void { this.#cb = SETTLED }
 }
 
 export class Limiter {
@@ -235,6 +250,7 @@ export class Limiter {
   cancel (w: Waiter): void {
     if (w.state !== QUEUED) return
     w.state = CANCELLED
+    w.forget()
     this.#queued--
     this.#queuedByPriority[w.priority]--
     this.#queues[w.priority].left(w)
@@ -276,7 +292,7 @@ export class Limiter {
       w.state = GRANTED
       this.#inflight++
       this.#waited(w)
-      w.cb(null)
+      w.settle(null)
     }
   }
 
@@ -288,7 +304,7 @@ export class Limiter {
     const r = this.#reason(reason, w.priority)
     this.stats.shed[r] = (this.stats.shed[r] ?? 0) + 1
     if (this.#fair) this.#shedByFlow.add(w.flow)
-    w.cb(r)
+    w.settle(r)
   }
 
   #waited (w: Waiter): void {
