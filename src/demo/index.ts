@@ -7,16 +7,18 @@ import { version } from '../core/version.js'
 import { HANG_FULL, HANG_SHORT, INCIDENT_FULL, INCIDENT_SHORT, runIncident } from './incident.js'
 import { GRPC_FULL, GRPC_SHORT, runGrpcRollout } from './grpc-rollout.js'
 import { ROLLOUT_FULL, ROLLOUT_SHORT, runRollout } from './rollout.js'
+import { NOISY_FULL, NOISY_SHORT, runNoisy } from './noisy.js'
 import { renderReport } from './report.js'
 import { verdict, type Results } from './results.js'
 import { Live } from './terminal.js'
 import { Interrupted } from './time.js'
 
-const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|hang|rollout|grpc] [--plain]
+const USAGE = `usage: doorman demo [--short] [--out DIR] [--only incident|hang|rollout|grpc|noisy] [--plain]
 
   --short        a quicker run (about a minute) with the same story, for tests and CI
   --out DIR      where to write index.html, results.json and logs/ (default ./doorman-demo-report)
-  --only NAME    run one scenario: incident, hang (a dependency hangs), rollout or grpc (a gRPC rollout)
+  --only NAME    run one scenario: incident, hang (a dependency hangs), rollout, grpc (a gRPC rollout) or noisy
+                 (one caller floods, another goes on being served)
   --plain        plain progress lines even on a terminal
 `
 
@@ -40,8 +42,8 @@ export async function command (args: string[]): Promise<number> {
     return 1
   }
   if (values.help) { process.stdout.write(USAGE); return 0 }
-  if (values.only !== undefined && values.only !== 'incident' && values.only !== 'hang' && values.only !== 'rollout' && values.only !== 'grpc') {
-    process.stderr.write(`doorman demo: --only takes incident, hang, rollout or grpc, got ${JSON.stringify(values.only)}\n`)
+  if (values.only !== undefined && values.only !== 'incident' && values.only !== 'hang' && values.only !== 'rollout' && values.only !== 'grpc' && values.only !== 'noisy') {
+    process.stderr.write(`doorman demo: --only takes incident, hang, rollout, grpc or noisy, got ${JSON.stringify(values.only)}\n`)
     return 1
   }
   const short = values.short || values.quick
@@ -96,6 +98,15 @@ export async function command (args: string[]): Promise<number> {
       const run = await runGrpcRollout({ plan: grpcPlan, logDir, signal: abort.signal, onSample: (x, p, note) => { live.rollout(x, p, note) } })
       live.done(run.skipped !== null ? `  → not run: ${run.skipped}` : `  → ${run.totals.failed === 0 ? s.green('0 failed') : s.red(`${run.totals.failed} failed`)} of ${run.totals.sent} calls, ${run.replaced.length} providers replaced`)
       partial.grpc = { plan: grpcPlan, run }
+    }
+    if (runs('noisy')) {
+      const plan = short ? NOISY_SHORT : NOISY_FULL
+      live.stage(`noisy neighbour: a batch job floods at ${plan.batchRate} requests/s, the shop calls at ${plan.shopRate}/s, with DOORMAN_FAIRNESS=off then with fairness`)
+      const without = await runNoisy({ plan, fairness: 'off', logDir, signal: abort.signal })
+      const withF = await runNoisy({ plan, fairness: 'flow', logDir, signal: abort.signal })
+      const d = (r: typeof without): string => `${r.shopDuringFlood.ok}/${r.shopDuringFlood.sent} of the shop's served during the flood, ${r.shopDuringFlood.shed} shed`
+      live.done(`  → off: ${d(without)}; with fairness: ${withF.shopDuringFlood.shed === 0 ? s.green(d(withF)) : s.red(d(withF))}`)
+      partial.noisy = { plan, without, with: withF }
     }
   } catch (err) {
     if (err instanceof Interrupted) { live.line('\ninterrupted: every process the demo started has been stopped'); return 130 }

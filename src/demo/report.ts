@@ -2,6 +2,7 @@
 // by side on shared scales, the rollout, and the verdict. Written next to results.json.
 import { chart, CHART_CSS, type ChartSpec } from './charts.js'
 import { GRPC_SERVICE } from './grpc-rollout.js'
+import { noisySection } from './noisy.js'
 import type { IncidentPlan, IncidentRun, Marker, Results, RolloutRun } from './results.js'
 
 const C = {
@@ -346,6 +347,7 @@ ${verdictTable(r)}
 ${r.incident !== null ? `<h2>Incident: without doorman (left) and with doorman (right)</h2>${setup(r)}\n${incidentCharts(r.incident, 'incident')}` : ''}
 ${r.hang !== undefined && r.hang !== null ? `<h2>A dependency hangs: without doorman (left) and with doorman (right)</h2>${hangSetup(r)}\n${incidentCharts(r.hang, 'hang')}` : ''}
 ${r.rollout !== null ? `<h2>Rollout: three instances replaced in turn under load</h2>${rolloutSetup(r)}${r.rollout.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.rollout.run.skipped)}</p>` : rolloutCharts(r.rollout.run)}` : ''}
+${r.noisy !== undefined && r.noisy !== null ? noisySection(r.noisy.plan, r.noisy.without, r.noisy.with) : ''}
 ${r.grpc !== undefined && r.grpc !== null ? `<h2>gRPC rollout: one channel, ${r.grpc.plan.providers} providers replaced in turn</h2>${grpcSetup(r)}${r.grpc.run.skipped !== null ? `<p class="bad">Not run: ${esc(r.grpc.run.skipped)}</p>` : grpcCharts(r.grpc.run)}` : ''}
 <h2>Read more</h2>
 <p>The numbers behind every chart are in <code>results.json</code> beside this file; each process's output is in <code>logs/</code>.

@@ -1,5 +1,6 @@
 // The demo's machine-readable results (`results.json` beside the report) and the verdict computed from them.
 import type { FailKind } from './load.js'
+import { noisyChecks, type NoisyPlan, type NoisyRun } from './noisy.js'
 
 export interface ProbeTimingsPlan { periodMs: number, timeoutMs: number, failureThreshold: number }
 
@@ -166,6 +167,8 @@ export interface Results {
   hang?: { plan: IncidentPlan, without: IncidentRun, with: IncidentRun } | null
   /** The gRPC rollout (issue 14): one grpc-js channel through the outbound lane, three providers replaced in turn. */
   grpc?: { plan: GrpcRolloutPlan, run: RolloutRun } | null
+  /** The noisy neighbour (issue 25): one caller floods, with DOORMAN_FAIRNESS=off and with fairness. */
+  noisy?: { plan: NoisyPlan, without: NoisyRun, with: NoisyRun } | null
   verdict: { pass: boolean, checks: Check[] }
 }
 
@@ -189,6 +192,7 @@ export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: 
     }
   }
   if (r.grpc !== undefined && r.grpc !== null) checks.push(...grpcChecks(r.grpc.plan, r.grpc.run))
+  if (r.noisy !== undefined && r.noisy !== null) checks.push(...noisyChecks(r.noisy.without, r.noisy.with))
   return { pass: checks.length > 0 && checks.every((c) => c.pass), checks }
 }
 
