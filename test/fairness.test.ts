@@ -8,7 +8,7 @@ import t from 'tap'
 import http2 from 'node:http2'
 import { Pool } from 'undici'
 import path from 'node:path'
-import { startDoorman, startFixtureApp, getJson, spawnNode, waitFor, ROOT } from './helpers/index.js'
+import { startDoorman, startFixtureApp, getJson, spawnNode, waitFor, request, ROOT } from './helpers/index.js'
 
 const SERVICE_MS = 50
 const LIMIT = 10
@@ -88,7 +88,7 @@ async function h2Caller (t: Tap.Test, port: number, localAddress: string): Promi
 
 interface Scenario { fairness: 'flow' | 'off', protocol: 'http1' | 'h2' | 'header' }
 
-async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, unloadedP99: number, state: { flows?: Array<{ flow: string, inflight: number, queued: number, shed: number }> } }> {
+async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, unloadedP99: number, state: { flows?: Array<{ flow: string, inflight: number, queued: number, shed: number }> }, metrics: string }> {
   const app = await startFixtureApp(t, 'executor-app.mjs', { SLOTS: String(LIMIT), WORK_MS: String(SERVICE_MS), JITTER: '0' })
   const dm = await startDoorman(t, {
     DOORMAN_APP_PORT: String(app.port),
@@ -125,18 +125,21 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
   const line = flood.output().trim().split('\n').at(-1) as string
   const r = JSON.parse(line) as { sent: number, ok: number, other: number, shed: Record<string, number> }
   const aTally: Tally = { sent: r.sent, ok: r.ok, other: r.other, shed: new Map(Object.entries(r.shed)), latencies: [] }
-  return { a: aTally, b: bTally, unloadedP99: p99(unloaded), state }
+  const metrics = (await request(dm.admin, { path: '/metrics', timeout: 5000 })).body
+  return { a: aTally, b: bTally, unloadedP99: p99(unloaded), state, metrics }
 }
 
 const describeTally = (x: Tally): string => `sent ${x.sent}, ok ${x.ok}, shed ${JSON.stringify(Object.fromEntries(x.shed))}, other ${x.other}${x.latencies.length > 0 ? `, p99 ${Math.round(p99(x.latencies))} ms` : ''}`
 
 for (const protocol of ['http1', 'h2', 'header'] as const) {
   t.test(`${protocol}: with fairness the light caller is served and the flood is shed`, async (t) => {
-    const { a, b, unloadedP99, state } = await run(t, { fairness: 'flow', protocol })
+    const { a, b, unloadedP99, state, metrics } = await run(t, { fairness: 'flow', protocol })
     t.comment(`A: ${describeTally(a)}`)
     t.comment(`B: ${describeTally(b)}; unloaded p99 ${Math.round(unloadedP99)} ms`)
     t.ok(shedTotal(a) > a.sent / 2, 'the flood is overload: most of A is shed')
     t.ok((a.shed.get('flow-share') ?? 0) > 0, 'A is shed for going over its share')
+    t.match(metrics, /^doorman_shed_total\{reason="flow-share"\} [1-9]/m, 'the metric counts it by reason')
+    t.notMatch(metrics, /"(?:ip|h|id):/, 'flows never become metric labels')
     t.ok(b.ok >= b.sent * 0.99, `≥ 99 % of B served (${b.ok}/${b.sent})`)
     t.equal(b.other, 0, 'B saw no failure')
     const heavy = protocol === 'header' ? 'h:batch-job' : 'ip:127.0.0.2'
