@@ -4,7 +4,7 @@
 // however many flows pass, and the bounded tally of the most-shed flows.
 import t from 'tap'
 import { FairQueue, ShedTally, type FlowWaiter } from '../src/limiter/fair.js'
-import { Limiter, CRITICAL, NORMAL, LOW, type Priority, type ShedReason } from '../src/limiter/index.js'
+import { Limiter, CRITICAL, NORMAL, LOW, type LimitAlgorithm, type Priority, type ShedReason } from '../src/limiter/index.js'
 import { SimClock } from '../bench/adaptive-model.js'
 
 class W implements FlowWaiter {
@@ -224,4 +224,28 @@ t.test('Limiter with fairness: random arrivals, releases, cancellations and time
     }
   }
   t.pass('the flows\' counts add up to the queue, and the queue never stalls with free slots')
+})
+
+t.test('Limiter with fairness under an adaptive limit: slots the algorithm adds go round-robin across flows', async (t) => {
+  // A limit algorithm that raises its limit by one on every sample, as an adaptive limit does while the app keeps up.
+  class Rising implements LimitAlgorithm {
+    limit = 1
+    update (): void { this.limit++ }
+  }
+  const clock = new SimClock()
+  const limiter = new Limiter({ algorithm: new Rising(), maxQueue: 10, queueTimeout: 1000, fairness: true, timers: clock })
+  const log: string[] = []
+  const ask = (name: string, flow: string): void => {
+    const r = limiter.acquire(NORMAL, (reason) => { log.push(`${name}:${reason ?? 'granted'}`) }, flow)
+    if (r === true) log.push(`${name}:now`)
+  }
+  ask('a0', 'a')
+  for (let i = 1; i <= 4; i++) ask(`a${i}`, 'a')
+  ask('b0', 'b')
+  ask('b1', 'b')
+  // One release with a latency sample: the limit goes from 1 to 2, so two waiters get slots at once.
+  limiter.release(50, false, 1)
+  t.same(log, ['a0:now', 'a1:granted', 'b0:granted'], 'the slot freed and the one added go to both flows in turn')
+  limiter.release(50, false, 2)
+  t.same(log.slice(3), ['a2:granted', 'b1:granted'])
 })
