@@ -155,9 +155,9 @@ export function noisySection (plan: NoisyPlan, without: NoisyRun, withF: NoisyRu
 <details><summary>Setup of the noisy neighbour</summary><ul>
 <li>One service behind doorman with a limit of ${plan.limit} and a queue of ${plan.maxQueue}; each request takes ${plan.serviceMs} ms, so it serves ${plan.limit * 1000 / plan.serviceMs} requests/s.</li>
 <li>Two callers behind one ingress that names them in <code>x-tenant</code> (<code>DOORMAN_FLOW_HEADER=x-tenant</code>, <code>DOORMAN_TRUSTED_HOPS=1</code>): the shop at ${plan.shopRate} requests/s all along, a batch job at ${plan.batchRate} requests/s from ${plan.floodFromMs / 1000} s to ${plan.floodToMs / 1000} s.</li>
-<li>Left: <code>DOORMAN_FAIRNESS=off</code>, one FIFO queue. Right: the default, <code>flow</code>: the queue shared fairly across callers, the heaviest shed first (<code>x-doorman-shed: flow-share</code>).</li>
+<li>The charts show the shop's requests per second: served, shed, failed. Left: <code>DOORMAN_FAIRNESS=off</code>, one FIFO queue. Right: the default, <code>flow</code>: the queue shared fairly across callers, the heaviest shed first (<code>x-doorman-shed: flow-share</code>).</li>
 </ul></details>
-<div class="sides"><figure>${side(without, 'noisy-off', "The shop's requests, DOORMAN_FAIRNESS=off")}<figcaption>During the flood: ${without.shopDuringFlood.ok} of ${without.shopDuringFlood.sent} served, ${without.shopDuringFlood.shed} shed.</figcaption></figure>
-<figure>${side(withF, 'noisy-flow', "The shop's requests, with fairness (default)")}<figcaption>During the flood: ${withF.shopDuringFlood.ok} of ${withF.shopDuringFlood.sent} served, ${withF.shopDuringFlood.shed} shed; the batch job: ${withF.batch.ok} served, ${withF.batch.shed} shed.</figcaption></figure></div>
+<div class="sides"><figure>${side(without, 'noisy-off', 'Shop, fairness off')}<figcaption>During the flood: ${without.shopDuringFlood.ok} of ${without.shopDuringFlood.sent} served, ${without.shopDuringFlood.shed} shed.</figcaption></figure>
+<figure>${side(withF, 'noisy-flow', 'Shop, fairness on')}<figcaption>During the flood: ${withF.shopDuringFlood.ok} of ${withF.shopDuringFlood.sent} served, ${withF.shopDuringFlood.shed} shed; the batch job: ${withF.batch.ok} served, ${withF.batch.shed} shed.</figcaption></figure></div>
 ${flows}`
 }
