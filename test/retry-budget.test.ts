@@ -2,8 +2,11 @@
 // registry and real instance servers on loopback: against a service whose every instance sheds, 1,000 calls reach the
 // providers at most 1,000 × 1.2 + 10 × seconds times and every caller sees the provider's own 503; an app's own 503
 // with retry-after is passed on as it is, never retried sooner than it asks; a refused connection is retried after a
-// backoff.
+// backoff. The same for gRPC calls: the provider's own status 14.
 import t from 'tap'
+import http2 from 'node:http2'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
 import { Pool } from 'undici'
 import { RetryBudget } from '../src/outbound/retry-budget.js'
 import { Outbound } from '../src/outbound/index.js'
@@ -149,4 +152,54 @@ t.test('a refused connection is retried on another instance after a jittered bac
   t.ok(refused >= 1, 'a refused call the budget did not allow ends with the refusal itself')
   t.ok(minRetryMs >= 12, `a retried call waited its backoff (${minRetryMs.toFixed(1)} ms)`)
   t.equal(seen, 20 - refused)
+})
+
+t.test("gRPC: every instance sheds (UNAVAILABLE), retries stay within the budget and callers get the provider's own status 14", async (t) => {
+  let hits = 0
+  const servers: number[] = []
+  for (let i = 0; i < 2; i++) {
+    const server = http2.createServer()
+    server.on('stream', (stream) => {
+      hits++
+      stream.on('error', () => {})
+      stream.resume()
+      stream.on('end', () => {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'shed: queue-full', 'x-doorman-shed': 'queue-full' }, { endStream: true })
+      })
+    })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    t.teardown(async () => { await new Promise((resolve) => { server.close(resolve) }) })
+    servers.push((server.address() as AddressInfo).port)
+  }
+  const { port, metrics } = await lane(t, servers)
+  const session = http2.connect(`http://127.0.0.1:${port}`)
+  t.teardown(() => { session.destroy() })
+  const calls = 300
+  const started = performance.now()
+  const statuses = new Map<string, number>()
+  const frame = Buffer.from([0, 0, 0, 0, 0])
+  let next = 0
+  await Promise.all(Array.from({ length: 10 }, async () => {
+    while (next < calls) {
+      next++
+      const answer = await new Promise<string>((resolve) => {
+        const s = session.request({ ':method': 'POST', ':path': '/doorman.test.Echo/Unary', ':authority': 'orders', 'content-type': 'application/grpc', te: 'trailers' })
+        let got = ''
+        s.on('response', (h) => { got = `${String(h['grpc-status'])} shed=${String(h['x-doorman-shed'])} error=${String(h['x-doorman-error'])}` })
+        s.on('trailers', (h) => { got = `${String(h['grpc-status'])} shed=${String(h['x-doorman-shed'])} error=${String(h['x-doorman-error'])}` })
+        s.on('error', () => { got = 'stream error' })
+        s.on('close', () => { resolve(got) })
+        s.resume()
+        s.end(frame)
+      })
+      statuses.set(answer, (statuses.get(answer) ?? 0) + 1)
+    }
+  }))
+  const seconds = Math.ceil((performance.now() - started) / 1000)
+  t.comment(`${hits} provider hits for ${calls} calls in ${seconds} s; answers ${JSON.stringify(Object.fromEntries(statuses))}`)
+  t.same([...statuses], [['14 shed=queue-full error=undefined', calls]], "every caller saw the provider's own UNAVAILABLE with its shed flag")
+  t.ok(hits <= calls * 1.2 + 10 * seconds, `${hits} ≤ ${calls} × 1.2 + 10 × ${seconds}`)
+  t.ok(hits > calls, 'within the budget, some calls were retried on the other instance')
+  t.match(await metrics.text(), /doorman_outbound_retry_budget_exhausted_total\{service="orders"\} [1-9]/)
 })
