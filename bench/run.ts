@@ -14,6 +14,7 @@ import { grpcSection } from './grpc.js'
 import { h2SoakSection } from './h2-soak.js'
 import { tracingSection } from './tracing.js'
 import { mtlsSection } from './mtls.js'
+import { fairnessSection } from './fairness.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -52,7 +53,8 @@ const SECTIONS: Section[] = [
   grpcSection,
   h2SoakSection,
   tracingSection,
-  mtlsSection
+  mtlsSection,
+  fairnessSection
 ]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }

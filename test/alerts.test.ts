@@ -1,5 +1,5 @@
 // The alert rules (deploy/monitoring/prometheus-rule.yaml, and the chart's copy) through Prometheus' own promtool:
-// `promtool check rules` on both, and `promtool test rules` on the alerts issue 16 added, with series shaped like
+// `promtool check rules` on both, and `promtool test rules` on the alerts issues 16 and 25 added, with series shaped like
 // doorman's (Debian's `prometheus` package carries promtool; scripts/test-deps.mjs installs it).
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -63,7 +63,11 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
           { series: 'doorman_tls_cert_expiry_seconds{namespace="shop",pod="cart-0"}', values: '1500-60x30' },
           { series: 'doorman_tls_cert_ready{namespace="shop",pod="cart-0"}', values: '1x25 0x5' },
           { series: 'doorman_tls_cert_expiry_seconds{namespace="shop",pod="cart-1"}', values: '1500-60x10 3600-60x20' },
-          { series: 'doorman_tls_cert_ready{namespace="shop",pod="cart-1"}', values: '1x30' }
+          { series: 'doorman_tls_cert_ready{namespace="shop",pod="cart-1"}', values: '1x30' },
+          // Retries to orders held back by the budget on two callers for the whole run; to pay, once only.
+          { series: 'doorman_outbound_retry_budget_exhausted_total{namespace="shop",pod="web-0",service="orders"}', values: '0+30x30' },
+          { series: 'doorman_outbound_retry_budget_exhausted_total{namespace="shop",pod="web-1",service="orders"}', values: '0+5x30' },
+          { series: 'doorman_outbound_retry_budget_exhausted_total{namespace="shop",pod="web-0",service="pay"}', values: '0 3x29' }
         ],
         alert_rule_test: [
           { eval_time: '20m', alertname: 'DoormanCheckerEjectionsBlocked', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops', pod: 'checker-0' } }] },
@@ -81,7 +85,9 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
           { eval_time: '10m', alertname: 'DoormanCertificateExpiring', exp_alerts: [] },
           { eval_time: '20m', alertname: 'DoormanCertificateExpiring', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', pod: 'cart-0' } }] },
           { eval_time: '20m', alertname: 'DoormanCertificateUnusable', exp_alerts: [] },
-          { eval_time: '29m', alertname: 'DoormanCertificateUnusable', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'shop', pod: 'cart-0' } }] }
+          { eval_time: '29m', alertname: 'DoormanCertificateUnusable', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'shop', pod: 'cart-0' } }] },
+          { eval_time: '8m', alertname: 'DoormanRetryBudgetExhausted', exp_alerts: [] },
+          { eval_time: '20m', alertname: 'DoormanRetryBudgetExhausted', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'shop', service: 'orders' } }] }
         ]
       }
     ]

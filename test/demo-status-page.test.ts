@@ -1,5 +1,5 @@
 // The lane's live status page (GET / on the admin port) in headless Chromium: its cards show what /state says,
-// and its chart draws in flight against the limit while traffic flows.
+// its chart draws in flight against the limit while traffic flows, and it lists the heaviest flows.
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -53,6 +53,9 @@ t.test('the status page shows the lane state and draws its chart', async (t) => 
   const box = await page.locator('#inflight').evaluate((p) => { const b = (p as SVGGraphicsElement).getBBox(); return { width: b.width, height: b.height } })
   t.ok(box.width > 0, 'the in-flight line is drawn', { box, d: await page.locator('#inflight').getAttribute('d') })
   t.equal(await page.locator('#limit').evaluate((p) => (p.getAttribute('d') ?? '').length > 0), true, 'the limit line is drawn')
+  // Fair queuing is on by default: the heaviest flows are listed (one here: every client is this process's address).
+  await waitFor('the page to list the heaviest flows', async () => await page.locator('#flows tbody tr').count() > 0, 15_000, 200)
+  t.match(await page.locator('#flows tbody tr').first().locator('td').first().textContent(), /^ip:/, 'a flow keyed by the client address')
   t.same(errors, [], 'no script errors')
 
   const shot = path.join(dir, 'status-page.png')

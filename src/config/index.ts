@@ -43,6 +43,8 @@ export interface Config {
   criticalPaths: readonly string[]
   lowPaths: readonly string[]
   criticalReserve: number
+  fairness: 'flow' | 'off'
+  flowHeader: string
   maxQueue: number
   queueTimeout: number
   upstreamTimeout: number
@@ -69,6 +71,8 @@ export interface Config {
   advertiseHost: string
   registryTtl: number
   registerDelay: number
+  retryBudget: number
+  retryMinPerSecond: number
   outlierFailures: number
   outlierEjectTime: number
   outlierMaxEject: number
@@ -324,6 +328,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, opts: LoadOpti
   if (cfg.limitMode === 'static' && cfg.limitMin > cfg.maxConcurrency) cfg.limitMin = cfg.maxConcurrency
   if (cfg.limitMin > cfg.maxConcurrency) throw new ConfigError('DOORMAN_LIMIT_MIN', `DOORMAN_LIMIT_MIN: got ${cfg.limitMin}; expected at most DOORMAN_MAX_CONCURRENCY (${cfg.maxConcurrency})`)
   if (opts.sidecar === true && cfg.registry !== 'memory' && cfg.service === '') throw new ConfigError('DOORMAN_SERVICE', 'DOORMAN_SERVICE is required when DOORMAN_REGISTRY is not memory: expected a service name')
+  if (cfg.flowHeader !== '' && !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(cfg.flowHeader)) throw new ConfigError('DOORMAN_FLOW_HEADER', `DOORMAN_FLOW_HEADER: got ${JSON.stringify(cfg.flowHeader)}; expected a header name (letters, digits and !#$%&'*+.^_\`|~-)`)
+  if (cfg.flowHeader.toLowerCase().startsWith('x-doorman-')) throw new ConfigError('DOORMAN_FLOW_HEADER', `DOORMAN_FLOW_HEADER: got ${JSON.stringify(cfg.flowHeader)}; expected a header a proxy in front sets, not one of doorman's own x-doorman-* headers`)
   if (cfg.service !== '' && !SERVICE_NAME.test(cfg.service)) throw new ConfigError('DOORMAN_SERVICE', `DOORMAN_SERVICE: got ${JSON.stringify(cfg.service)}; expected a service name of lower-case letters, digits, '.', '-' or '_' (as in a Host header)`)
   for (const k of ['queueTimeout', 'upstreamTimeout', 'clientWriteTimeout', 'headersTimeout', 'idleTimeout', 'registryTtl', 'checkInterval', 'drainQuiet', 'checkTimeout'] as const) {
     if (cfg[k] <= 0) {

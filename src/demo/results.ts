@@ -1,6 +1,7 @@
 // The demo's machine-readable results (`results.json` beside the report) and the verdict computed from them.
 import type { FailKind } from './load.js'
 import type { MtlsPlan, MtlsRun } from './mtls.js'
+import { noisyChecks, type NoisyPlan, type NoisyRun } from './noisy.js'
 
 export interface ProbeTimingsPlan { periodMs: number, timeoutMs: number, failureThreshold: number }
 
@@ -169,6 +170,8 @@ export interface Results {
   grpc?: { plan: GrpcRolloutPlan, run: RolloutRun } | null
   /** mTLS between two sidecars (issue 24): identity to the app, refusals, a certificate rotated under load. */
   mtls?: { plan: MtlsPlan, run: MtlsRun } | null
+  /** The noisy neighbour (issue 25): one caller floods, with DOORMAN_FAIRNESS=off and with fairness. */
+  noisy?: { plan: NoisyPlan, without: NoisyRun, with: NoisyRun } | null
   verdict: { pass: boolean, checks: Check[] }
 }
 
@@ -193,6 +196,7 @@ export function verdict (r: Omit<Results, 'verdict'>): { pass: boolean, checks: 
   }
   if (r.grpc !== undefined && r.grpc !== null) checks.push(...grpcChecks(r.grpc.plan, r.grpc.run))
   if (r.mtls !== undefined && r.mtls !== null) checks.push(...mtlsChecks(r.mtls.run))
+  if (r.noisy !== undefined && r.noisy !== null) checks.push(...noisyChecks(r.noisy.without, r.noisy.with))
   return { pass: checks.length > 0 && checks.every((c) => c.pass), checks }
 }
 

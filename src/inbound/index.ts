@@ -24,6 +24,7 @@ import type { CertStore } from '../tls/store.js'
 import type { Authorizer } from '../authz/index.js'
 import { InboundPolicy, type InboundStats } from './policy.js'
 import type { Observer } from '../observe/index.js'
+import { flowResolver } from './flow.js'
 
 export type { InboundStats } from './policy.js'
 
@@ -57,6 +58,8 @@ export interface InboundOptions {
   observer?: Observer | null
   /** mTLS on the port (DOORMAN_MTLS permissive or strict): the certificate store, who may call, the counts. */
   mtls?: { mode: 'permissive' | 'strict', store: CertStore, authorizer: Authorizer, stats: TlsStats }
+  /** Fair queuing across flows (DOORMAN_FAIRNESS=flow): the header naming the caller from a trusted hop, '' for none. */
+  fairness?: { flowHeader: string }
 }
 
 export class Inbound {
@@ -106,7 +109,8 @@ export class Inbound {
       trusted: this.#trusted,
       writeTimeout: opts.clientWriteTimeout ?? 30_000,
       observer: opts.observer,
-      access: opts.mtls !== undefined ? { authorizer: opts.mtls.authorizer, stats: opts.mtls.stats } : undefined
+      access: opts.mtls !== undefined ? { authorizer: opts.mtls.authorizer, stats: opts.mtls.stats } : undefined,
+      flow: opts.fairness !== undefined ? flowResolver(opts.fairness.flowHeader) : null
     })
     this.stats = this.policy.stats
     // Upgrades follow the same header policy as requests (upgradeHeaders), not http-proxy's own x-forwarded-*.

@@ -10,6 +10,7 @@ import type { Limiter, Priority, ShedReason, Waiter } from '../limiter/index.js'
 import { Metrics } from '../metrics/index.js'
 import type { Exchange, ExchangeTrace, Outcome, Policy, Route } from '../proxy/exchange.js'
 import type { Observer, Subject } from '../observe/index.js'
+import type { FlowInput } from './flow.js'
 
 /** Counts that drain and the lane read. */
 export interface InboundStats {
@@ -40,7 +41,12 @@ export interface InboundPolicyOptions {
   observer?: Observer | null
   /** With mTLS on: who may call (DOORMAN_ALLOW), and the per-mode counts. */
   access?: { authorizer: Authorizer, stats: TlsStats }
+  /** The flow a request belongs to (flow.ts), for fair queuing; absent: fairness is off and no flow is resolved. */
+  flow?: ((input: FlowInput) => string) | null
 }
+
+/** One of the heaviest flows, as /state and the status page show it. */
+export interface FlowReport { flow: string, inflight: number, queued: number, shed: number }
 
 export class InboundPolicy implements Policy {
   readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0 }
@@ -58,6 +64,7 @@ export class InboundPolicy implements Policy {
   readonly #classify: (path: string) => Priority
   readonly #observer: Observer | null
   readonly #subject: Subject
+  readonly #flow: ((input: FlowInput) => string) | null
   #draining = false
 
   constructor (opts: InboundPolicyOptions) {
@@ -67,6 +74,7 @@ export class InboundPolicy implements Policy {
     this.#debug = opts.log.isLevelEnabled('debug')
     this.#app = opts.app
     this.#classify = opts.classify
+    this.#flow = opts.flow ?? null
     this.trusted = opts.trusted
     this.writeTimeout = opts.writeTimeout
     const access = opts.access
@@ -113,7 +121,34 @@ export class InboundPolicy implements Policy {
   }
 
   admit (ex: Exchange): true | ShedReason | Waiter {
-    return this.#limiter.acquire(this.#classify(ex.client.path), ex.onGrant)
+    const priority = this.#classify(ex.client.path)
+    if (this.#flow === null) return this.#limiter.acquire(priority, ex.onGrant)
+    return this.#limiter.acquire(priority, ex.onGrant, this.flowOf(ex))
+  }
+
+  /** The flow an exchange belongs to ('' when fairness is off). */
+  flowOf (ex: Exchange): string {
+    if (this.#flow === null) return ''
+    const c = ex.client
+    // identity: the mTLS termination passes the verified peer's SPIFFE ID here once it lands.
+    return this.#flow({ rawHeaders: c.rawHeaders(), remoteAddress: c.forwardInfo(this.trusted).remoteAddress, trusted: this.trusted })
+  }
+
+  /**
+   * The heaviest flows (at most `n`): those holding the most of the queue, then the most shed, with what each has in
+   * flight. Off the request path (the heartbeat): the in-flight counts are taken from the exchanges holding a slot.
+   */
+  topFlows (n = 10): FlowReport[] {
+    if (this.#flow === null) return []
+    const inflight = new Map<string, number>()
+    for (const ex of this.exchanges) { const f = this.flowOf(ex); inflight.set(f, (inflight.get(f) ?? 0) + 1) }
+    const out: FlowReport[] = this.#limiter.topFlows(n).map((f) => ({ flow: f.flow, inflight: inflight.get(f.flow) ?? 0, queued: f.queued, shed: f.shed }))
+    if (out.length < n) {
+      const listed = new Set(out.map((f) => f.flow))
+      const busy = [...inflight].filter(([f]) => !listed.has(f)).sort((a, b) => b[1] - a[1])
+      for (const [flow, k] of busy.slice(0, n - out.length)) out.push({ flow, inflight: k, queued: 0, shed: 0 })
+    }
+    return out
   }
 
   cancel (w: Waiter): void { this.#limiter.cancel(w) }

@@ -55,10 +55,13 @@ export const S = {
   /** 1 while the app's registry is reachable. */
   APP_REGISTRY_UP: 30,
   /** With mTLS on: 0 while doorman holds a usable certificate, else 1 + the problem's index in TLS_PROBLEMS. */
-  TLS: 31
+  TLS: 31,
+  /** The heaviest flows' text (see setFlows): a sequence number, odd while it is written, and its length in bytes. */
+  FLOWS_SEQ: 32,
+  FLOWS_LEN: 33
 } as const
 
-const INT_SLOTS = 32
+const INT_SLOTS = 40
 /** BigInt64 slots (microseconds since the epoch, from performance.timeOrigin + performance.now()). */
 export const T = {
   HEARTBEAT: 0,
@@ -70,6 +73,8 @@ export const T = {
   APP_REGISTERED_AT: 4
 } as const
 const TIME_SLOTS = 8
+/** Bytes for the heaviest flows, as JSON (/state `flows`): ten flows with keys of at most 128 characters fit. */
+export const FLOWS_BYTES = 4096
 
 export const PHASES = ['serving', 'draining', 'closing', 'closed'] as const
 export type Phase = typeof PHASES[number]
@@ -85,11 +90,39 @@ export class SharedState {
   readonly buffer: SharedArrayBuffer
   readonly #i32: Int32Array
   readonly #t64: BigInt64Array
+  readonly #flows: Uint8Array
 
   constructor (buffer?: SharedArrayBuffer) {
-    this.buffer = buffer ?? new SharedArrayBuffer(INT_SLOTS * 4 + TIME_SLOTS * 8)
+    this.buffer = buffer ?? new SharedArrayBuffer(INT_SLOTS * 4 + TIME_SLOTS * 8 + FLOWS_BYTES)
     this.#t64 = new BigInt64Array(this.buffer, 0, TIME_SLOTS)
     this.#i32 = new Int32Array(this.buffer, TIME_SLOTS * 8, INT_SLOTS)
+    this.#flows = new Uint8Array(this.buffer, TIME_SLOTS * 8 + INT_SLOTS * 4, FLOWS_BYTES)
+  }
+
+  /**
+   * The heaviest flows as JSON text (main thread). A sequence number odd while the bytes are written lets the lane
+   * thread tell a torn read and try again. Text longer than the region is not written (false).
+   */
+  setFlows (json: string): boolean {
+    const bytes = Buffer.from(json)
+    if (bytes.length > FLOWS_BYTES) return false
+    Atomics.add(this.#i32, S.FLOWS_SEQ, 1)
+    this.#flows.set(bytes)
+    Atomics.store(this.#i32, S.FLOWS_LEN, bytes.length)
+    Atomics.add(this.#i32, S.FLOWS_SEQ, 1)
+    return true
+  }
+
+  /** The heaviest flows' JSON text (lane thread); '' when none was written or no steady copy could be read. */
+  flows (): string {
+    for (let i = 0; i < 8; i++) {
+      const seq = Atomics.load(this.#i32, S.FLOWS_SEQ)
+      if ((seq & 1) === 1) continue
+      const len = Math.min(FLOWS_BYTES, Atomics.load(this.#i32, S.FLOWS_LEN))
+      const copy = this.#flows.slice(0, len)
+      if (Atomics.load(this.#i32, S.FLOWS_SEQ) === seq) return Buffer.from(copy.buffer, 0, len).toString()
+    }
+    return ''
   }
 
   get (slot: number): number { return Atomics.load(this.#i32, slot) }

@@ -1,5 +1,6 @@
 // The lane's live status page (GET /): one self-contained HTML document (no external scripts, styles or fonts)
-// that polls /state every second and draws the last two minutes of in flight, queued and shed against the limit.
+// that polls /state every second and draws the last two minutes of in flight, queued and shed against the limit, and
+// lists the heaviest flows (callers) when fair queuing is on.
 
 const PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>doorman status</title>
@@ -16,6 +17,9 @@ h1{font-size:1.3rem;margin:0 0 1rem}h1 small{font-weight:400;color:#59636e;font-
 #chart{margin-top:1rem;background:#fff;border:1px solid #d0d7de;border-radius:6px;max-width:900px;width:100%;height:auto}
 #chart text{font:11px system-ui,sans-serif;fill:#59636e}
 #err{color:#cf222e}
+#flows{margin-top:1rem;border-collapse:collapse;background:#fff;max-width:900px;width:100%}
+#flows th,#flows td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}
+#flows th:first-child,#flows td:first-child{text-align:left;font-family:ui-monospace,monospace;word-break:break-all}
 </style></head><body>
 <h1>doorman <span id="svc"></span> <small id="ver"></small></h1>
 <div class="grid" id="grid"></div>
@@ -28,6 +32,8 @@ h1{font-size:1.3rem;margin:0 0 1rem}h1 small{font-weight:400;color:#59636e;font-
 <path id="shed" fill="none" stroke="#cf222e" stroke-width="2"/>
 <g id="legend"></g>
 </svg>
+<table id="flows" hidden><caption>heaviest flows (callers): in flight, queued, shed</caption>
+<thead><tr><th>flow</th><th>in flight</th><th>queued</th><th>shed</th></tr></thead><tbody></tbody></table>
 <p id="err"></p>
 <script>
 const pct = (x) => Math.round(x * 100) + '%';
@@ -83,6 +89,14 @@ async function tick () {
       const b = bar ? '<div class="bar"><i style="width:' + Math.min(100, Math.round(bar(s) * 100)) + '%"></i></div>' : '';
       return '<div class="card" data-field="' + name + '">' + name + '<b class="' + cls + '">' + v(s) + '</b>' + b + '</div>';
     }).join('');
+    const flows = Array.isArray(s.flows) ? s.flows : [];
+    const table = document.getElementById('flows');
+    table.hidden = flows.length === 0;
+    table.tBodies[0].replaceChildren(...flows.map((f) => {
+      const tr = document.createElement('tr');
+      for (const v of [f.flow, f.inflight, f.queued, f.shed]) { const td = document.createElement('td'); td.textContent = String(v); tr.append(td); }
+      return tr;
+    }));
     hist.push({ limit: s.limit, inflight: s.inflight, queued: s.queued, shed: lastShed === null ? 0 : Math.max(0, s.shed - lastShed) });
     lastShed = s.shed;
     if (hist.length > N) hist.shift();

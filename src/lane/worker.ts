@@ -170,6 +170,13 @@ function probe (res: ServerResponse, name: string, started: number, checks: Chec
   observeProbe(name, (performance.now() - started) / 1000)
 }
 
+/** The heaviest flows the main thread published (DOORMAN_FAIRNESS=flow), at most ten; [] when none. */
+function heaviestFlows (): unknown[] {
+  const text = state.flows()
+  if (text === '') return []
+  try { return JSON.parse(text) as unknown[] } catch { return [] }
+}
+
 export function stateJson (): Record<string, unknown> {
   const now = nowMs()
   const drainStarted = state.time(T.DRAIN_STARTED)
@@ -189,6 +196,7 @@ export function stateJson (): Record<string, unknown> {
     failed: state.get(S.FAILED),
     shed: state.get(S.SHED),
     upgrades: state.get(S.UPGRADES),
+    flows: heaviestFlows(),
     app: { started: state.flag(S.APP_STARTED), ready: state.flag(S.APP_READY) },
     appRegistry: appRegistryState(),
     registration: { required: state.flag(S.REGISTRY_REQUIRED), registered: state.flag(S.REGISTERED), registryUp: state.flag(S.REGISTRY_UP), connections: { commands: state.get(S.REGISTRY_CONNECTIONS), subscriber: state.get(S.REGISTRY_SUBSCRIBER_CONNECTIONS) }, registeredAt: registeredAt === 0 ? null : new Date(registeredAt).toISOString() },

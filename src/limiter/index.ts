@@ -1,6 +1,9 @@
 // The concurrency limiter: an in-flight count under a limit, then bounded FIFO queues (one per priority class)
 // with a shared wait timeout. It knows nothing of HTTP: callers acquire, and release when the app has answered.
 import { FixedLimit, type LimitAlgorithm } from './algorithm.js'
+import { FairQueue, Fifo, ShedTally, type FlowWaiter } from './fair.js'
+
+export { FairQueue, Fifo, ShedTally } from './fair.js'
 
 export { FixedLimit, type LimitAlgorithm } from './algorithm.js'
 
@@ -9,7 +12,7 @@ export const NORMAL = 1
 export const LOW = 2
 export type Priority = typeof CRITICAL | typeof NORMAL | typeof LOW
 
-export type ShedReason = 'queue-full' | 'queue-timeout' | 'low-priority' | 'draining-closed' | 'warmup'
+export type ShedReason = 'queue-full' | 'queue-timeout' | 'low-priority' | 'draining-closed' | 'warmup' | 'flow-share'
 
 /** Called once a queued request is granted a slot (null) or shed (the reason). */
 export type GrantCallback = (reason: ShedReason | null) => void
@@ -38,52 +41,41 @@ export interface LimiterOptions {
   timers?: Timers
   /** Told how long each queued request waited, in milliseconds, when it is granted a slot or shed. */
   onQueueWait?: (ms: number) => void
+  /**
+   * Fair queuing across flows (DOORMAN_FAIRNESS=flow): within each priority class, queued requests are served
+   * round-robin across their flows, and a full queue sheds the newest request of the flow holding the most of it
+   * (fair.ts). False: one FIFO per class, a full queue sheds the newcomer.
+   */
+  fairness?: boolean
 }
+
+/** A class's queue: FIFO, or fair across flows. */
+type WaitQueue = Fifo<Waiter> | FairQueue<Waiter>
 
 const QUEUED = 0
 const GRANTED = 1
 const SHED = 2
 const CANCELLED = 3
 
-export class Waiter {
-  state = QUEUED
-  constructor (readonly priority: Priority, readonly deadline: number, readonly cb: GrantCallback) {}
-}
+const SETTLED: GrantCallback = () => {}
 
-/** A FIFO with O(1) push/shift and lazy removal of cancelled entries. */
-class Fifo {
-  #items: Array<Waiter | undefined> = []
-  #head = 0
-  push (w: Waiter): void { this.#items.push(w) }
-  /** The oldest still-queued waiter, dropping cancelled ones on the way. */
-  peek (): Waiter | undefined {
-    while (this.#head < this.#items.length) {
-      const w = this.#items[this.#head] as Waiter
-      if (w.state === QUEUED) return w
-      this.#items[this.#head++] = undefined
-    }
-    this.#compact()
-    return undefined
+export class Waiter implements FlowWaiter {
+  state = QUEUED
+  #cb: GrantCallback
+  constructor (readonly priority: Priority, readonly deadline: number, cb: GrantCallback, readonly flow = '') { this.#cb = cb }
+  get waiting (): boolean { return this.state === QUEUED }
+  /**
+   * Runs the callback once and lets go of it: a waiter that left one queue may stay a while in another's lazily
+   * dropped entries (fair queuing's arrival order), and must not keep its request alive there.
+   */
+  settle (reason: ShedReason | null): void {
+    const cb = this.#cb
+    this.#cb = SETTLED
+    cb(reason)
   }
-  shift (): Waiter | undefined {
-    const w = this.peek()
-    if (w !== undefined) { this.#items[this.#head++] = undefined; this.#compact() }
-    return w
-  }
-  /** The newest still-queued waiter (for eviction), dropping cancelled ones from the tail. */
-  popNewest (): Waiter | undefined {
-    while (this.#items.length > this.#head) {
-      const w = this.#items.pop() as Waiter
-      if (w.state === QUEUED) return w
-    }
-    this.#compact()
-    return undefined
-  }
-  #compact (): void {
-    if (this.#head === this.#items.length) { this.#items = []; this.#head = 0 } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head); this.#head = 0
-    }
-  }
+
+  /** Lets go of the callback without running it (a cancelled waiter). */
+  forget (): void { this.#cb = SETTLED }
 }
 
 export class Limiter {
@@ -95,7 +87,13 @@ export class Limiter {
   #inflight = 0
   #queued = 0
   #queuedByPriority = [0, 0, 0]
-  readonly #queues = [new Fifo(), new Fifo(), new Fifo()]
+  /** The order queued requests are served in, per class. */
+  readonly #queues: [WaitQueue, WaitQueue, WaitQueue]
+  /** Queued requests in arrival order (= deadline order), per class: the same FIFO when fairness is off. */
+  readonly #arrivals: [Fifo<Waiter>, Fifo<Waiter>, Fifo<Waiter>]
+  readonly #fair: boolean
+  /** Sheds by flow, for the heaviest flows in /state (bounded). */
+  readonly #shedByFlow = new ShedTally(32)
   readonly #maxQueue: number
   readonly #queueTimeout: number
   readonly #timers: Timers
@@ -103,7 +101,7 @@ export class Limiter {
   #timer: unknown = null
   #timerAt = Infinity
   /** Counters for metrics; read, never reset. */
-  readonly stats = { shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0, warmup: 0 } as Record<string, number>, limitChanges: 0 }
+  readonly stats = { shed: { 'queue-full': 0, 'queue-timeout': 0, 'low-priority': 0, warmup: 0, 'flow-share': 0 } as Record<string, number>, limitChanges: 0 }
   /** Called whenever the effective limit changes. */
   onLimitChange: ((limit: number) => void) | null = null
 
@@ -114,6 +112,15 @@ export class Limiter {
     this.#reserve = opts.criticalReserve ?? 0
     this.#timers = opts.timers ?? realTimers
     this.#onQueueWait = opts.onQueueWait
+    this.#fair = opts.fairness === true
+    if (this.#fair) {
+      this.#queues = [new FairQueue(), new FairQueue(), new FairQueue()]
+      this.#arrivals = [new Fifo(), new Fifo(), new Fifo()]
+    } else {
+      const fifos: [Fifo<Waiter>, Fifo<Waiter>, Fifo<Waiter>] = [new Fifo(), new Fifo(), new Fifo()]
+      this.#queues = fifos
+      this.#arrivals = fifos
+    }
     this.#recompute()
   }
 
@@ -125,6 +132,28 @@ export class Limiter {
   get baseLimit (): number { return this.#algorithm.limit }
   get algorithm (): LimitAlgorithm { return this.#algorithm }
   get scale (): number { return this.#scale }
+  /** Whether queued requests are served fairly across flows. */
+  get fair (): boolean { return this.#fair }
+
+  /**
+   * The flows holding the most of the queue, heaviest first, with their sheds (the most-shed flows follow when fewer
+   * than `n` wait). Bounded: at most `n` entries, from structures bounded by the queue and a fixed-size tally.
+   */
+  topFlows (n = 10): Array<{ flow: string, queued: number, shed: number }> {
+    const queued = new Map<string, number>()
+    for (const q of this.#queues) {
+      if (q instanceof FairQueue) for (const f of q.top(n)) queued.set(f.flow, (queued.get(f.flow) ?? 0) + f.queued)
+    }
+    const shed = this.#shedByFlow.top(n)
+    const sheds = new Map(shed.map((f) => [f.flow, f.count]))
+    const out = [...queued].map(([flow, q]) => ({ flow, queued: q, shed: sheds.get(flow) ?? 0 }))
+    out.sort((a, b) => b.queued - a.queued || b.shed - a.shed)
+    for (const f of shed) {
+      if (out.length >= n) break
+      if (!queued.has(f.flow)) out.push({ flow: f.flow, queued: 0, shed: f.count })
+    }
+    return out.slice(0, n)
+  }
 
   /** Sets a static limit (replaces the algorithm's value when it is a FixedLimit). */
   setLimit (limit: number): void {
@@ -166,9 +195,10 @@ export class Limiter {
   }
 
   /** Counts a shed returned from acquire(), under the reason it gives. */
-  #shedNow (reason: ShedReason, p: Priority): ShedReason {
+  #shedNow (reason: ShedReason, p: Priority, flow: string): ShedReason {
     const r = this.#reason(reason, p)
     this.stats.shed[r] = (this.stats.shed[r] ?? 0) + 1
+    if (this.#fair) this.#shedByFlow.add(flow)
     return r
   }
 
@@ -176,28 +206,40 @@ export class Limiter {
    * Asks for a slot. Returns true when granted at once (the caller must call release()), a ShedReason when the
    * request is shed at once, or a Waiter whose callback runs later with null (granted) or a reason (shed).
    */
-  acquire (priority: Priority, cb: GrantCallback): true | ShedReason | Waiter {
+  acquire (priority: Priority, cb: GrantCallback, flow = ''): true | ShedReason | Waiter {
     if (this.#inflight < this.#cap(priority) && this.#noneWaitingAtOrAbove(priority)) {
       this.#inflight++
       return true
     }
     if (priority === LOW && (this.#queuedByPriority[CRITICAL] + this.#queuedByPriority[NORMAL] > 0 || this.#queued >= this.#maxQueue)) {
-      return this.#shedNow('low-priority', LOW)
+      return this.#shedNow('low-priority', LOW, flow)
     }
     if (this.#queued >= this.#maxQueue) {
       // Make room by shedding the newest low-priority waiter: low requests go first under pressure. A critical
-      // request may also displace the newest normal one: core business is served before the rest.
-      let victim = this.#queues[LOW].popNewest()
+      // request may also displace the newest normal one: core business is served before the rest. With fairness,
+      // the newest of the heaviest flow's.
+      let victim = this.#queues[LOW].evict()
       let reason: ShedReason = 'low-priority'
       if (victim === undefined && priority === CRITICAL) {
-        victim = this.#queues[NORMAL].popNewest()
+        victim = this.#queues[NORMAL].evict()
         reason = 'queue-full'
       }
-      if (victim === undefined) return this.#shedNow('queue-full', priority)
+      if (victim === undefined) {
+        const q = this.#queues[priority]
+        if (!(q instanceof FairQueue)) return this.#shedNow('queue-full', priority, flow)
+        // Within the class: a flow holding more of the queue than the newcomer's gives up its newest request; when
+        // the newcomer's own flow is the heaviest, the newcomer is shed (over its share, if other flows wait).
+        const own = q.countOf(flow)
+        if (q.heaviestCount <= own) return this.#shedNow(q.flows > (own > 0 ? 1 : 0) ? 'flow-share' : 'queue-full', priority, flow)
+        victim = q.evict()
+        reason = 'flow-share'
+      }
+      if (victim === undefined) return this.#shedNow('queue-full', priority, flow)
       this.#shed(victim, reason)
     }
-    const w = new Waiter(priority, this.#timers.now() + this.#queueTimeout, cb)
+    const w = new Waiter(priority, this.#timers.now() + this.#queueTimeout, cb, flow)
     this.#queues[priority].push(w)
+    if (this.#fair) this.#arrivals[priority].push(w)
     this.#queued++
     this.#queuedByPriority[priority]++
     if (w.deadline < this.#timerAt) this.#arm(w.deadline)
@@ -208,8 +250,10 @@ export class Limiter {
   cancel (w: Waiter): void {
     if (w.state !== QUEUED) return
     w.state = CANCELLED
+    w.forget()
     this.#queued--
     this.#queuedByPriority[w.priority]--
+    this.#queues[w.priority].left(w)
   }
 
   /**
@@ -248,7 +292,7 @@ export class Limiter {
       w.state = GRANTED
       this.#inflight++
       this.#waited(w)
-      w.cb(null)
+      w.settle(null)
     }
   }
 
@@ -259,7 +303,8 @@ export class Limiter {
     this.#waited(w)
     const r = this.#reason(reason, w.priority)
     this.stats.shed[r] = (this.stats.shed[r] ?? 0) + 1
-    w.cb(r)
+    if (this.#fair) this.#shedByFlow.add(w.flow)
+    w.settle(r)
   }
 
   #waited (w: Waiter): void {
@@ -277,10 +322,13 @@ export class Limiter {
     this.#timerAt = Infinity
     const now = this.#timers.now()
     let next = Infinity
-    for (const q of this.#queues) {
-      for (let w = q.peek(); w !== undefined; w = q.peek()) {
+    for (let p = CRITICAL; p <= LOW; p++) {
+      const a = this.#arrivals[p]
+      const q = this.#queues[p]
+      for (let w = a.peek(); w !== undefined; w = a.peek()) {
         if (w.deadline > now) { if (w.deadline < next) next = w.deadline; break }
-        q.shift()
+        a.shift()
+        if (a !== q) q.left(w)
         this.#shed(w, 'queue-timeout')
       }
     }

@@ -131,6 +131,10 @@ export class Metrics {
   readonly outbound = counterMap()
   /** Outbound retries by `service\treason` (connect, reset, shed). */
   readonly outboundRetries = counterMap()
+  /** Outbound retries by `service\toutcome`: `ok` (the retry was answered below 500), `failed` (it was not). */
+  readonly outboundRetryOutcomes = counterMap()
+  /** Outbound calls not retried because the service's retry budget was spent, by service. */
+  readonly outboundRetryExhausted = counterMap()
   /** Passive outlier ejections by service. */
   readonly outboundEjections = counterMap()
   /** Outbound requests in flight by destination service. */
@@ -233,6 +237,12 @@ export class Metrics {
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_trace_spans_total', help: 'Trace spans by outcome: exported, failed (the collector refused them or was unreachable), dropped (more than 2,048 waiting for export: a slow or absent collector never grows memory).', labelNames: ['outcome'], registers: [registry], collect () { copy(this, 'outcome', spans) } })
     const outboundPanics = this.outboundPanics
+    const outboundRetryOutcomes = this.outboundRetryOutcomes
+    const outboundRetryExhausted = this.outboundRetryExhausted
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_retry_outcomes_total', help: 'Outbound retries by service and what became of them: ok (answered below 500), failed (a 5xx, an error, or cut).', labelNames: ['service', 'outcome'], registers: [registry], collect () { copy2(this, ['service', 'outcome'], outboundRetryOutcomes) } })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_outbound_retry_budget_exhausted_total', help: "Outbound calls not retried because the service's retry budget (DOORMAN_RETRY_BUDGET, DOORMAN_RETRY_MIN_PER_SECOND) was spent: the caller got the provider's own answer, by service.", labelNames: ['service'], registers: [registry], collect () { copy(this, 'service', outboundRetryExhausted) } })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_outbound_requests_total', help: 'Requests from the app through the outbound lane, by service and outcome (ok, error, no-instance, aborted, bad-request).', labelNames: ['service', 'outcome'], registers: [registry], collect () { copy2(this, ['service', 'outcome'], outbound) } })
     // eslint-disable-next-line no-new

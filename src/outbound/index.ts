@@ -30,6 +30,7 @@ import { Exchange, type Client, type ExchangeTrace, type Outcome, type Policy, t
 import { H1Client } from '../proxy/client.js'
 import type { Waiter } from '../limiter/index.js'
 import { OutboundH2 } from './h2.js'
+import { RetryBudget } from './retry-budget.js'
 
 export { Balancer } from './balancer.js'
 export { Endpoint } from './endpoint.js'
@@ -70,7 +71,12 @@ export interface OutboundOptions {
   observer?: Observer | null
   /** DOORMAN_MTLS permissive or strict: mTLS to the instances that take it (strict: to no other). */
   tls?: OutboundTls
+  /** Retry budget per service (DOORMAN_RETRY_BUDGET, DOORMAN_RETRY_MIN_PER_SECOND); default 20 % plus 10 per second. */
+  retryBudget?: { percent: number, minPerSecond: number }
 }
+
+/** Backoff before retrying a refused or reset connection elsewhere: 25 ms, jittered by ±50 %. */
+const RETRY_BACKOFF_MS = 25
 
 /** Most services watched at once (names the app asks for that have no instances are dropped first). */
 const MAX_SERVICES = 1000
@@ -87,9 +93,13 @@ export class Upstream implements Policy {
   readonly balancer: Balancer<Endpoint>
   readonly endpoints = new Map<string, Endpoint>()
   readonly watch: Watch
+  /** Retries allowed to this service (retry-budget.ts). */
+  readonly budget: RetryBudget
   lastUsed = performance.now()
   #out: Outbound
   readonly #subject: Subject
+  /** Calls whose retry the budget already granted (asked once when the shed answer arrives, again at its end). */
+  readonly #granted = new WeakSet<Exchange>()
 
   constructor (out: Outbound, service: string) {
     this.#out = out
@@ -102,6 +112,7 @@ export class Upstream implements Policy {
         return ep === null ? null : { address: ep.address, weight: ep.weight(performance.now()) }
       }
     }
+    this.budget = new RetryBudget(out.retryBudget)
     const threshold = out.outlier.panicThreshold ?? 0
     this.balancer = new Balancer<Endpoint>({
       panicThreshold: threshold,
@@ -199,6 +210,7 @@ export class Upstream implements Policy {
     const ep = this.balancer.pick(performance.now(), retry && prev !== null ? prev : undefined)
     if (ep === undefined) return null
     if (prev === null) {
+      this.budget.request()
       const m = this.#out.metrics
       m.outboundInflight.set(this.service, (m.outboundInflight.get(this.service) ?? 0) + 1)
     }
@@ -211,8 +223,24 @@ export class Upstream implements Policy {
 
   noRoute (): DoormanError { return new NoInstanceError(this.service) }
 
+  /**
+   * Another instance to try, and the retry budget allows it. A call the budget refuses gets the provider's own answer
+   * (its 503, or gRPC's 14, with x-doorman-shed), or doorman's error for a refused or reset connection.
+   */
   canRetry (ex: Exchange): boolean {
-    return this.balancer.pick(performance.now(), (ex.target as Endpoint | null) ?? undefined) !== undefined
+    if (this.balancer.pick(performance.now(), (ex.target as Endpoint | null) ?? undefined) === undefined) return false
+    if (this.#granted.has(ex)) return true
+    if (!this.budget.tryRetry()) {
+      Metrics.inc(this.#out.metrics.outboundRetryExhausted, this.service)
+      return false
+    }
+    this.#granted.add(ex)
+    return true
+  }
+
+  /** A shed answer is sent elsewhere at once (the app there never saw it); a refused or reset connection after a jittered backoff. */
+  retryDelay (_ex: Exchange, reason: string): number {
+    return reason === 'shed' ? 0 : RETRY_BACKOFF_MS * (0.5 + Math.random())
   }
 
   inspect (ex: Exchange, status: number, raw: Buffer[]): 'pass' | 'retry' {
@@ -262,6 +290,7 @@ export class Upstream implements Policy {
     if (clientsFault) Metrics.inc(m.clientErrors, 'malformed')
     if (o.why === 'stall') Metrics.inc(m.clientErrors, 'write-timeout')
     if (err !== null && o.cause !== null) logProxyError(this.#out.log, err.code, o.cause)
+    if (ex.attempt > 0) Metrics.inc(m.outboundRetryOutcomes, `${service}\t${o.kind === 'ok' && o.status < 500 && o.grpcStatus !== '14' ? 'ok' : 'failed'}`)
     if (ex.target === null) return
     m.outboundInflight.set(service, (m.outboundInflight.get(service) ?? 1) - 1)
     m.outboundDuration.observe({ service }, (performance.now() - ex.arrivedAt) / 1000)
@@ -287,6 +316,7 @@ export class Outbound {
   readonly maxRetryBody: number
   readonly clientWriteTimeout: number
   readonly observer: Observer | null
+  readonly retryBudget: { percent: number, minPerSecond: number }
   readonly #upstreams = new Map<string, Upstream>()
   /** The app's HTTP/2 calls (h2c prior knowledge on the same port). */
   readonly h2: OutboundH2<Upstream>
@@ -304,6 +334,7 @@ export class Outbound {
     this.maxRetryBody = opts.maxRetryBody ?? 65_536
     this.clientWriteTimeout = opts.clientWriteTimeout ?? 30_000
     this.observer = opts.observer ?? null
+    this.retryBudget = opts.retryBudget ?? { percent: 20, minPerSecond: 10 }
     this.#port = opts.port
     this.server = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res) })

@@ -165,6 +165,8 @@ export interface Policy {
   attemptEnded: (ex: Exchange, failed: boolean | undefined) => void
   /** A second attempt starts, and why (`shed`, `connect`, `reset`). */
   retrying: (ex: Exchange, reason: string) => void
+  /** Milliseconds to wait before a second attempt is sent (a backoff); absent or 0: at once. */
+  retryDelay?: (ex: Exchange, reason: string) => number
   /** The exchange is over: release its slot, record it. Called exactly once for every exchange that started. */
   settle: (ex: Exchange, outcome: Outcome) => void
 }
@@ -390,8 +392,20 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.#state = ACTIVE
     this.#retryReason = reason
     this.policy.retrying(this, reason)
+    const delay = this.policy.retryDelay?.(this, reason) ?? 0
+    if (delay > 0) {
+      // The attempt counts as open from now: a client gone, a deadline or a cut during the backoff ends it.
+      this.#attemptOpen = true
+      this.#route = route
+      setTimeout(Exchange.#sendLater, delay, this).unref()
+      return true
+    }
     this.#send(route)
     return true
+  }
+
+  static #sendLater (ex: Exchange): void {
+    if (ex.#state === ACTIVE && ex.#route !== null) ex.#send(ex.#route)
   }
 
   /** The attempt in flight is over (once per attempt): its stall timer off, the policy told. */
