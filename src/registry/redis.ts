@@ -21,6 +21,7 @@ import { STATES, backoff, byId, checkService, effectiveState } from './types.js'
 import { factor, interpolate } from '../warmup/index.js'
 import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
+import { checkFromObject } from '../checker/spec.js'
 
 // Every script names each key it touches in KEYS (all in the service's slot: the `{service}` hash tag), so each
 // call is one slot on a Cluster. Writes bump the service's version (`:ver`, a hash: `n` counts, `e` is the epoch,
@@ -254,8 +255,31 @@ export function toFields (inst: Instance): string[] {
     'state', inst.state,
     'ejected', '0',
     'livenessFailing', inst.livenessFailing === true ? '1' : '0',
-    'updatedAt', String(inst.updatedAt)
+    'updatedAt', String(inst.updatedAt),
+    ...checkerFields(inst)
   ]
+}
+
+/** The central checker's fields of a record, only those set (a sidecar without them writes none). */
+function checkerFields (inst: Instance): string[] {
+  const out: string[] = []
+  if (inst.source !== undefined) out.push('source', inst.source)
+  if (inst.org !== undefined && inst.org !== '') out.push('org', inst.org)
+  if (inst.env !== undefined && inst.env !== '') out.push('env', inst.env)
+  if (inst.check !== undefined) out.push('check', JSON.stringify(inst.check))
+  return out
+}
+
+/** The checker's fields back from a hash; a check that does not parse is left out (the default check applies). */
+function readCheckerFields (h: Record<string, string>): Pick<Instance, 'source' | 'org' | 'env' | 'check'> {
+  const out: Pick<Instance, 'source' | 'org' | 'env' | 'check'> = {}
+  if (h.source === 'static') out.source = 'static'
+  if (h.org !== undefined && h.org !== '') out.org = h.org
+  if (h.env !== undefined && h.env !== '') out.env = h.env
+  if (h.check !== undefined && h.check !== '') {
+    try { out.check = checkFromObject(JSON.parse(h.check)) } catch {}
+  }
+  return out
 }
 
 function patchFields (patch: InstancePatch): string[] {
@@ -293,7 +317,8 @@ export function fromFields (flat: string[]): Instance | undefined {
     ejected,
     ...(h.livenessFailing === '1' ? { livenessFailing: true } : {}),
     updatedAt: num('updatedAt'),
-    rev: num('rev')
+    rev: num('rev'),
+    ...readCheckerFields(h)
   }
 }
 
