@@ -86,7 +86,7 @@ export function servingFilter (): InstanceFilter {
 }
 
 export function addressFilter (): InstanceFilter {
-  return { name: 'address', keep: (i) => i.address !== '' && (i.adminPort > 0 || /:\d+$/.test(i.address)) }
+  return { name: 'address', keep: (i) => i.address !== '' && (i.adminPort > 0 || /:\d+$/.test(i.address) || i.check?.port !== undefined) }
 }
 
 export function modeInstanceFilter (): InstanceFilter {
@@ -181,7 +181,7 @@ export class Dispatcher {
       for (const inst of w?.view.values() ?? []) {
         instances.push(inst)
         if (!this.#instanceFilters.every((f) => f.keep(inst, ctx))) continue
-        targets.push({ service: inst.service, cluster: inst.cluster, id: inst.id, address: inst.address, adminPort: inst.adminPort, ejected: inst.ejected, instance: inst })
+        targets.push({ service: inst.service, cluster: inst.cluster, id: inst.id, address: inst.address, adminPort: inst.adminPort, ejected: inst.ejected, instance: inst, ...(inst.check !== undefined ? { check: inst.check } : {}) })
       }
     }
     await Promise.all(empty.map(async (s) => { await this.#prune(s) }))

@@ -1,0 +1,117 @@
+// `grpc`: the standard health protocol, grpc.health.v1.Health/Check with the definition's service name, over
+// cleartext HTTP/2 (h2c) or TLS verified against a CA file. SERVING is healthy; NOT_SERVING, SERVICE_UNKNOWN (or
+// NOT_FOUND), UNIMPLEMENTED (no health service) are unhealthy answers (`status`); a deadline passed is a `timeout`.
+// The client is @grpc/grpc-js with the health service's messages described for @grpc/proto-loader (no protobuf
+// framing of our own). One channel per target is kept between rounds; channels idle for longer than the keep-alive
+// are closed.
+import { readFileSync } from 'node:fs'
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import type { GrpcCheck } from '../spec.js'
+import type { CheckCall, CheckModule, CheckOutcome } from './index.js'
+
+// grpc/health/v1/health.proto (the Check method), as protobufjs JSON: what proto-loader reads from a .proto file.
+const HEALTH_PROTO = {
+  nested: {
+    grpc: {
+      nested: {
+        health: {
+          nested: {
+            v1: {
+              nested: {
+                HealthCheckRequest: { fields: { service: { type: 'string', id: 1 } } },
+                HealthCheckResponse: {
+                  fields: { status: { type: 'ServingStatus', id: 1 } },
+                  nested: { ServingStatus: { values: { UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } } }
+                },
+                Health: { methods: { Check: { requestType: 'HealthCheckRequest', responseType: 'HealthCheckResponse' } } }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+type HealthClient = grpc.Client & {
+  Check: (req: { service: string }, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void) => grpc.ClientUnaryCall
+}
+type HealthCtor = new (address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => HealthClient
+
+let healthCtor: HealthCtor | null = null
+function Health (): HealthCtor {
+  if (healthCtor === null) {
+    const def = protoLoader.fromJSON(HEALTH_PROTO as unknown as Parameters<typeof protoLoader.fromJSON>[0], { enums: String, defaults: true })
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: HealthCtor } } } }
+    healthCtor = pkg.grpc.health.v1.Health
+  }
+  return healthCtor
+}
+
+export class GrpcCheckModule implements CheckModule<GrpcCheck> {
+  readonly type = 'grpc' as const
+  readonly #keepAlive: number
+  readonly #clients = new Map<string, { client: HealthClient, usedAt: number }>()
+  #sweptAt = performance.now()
+
+  constructor (opts: { keepAlive: number }) {
+    this.#keepAlive = opts.keepAlive
+  }
+
+  #client (spec: GrpcCheck, call: CheckCall): HealthClient {
+    const address = `${call.host.includes(':') ? `[${call.host}]` : call.host}:${call.port}`
+    const key = `${address}\n${spec.tls === undefined ? '' : `tls:${spec.tls.ca ?? ''}`}`
+    const now = performance.now()
+    let c = this.#clients.get(key)
+    if (c === undefined) {
+      const creds = spec.tls === undefined
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(spec.tls.ca !== undefined ? readFileSync(spec.tls.ca) : null)
+      // A target that was down is asked again at its next probe, not after grpc-js's default backoff (up to 2 min).
+      const client = new (Health())(address, creds, {
+        'grpc.initial_reconnect_backoff_ms': Math.min(1000, call.timeout),
+        'grpc.max_reconnect_backoff_ms': Math.min(this.#keepAlive, 5000),
+        'grpc.enable_retries': 0
+      })
+      c = { client, usedAt: now }
+      this.#clients.set(key, c)
+    }
+    c.usedAt = now
+    if (now - this.#sweptAt > this.#keepAlive) {
+      this.#sweptAt = now
+      for (const [k, other] of this.#clients) if (now - other.usedAt > this.#keepAlive) { other.client.close(); this.#clients.delete(k) }
+    }
+    return c.client
+  }
+
+  async probe (spec: GrpcCheck, call: CheckCall): Promise<CheckOutcome> {
+    let client: HealthClient
+    try {
+      client = this.#client(spec, call)
+    } catch (err) {
+      return { outcome: 'error', detail: (err as NodeJS.ErrnoException).code ?? 'client' }
+    }
+    return await new Promise((resolve) => {
+      client.Check({ service: spec.service }, { deadline: Date.now() + call.timeout }, (err, res) => {
+        if (err === null) {
+          const status = res?.status ?? 'UNKNOWN'
+          resolve({ outcome: status === 'SERVING' ? 'ok' : 'status', detail: status })
+          return
+        }
+        switch (err.code) {
+          case grpc.status.DEADLINE_EXCEEDED: resolve({ outcome: 'timeout', detail: 'DEADLINE_EXCEEDED' }); return
+          case grpc.status.UNIMPLEMENTED: resolve({ outcome: 'status', detail: 'UNIMPLEMENTED' }); return
+          case grpc.status.NOT_FOUND: resolve({ outcome: 'status', detail: 'SERVICE_UNKNOWN' }); return
+          case grpc.status.UNAVAILABLE: resolve({ outcome: /ECONNREFUSED/.test(err.details) ? 'refused' : 'error', detail: 'UNAVAILABLE' }); return
+          default: resolve({ outcome: 'error', detail: grpc.status[err.code] ?? String(err.code) })
+        }
+      })
+    })
+  }
+
+  async close (): Promise<void> {
+    for (const c of this.#clients.values()) c.client.close()
+    this.#clients.clear()
+  }
+}
