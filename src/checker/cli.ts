@@ -9,6 +9,8 @@ import { RedisCoordinator } from './coordinator.js'
 import { Checker, defaultReplicaId } from './index.js'
 import { CheckerAdmin } from './admin.js'
 import { GLOBAL_SCOPE, MODES, SCOPE, isMode } from './policy.js'
+import { TargetsError, TargetsFile } from './targets.js'
+import { CheckerMetrics } from './metrics.js'
 
 const USAGE = `usage: doorman checker                     run a checker replica (settings: DOORMAN_CHECK_*)
        doorman checker mode                show the run-time mode table
@@ -35,6 +37,23 @@ export async function command (args: string[]): Promise<number> {
   }
   const cfg = loadConfig()
   const log = createLogger(cfg.logLevel).child({ component: 'checker' })
+  const metrics = new CheckerMetrics()
+  let targets: TargetsFile | undefined
+  if (cfg.checkTargets !== '') {
+    const file = new TargetsFile({
+      path: cfg.checkTargets,
+      onError: (message) => { log.error({ file: cfg.checkTargets, error: message }, 'targets file refused: the last good one stays in force') },
+      onLoad: (set) => { log.info({ file: cfg.checkTargets, version: set.version, services: set.services.length, instances: set.services.reduce((n, s) => n + s.instances.length, 0) }, 'targets file loaded') }
+    })
+    try {
+      await file.load()
+    } catch (err) {
+      if (err instanceof TargetsError) throw new ConfigError('DOORMAN_CHECK_TARGETS', `DOORMAN_CHECK_TARGETS: ${err.message}`)
+      throw err
+    }
+    targets = file
+    metrics.readings.targetsFile = () => ({ ok: file.error === null, refused: file.refused, version: file.current.version })
+  }
   const registry = await sharedRegistry(cfg)
   registry.onStatus((up) => { if (up) log.info('registry reachable'); else log.warn('registry unreachable') })
   const checker = new Checker({
@@ -52,7 +71,9 @@ export async function command (args: string[]): Promise<number> {
     mode: cfg.checkMode,
     concurrency: cfg.checkConcurrency,
     replicaTtl: cfg.registryTtl,
-    log
+    log,
+    metrics,
+    ...(targets !== undefined ? { targets } : {})
   })
   const admin = new CheckerAdmin(checker)
   try {

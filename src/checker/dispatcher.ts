@@ -145,7 +145,7 @@ export class Dispatcher {
    * Reads the service names, updates the watches to the owned ones, takes out the owned ones with no instance left,
    * and returns this round's targets.
    */
-  async dispatch (ctx: RoundContext): Promise<Dispatch> {
+  async dispatch (ctx: RoundContext, written?: ReadonlyMap<string, readonly Instance[]>): Promise<Dispatch> {
     const names = await this.#catalog.serviceNames()
     const ownedNames = this.select(names, ctx)
     for (const f of this.#serviceFilters) f.retain?.(names)
@@ -175,10 +175,17 @@ export class Dispatcher {
     const targets: Target[] = []
     for (const s of ownedNames) {
       const w = this.#watches.get(s)
+      // Records written this round (static targets, publisher.ts): newer than what the view may have been told yet.
+      const fresh = written?.get(s)
       // Listed and empty: the last instance is gone (a name not listed yet is kept: it is not known to be empty).
-      if (w !== undefined && w.synced && w.view.size === 0) { empty.push(s); continue }
+      if (w !== undefined && w.synced && w.view.size === 0 && fresh === undefined) { empty.push(s); continue }
       services.push(s)
-      for (const inst of w?.view.values() ?? []) {
+      let all: Iterable<Instance> = w?.view.values() ?? []
+      if (fresh !== undefined) {
+        const ids = new Set(fresh.map((f) => f.id))
+        all = [...[...all].filter((i) => !ids.has(i.id)), ...fresh]
+      }
+      for (const inst of all) {
         instances.push(inst)
         if (!this.#instanceFilters.every((f) => f.keep(inst, ctx))) continue
         targets.push({ service: inst.service, cluster: inst.cluster, id: inst.id, address: inst.address, adminPort: inst.adminPort, ejected: inst.ejected, instance: inst, ...(inst.check !== undefined ? { check: inst.check } : {}) })
@@ -199,6 +206,12 @@ export class Dispatcher {
     this.#watches.get(service)?.close()
     this.#watches.delete(service)
     this.#log.info({ service }, 'service has no instance left: taken out of the registry\'s service set')
+  }
+
+  /** The live view of an owned service once its first listing is in (undefined when not owned or not listed yet). */
+  syncedView (service: string): ReadonlyMap<string, Instance> | undefined {
+    const w = this.#watches.get(service)
+    return w?.synced === true ? w.view : undefined
   }
 
   /** The live view of an owned service (undefined when not owned). */

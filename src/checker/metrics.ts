@@ -16,6 +16,8 @@ export interface CheckerReadings {
   instancesByState?: () => ReadonlyMap<InstanceState, number>
   mode?: () => Mode
   registryUp?: () => boolean
+  /** The targets file (DOORMAN_CHECK_TARGETS): good or not, changes refused since start, accepted version. */
+  targetsFile?: () => { ok: boolean, refused: number, version: number }
 }
 
 export class CheckerMetrics {
@@ -91,6 +93,10 @@ export class CheckerMetrics {
     gauge('doorman_checker_probe_targets', 'Instances probed in the last round (after the filters).', () => r.targets?.())
     gauge('doorman_checker_replicas', "Live replicas in this replica's group.", () => r.replicas?.())
     gauge('doorman_checker_registry_up', '1 while the registry is reachable.', () => r.registryUp === undefined ? undefined : Number(r.registryUp()))
+    gauge('doorman_checker_targets_file_ok', '1 while the targets file (DOORMAN_CHECK_TARGETS) is good; 0 while a refused change is on disk (the last good one is in force).', () => { const f = r.targetsFile?.(); return f === undefined ? undefined : Number(f.ok) })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_targets_file_refused_total', help: 'Changes of the targets file refused (not YAML, or not the documented shape).', registers: [registry], collect () { const f = r.targetsFile?.(); this.reset(); if (f !== undefined) this.inc(f.refused) } })
+    gauge('doorman_checker_targets_file_version', 'Accepted versions of the targets file since start (1 = the first load).', () => r.targetsFile?.().version)
     if (opts.defaults !== false) collectDefaultMetrics({ register: registry })
   }
 

@@ -65,6 +65,8 @@ function port (v: unknown, where: string): number {
 
 /** `200`, `200-299`, `2xx`. */
 export function parseExpect (v: unknown, where = 'expect'): [number, number] {
+  // As stored in a registry record: [low, high].
+  if (Array.isArray(v) && v.length === 2) return parseExpect(`${String(v[0])}-${String(v[1])}`, where)
   const text = String(v).trim()
   let m = /^([1-5])xx$/i.exec(text)
   if (m !== null) return [Number(m[1]) * 100, Number(m[1]) * 100 + 99]
