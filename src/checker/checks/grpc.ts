@@ -3,10 +3,9 @@
 // NOT_FOUND), UNIMPLEMENTED (no health service) are unhealthy answers (`status`); a deadline passed is a `timeout`.
 // The client is @grpc/grpc-js with the health service's messages described for @grpc/proto-loader (no protobuf
 // framing of our own). One channel per target is kept between rounds; channels idle for longer than the keep-alive
-// are closed.
+// are closed. grpc-js is loaded at the first grpc check (a checker without one, and every sidecar, never loads it).
 import { readFileSync } from 'node:fs'
-import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
+import type * as Grpc from '@grpc/grpc-js'
 import type { GrpcCheck } from '../spec.js'
 import type { CheckCall, CheckModule, CheckOutcome } from './index.js'
 
@@ -34,19 +33,21 @@ const HEALTH_PROTO = {
   }
 }
 
-type HealthClient = grpc.Client & {
-  Check: (req: { service: string }, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void) => grpc.ClientUnaryCall
+type HealthClient = Grpc.Client & {
+  Check: (req: { service: string }, options: Grpc.CallOptions, cb: (err: Grpc.ServiceError | null, res?: { status: string }) => void) => Grpc.ClientUnaryCall
 }
-type HealthCtor = new (address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => HealthClient
+type HealthCtor = new (address: string, creds: Grpc.ChannelCredentials, options?: Grpc.ChannelOptions) => HealthClient
 
-let healthCtor: HealthCtor | null = null
-function Health (): HealthCtor {
-  if (healthCtor === null) {
+let loaded: Promise<{ grpc: typeof Grpc, Health: HealthCtor }> | null = null
+async function load (): Promise<{ grpc: typeof Grpc, Health: HealthCtor }> {
+  loaded ??= (async () => {
+    const grpc = await import('@grpc/grpc-js')
+    const protoLoader = await import('@grpc/proto-loader')
     const def = protoLoader.fromJSON(HEALTH_PROTO as unknown as Parameters<typeof protoLoader.fromJSON>[0], { enums: String, defaults: true })
     const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: HealthCtor } } } }
-    healthCtor = pkg.grpc.health.v1.Health
-  }
-  return healthCtor
+    return { grpc, Health: pkg.grpc.health.v1.Health }
+  })()
+  return await loaded
 }
 
 export class GrpcCheckModule implements CheckModule<GrpcCheck> {
@@ -59,7 +60,7 @@ export class GrpcCheckModule implements CheckModule<GrpcCheck> {
     this.#keepAlive = opts.keepAlive
   }
 
-  #client (spec: GrpcCheck, call: CheckCall): HealthClient {
+  #client (grpc: typeof Grpc, Health: HealthCtor, spec: GrpcCheck, call: CheckCall): HealthClient {
     const address = `${call.host.includes(':') ? `[${call.host}]` : call.host}:${call.port}`
     const key = `${address}\n${spec.tls === undefined ? '' : `tls:${spec.tls.ca ?? ''}`}`
     const now = performance.now()
@@ -69,7 +70,7 @@ export class GrpcCheckModule implements CheckModule<GrpcCheck> {
         ? grpc.credentials.createInsecure()
         : grpc.credentials.createSsl(spec.tls.ca !== undefined ? readFileSync(spec.tls.ca) : null)
       // A target that was down is asked again at its next probe, not after grpc-js's default backoff (up to 2 min).
-      const client = new (Health())(address, creds, {
+      const client = new Health(address, creds, {
         'grpc.initial_reconnect_backoff_ms': Math.min(1000, call.timeout),
         'grpc.max_reconnect_backoff_ms': Math.min(this.#keepAlive, 5000),
         'grpc.enable_retries': 0
@@ -87,8 +88,11 @@ export class GrpcCheckModule implements CheckModule<GrpcCheck> {
 
   async probe (spec: GrpcCheck, call: CheckCall): Promise<CheckOutcome> {
     let client: HealthClient
+    let grpc: typeof Grpc
     try {
-      client = this.#client(spec, call)
+      const g = await load()
+      grpc = g.grpc
+      client = this.#client(grpc, g.Health, spec, call)
     } catch (err) {
       return { outcome: 'error', detail: (err as NodeJS.ErrnoException).code ?? 'client' }
     }
