@@ -6,7 +6,7 @@ import { createLogger } from '../core/log.js'
 import { openRegistry, checkPeriod } from '../registry/index.js'
 import { RedisRegistry } from '../registry/redis.js'
 import { RedisCoordinator } from './coordinator.js'
-import { Checker, defaultReplicaId } from './index.js'
+import { Checker, decisions, defaultReplicaId } from './index.js'
 import { CheckerAdmin } from './admin.js'
 import { GLOBAL_SCOPE, MODES, SCOPE, isMode } from './policy.js'
 import { TargetsError, TargetsFile } from './targets.js'
@@ -15,7 +15,7 @@ import { CheckerMetrics } from './metrics.js'
 const USAGE = `usage: doorman checker                     run a checker replica (settings: DOORMAN_CHECK_*)
        doorman checker mode                show the run-time mode table
        doorman checker mode MODE           set the mode everywhere (${MODES.join(', ')})
-       doorman checker mode SCOPE MODE     set it for a service or service/cluster
+       doorman checker mode SCOPE MODE     set it for a service, service/cluster, org:NAME or env:NAME
        doorman checker mode SCOPE --clear  remove a scope's entry
 `
 
@@ -110,7 +110,7 @@ async function modeCommand (args: string[]): Promise<number> {
   else if (rest.length === 1) mode = rest[0]
   else if (rest.length === 2) { scope = rest[0]; mode = rest[1] }
   if (!SCOPE.test(scope)) {
-    process.stderr.write(`doorman checker mode: bad scope ${JSON.stringify(scope)}: expected *, a service name or service/cluster\n`)
+    process.stderr.write(`doorman checker mode: bad scope ${JSON.stringify(scope)}: expected *, a service name, service/cluster, org:NAME or env:NAME\n`)
     return 1
   }
   if (mode !== null && !isMode(mode)) {
@@ -130,6 +130,15 @@ async function modeCommand (args: string[]): Promise<number> {
     process.stdout.write(`default (DOORMAN_CHECK_MODE): ${table.fallback}\n`)
     for (const [s, m] of [...table.entries].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) process.stdout.write(`${s}: ${m}\n`)
     for (const b of bad) process.stdout.write(`ignored: ${b}\n`)
+    // What each registered service's clusters get, and which entry decided it (the most specific one applies).
+    const names = await coordinator.serviceNames()
+    const lists = await Promise.all(names.map(async (s) => await registry.list(s)))
+    const rows = decisions(table, lists.flat())
+    if (rows.length > 0) process.stdout.write('services:\n')
+    for (const r of rows) {
+      const labels = [r.org !== '' ? `org ${r.org}` : '', r.env !== '' ? `env ${r.env}` : ''].filter((x) => x !== '').join(', ')
+      process.stdout.write(`  ${r.service}/${r.cluster}${labels !== '' ? ` (${labels})` : ''}: ${r.mode} (${r.scope === 'default' ? 'DOORMAN_CHECK_MODE' : r.scope})\n`)
+    }
     return 0
   } finally {
     await registry.close()

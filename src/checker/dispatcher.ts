@@ -9,7 +9,7 @@
 // names whose last instance is gone are taken out of the set by their owner, so the set does not grow for ever.
 import type { Logger } from '../core/log.js'
 import type { Instance, InstanceState, Registry, Watch } from '../registry/types.js'
-import { globMatcher, owner, type ModeTable } from './policy.js'
+import { owner, serviceSelector, type Labels, type ModeTable } from './policy.js'
 import type { Target } from './prober.js'
 
 /** What a round knows when it dispatches. */
@@ -19,6 +19,8 @@ export interface RoundContext {
   /** The live replicas of this replica's group, sorted. */
   replicas: readonly string[]
   modes: ModeTable
+  /** Services' org and env, for selectors by org (read only when a selector has org: or env: entries). */
+  labels?: ReadonlyMap<string, Labels>
 }
 
 export interface ServiceFilter {
@@ -29,16 +31,16 @@ export interface ServiceFilter {
 }
 export interface InstanceFilter { name: string, keep: (inst: Instance, ctx: RoundContext) => boolean }
 
-/** Never checks services matching these globs (basic services such as databases, say). */
+/** Never checks services matching these globs (basic services such as databases, say), or these orgs (`org:…`). */
 export function excludeFilter (globs: readonly string[]): ServiceFilter {
-  const match = globMatcher(globs)
-  return { name: 'excluded', keep: (s) => !match(s) }
+  const match = serviceSelector(globs)
+  return { name: 'excluded', keep: (s, ctx) => !match(s, ctx.labels?.get(s)) }
 }
 
-/** The canary group checks only the canary services; the main group checks everything else. */
+/** The canary group checks only the canary services (by name, or by org: `org:finance`); the main group the rest. */
 export function groupFilter (group: 'main' | 'canary', canary: readonly string[]): ServiceFilter {
-  const match = globMatcher(canary)
-  return { name: 'group', keep: (s) => group === 'canary' ? match(s) : !match(s) }
+  const match = serviceSelector(canary)
+  return { name: 'group', keep: (s, ctx) => group === 'canary' ? match(s, ctx.labels?.get(s)) : !match(s, ctx.labels?.get(s)) }
 }
 
 /**
@@ -90,7 +92,7 @@ export function addressFilter (): InstanceFilter {
 }
 
 export function modeInstanceFilter (): InstanceFilter {
-  return { name: 'mode', keep: (i, ctx) => ctx.modes.for(i.service, i.cluster) !== 'off' }
+  return { name: 'mode', keep: (i, ctx) => ctx.modes.for(i.service, i.cluster, i.org, i.env) !== 'off' }
 }
 
 /** Where the service names come from, and how a name with no instance left is taken out. */

@@ -18,7 +18,7 @@ import { Prober, type Target } from './prober.js'
 import { Decider } from './decider.js'
 import { Performer, type CheckerEvent } from './performer.js'
 import { CheckerMetrics } from './metrics.js'
-import { ModeTable, type Mode } from './policy.js'
+import { ModeTable, needsLabels, type Labels, type Mode } from './policy.js'
 import { Publisher } from './publisher.js'
 import type { TargetSource, SourceService } from './targets.js'
 
@@ -83,6 +83,19 @@ export interface RoundReport {
   error?: string
 }
 
+/** Which mode applies to each service's cluster (per org and env found among its instances), and which entry decided it. */
+export function decisions (table: ModeTable, instances: Iterable<Pick<Instance, 'service' | 'cluster' | 'org' | 'env'>>): Array<{ service: string, cluster: string, org: string, env: string, mode: Mode, scope: string }> {
+  const out = new Map<string, { service: string, cluster: string, org: string, env: string, mode: Mode, scope: string }>()
+  for (const i of instances) {
+    const org = i.org ?? ''
+    const env = i.env ?? ''
+    const key = `${i.service}\n${i.cluster}\n${org}\n${env}`
+    if (out.has(key)) continue
+    out.set(key, { service: i.service, cluster: i.cluster, org, env, ...table.decide(i.service, i.cluster, org, env) })
+  }
+  return [...out.values()].sort((a, b) => a.service < b.service ? -1 : a.service > b.service ? 1 : a.cluster < b.cluster ? -1 : a.cluster > b.cluster ? 1 : 0)
+}
+
 /** The default replica id: the host name (the pod's name in Kubernetes) and the process id. */
 export function defaultReplicaId (): string {
   return `${hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}`
@@ -124,6 +137,7 @@ export class Checker {
   #started = false
   #stopped = false
   readonly #publisher: Publisher | null
+  readonly #needsLabels: boolean
   /** Which replica publishes a file service: the group and rendezvous filters only (a service switched off is still published). */
   readonly #publishFilters: ServiceFilter[]
   #published = { services: 0, instances: 0, version: 0 }
@@ -156,6 +170,7 @@ export class Checker {
     this.prober = new Prober({ concurrency: opts.concurrency, timeout: this.#timeout, maxTimeout: opts.interval, keepAlive: Math.max(4000, opts.interval * 2) })
     this.#publisher = opts.targets === undefined ? null : new Publisher({ registry: opts.registry, ttl: opts.targetTtl ?? opts.replicaTtl, log: opts.log.child({ part: 'publisher' }) })
     this.#publishFilters = [groupFilter(this.group, opts.canary ?? []), ownerFilter()]
+    this.#needsLabels = needsLabels(opts.canary ?? []) || needsLabels(opts.exclude ?? [])
     this.performer = new Performer({ coordinator: opts.coordinator, maxEject: opts.maxEject, metrics: this.metrics, log: opts.log.child({ part: 'performer' }) })
     this.decider = new Decider({ failures: opts.failures, successes: opts.successes, queues: opts.queues, performer: this.performer, log: opts.log.child({ part: 'decider' }) })
     const r = this.metrics.readings
@@ -261,7 +276,9 @@ export class Checker {
       this.#badModes = badText
       if (table.global !== this.#modes.global) this.#log.warn({ mode: table.global, was: this.#modes.global }, 'checker mode changed')
       this.#modes = table
-      const ctx: RoundContext = { self: this.id, replicas, modes: table }
+      // The targets file is looked at first: an edit counts from this round on.
+      if (this.#o.targets !== undefined) await this.#o.targets.refresh()
+      const ctx: RoundContext = { self: this.id, replicas, modes: table, labels: await this.#labels() }
       this.decider.newRound()
       const written = await this.#publish(ctx)
       const d = await this.dispatcher.dispatch(ctx, written)
@@ -279,7 +296,8 @@ export class Checker {
         m.count(m.probes, r.outcome)
         m.probeDuration.observe(r.ms / 1000)
         if (!r.ok) report.failed++
-        this.decider.observe(r, table.for(r.target.service, r.target.cluster))
+        const i = r.target.instance
+        this.decider.observe(r, table.for(r.target.service, r.target.cluster, i.org, i.env))
       })
       await this.decider.idle()
       this.decider.retain(new Set(d.targets.map((t) => Decider.key(t.service, t.id))))
@@ -302,13 +320,27 @@ export class Checker {
   }
 
   /**
+   * Services' org and env for the selectors by org: the targets file's own, and, when DOORMAN_CHECK_CANARY or
+   * DOORMAN_CHECK_EXCLUDE has org: or env: entries, the registry's (one read a round).
+   */
+  async #labels (): Promise<ReadonlyMap<string, Labels> | undefined> {
+    const o = this.#o
+    const fromStore = this.#needsLabels && o.coordinator.serviceLabels !== undefined ? await o.coordinator.serviceLabels() : undefined
+    const file = o.targets?.current?.services ?? []
+    if (fromStore === undefined && file.length === 0) return undefined
+    const out = fromStore ?? new Map<string, Labels>()
+    for (const s of file) if (s.org !== '' || s.env !== '') out.set(s.name, { org: s.org, env: s.env })
+    return out
+  }
+
+  /**
    * Publishes the file services this replica owns into the registry (new, changed and gone instances; TTLs kept
    * alive). Resolves with the records written this round, which the round probes at once.
    */
   async #publish (ctx: RoundContext): Promise<ReadonlyMap<string, Instance[]> | undefined> {
     const source = this.#o.targets
     if (source === undefined || this.#publisher === null) return undefined
-    const set = await source.refresh()
+    const set = source.current
     const listed = new Set(set.services.map((s) => s.name))
     const names = [...listed]
     const mine = new Set(names.filter((s) => this.#publishFilters.every((f) => f.keep(s, ctx))))
@@ -375,6 +407,7 @@ export class Checker {
       replicas: this.#replicas,
       mode: this.#modes.global,
       modes: Object.fromEntries(this.#modes.entries),
+      decisions: decisions(this.#modes, this.#services.flatMap((s) => [...this.dispatcher.view(s)?.values() ?? []])),
       settings: { interval: this.#o.interval, timeout: this.#timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, concurrency: this.#o.concurrency },
       services: this.#services,
       instances: Object.fromEntries(this.#byState),

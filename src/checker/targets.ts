@@ -39,6 +39,8 @@ export interface TargetSource {
   refresh: () => Promise<TargetSet>
   /** Why the last change was refused (null while the source is good). */
   readonly error: string | null
+  /** The set in force (as of the last refresh). */
+  readonly current: TargetSet
 }
 
 export class TargetsError extends Error {}

@@ -496,7 +496,13 @@ export class RedisRegistry implements Registry {
     this.#deadlines.delete(`${s}\n${inst.id}`)
     await this.#scripts.dmRegister(this.#instKey(s, inst.id), this.#idsKey(s), this.#verKey(s), this.#expKey(s), String(ms), inst.id, this.#channel(s), String(Date.now() + ms), ...toFields(inst))
     await this.client.sadd(this.#servicesKey(), s)
+    // The service's org and env, for the checker's selectors by org (a canary group by org): one hash of every
+    // labelled service, read once a round, written at registration only (not by heartbeats).
+    if ((inst.org ?? '') !== '' || (inst.env ?? '') !== '') await this.client.hset(this.labelsKey(), s, JSON.stringify({ org: inst.org ?? '', env: inst.env ?? '' }))
   }
+
+  /** `<prefix>:labels`: service → {"org","env"} of its labelled instances' last registration. */
+  labelsKey (): string { return `${this.#prefix}:labels` }
 
   async #update (service: string, id: string, ttl: number | null, fields: string[]): Promise<boolean> {
     const deadline = ttl === null ? '' : String(Date.now() + ttl)
