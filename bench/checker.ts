@@ -56,7 +56,7 @@ async function ping (port: number): Promise<boolean> {
   })
 }
 
-async function startRedis (): Promise<{ url: string, proc: ChildProcess, dir: string }> {
+export async function startRedis (): Promise<{ url: string, proc: ChildProcess, dir: string }> {
   const port = await freePort()
   const dir = mkdtempSync(path.join(os.tmpdir(), 'doorman-bench-redis-'))
   const proc = track(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' }))
@@ -64,8 +64,8 @@ async function startRedis (): Promise<{ url: string, proc: ChildProcess, dir: st
   return { url: `redis://127.0.0.1:${port}`, proc, dir }
 }
 
-async function startLanes (): Promise<{ proc: ChildProcess, ports: number[], set: (index: number, mode: 'ok' | 'sick' | 'silent') => Promise<void> }> {
-  const proc = track(fork(path.join(HERE, 'lanes.js'), [], { env: { ...process.env, BENCH_LANES: String(LANES) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+export async function startLanes (count = LANES): Promise<{ proc: ChildProcess, ports: number[], set: (index: number, mode: 'ok' | 'sick' | 'silent') => Promise<void> }> {
+  const proc = track(fork(path.join(HERE, 'lanes.js'), [], { env: { ...process.env, BENCH_LANES: String(count) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
   const exited = once(proc, 'exit').then(() => { throw new Error('bench/lanes.js exited') })
   const [msg] = await Promise.race([once(proc, 'message'), exited]) as [{ ports: number[] }]
   exited.catch(() => {})
