@@ -65,6 +65,7 @@ t.test('modes and canary scoped by org', async (t) => {
   await waitFor('shop\'s failing instance ejected', () => state(shop, 4) === 'ejected', 10_000)
   for (const m of mains) await rounds(m.admin, 5)
   t.equal(state(pay, 1), 'up', 'pay (finance, off) is left alone on every replica')
+  for (const m of mains) t.equal(await metric(m.admin, 'doorman_checker_mode_entry', 'scope="org:finance",mode="off"'), 1, 'the entry is in the metrics (DoormanCheckerScopeDegraded)')
   const decided = (await Promise.all(mains.map(async (m) => (await checkerState(m.admin) as unknown as { decisions: Decision[] }).decisions))).flat()
   t.same(decided.find((d) => d.service === 'shop'), { service: 'shop', cluster: 'default', org: 'retail', env: 'prod', mode: 'full', scope: 'default' }, '/state: shop by the default')
   t.match(decided.find((d) => d.service === 'pay'), { mode: 'off', scope: 'org:finance' }, '/state: pay off by org:finance')

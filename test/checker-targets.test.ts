@@ -111,6 +111,12 @@ t.test('file targets: published, checked by their own check, ejected and recover
   await waitFor('s1 recovered', () => byAddress(billing.view, servers[1].port)?.state === 'up', 10_000)
   t.pass('recovered once /health answers 200')
 
+  // Probe outcomes and latency by kind of check.
+  t.ok(await metric(checker.admin, 'doorman_checker_check_probes_total', 'type="http",result="ok"') > 0, 'http probes counted')
+  t.ok(await metric(checker.admin, 'doorman_checker_check_probes_total', 'type="http",result="status"') > 0, 'http failures counted as status')
+  t.ok(await metric(checker.admin, 'doorman_checker_check_probes_total', 'type="tcp",result="ok"') > 0, 'tcp probes counted')
+  t.ok(await metric(checker.admin, 'doorman_checker_check_duration_seconds_count', 'type="http"') > 0, 'http probe latency observed')
+
   // TCP-only: a closed listener is ejected (2 instances: budget 1).
   await new Promise<void>((resolve) => { tcp[1].close(() => { resolve() }) })
   await waitFor('the closed TCP target ejected', () => byAddress(cache.view, tcpPorts[1])?.state === 'ejected', 10_000)

@@ -14,7 +14,7 @@ import type { Logger } from '../core/log.js'
 import type { Instance, InstanceState, Registry } from '../registry/types.js'
 import type { Coordinator } from './coordinator.js'
 import { Dispatcher, addressFilter, excludeFilter, groupFilter, modeInstanceFilter, modeServiceFilter, ownerFilter, servingFilter, type RoundContext, type ServiceFilter } from './dispatcher.js'
-import { Prober, type Target } from './prober.js'
+import { Prober, probeKind, type Target } from './prober.js'
 import { Decider } from './decider.js'
 import { Performer, type CheckerEvent } from './performer.js'
 import { CheckerMetrics } from './metrics.js'
@@ -180,6 +180,7 @@ export class Checker {
     r.targets = () => this.#targets
     r.instancesByState = () => this.#byState
     r.mode = () => this.#modes.global
+    r.modeEntries = () => this.#modes.entries
     r.registryUp = () => opts.registry.up
   }
 
@@ -295,6 +296,7 @@ export class Checker {
         this.#progressAt = performance.now()
         m.count(m.probes, r.outcome)
         m.probeDuration.observe(r.ms / 1000)
+        m.probe(probeKind(r.target), r.outcome, r.ms / 1000)
         if (!r.ok) report.failed++
         const i = r.target.instance
         this.decider.observe(r, table.for(r.target.service, r.target.cluster, i.org, i.env))
