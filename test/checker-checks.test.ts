@@ -2,7 +2,10 @@
 // recovers on SERVING (grpc.health.v1 Check over h2c, a file target); and a sidecar whose `doorman.io/check`
 // (DOORMAN_CHECK) points at its app's own /health is judged by it, although its lane's /readyz stays 200.
 import t from 'tap'
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import https from 'node:https'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
@@ -20,8 +23,17 @@ const HEALTH = {
   } } } } } } }
 }
 
+/** A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI. */
+function certificate (dir: string, name: string): { cert: string, key: string } {
+  const cert = path.join(dir, `${name}.crt`)
+  const key = path.join(dir, `${name}.key`)
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+    '-days', '1', '-subj', `/CN=doorman-check-${name}`, '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' })
+  return { cert, key }
+}
+
 /** A grpc-js server with a health service: `status.get(name)` answers for a service name (absent: NOT_FOUND). */
-async function startGrpcHealth (t: Tap.Test, status: Map<string, string>): Promise<number> {
+async function startGrpcHealth (t: Tap.Test, status: Map<string, string>, tls?: { cert: string, key: string }): Promise<number> {
   const def = protoLoader.fromJSON(HEALTH as unknown as Parameters<typeof protoLoader.fromJSON>[0], { enums: String, defaults: true })
   const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: { service: grpc.ServiceDefinition } } } } }
   const server = new grpc.Server()
@@ -33,13 +45,14 @@ async function startGrpcHealth (t: Tap.Test, status: Map<string, string>): Promi
     }
   })
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => { if (err !== null) reject(err); else resolve(p) })
+    const creds = tls === undefined ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(null, [{ cert_chain: readFileSync(tls.cert), private_key: readFileSync(tls.key) }])
+    server.bindAsync('127.0.0.1:0', creds, (err, p) => { if (err !== null) reject(err); else resolve(p) })
   })
   t.teardown(() => { server.forceShutdown() })
   return port
 }
 
-const view = (w: { view: ReadonlyMap<string, Instance> }, port: number): Instance | undefined => [...w.view.values()].find((i) => i.address === `127.0.0.1:${port}` || i.check?.port === port)
+const view = (w: { view: ReadonlyMap<string, Instance> }, port: number): Instance | undefined => [...w.view.values()].find((i) => i.address === `127.0.0.1:${port}` || i.address === `localhost:${port}` || i.check?.port === port)
 
 t.test('grpc.health.v1: NOT_SERVING is ejected, SERVING recovers', async (t) => {
   const redis = await startRedis(t)
@@ -101,6 +114,53 @@ t.test('a sidecar\'s doorman.io/check overrides the lane\'s /readyz', async (t) 
   t.equal([...orders.view.values()].filter((i) => i.state === 'up').length, 1, 'b, checked on its lane, stays up')
   healthA = 200
   await waitFor('a recovered', () => view(orders, appA.port)?.state === 'up', 10_000)
+  checker.kill('SIGTERM')
+  t.equal((await checker.exited).code, 0)
+})
+
+t.test('TLS: https and grpc checks verify the target against the CA file', async (t) => {
+  const redis = await startRedis(t)
+  const dir = mkdtempSync(path.join(tmpdir(), 'doorman-tls-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const trusted = certificate(dir, 'trusted')
+  const other = certificate(dir, 'other')
+  const health = [200, 200, 200]
+  const servers = await Promise.all([trusted, trusted, other].map(async (c, i) => await new Promise<https.Server>((resolve) => {
+    const s = https.createServer({ cert: readFileSync(c.cert), key: readFileSync(c.key) }, (_req, res) => { res.statusCode = health[i]; res.end() })
+    s.listen(0, '127.0.0.1', () => { resolve(s) })
+  })))
+  t.teardown(() => { for (const s of servers) s.close() })
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  const status = new Map([['', 'SERVING']])
+  const grpcPorts = [await startGrpcHealth(t, status, trusted), await startGrpcHealth(t, new Map([['', 'SERVING']]), trusted)]
+  const file = path.join(dir, 'targets.yaml')
+  writeFileSync(file, [
+    'services:',
+    '  - name: secure',
+    `    check: {type: http, path: /health, tls: {ca: ${trusted.cert}}}`,
+    `    instances: [${ports.map((p) => `"127.0.0.1:${p}"`).join(', ')}]`,
+    '  - name: ledger-tls',
+    `    check: {type: grpc, tls: {ca: ${trusted.cert}}}`,
+    // By name: grpc-js sends the host as the TLS server name, which may not be an IP address.
+    `    instances: [${grpcPorts.map((p) => `"localhost:${p}"`).join(', ')}]`,
+    ''
+  ].join('\n'))
+  const reg = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
+  t.teardown(async () => { await reg.close() })
+  const secure = reg.watch('secure')
+  const ledger = reg.watch('ledger-tls')
+  t.teardown(() => { secure.close(); ledger.close() })
+  const checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url, DOORMAN_CHECK_TARGETS: file })
+  // The server whose certificate the CA did not sign fails the check (budget 1 of 3): ejected.
+  await waitFor('the untrusted https target ejected', () => view(secure, ports[2])?.state === 'ejected', 10_000)
+  t.equal(view(secure, ports[0])?.state, 'up', 'a trusted one answering 200 stays up')
+  t.equal(view(secure, ports[1])?.state, 'up')
+  // gRPC over TLS: NOT_SERVING for the whole server is ejected, SERVING recovers.
+  status.set('', 'NOT_SERVING')
+  await waitFor('the grpc TLS target ejected on NOT_SERVING', () => view(ledger, grpcPorts[0])?.state === 'ejected', 10_000)
+  status.set('', 'SERVING')
+  await waitFor('recovered', () => view(ledger, grpcPorts[0])?.state === 'up', 10_000)
+  t.equal(view(ledger, grpcPorts[1])?.state, 'up')
   checker.kill('SIGTERM')
   t.equal((await checker.exited).code, 0)
 })

@@ -80,6 +80,7 @@ services:
     ['services: [{name: b, org: "Fin ance", instances: []}]', /services\[0\]\.org/],
     ['services: [{name: b, check: {type: http, expect: 700}, instances: []}]', /services\[0\]\.check\.expect/],
     ['services: [{name: b, weight: 3, instances: []}]', /services\[0\]\.weight: unknown key/],
+    ['services: [{name: b, check: {type: grpc, tls: true}, instances: ["10.0.0.5:9090"]}]', /a grpc check over TLS needs a host name/],
     ['services: [', /not YAML/]
   ]
   for (const [text, re] of refused) t.throws(() => parseTargets(text), re, text)

@@ -10,6 +10,7 @@
 // instances like any other: consumers balance over them, the checker probes and ejects them, `doorman instances`
 // lists them.
 import { promises as fsp } from 'node:fs'
+import { isIP } from 'node:net'
 import { parse as parseYaml } from 'yaml'
 import { LABEL, SERVICE_NAME } from '../registry/types.js'
 import { checkFromObject, CheckSpecError, type CheckSpec } from './spec.js'
@@ -95,6 +96,7 @@ export function parseTargets (text: string): SourceService[] {
       const p = m === null ? 0 : Number(m[2])
       if (m === null || p < 1 || p > 65535) throw new TargetsError(`${where}.instances[${j}]: got ${JSON.stringify(a)}; expected host:port (an IPv6 host in brackets)`)
       const addr = (a as string).trim()
+      if (check.type === 'grpc' && check.tls !== undefined && isIP(m[1].replace(/^\[|\]$/g, '')) !== 0) throw new TargetsError(`${where}.instances[${j}]: got ${JSON.stringify(a)}; a grpc check over TLS needs a host name, not an IP address (gRPC's client sends the host as the TLS server name, where an IP address is not allowed)`)
       if (instances.has(addr)) throw new TargetsError(`${where}.instances[${j}]: ${addr} is listed twice`)
       instances.add(addr)
     }

@@ -5,6 +5,7 @@
 // framing of our own). One channel per target is kept between rounds; channels idle for longer than the keep-alive
 // are closed. grpc-js is loaded at the first grpc check (a checker without one, and every sidecar, never loads it).
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import type * as Grpc from '@grpc/grpc-js'
 import type { GrpcCheck } from '../spec.js'
 import type { CheckCall, CheckModule, CheckOutcome } from './index.js'
@@ -87,6 +88,8 @@ export class GrpcCheckModule implements CheckModule<GrpcCheck> {
   }
 
   async probe (spec: GrpcCheck, call: CheckCall): Promise<CheckOutcome> {
+    // grpc-js sends the target's host as the TLS server name, which Node refuses for an IP address (RFC 6066).
+    if (spec.tls !== undefined && isIP(call.host) !== 0) return { outcome: 'error', detail: 'grpc over TLS needs a host name, not an IP address' }
     let client: HealthClient
     let grpc: typeof Grpc
     try {
@@ -107,7 +110,7 @@ export class GrpcCheckModule implements CheckModule<GrpcCheck> {
           case grpc.status.DEADLINE_EXCEEDED: resolve({ outcome: 'timeout', detail: 'DEADLINE_EXCEEDED' }); return
           case grpc.status.UNIMPLEMENTED: resolve({ outcome: 'status', detail: 'UNIMPLEMENTED' }); return
           case grpc.status.NOT_FOUND: resolve({ outcome: 'status', detail: 'SERVICE_UNKNOWN' }); return
-          case grpc.status.UNAVAILABLE: resolve({ outcome: /ECONNREFUSED/.test(err.details) ? 'refused' : 'error', detail: 'UNAVAILABLE' }); return
+          case grpc.status.UNAVAILABLE: resolve({ outcome: /ECONNREFUSED/.test(err.details) ? 'refused' : 'error', detail: `UNAVAILABLE: ${err.details.slice(0, 200)}` }); return
           default: resolve({ outcome: 'error', detail: grpc.status[err.code] ?? String(err.code) })
         }
       })
