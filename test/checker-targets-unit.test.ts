@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseCheck, checkFromObject, checkKey, parseExpect } from '../src/checker/spec.js'
-import { parseTargets, TargetsFile, TargetsError } from '../src/checker/targets.js'
+import { parseTargets, TargetsFile, TargetsError, type SourceService } from '../src/checker/targets.js'
 import { ModeTable, SCOPE, serviceSelector, needsLabels } from '../src/checker/policy.js'
 import { staticId } from '../src/checker/publisher.js'
 import { decisions } from '../src/checker/index.js'
@@ -152,4 +152,45 @@ t.test('selectors by name and org', async (t) => {
 t.test('static record ids', async (t) => {
   t.equal(staticId('10.0.0.5:8080', 'default'), 'static-10.0.0.5-8080')
   t.equal(staticId('[::1]:8080', 'eu west'), 'static---1-8080-eu-west')
+})
+
+t.test('a Checker publishes a source\'s targets, follows its changes, and honours a check\'s own interval', async (t) => {
+  const { Checker, MemoryCoordinator, CheckerMetrics } = await import('../src/checker/index.js')
+  const { MemoryRegistry } = await import('../src/registry/index.js')
+  const { silentLogger } = await import('../src/core/log.js')
+  const { startServer } = await import('./helpers/index.js')
+  const hits = new Map<string, number>()
+  const servers = await Promise.all(['a', 'b', 'c'].map(async (name) => await startServer(t, (req, res) => { hits.set(name, (hits.get(name) ?? 0) + 1); res.end() })))
+  const addr = (i: number): string => `127.0.0.1:${servers[i].port}`
+  const registry = new MemoryRegistry()
+  t.teardown(async () => { await registry.close() })
+  // A read source held in memory: what another inventory than the file would hand the checker.
+  let version = 1
+  let services: SourceService[] = [
+    { name: 'web', cluster: 'default', org: 'shop', env: '', check: { type: 'http', path: '/health', method: 'GET', expect: [200, 299] }, instances: [addr(0), addr(1)] },
+    { name: 'slow', cluster: 'default', org: '', env: '', check: { type: 'http', path: '/health', method: 'GET', expect: [200, 299], interval: 10_000 }, instances: [addr(2)] }
+  ]
+  const source = {
+    name: 'memory',
+    error: null,
+    get current () { return { services, version } },
+    refresh: async () => ({ services, version })
+  }
+  const checker = new Checker({ registry, coordinator: new MemoryCoordinator(registry), id: 'r1', interval: 100, timeout: 100, failures: 2, successes: 1, maxEject: 50, mode: 'full', concurrency: 10, replicaTtl: 60_000, log: silentLogger(), metrics: new CheckerMetrics({ defaults: false }), targets: source })
+  t.teardown(async () => { await checker.stop() })
+  let r = await checker.round()
+  t.equal(r.error, undefined)
+  const web = await registry.list('web')
+  t.same(web.map((i) => [i.id, i.source, i.org, i.check?.type]), [[staticId(addr(0), 'default'), 'static', 'shop', 'http'], [staticId(addr(1), 'default'), 'static', 'shop', 'http']].sort())
+  t.equal(r.targets, 3, 'published and probed in the same round')
+  for (let i = 0; i < 4; i++) r = await checker.round()
+  t.equal(hits.get('a'), 5, 'a probed every round')
+  t.equal(hits.get('c'), 1, 'slow (interval 10 s) probed once in five rounds of 100 ms')
+  // An instance removed, a service dropped: their records go.
+  services = [{ ...services[0], instances: [addr(1)] }]
+  version++
+  await checker.round()
+  t.same((await registry.list('web')).map((i) => i.address), [addr(1)])
+  t.same(await registry.list('slow'), [], 'a service no longer listed loses its static records')
+  t.match(checker.state(), { targetsFile: { source: 'memory', publishedServices: 1, publishedInstances: 1 } })
 })
