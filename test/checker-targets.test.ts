@@ -8,7 +8,7 @@ import net from 'node:net'
 import { mkdtempSync, writeFileSync, renameSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { freePort, request, startDoorman, startServer, waitFor } from './helpers/index.js'
+import { CLI, freePort, request, spawnNode, startDoorman, startServer, waitFor } from './helpers/index.js'
 import { startRedis } from './helpers/redis.js'
 import { checkerState, metric, rounds, startChecker } from './checker-helpers.js'
 import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Instance } from '../src/registry/index.js'
@@ -75,6 +75,9 @@ t.test('file targets: published, checked by their own check, ejected and recover
     t.equal(i.state, 'up')
   }
   t.equal([...cache.view.values()][0].check?.type, 'tcp')
+  const listing = spawnNode(t, [CLI, 'instances', 'billing'], { DOORMAN_REGISTRY: redis.url })
+  t.equal((await listing.exited).code, 0)
+  t.equal(listing.output().split('\n').filter((l) => / up .* http \(static\)$/.test(l)).length, 3, '`doorman instances billing` lists the three static targets')
 
   // A consumer calls `billing` by name through its outbound lane.
   const web = await startServer(t, (_req, res) => { res.end('web') })
