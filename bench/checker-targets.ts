@@ -1,6 +1,6 @@
 // The checker-targets section: one `doorman checker` replica over 5,000 targets of one cluster listed in a targets file
 // (DOORMAN_CHECK_TARGETS: no sidecar, an `http` check of their own), each a loopback listener of its own (bench/
-// lanes.ts), so every probe is a real request to a distinct address. The baseline, in the same run: the same 5,000
+// lanes.ts, in four processes of 1,250 listeners), so every probe is a real request to a distinct address. The baseline, in the same run: the same 5,000
 // listeners registered as sidecars' registry records (the lane's /readyz probe, today's path). Printed: round times
 // against the 3 s interval, and the checker's CPU per probe, file targets over the baseline as a ratio.
 //
@@ -19,6 +19,8 @@ import { CLI, ROOT, cpuMicros, fmt, freePort, get, median, othersShare, sleep, t
 import { startLanes, startRedis } from './checker.js'
 
 const TARGETS = 5000
+/** The stand-in targets' processes: 5,000 machines are not one process, so neither are their stand-ins. */
+const LANE_PROCS = 4
 const INTERVAL_MS = 3000
 const TIMEOUT_MS = 1000
 
@@ -135,7 +137,14 @@ export const checkerTargetsSection: Section = {
   title: `Checker over ${TARGETS} file targets in one cluster (one replica), against the same listeners as registry instances`,
   async run (opts: Options): Promise<Check[]> {
     const redis = await startRedis()
-    const lanes = await startLanes(TARGETS)
+    const parts = await Promise.all(Array.from({ length: LANE_PROCS }, async () => await startLanes(TARGETS / LANE_PROCS)))
+    const per = TARGETS / LANE_PROCS
+    const lanes = {
+      ports: parts.flatMap((p) => p.ports),
+      pids: parts.map((p) => p.proc.pid as number),
+      set: async (i: number, mode: 'ok' | 'sick' | 'silent') => { await parts[Math.floor(i / per)].set(i % per, mode) },
+      kill: () => { for (const p of parts) p.proc.kill() }
+    }
     const dir = mkdtempSync(path.join(os.tmpdir(), 'doorman-bench-targets-'))
     const file = path.join(dir, 'targets.yaml')
     const rows: string[][] = []
@@ -145,7 +154,7 @@ export const checkerTargetsSection: Section = {
     const measured = Math.max(3, opts.rounds)
     const phase = async (name: string, n: number): Promise<void> => {
       if (checker === null) throw new Error('no checker')
-      const own = [checker.proc.pid, redis.proc.pid, lanes.proc.pid, process.pid] as number[]
+      const own = [checker.proc.pid, redis.proc.pid, ...lanes.pids, process.pid] as number[]
       const { result: { rounds: rs, cpuSeconds, wallSeconds }, others } = await othersShare(own, async () => await rounds(checker as Checker, n))
       results.set(name, rs)
       const ms = rs.map((r) => r.durationMs)
@@ -188,7 +197,7 @@ export const checkerTargetsSection: Section = {
       await phase('file targets, recovering', 3)
     } finally {
       if (checker !== null) await checker.stop()
-      lanes.proc.kill()
+      lanes.kill()
       redis.proc.kill('SIGKILL')
       rmSync(redis.dir, { recursive: true, force: true })
       rmSync(dir, { recursive: true, force: true })
