@@ -146,6 +146,8 @@ function sample (s: Setting, i: number): string {
     case 'level': return 'debug'
     case 'path': return `/tmp/sample-${i}`
     case 'nice': return String(-(i % 20))
+    case 'label': return `sample-${i}`
+    case 'check': return `http:${8000 + i}/health`
   }
 }
 
