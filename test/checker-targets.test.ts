@@ -170,3 +170,34 @@ t.test('a bad targets file at start: exit 78 naming DOORMAN_CHECK_TARGETS', asyn
   t.equal(code, 78)
   t.match(checker.output(), /DOORMAN_CHECK_TARGETS: services\[0\]\.check\.expect/)
 })
+
+t.test('one budget for a service of sidecars and file targets together', async (t) => {
+  const redis = await startRedis(t)
+  const dir = mkdtempSync(path.join(tmpdir(), 'doorman-targets-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const apps = await Promise.all([0, 1].map(async (i) => await startServer(t, (_req, res) => { res.end(`app${i}`) })))
+  const [a] = await Promise.all(apps.map(async (app) => await startDoorman(t, { DOORMAN_REGISTRY: redis.url, DOORMAN_SERVICE: 'orders', DOORMAN_APP_PORT: String(app.port) })))
+  let health = 200
+  const machine = await startServer(t, (_req, res) => { res.statusCode = health; res.end('machine') })
+  const file = path.join(dir, 'targets.yaml')
+  writeAtomically(file, `services:\n  - name: orders\n    check: {type: http, path: /health}\n    instances: ["127.0.0.1:${machine.port}"]\n`)
+  const reg = new RedisRegistry({ target: parseRegistryUrl(redis.url) as RedisTarget, checkMs: 1000 })
+  t.teardown(async () => { await reg.close() })
+  const orders = reg.watch('orders')
+  t.teardown(() => { orders.close() })
+  const checker = await startChecker(t, { DOORMAN_REGISTRY: redis.url, DOORMAN_CHECK_TARGETS: file })
+  await waitFor('two sidecars and the machine', () => orders.view.size === 3 && [...orders.view.values()].every((i) => i.state === 'up'), 10_000)
+  // The machine fails its check and sidecar a freezes: 33% of 3 is one, whichever kind.
+  health = 500
+  process.kill(a.proc.pid as number, 'SIGSTOP')
+  t.teardown(() => { try { process.kill(a.proc.pid as number, 'SIGCONT') } catch {} })
+  await waitFor('one ejected, the other held in', async () => [...orders.view.values()].filter((i) => i.ejected).length === 1 &&
+    await metric(checker.admin, 'doorman_checker_ejections_blocked_total', 'reason="threshold"') > 0, 10_000)
+  await rounds(checker.admin, 3)
+  t.equal([...orders.view.values()].filter((i) => i.ejected).length, 1, 'never more than one of the three')
+  process.kill(a.proc.pid as number, 'SIGCONT')
+  health = 200
+  await waitFor('all back', () => [...orders.view.values()].every((i) => i.state === 'up'), 10_000)
+  checker.kill('SIGTERM')
+  t.equal((await checker.exited).code, 0)
+})
