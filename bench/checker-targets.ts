@@ -6,26 +6,22 @@
 //
 // Phases: baseline (registry instances) healthy; file targets healthy; one listener in ten answering 503 (their
 // ejection, up to the 33% threshold); healthy again (recoveries).
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { CLI, ROOT, cpuMicros, fmt, freePort, get, median, othersShare, sleep, table, until } from './lib.js'
-import { startLanes, startRedis } from './checker.js'
+import { ROOT, cpuMicros, fmt, median, othersShare, sleep, table } from './lib.js'
+import { startChecker, startLanes, startRedis, state, type Checker, type Round } from './checker.js'
 
 const TARGETS = 5000
 /** The stand-in targets' processes: 5,000 machines are not one process, so neither are their stand-ins. */
 const LANE_PROCS = 4
+// As startChecker (bench/checker.ts) runs the checker.
 const INTERVAL_MS = 3000
 const TIMEOUT_MS = 1000
 
-interface Round { round: number, durationMs: number, targets: number, failed: number, ejected: number, recovered: number, error?: string }
-interface State { lastRound: Round | null, targets: number }
 
 interface Registry {
   waitUp: (ms: number) => Promise<boolean>
@@ -73,48 +69,6 @@ async function registerBaseline (url: string, ports: number[]): Promise<void> {
   } finally {
     await reg.close()
   }
-}
-
-interface Checker { proc: ChildProcess, admin: number, stop: () => Promise<void> }
-
-async function startChecker (url: string, env: Record<string, string>): Promise<Checker> {
-  const admin = await freePort()
-  const proc = spawn(process.execPath, [CLI, 'checker'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: process.env.HOME ?? '/tmp',
-      DOORMAN_REGISTRY: url,
-      DOORMAN_ADMIN_PORT: String(admin),
-      DOORMAN_BIND_HOST: '127.0.0.1',
-      DOORMAN_LOG_LEVEL: 'error',
-      DOORMAN_CHECK_INTERVAL: `${INTERVAL_MS}ms`,
-      DOORMAN_CHECK_TIMEOUT: `${TIMEOUT_MS}ms`,
-      DOORMAN_REGISTRY_TTL: '30s',
-      ...env
-    },
-    stdio: ['ignore', 'inherit', 'inherit']
-  })
-  await until('checker /readyz', async () => (await get(admin, '/readyz', 2000)).status === 200, 120_000,
-    () => proc.exitCode !== null ? `checker exited with code ${String(proc.exitCode)}` : null)
-  return {
-    proc,
-    admin,
-    stop: async () => {
-      if (proc.exitCode !== null) return
-      proc.kill('SIGTERM')
-      await once(proc, 'exit')
-    }
-  }
-}
-
-async function state (admin: number): Promise<State> {
-  return await new Promise((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port: admin, path: '/state', timeout: 5000 }, (res) => {
-      let body = ''
-      res.on('data', (c: Buffer) => { body += c.toString() })
-      res.on('end', () => { try { resolve(JSON.parse(body) as State) } catch (err) { reject(err) } })
-    }).on('error', reject)
-  })
 }
 
 /** The next `n` completed rounds, and the checker's CPU (core-seconds) over them. */
@@ -168,7 +122,7 @@ export const checkerTargetsSection: Section = {
     try {
       // Baseline: the listeners as sidecars' records, probed on their lane's /readyz.
       await registerBaseline(redis.url, lanes.ports)
-      checker = await startChecker(redis.url, {})
+      checker = await startChecker(redis.url, 200, { DOORMAN_REGISTRY_TTL: '30s' })
       await rounds(checker, 1)
       await phase('baseline: registry instances, healthy', measured)
       await checker.stop()
@@ -187,7 +141,7 @@ export const checkerTargetsSection: Section = {
         ''
       ].join('\n'))
       const t0 = performance.now()
-      checker = await startChecker(redis.url, { DOORMAN_CHECK_TARGETS: file })
+      checker = await startChecker(redis.url, 200, { DOORMAN_REGISTRY_TTL: '30s', DOORMAN_CHECK_TARGETS: file })
       console.log(`first round (publishes ${TARGETS} records, probes them) done ${fmt((performance.now() - t0) / 1000, 1)} s after start`)
       await rounds(checker, 1)
       await phase('file targets, healthy', measured)

@@ -13,15 +13,8 @@ import * as protoLoader from '@grpc/proto-loader'
 import { startDoorman, startServer, waitFor } from './helpers/index.js'
 import { startRedis } from './helpers/redis.js'
 import { startChecker } from './checker-helpers.js'
+import { HEALTH_PROTO } from '../src/checker/checks/grpc.js'
 import { RedisRegistry, parseRegistryUrl, type RedisTarget, type Instance } from '../src/registry/index.js'
-
-const HEALTH = {
-  nested: { grpc: { nested: { health: { nested: { v1: { nested: {
-    HealthCheckRequest: { fields: { service: { type: 'string', id: 1 } } },
-    HealthCheckResponse: { fields: { status: { type: 'ServingStatus', id: 1 } }, nested: { ServingStatus: { values: { UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } } } },
-    Health: { methods: { Check: { requestType: 'HealthCheckRequest', responseType: 'HealthCheckResponse' } } }
-  } } } } } } }
-}
 
 /** A self-signed certificate for 127.0.0.1 (its own CA), made with the openssl CLI. */
 function certificate (dir: string, name: string): { cert: string, key: string } {
@@ -34,7 +27,7 @@ function certificate (dir: string, name: string): { cert: string, key: string } 
 
 /** A grpc-js server with a health service: `status.get(name)` answers for a service name (absent: NOT_FOUND). */
 async function startGrpcHealth (t: Tap.Test, status: Map<string, string>, tls?: { cert: string, key: string }): Promise<number> {
-  const def = protoLoader.fromJSON(HEALTH as unknown as Parameters<typeof protoLoader.fromJSON>[0], { enums: String, defaults: true })
+  const def = protoLoader.fromJSON(HEALTH_PROTO as unknown as Parameters<typeof protoLoader.fromJSON>[0], { enums: String, defaults: true })
   const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: { service: grpc.ServiceDefinition } } } } }
   const server = new grpc.Server()
   server.addService(pkg.grpc.health.v1.Health.service, {

@@ -11,7 +11,7 @@ import type { GrpcCheck } from '../spec.js'
 import type { CheckCall, CheckModule, CheckOutcome } from './index.js'
 
 // grpc/health/v1/health.proto (the Check method), as protobufjs JSON: what proto-loader reads from a .proto file.
-const HEALTH_PROTO = {
+export const HEALTH_PROTO = {
   nested: {
     grpc: {
       nested: {
