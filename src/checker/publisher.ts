@@ -17,9 +17,18 @@ export function staticId (address: string, cluster: string): string {
   return cluster === 'default' ? id : `${id}-${cluster.replace(/[^A-Za-z0-9.-]/g, '-')}`
 }
 
+/** A definition's key, computed once per object (a service's instances share their source's definition). */
+const keys = new WeakMap<object, string>()
+function keyOf (c: Instance['check']): string {
+  if (c === undefined) return ''
+  let k = keys.get(c)
+  if (k === undefined) { k = checkKey(c); keys.set(c, k) }
+  return k
+}
+
 /** What makes a static record current: a change of any of these writes it again. */
 function fingerprint (i: Pick<Instance, 'address' | 'cluster' | 'org' | 'env' | 'check'>): string {
-  return [i.address, i.cluster, i.org ?? '', i.env ?? '', checkKey(i.check)].join('\n')
+  return `${i.address}\n${i.cluster}\n${i.org ?? ''}\n${i.env ?? ''}\n${keyOf(i.check)}`
 }
 
 export interface PublisherOptions {
@@ -118,7 +127,8 @@ export class Publisher {
         const have = records.get(rec.id)
         const held = mine.get(rec.id)
         try {
-          if ((have !== undefined && have.source === 'static' && fingerprint(have) === fp) || (held !== undefined && held[0] === fp)) {
+          // What this replica wrote itself is compared first: the registry's copy only after an owner change.
+          if ((held !== undefined && held[0] === fp) || (have !== undefined && have.source === 'static' && fingerprint(have) === fp)) {
             if (held !== undefined && held[0] === fp && t - held[1] < refreshEvery) return
             if (await registry.heartbeat(service, rec.id, this.#o.ttl)) {
               mine.set(rec.id, [fp, t])
