@@ -36,7 +36,7 @@ interface RegistryModule {
   parseRegistryUrl: (url: string) => unknown
 }
 
-interface Round { round: number, durationMs: number, targets: number, failed: number, ejected: number, recovered: number, error?: string }
+export interface Round { round: number, durationMs: number, targets: number, failed: number, ejected: number, recovered: number, error?: string }
 interface State { lastRound: Round | null, targets: number }
 
 const procs = new Set<ChildProcess>()
@@ -56,7 +56,7 @@ async function ping (port: number): Promise<boolean> {
   })
 }
 
-async function startRedis (): Promise<{ url: string, proc: ChildProcess, dir: string }> {
+export async function startRedis (): Promise<{ url: string, proc: ChildProcess, dir: string }> {
   const port = await freePort()
   const dir = mkdtempSync(path.join(os.tmpdir(), 'doorman-bench-redis-'))
   const proc = track(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' }))
@@ -64,8 +64,8 @@ async function startRedis (): Promise<{ url: string, proc: ChildProcess, dir: st
   return { url: `redis://127.0.0.1:${port}`, proc, dir }
 }
 
-async function startLanes (): Promise<{ proc: ChildProcess, ports: number[], set: (index: number, mode: 'ok' | 'sick' | 'silent') => Promise<void> }> {
-  const proc = track(fork(path.join(HERE, 'lanes.js'), [], { env: { ...process.env, BENCH_LANES: String(LANES) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
+export async function startLanes (count = LANES): Promise<{ proc: ChildProcess, ports: number[], set: (index: number, mode: 'ok' | 'sick' | 'silent') => Promise<void> }> {
+  const proc = track(fork(path.join(HERE, 'lanes.js'), [], { env: { ...process.env, BENCH_LANES: String(count) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }))
   const exited = once(proc, 'exit').then(() => { throw new Error('bench/lanes.js exited') })
   const [msg] = await Promise.race([once(proc, 'message'), exited]) as [{ ports: number[] }]
   exited.catch(() => {})
@@ -110,9 +110,10 @@ async function register (url: string, ports: number[]): Promise<void> {
   }
 }
 
-interface Checker { proc: ChildProcess, admin: number, stop: () => Promise<void> }
+export interface Checker { proc: ChildProcess, admin: number, stop: () => Promise<void> }
 
-async function startChecker (url: string, concurrency: number): Promise<Checker> {
+/** Starts `doorman checker` (3 s interval, 1 s timeout) with `env` on top; resolves once its first round is done. */
+export async function startChecker (url: string, concurrency: number, env: Record<string, string> = {}): Promise<Checker> {
   const admin = await freePort()
   const proc = track(spawn(process.execPath, [CLI, 'checker'], {
     env: {
@@ -124,11 +125,12 @@ async function startChecker (url: string, concurrency: number): Promise<Checker>
       DOORMAN_LOG_LEVEL: 'error',
       DOORMAN_CHECK_INTERVAL: `${INTERVAL_MS}ms`,
       DOORMAN_CHECK_TIMEOUT: `${TIMEOUT_MS}ms`,
-      DOORMAN_CHECK_CONCURRENCY: String(concurrency)
+      DOORMAN_CHECK_CONCURRENCY: String(concurrency),
+      ...env
     },
     stdio: ['ignore', 'inherit', 'inherit']
   }))
-  await until('checker /readyz', async () => (await get(admin, '/readyz', 2000)).status === 200, 60_000,
+  await until('checker /readyz', async () => (await get(admin, '/readyz', 2000)).status === 200, 120_000,
     () => proc.exitCode !== null ? `checker exited with code ${String(proc.exitCode)}` : null)
   return {
     proc,
@@ -141,7 +143,7 @@ async function startChecker (url: string, concurrency: number): Promise<Checker>
   }
 }
 
-async function state (admin: number): Promise<State> {
+export async function state (admin: number): Promise<State> {
   return await new Promise((resolve, reject) => {
     http.get({ host: '127.0.0.1', port: admin, path: '/state', timeout: 5000 }, (res) => {
       let body = ''

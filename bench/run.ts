@@ -8,6 +8,7 @@ import { laneSection } from './lane.js'
 import { outboundSection } from './outbound.js'
 import { adaptiveSection } from './adaptive.js'
 import { checkerSection } from './checker.js'
+import { checkerTargetsSection } from './checker-targets.js'
 import { memorySection } from './memory.js'
 import { registrySection } from './registry.js'
 import { grpcSection } from './grpc.js'
@@ -49,6 +50,7 @@ const SECTIONS: Section[] = [
   outboundSection,
   adaptiveSection,
   checkerSection,
+  checkerTargetsSection,
   registrySection,
   grpcSection,
   h2SoakSection,

@@ -95,3 +95,51 @@ t.test('the checker, liveness-budget and panic alerts fire on the series that me
   writeFileSync(path.join(dir, 'tests.yaml'), stringify(tests))
   t.match(promtool('test', 'rules', 'tests.yaml'), /SUCCESS/)
 })
+
+t.test('issue 26\'s checker alerts: registry down, a replica lost, a scope out of full, ejections spiking', async (t) => {
+  const rules = parse(readFileSync(chartRules, 'utf8')) as { groups: Array<{ rules: Array<{ annotations?: unknown }> }> }
+  for (const g of rules.groups) for (const r of g.rules) delete r.annotations
+  writeFileSync(path.join(dir, 'rules26.yaml'), stringify(rules))
+  const tests = {
+    rule_files: ['rules26.yaml'],
+    evaluation_interval: '1m',
+    tests: [
+      {
+        interval: '1m',
+        input_series: [
+          // The registry lost after 5 minutes.
+          { series: 'doorman_checker_registry_up{namespace="ops",pod="checker-0"}', values: '1x5 0x30' },
+          { series: 'doorman_checker_registry_up{namespace="ops",pod="checker-1"}', values: '1x35' },
+          // Two replicas, then checker-1 gone after 10 minutes.
+          { series: 'doorman_checker_replicas{namespace="ops",pod="checker-0"}', values: '2x10 1x25' },
+          { series: 'doorman_checker_replicas{namespace="ops",pod="checker-1"}', values: '2x10' },
+          // Ejections: none for an hour, then 10 a minute.
+          { series: 'doorman_checker_ejections_total{namespace="ops",pod="checker-0"}', values: '0x60 0+10x10' }
+        ],
+        alert_rule_test: [
+          { eval_time: '4m', alertname: 'DoormanCheckerRegistryDown', exp_alerts: [] },
+          { eval_time: '10m', alertname: 'DoormanCheckerRegistryDown', exp_alerts: [{ exp_labels: { severity: 'critical', namespace: 'ops', pod: 'checker-0' } }] },
+          { eval_time: '9m', alertname: 'DoormanCheckerReplicaLost', exp_alerts: [] },
+          // A gone pod's last sample counts for Prometheus' 5-minute lookback; then 2 minutes of `for`.
+          { eval_time: '20m', alertname: 'DoormanCheckerReplicaLost', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops' } }] },
+          { eval_time: '50m', alertname: 'DoormanCheckerEjectionsSpiking', exp_alerts: [] },
+          { eval_time: '65m', alertname: 'DoormanCheckerEjectionsSpiking', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops' } }] }
+        ]
+      },
+      {
+        interval: '1m',
+        input_series: [
+          // org:finance switched off for seven hours; the global entry stays full.
+          { series: 'doorman_checker_mode_entry{namespace="ops",pod="checker-0",scope="org:finance",mode="off"}', values: '1x420' },
+          { series: 'doorman_checker_mode_entry{namespace="ops",pod="checker-0",scope="*",mode="full"}', values: '1x420' }
+        ],
+        alert_rule_test: [
+          { eval_time: '5h', alertname: 'DoormanCheckerScopeDegraded', exp_alerts: [] },
+          { eval_time: '6h30m', alertname: 'DoormanCheckerScopeDegraded', exp_alerts: [{ exp_labels: { severity: 'warning', namespace: 'ops', scope: 'org:finance', mode: 'off' } }] }
+        ]
+      }
+    ]
+  }
+  writeFileSync(path.join(dir, 'tests26.yaml'), stringify(tests))
+  t.match(promtool('test', 'rules', 'tests26.yaml'), /SUCCESS/)
+})

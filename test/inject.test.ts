@@ -149,6 +149,8 @@ function sample (s: Setting, i: number): string {
     case 'path': return `/tmp/sample-${i}`
     case 'nice': return String(-(i % 20))
     case 'allow': return `spiffe://cluster.local/ns/sample-${i}/sa/*,/admin/=spiffe://cluster.local/ns/ops/sa/oncall`
+    case 'label': return `sample-${i}`
+    case 'check': return `http:${8000 + i}/health`
   }
 }
 

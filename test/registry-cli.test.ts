@@ -35,8 +35,8 @@ t.test('lists what the registry holds', async (t) => {
   const table = await run(t, ['ORDERS'], env)
   t.equal(table.code, 0)
   const lines = table.out.trim().split('\n')
-  t.match(lines[0], /^ID\s+ADDRESS\s+ZONE\s+CLUSTER\s+STATE\s+WEIGHT\s+WARMUP\s+AGE$/)
-  t.match(lines[1], /^a1\s+10\.0\.0\.2:7080\s+z1\s+default\s+warming\s+10%\s+5%\s+\d+s$/)
+  t.match(lines[0], /^ID\s+ADDRESS\s+ZONE\s+CLUSTER\s+STATE\s+WEIGHT\s+WARMUP\s+AGE\s+CHECK$/)
+  t.match(lines[1], /^a1\s+10\.0\.0\.2:7080\s+z1\s+default\s+warming\s+10%\s+5%\s+\d+s\s+(lane|connect)$/)
   t.match(lines[2], /^b22\s+10\.0\.0\.3:7080\s+-\s+default\s+ejected\s+100%\s+off/)
 
   const none = await run(t, ['nobody', '--json'], env)

@@ -6,14 +6,16 @@ import { createLogger } from '../core/log.js'
 import { openRegistry, checkPeriod } from '../registry/index.js'
 import { RedisRegistry } from '../registry/redis.js'
 import { RedisCoordinator } from './coordinator.js'
-import { Checker, defaultReplicaId } from './index.js'
+import { Checker, decisions, defaultReplicaId } from './index.js'
 import { CheckerAdmin } from './admin.js'
 import { GLOBAL_SCOPE, MODES, SCOPE, isMode } from './policy.js'
+import { TargetsError, TargetsFile } from './targets.js'
+import { CheckerMetrics } from './metrics.js'
 
 const USAGE = `usage: doorman checker                     run a checker replica (settings: DOORMAN_CHECK_*)
        doorman checker mode                show the run-time mode table
        doorman checker mode MODE           set the mode everywhere (${MODES.join(', ')})
-       doorman checker mode SCOPE MODE     set it for a service or service/cluster
+       doorman checker mode SCOPE MODE     set it for a service, service/cluster, org:NAME or env:NAME
        doorman checker mode SCOPE --clear  remove a scope's entry
 `
 
@@ -35,6 +37,23 @@ export async function command (args: string[]): Promise<number> {
   }
   const cfg = loadConfig()
   const log = createLogger(cfg.logLevel).child({ component: 'checker' })
+  const metrics = new CheckerMetrics()
+  let targets: TargetsFile | undefined
+  if (cfg.checkTargets !== '') {
+    const file = new TargetsFile({
+      path: cfg.checkTargets,
+      onError: (message) => { log.error({ file: cfg.checkTargets, error: message }, 'targets file refused: the last good one stays in force') },
+      onLoad: (set) => { log.info({ file: cfg.checkTargets, version: set.version, services: set.services.length, instances: set.services.reduce((n, s) => n + s.instances.length, 0) }, 'targets file loaded') }
+    })
+    try {
+      await file.load()
+    } catch (err) {
+      if (err instanceof TargetsError) throw new ConfigError('DOORMAN_CHECK_TARGETS', `DOORMAN_CHECK_TARGETS: ${err.message}`)
+      throw err
+    }
+    targets = file
+    metrics.readings.targetsFile = () => ({ ok: file.error === null, refused: file.refused, version: file.current.version })
+  }
   const registry = await sharedRegistry(cfg)
   registry.onStatus((up) => { if (up) log.info('registry reachable'); else log.warn('registry unreachable') })
   const checker = new Checker({
@@ -52,7 +71,9 @@ export async function command (args: string[]): Promise<number> {
     mode: cfg.checkMode,
     concurrency: cfg.checkConcurrency,
     replicaTtl: cfg.registryTtl,
-    log
+    log,
+    metrics,
+    ...(targets !== undefined ? { targets } : {})
   })
   const admin = new CheckerAdmin(checker)
   try {
@@ -89,7 +110,7 @@ async function modeCommand (args: string[]): Promise<number> {
   else if (rest.length === 1) mode = rest[0]
   else if (rest.length === 2) { scope = rest[0]; mode = rest[1] }
   if (!SCOPE.test(scope)) {
-    process.stderr.write(`doorman checker mode: bad scope ${JSON.stringify(scope)}: expected *, a service name or service/cluster\n`)
+    process.stderr.write(`doorman checker mode: bad scope ${JSON.stringify(scope)}: expected *, a service name, service/cluster, org:NAME or env:NAME\n`)
     return 1
   }
   if (mode !== null && !isMode(mode)) {
@@ -109,6 +130,15 @@ async function modeCommand (args: string[]): Promise<number> {
     process.stdout.write(`default (DOORMAN_CHECK_MODE): ${table.fallback}\n`)
     for (const [s, m] of [...table.entries].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) process.stdout.write(`${s}: ${m}\n`)
     for (const b of bad) process.stdout.write(`ignored: ${b}\n`)
+    // What each registered service's clusters get, and which entry decided it (the most specific one applies).
+    const names = await coordinator.serviceNames()
+    const lists = await Promise.all(names.map(async (s) => await registry.list(s)))
+    const rows = decisions(table, lists.flat())
+    if (rows.length > 0) process.stdout.write('services:\n')
+    for (const r of rows) {
+      const labels = [r.org !== '' ? `org ${r.org}` : '', r.env !== '' ? `env ${r.env}` : ''].filter((x) => x !== '').join(', ')
+      process.stdout.write(`  ${r.service}/${r.cluster}${labels !== '' ? ` (${labels})` : ''}: ${r.mode} (${r.scope === 'default' ? 'DOORMAN_CHECK_MODE' : r.scope})\n`)
+    }
     return 0
   } finally {
     await registry.close()

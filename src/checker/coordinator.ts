@@ -7,7 +7,7 @@
 import type { Instance, Registry } from '../registry/types.js'
 import { routable } from '../registry/types.js'
 import type { RedisRegistry } from '../registry/redis.js'
-import { ejectBudget, ModeTable, type Mode } from './policy.js'
+import { ejectBudget, ModeTable, type Labels, type Mode } from './policy.js'
 
 /**
  * `ejected`: done; `threshold`: the cluster is at its budget; `already`: another decision ejected it first;
@@ -62,6 +62,8 @@ export interface Coordinator {
    * False, with the set as it was, when the service has an instance again.
    */
   pruneService: (service: string) => Promise<boolean>
+  /** Every labelled service's org and env (for selectors by org: a canary group by org). */
+  serviceLabels?: () => Promise<Map<string, Labels>>
 }
 
 /** Counts each cluster for the threshold: instances that are routable or ejected (draining ones are leaving). */
@@ -151,6 +153,15 @@ export class MemoryCoordinator implements Coordinator {
 
   async serviceNames (): Promise<string[]> {
     return await this.#registry.services()
+  }
+
+  async serviceLabels (): Promise<Map<string, Labels>> {
+    const out = new Map<string, Labels>()
+    for (const s of await this.#registry.services()) {
+      const i = (await this.#registry.list(s)).find((x) => (x.org ?? '') !== '' || (x.env ?? '') !== '')
+      if (i !== undefined) out.set(s, { org: i.org ?? '', env: i.env ?? '' })
+    }
+    return out
   }
 
   /** The memory registry forgets a service with its last instance: nothing to prune. */
@@ -294,6 +305,17 @@ export class RedisCoordinator implements Coordinator {
 
   async recover (service: string, id: string): Promise<boolean> {
     return await this.#registry.setEjected(service, id, false)
+  }
+
+  async serviceLabels (): Promise<Map<string, Labels>> {
+    const out = new Map<string, Labels>()
+    for (const [s, v] of Object.entries(await this.#registry.client.hgetall(this.#registry.labelsKey()))) {
+      try {
+        const l = JSON.parse(v) as Partial<Labels>
+        out.set(s, { org: typeof l.org === 'string' ? l.org : '', env: typeof l.env === 'string' ? l.env : '' })
+      } catch {}
+    }
+    return out
   }
 
   /** `<prefix>:services`, the registry's service set (see docs/registry.md). */

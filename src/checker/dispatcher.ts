@@ -9,7 +9,7 @@
 // names whose last instance is gone are taken out of the set by their owner, so the set does not grow for ever.
 import type { Logger } from '../core/log.js'
 import type { Instance, InstanceState, Registry, Watch } from '../registry/types.js'
-import { globMatcher, owner, type ModeTable } from './policy.js'
+import { owner, serviceSelector, type Labels, type ModeTable } from './policy.js'
 import type { Target } from './prober.js'
 
 /** What a round knows when it dispatches. */
@@ -19,6 +19,8 @@ export interface RoundContext {
   /** The live replicas of this replica's group, sorted. */
   replicas: readonly string[]
   modes: ModeTable
+  /** Services' org and env, for selectors by org (read only when a selector has org: or env: entries). */
+  labels?: ReadonlyMap<string, Labels>
 }
 
 export interface ServiceFilter {
@@ -29,16 +31,16 @@ export interface ServiceFilter {
 }
 export interface InstanceFilter { name: string, keep: (inst: Instance, ctx: RoundContext) => boolean }
 
-/** Never checks services matching these globs (basic services such as databases, say). */
+/** Never checks services matching these globs (basic services such as databases, say), or these orgs (`org:…`). */
 export function excludeFilter (globs: readonly string[]): ServiceFilter {
-  const match = globMatcher(globs)
-  return { name: 'excluded', keep: (s) => !match(s) }
+  const match = serviceSelector(globs)
+  return { name: 'excluded', keep: (s, ctx) => !match(s, ctx.labels?.get(s)) }
 }
 
-/** The canary group checks only the canary services; the main group checks everything else. */
+/** The canary group checks only the canary services (by name, or by org: `org:finance`); the main group the rest. */
 export function groupFilter (group: 'main' | 'canary', canary: readonly string[]): ServiceFilter {
-  const match = globMatcher(canary)
-  return { name: 'group', keep: (s) => group === 'canary' ? match(s) : !match(s) }
+  const match = serviceSelector(canary)
+  return { name: 'group', keep: (s, ctx) => group === 'canary' ? match(s, ctx.labels?.get(s)) : !match(s, ctx.labels?.get(s)) }
 }
 
 /**
@@ -86,11 +88,11 @@ export function servingFilter (): InstanceFilter {
 }
 
 export function addressFilter (): InstanceFilter {
-  return { name: 'address', keep: (i) => i.address !== '' && (i.adminPort > 0 || /:\d+$/.test(i.address)) }
+  return { name: 'address', keep: (i) => i.address !== '' && (i.adminPort > 0 || /:\d+$/.test(i.address) || i.check?.port !== undefined) }
 }
 
 export function modeInstanceFilter (): InstanceFilter {
-  return { name: 'mode', keep: (i, ctx) => ctx.modes.for(i.service, i.cluster) !== 'off' }
+  return { name: 'mode', keep: (i, ctx) => ctx.modes.for(i.service, i.cluster, i.org, i.env) !== 'off' }
 }
 
 /** Where the service names come from, and how a name with no instance left is taken out. */
@@ -145,7 +147,7 @@ export class Dispatcher {
    * Reads the service names, updates the watches to the owned ones, takes out the owned ones with no instance left,
    * and returns this round's targets.
    */
-  async dispatch (ctx: RoundContext): Promise<Dispatch> {
+  async dispatch (ctx: RoundContext, written?: ReadonlyMap<string, readonly Instance[]>): Promise<Dispatch> {
     const names = await this.#catalog.serviceNames()
     const ownedNames = this.select(names, ctx)
     for (const f of this.#serviceFilters) f.retain?.(names)
@@ -175,13 +177,20 @@ export class Dispatcher {
     const targets: Target[] = []
     for (const s of ownedNames) {
       const w = this.#watches.get(s)
+      // Records written this round (static targets, publisher.ts): newer than what the view may have been told yet.
+      const fresh = written?.get(s)
       // Listed and empty: the last instance is gone (a name not listed yet is kept: it is not known to be empty).
-      if (w !== undefined && w.synced && w.view.size === 0) { empty.push(s); continue }
+      if (w !== undefined && w.synced && w.view.size === 0 && fresh === undefined) { empty.push(s); continue }
       services.push(s)
-      for (const inst of w?.view.values() ?? []) {
+      let all: Iterable<Instance> = w?.view.values() ?? []
+      if (fresh !== undefined) {
+        const ids = new Set(fresh.map((f) => f.id))
+        all = [...[...all].filter((i) => !ids.has(i.id)), ...fresh]
+      }
+      for (const inst of all) {
         instances.push(inst)
         if (!this.#instanceFilters.every((f) => f.keep(inst, ctx))) continue
-        targets.push({ service: inst.service, cluster: inst.cluster, id: inst.id, address: inst.address, adminPort: inst.adminPort, ejected: inst.ejected, instance: inst })
+        targets.push({ service: inst.service, cluster: inst.cluster, id: inst.id, address: inst.address, adminPort: inst.adminPort, ejected: inst.ejected, instance: inst, ...(inst.check !== undefined ? { check: inst.check } : {}) })
       }
     }
     await Promise.all(empty.map(async (s) => { await this.#prune(s) }))
@@ -199,6 +208,12 @@ export class Dispatcher {
     this.#watches.get(service)?.close()
     this.#watches.delete(service)
     this.#log.info({ service }, 'service has no instance left: taken out of the registry\'s service set')
+  }
+
+  /** The live view of an owned service once its first listing is in (undefined when not owned or not listed yet). */
+  syncedView (service: string): ReadonlyMap<string, Instance> | undefined {
+    const w = this.#watches.get(service)
+    return w?.synced === true ? w.view : undefined
   }
 
   /** The live view of an owned service (undefined when not owned). */

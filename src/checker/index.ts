@@ -11,14 +11,16 @@
 // DOORMAN_REGISTRY_TTL + (failures + 1) × interval of its death (docs/checker.md).
 import { hostname } from 'node:os'
 import type { Logger } from '../core/log.js'
-import type { InstanceState, Registry } from '../registry/types.js'
+import type { Instance, InstanceState, Registry } from '../registry/types.js'
 import type { Coordinator } from './coordinator.js'
-import { Dispatcher, addressFilter, excludeFilter, groupFilter, modeInstanceFilter, modeServiceFilter, ownerFilter, servingFilter, type RoundContext } from './dispatcher.js'
-import { Prober } from './prober.js'
+import { Dispatcher, addressFilter, excludeFilter, groupFilter, modeInstanceFilter, modeServiceFilter, ownerFilter, servingFilter, type RoundContext, type ServiceFilter } from './dispatcher.js'
+import { Prober, probeKind, type Target } from './prober.js'
 import { Decider } from './decider.js'
 import { Performer, type CheckerEvent } from './performer.js'
 import { CheckerMetrics } from './metrics.js'
-import { ModeTable, type Mode } from './policy.js'
+import { ModeTable, needsLabels, type Labels, type Mode } from './policy.js'
+import { Publisher } from './publisher.js'
+import type { TargetSource, SourceService } from './targets.js'
 
 export { Dispatcher } from './dispatcher.js'
 export { Prober, type Target, type ProbeResult } from './prober.js'
@@ -27,6 +29,8 @@ export { Performer } from './performer.js'
 export { MemoryCoordinator, RedisCoordinator, type Coordinator, type EjectResult, type Membership } from './coordinator.js'
 export { CheckerMetrics } from './metrics.js'
 export * from './policy.js'
+export { Publisher, staticId } from './publisher.js'
+export { TargetsFile, parseTargets, type TargetSource, type SourceService, type TargetSet } from './targets.js'
 
 export type Group = 'main' | 'canary'
 
@@ -57,6 +61,10 @@ export interface CheckerOptions {
   queues?: number
   log: Logger
   metrics?: CheckerMetrics
+  /** Targets outside the registry (DOORMAN_CHECK_TARGETS), published into it by their owner. */
+  targets?: TargetSource
+  /** TTL of the published targets' records, ms (default replicaTtl). */
+  targetTtl?: number
 }
 
 export interface RoundReport {
@@ -73,6 +81,19 @@ export interface RoundReport {
   recovered: number
   /** Set when the round could not run (registry unreachable). */
   error?: string
+}
+
+/** Which mode applies to each service's cluster (per org and env found among its instances), and which entry decided it. */
+export function decisions (table: ModeTable, instances: Iterable<Pick<Instance, 'service' | 'cluster' | 'org' | 'env'>>): Array<{ service: string, cluster: string, org: string, env: string, mode: Mode, scope: string }> {
+  const out = new Map<string, { service: string, cluster: string, org: string, env: string, mode: Mode, scope: string }>()
+  for (const i of instances) {
+    const org = i.org ?? ''
+    const env = i.env ?? ''
+    const key = `${i.service}\n${i.cluster}\n${org}\n${env}`
+    if (out.has(key)) continue
+    out.set(key, { service: i.service, cluster: i.cluster, org, env, ...table.decide(i.service, i.cluster, org, env) })
+  }
+  return [...out.values()].sort((a, b) => a.service < b.service ? -1 : a.service > b.service ? 1 : a.cluster < b.cluster ? -1 : a.cluster > b.cluster ? 1 : 0)
 }
 
 /** The default replica id: the host name (the pod's name in Kubernetes) and the process id. */
@@ -115,6 +136,13 @@ export class Checker {
   #failing = false
   #started = false
   #stopped = false
+  readonly #publisher: Publisher | null
+  readonly #needsLabels: boolean
+  /** Which replica publishes a file service: the group and rendezvous filters only (a service switched off is still published). */
+  readonly #publishFilters: ServiceFilter[]
+  #published = { services: 0, instances: 0, version: 0 }
+  /** performance.now() of each target's last probe, for checks with their own (longer) interval. */
+  readonly #probedAt = new Map<string, number>()
 
   constructor (opts: CheckerOptions) {
     this.#o = opts
@@ -139,7 +167,10 @@ export class Checker {
     // a silent instance would fail once per timeout instead of once per interval: ejections (and takeovers, see
     // docs/checker.md) would come later than `failures × interval` promises.
     this.#timeout = Math.min(opts.timeout, opts.interval)
-    this.prober = new Prober({ concurrency: opts.concurrency, timeout: this.#timeout, keepAlive: Math.max(4000, opts.interval * 2) })
+    this.prober = new Prober({ concurrency: opts.concurrency, timeout: this.#timeout, maxTimeout: opts.interval, keepAlive: Math.max(4000, opts.interval * 2) })
+    this.#publisher = opts.targets === undefined ? null : new Publisher({ registry: opts.registry, ttl: opts.targetTtl ?? opts.replicaTtl, log: opts.log.child({ part: 'publisher' }) })
+    this.#publishFilters = [groupFilter(this.group, opts.canary ?? []), ownerFilter()]
+    this.#needsLabels = needsLabels(opts.canary ?? []) || needsLabels(opts.exclude ?? [])
     this.performer = new Performer({ coordinator: opts.coordinator, maxEject: opts.maxEject, metrics: this.metrics, log: opts.log.child({ part: 'performer' }) })
     this.decider = new Decider({ failures: opts.failures, successes: opts.successes, queues: opts.queues, performer: this.performer, log: opts.log.child({ part: 'decider' }) })
     const r = this.metrics.readings
@@ -149,6 +180,7 @@ export class Checker {
     r.targets = () => this.#targets
     r.instancesByState = () => this.#byState
     r.mode = () => this.#modes.global
+    r.modeEntries = () => this.#modes.entries
     r.registryUp = () => opts.registry.up
   }
 
@@ -245,9 +277,12 @@ export class Checker {
       this.#badModes = badText
       if (table.global !== this.#modes.global) this.#log.warn({ mode: table.global, was: this.#modes.global }, 'checker mode changed')
       this.#modes = table
-      const ctx: RoundContext = { self: this.id, replicas, modes: table }
+      // The targets file is looked at first: an edit counts from this round on.
+      if (this.#o.targets !== undefined) await this.#o.targets.refresh()
+      const ctx: RoundContext = { self: this.id, replicas, modes: table, labels: await this.#labels() }
       this.decider.newRound()
-      const d = await this.dispatcher.dispatch(ctx)
+      const written = await this.#publish(ctx)
+      const d = await this.dispatcher.dispatch(ctx, written)
       this.#services = d.services
       this.#instances = d.instances.length
       this.#targets = d.targets.length
@@ -256,12 +291,15 @@ export class Checker {
       this.#byState = byState
       Object.assign(report, { replicas: replicas.length, services: d.services.length, instances: d.instances.length, targets: d.targets.length })
       const m = this.metrics
-      await this.prober.run(d.targets, (r) => {
+      const due = this.#due(d.targets)
+      await this.prober.run(due, (r) => {
         this.#progressAt = performance.now()
         m.count(m.probes, r.outcome)
         m.probeDuration.observe(r.ms / 1000)
+        m.probe(probeKind(r.target), r.outcome, r.ms / 1000)
         if (!r.ok) report.failed++
-        this.decider.observe(r, table.for(r.target.service, r.target.cluster))
+        const i = r.target.instance
+        this.decider.observe(r, table.for(r.target.service, r.target.cluster, i.org, i.env))
       })
       await this.decider.idle()
       this.decider.retain(new Set(d.targets.map((t) => Decider.key(t.service, t.id))))
@@ -281,6 +319,61 @@ export class Checker {
     this.#progressAt = performance.now()
     this.#last = report
     return report
+  }
+
+  /**
+   * Services' org and env for the selectors by org: the targets file's own, and, when DOORMAN_CHECK_CANARY or
+   * DOORMAN_CHECK_EXCLUDE has org: or env: entries, the registry's (one read a round).
+   */
+  async #labels (): Promise<ReadonlyMap<string, Labels> | undefined> {
+    const o = this.#o
+    const fromStore = this.#needsLabels && o.coordinator.serviceLabels !== undefined ? await o.coordinator.serviceLabels() : undefined
+    const file = o.targets?.current?.services ?? []
+    if (fromStore === undefined && file.length === 0) return undefined
+    const out = fromStore ?? new Map<string, Labels>()
+    for (const s of file) if (s.org !== '' || s.env !== '') out.set(s.name, { org: s.org, env: s.env })
+    return out
+  }
+
+  /**
+   * Publishes the file services this replica owns into the registry (new, changed and gone instances; TTLs kept
+   * alive). Resolves with the records written this round, which the round probes at once.
+   */
+  async #publish (ctx: RoundContext): Promise<ReadonlyMap<string, Instance[]> | undefined> {
+    const source = this.#o.targets
+    if (source === undefined || this.#publisher === null) return undefined
+    const set = source.current
+    const listed = new Set(set.services.map((s) => s.name))
+    const names = [...listed]
+    const mine = new Set(names.filter((s) => this.#publishFilters.every((f) => f.keep(s, ctx))))
+    for (const f of this.#publishFilters) f.retain?.(names)
+    const owned: SourceService[] = set.services.filter((s) => mine.has(s.name))
+    const registry = this.#o.registry
+    const pub = await this.#publisher.publish(owned, listed, async (s) => this.dispatcher.syncedView(s) ?? new Map((await registry.list(s)).map((i) => [i.id, i])))
+    this.#published = { services: mine.size, instances: owned.reduce((n, s) => n + s.instances.length, 0), version: set.version }
+    if (pub.errors > 0) this.metrics.count(this.metrics.errors, 'publish')
+    return pub.written
+  }
+
+  /** The targets due this round: all of them, but those whose check has a longer interval of its own. */
+  #due (targets: readonly Target[]): readonly Target[] {
+    const now = performance.now()
+    const out: Target[] = []
+    // A round may start a little early or late: a check is due once 90% of its interval has passed.
+    for (const t of targets) {
+      const every = t.check?.interval
+      if (every === undefined || every <= this.#o.interval) { out.push(t); continue }
+      const key = Decider.key(t.service, t.id)
+      const last = this.#probedAt.get(key)
+      if (last !== undefined && now - last < every * 0.9) continue
+      this.#probedAt.set(key, now)
+      out.push(t)
+    }
+    if (this.#probedAt.size > targets.length) {
+      const keep = new Set(targets.map((t) => Decider.key(t.service, t.id)))
+      for (const k of this.#probedAt.keys()) if (!keep.has(k)) this.#probedAt.delete(k)
+    }
+    return out
   }
 
   /** Live: the rounds are moving (a round started, a probe finished or a round ended lately). */
@@ -316,10 +409,12 @@ export class Checker {
       replicas: this.#replicas,
       mode: this.#modes.global,
       modes: Object.fromEntries(this.#modes.entries),
+      decisions: decisions(this.#modes, this.#services.flatMap((s) => [...this.dispatcher.view(s)?.values() ?? []])),
       settings: { interval: this.#o.interval, timeout: this.#timeout, failures: this.#o.failures, successes: this.#o.successes, maxEject: this.#o.maxEject, concurrency: this.#o.concurrency },
       services: this.#services,
       instances: Object.fromEntries(this.#byState),
       targets: this.#targets,
+      ...(this.#o.targets !== undefined ? { targetsFile: { source: this.#o.targets.name, version: this.#published.version, error: this.#o.targets.error, publishedServices: this.#published.services, publishedInstances: this.#published.instances } } : {}),
       lastRound: this.#last,
       failing,
       queues: this.decider.depths,

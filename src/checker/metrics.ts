@@ -3,7 +3,7 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client'
 import { STATES, type InstanceState } from '../registry/types.js'
 import { MODES, type Mode } from './policy.js'
-import { OUTCOMES, type ProbeOutcome } from './prober.js'
+import { OUTCOMES, PROBE_KINDS, type ProbeKind, type ProbeOutcome } from './prober.js'
 
 /** Why an ejection the counts called for did not happen. */
 export type BlockReason = 'threshold' | 'mode'
@@ -16,6 +16,10 @@ export interface CheckerReadings {
   instancesByState?: () => ReadonlyMap<InstanceState, number>
   mode?: () => Mode
   registryUp?: () => boolean
+  /** The targets file (DOORMAN_CHECK_TARGETS): good or not, changes refused since start, accepted version. */
+  targetsFile?: () => { ok: boolean, refused: number, version: number }
+  /** The run-time mode table's entries (scope → mode), and the default. */
+  modeEntries?: () => ReadonlyMap<string, Mode>
 }
 
 export class CheckerMetrics {
@@ -29,6 +33,9 @@ export class CheckerMetrics {
   rounds = 0
   readonly roundDuration: Histogram
   readonly probeDuration: Histogram
+  /** Probes by kind of check (`lane`, `connect`, `http`, `tcp`, `grpc`) and result. */
+  readonly checkProbes: Counter<'type' | 'result'>
+  readonly checkDuration: Histogram<'type'>
   readonly readings: CheckerReadings = {}
 
   constructor (opts: { defaults?: boolean } = {}) {
@@ -50,6 +57,22 @@ export class CheckerMetrics {
     const self = this
     this.roundDuration = new Histogram({ name: 'doorman_checker_round_duration_seconds', help: 'One round: list, probe every owned instance, decide and act.', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30], registers: [registry] })
     this.probeDuration = new Histogram({ name: 'doorman_checker_probe_duration_seconds', help: 'One probe, until its answer or its timeout.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [registry] })
+    this.checkProbes = new Counter({ name: 'doorman_checker_check_probes_total', help: 'Probes by kind of check (lane: a sidecar\'s /readyz, connect: TCP without a lane, http, tcp, grpc: check definitions) and result.', labelNames: ['type', 'result'], registers: [registry] })
+    this.checkDuration = new Histogram({ name: 'doorman_checker_check_duration_seconds', help: 'One probe by kind of check, until its answer or its timeout.', labelNames: ['type'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5], registers: [registry] })
+    for (const k of PROBE_KINDS) for (const o of OUTCOMES) this.checkProbes.inc({ type: k, result: o }, 0)
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'doorman_checker_mode_entry',
+      help: 'The run-time mode table: 1 per entry (scope: *, org:NAME, env:NAME, service, service/cluster) with its mode.',
+      labelNames: ['scope', 'mode'],
+      registers: [registry],
+      collect () {
+        const m = r.modeEntries?.()
+        if (m === undefined) return
+        this.reset()
+        for (const [scope, mode] of m) this.set({ scope, mode }, 1)
+      }
+    })
     // eslint-disable-next-line no-new
     new Counter({ name: 'doorman_checker_rounds_total', help: 'Rounds completed.', registers: [registry], collect () { this.reset(); this.inc(self.rounds) } })
     // eslint-disable-next-line no-new
@@ -91,7 +114,17 @@ export class CheckerMetrics {
     gauge('doorman_checker_probe_targets', 'Instances probed in the last round (after the filters).', () => r.targets?.())
     gauge('doorman_checker_replicas', "Live replicas in this replica's group.", () => r.replicas?.())
     gauge('doorman_checker_registry_up', '1 while the registry is reachable.', () => r.registryUp === undefined ? undefined : Number(r.registryUp()))
+    gauge('doorman_checker_targets_file_ok', '1 while the targets file (DOORMAN_CHECK_TARGETS) is good; 0 while a refused change is on disk (the last good one is in force).', () => { const f = r.targetsFile?.(); return f === undefined ? undefined : Number(f.ok) })
+    // eslint-disable-next-line no-new
+    new Counter({ name: 'doorman_checker_targets_file_refused_total', help: 'Changes of the targets file refused (not YAML, or not the documented shape).', registers: [registry], collect () { const f = r.targetsFile?.(); this.reset(); if (f !== undefined) this.inc(f.refused) } })
+    gauge('doorman_checker_targets_file_version', 'Accepted versions of the targets file since start (1 = the first load).', () => r.targetsFile?.().version)
     if (opts.defaults !== false) collectDefaultMetrics({ register: registry })
+  }
+
+  /** One probe's result by kind of check. */
+  probe (kind: ProbeKind, outcome: ProbeOutcome, seconds: number): void {
+    this.checkProbes.inc({ type: kind, result: outcome })
+    this.checkDuration.observe({ type: kind }, seconds)
   }
 
   count<K> (m: Map<K, number>, k: K): void { m.set(k, (m.get(k) ?? 0) + 1) }

@@ -1,11 +1,15 @@
 // The Prober: runs a round's probes through a pool of at most `concurrency` at once, and hands each result on as
-// soon as it is known. An instance with an admin port gets an HTTP GET of its lane's /readyz (the instance's own
-// verdict: app ready, registered, not draining, main loop alive; a frozen process answers nothing); one without gets
-// a TCP connect to its address. Every probe is bounded by `timeout`, connect included.
-import net from 'node:net'
+// soon as it is known. An instance whose record carries a check definition (a file target's, or a sidecar's
+// `doorman.io/check`) gets that check, through the module of its type (checks/). Otherwise: an instance with an admin
+// port gets an HTTP GET of its lane's /readyz (the instance's own verdict: app ready, registered, not draining, main
+// loop alive; a frozen process answers nothing); one without gets a TCP connect to its address. Every probe is
+// bounded by `timeout` (a definition's own timeout, at most `maxTimeout`), connect included.
 import { Agent } from 'undici'
 import type { Instance } from '../registry/types.js'
 import { version } from '../core/version.js'
+import type { CheckSpec, CheckType } from './spec.js'
+import { checkModules, type CheckModule } from './checks/index.js'
+import { tcpConnect } from './checks/tcp.js'
 
 /** One instance to probe, as the Dispatcher saw it. */
 export interface Target {
@@ -18,6 +22,16 @@ export interface Target {
   adminPort: number
   ejected: boolean
   instance: Instance
+  /** The instance's own check (absent: the lane's /readyz, or a TCP connect). */
+  check?: CheckSpec
+}
+
+/** What kind of probe a target gets: its check's type, `lane` (the sidecar's /readyz) or `connect` (no lane). */
+export type ProbeKind = CheckType | 'lane' | 'connect'
+export const PROBE_KINDS: readonly ProbeKind[] = ['lane', 'connect', 'http', 'tcp', 'grpc']
+
+export function probeKind (t: Pick<Target, 'check' | 'adminPort'>): ProbeKind {
+  return t.check?.type ?? (t.adminPort > 0 ? 'lane' : 'connect')
 }
 
 /** `ok`; `timeout`: no answer in time; `refused`: connection refused; `status`: a non-2xx answer; `error`: anything else. */
@@ -41,6 +55,8 @@ export interface ProberOptions {
   path?: string
   /** How long an idle probe connection is kept for the next round (default 4 s). */
   keepAlive?: number
+  /** The longest a check definition's own timeout may be, ms (default `timeout`): the round interval. */
+  maxTimeout?: number
 }
 
 /** Splits `host:port` (IPv6 hosts in brackets). */
@@ -56,11 +72,17 @@ function errorCode (err: unknown): string {
   return e?.cause?.code ?? e?.code ?? e?.name ?? 'error'
 }
 
+const NO_CHECKS = new Map<CheckType, CheckModule>()
+
 export class Prober {
   readonly #concurrency: number
   readonly #timeout: number
   readonly #path: string
+  readonly #maxTimeout: number
   readonly #agent: Agent
+  /** Check modules by type, created at the first target with a definition. */
+  #checks: Map<CheckType, CheckModule> = NO_CHECKS
+  readonly #keepAlive: number
   #stopped = false
 
   constructor (opts: ProberOptions) {
@@ -68,6 +90,8 @@ export class Prober {
     this.#timeout = opts.timeout
     this.#path = opts.path ?? '/readyz'
     const keepAlive = opts.keepAlive ?? 4000
+    this.#keepAlive = keepAlive
+    this.#maxTimeout = Math.max(opts.maxTimeout ?? opts.timeout, 1)
     // Connections are kept between rounds (one TCP handshake per instance, not one per probe); a reused connection
     // to a frozen process fails the same way a new one would: no answer before the timeout.
     this.#agent = new Agent({ keepAliveTimeout: keepAlive, keepAliveMaxTimeout: keepAlive, pipelining: 1, connect: { timeout: opts.timeout } })
@@ -90,10 +114,20 @@ export class Prober {
     const t0 = performance.now()
     const done = (outcome: ProbeOutcome, detail: string): ProbeResult => ({ target, ok: outcome === 'ok', outcome, detail, ms: performance.now() - t0 })
     const { host, port } = splitAddress(target.address)
+    const check = target.check
+    if (check !== undefined) {
+      const p = check.port ?? port
+      if (host === '' || !(p > 0)) return done('error', 'no address')
+      if (this.#checks === NO_CHECKS) this.#checks = checkModules({ keepAlive: this.#keepAlive })
+      const mod = this.#checks.get(check.type)
+      if (mod === undefined) return done('error', `no ${check.type} check`)
+      const r = await mod.probe(check, { host, port: p, timeout: Math.min(check.timeout ?? this.#timeout, this.#maxTimeout) })
+      return done(r.outcome, r.detail)
+    }
     if (host === '' || !(port > 0 || target.adminPort > 0)) return done('error', 'no address')
-    return target.adminPort > 0
-      ? await this.#http(host, target.adminPort, done)
-      : await this.#tcp(host, port, done)
+    if (target.adminPort > 0) return await this.#http(host, target.adminPort, done)
+    const r = await tcpConnect(host, port, this.#timeout)
+    return done(r.outcome, r.detail)
   }
 
   async #http (host: string, port: number, done: (o: ProbeOutcome, d: string) => ProbeResult): Promise<ProbeResult> {
@@ -115,25 +149,12 @@ export class Prober {
     }
   }
 
-  async #tcp (host: string, port: number, done: (o: ProbeOutcome, d: string) => ProbeResult): Promise<ProbeResult> {
-    return await new Promise((resolve) => {
-      const socket = net.connect({ host, port })
-      const finish = (outcome: ProbeOutcome, detail: string): void => {
-        clearTimeout(timer)
-        socket.destroy()
-        resolve(done(outcome, detail))
-      }
-      const timer = setTimeout(() => { finish('timeout', 'timeout') }, this.#timeout)
-      socket.once('connect', () => { finish('ok', 'connected') })
-      socket.once('error', (err) => { const code = errorCode(err); finish(code === 'ECONNREFUSED' ? 'refused' : 'error', code) })
-    })
-  }
-
   /** Starts no more probes (those in flight finish within the timeout). */
   stop (): void { this.#stopped = true }
 
   async close (): Promise<void> {
     this.#stopped = true
     await this.#agent.close().catch(() => {})
+    await Promise.all([...this.#checks.values()].map(async (m) => { await m.close() }))
   }
 }

@@ -62,7 +62,7 @@ function accepts (s: Setting): string {
     case 'string': return 'text'
     case 'host': return 'host or IP (`[::1]` or `::1`)'
     case 'list': return 'comma-separated path globs'
-    case 'globs': return 'comma-separated service globs'
+    case 'globs': return 'comma-separated service (or `org:`) globs'
     case 'json': return 'JSON'
     case 'settings': return 'JSON object of settings'
     case 'resources': return 'JSON `resources`'
@@ -74,6 +74,8 @@ function accepts (s: Setting): string {
     case 'path': return 'file path'
     case 'nice': return 'nice value (-20–19)'
     case 'allow': return 'comma-separated SPIFFE ID patterns, each optionally `/prefix/=`'
+    case 'label': return 'name (`finance`)'
+    case 'check': return 'check (`http:8080/health`)'
   }
 }
 

@@ -6,6 +6,8 @@ import { SERVICE_NAME } from '../registry/types.js'
 import { isIPv6 } from 'node:net'
 import { parseZooKeeperUrl } from '../app-registry/url.js'
 import { parseAllow, AllowError } from '../authz/index.js'
+import { parseCheck, type CheckSpec } from '../checker/spec.js'
+import { LABEL } from '../registry/types.js'
 
 export { SETTINGS, annotationFor, keyFor } from './table.js'
 
@@ -37,6 +39,9 @@ export interface Config {
   service: string
   cluster: string
   zone: string
+  org: string
+  env: string
+  check: CheckSpec | null
   maxConcurrency: number
   limitMode: 'static' | 'adaptive'
   limitMin: number
@@ -116,6 +121,7 @@ export interface Config {
   checkGroup: 'main' | 'canary'
   checkCanary: readonly string[]
   checkExclude: readonly string[]
+  checkTargets: string
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
@@ -269,7 +275,16 @@ function parserFor (s: Setting): { parse: (v: string) => Parsed, accepts: string
     case 'list':
       return { parse: listOf(/^\//, 'globs start with /'), accepts: 'comma-separated path globs starting with / (such as /checkout/*)' }
     case 'globs':
-      return { parse: listOf(/^[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?'), accepts: 'comma-separated service name globs (such as orders,pay-*)' }
+      return { parse: listOf(/^((org|env):)?[a-z0-9._*?-]{1,253}$/, 'globs hold lower-case letters, digits, ., _, -, * and ?, after an optional org: or env:'), accepts: 'comma-separated service name globs (such as orders,pay-*) or org:/env: globs (org:finance)' }
+    case 'label':
+      return { parse: (v) => v.trim() === '' || LABEL.test(v.trim()) ? good(v.trim()) : bad(), accepts: 'a name of lower-case letters, digits, ., _ and - (at most 63), or empty' }
+    case 'check':
+      return {
+        parse: (v) => {
+          try { return good(parseCheck(v)) } catch (err) { return bad((err as Error).message) }
+        },
+        accepts: 'http:PORT/PATH, https:PORT/PATH, tcp:PORT or grpc:PORT/SERVICE (empty: the lane\'s /readyz)'
+      }
     case 'json':
       return { parse: parseProbes, accepts: 'a JSON object from /app-health/<container>/<livez|readyz|startupz> to a probe with httpGet, tcpSocket or grpc' }
     case 'settings':

@@ -23,6 +23,8 @@ export type Kind =
   | 'path' // a file path
   | 'nice' // a scheduling priority (nice value), -20..19
   | 'allow' // DOORMAN_ALLOW: comma-separated SPIFFE ID patterns, each optionally `/path/prefix=`
+  | 'label' // an organisation or environment name (lower-case letters, digits, ., _, -), or empty
+  | 'check' // a checker's check in short form: http:PORT/PATH, https:PORT/PATH, tcp:PORT, grpc:PORT/SERVICE, or empty
 
 export type Scope = 'sidecar' | 'checker' | 'webhook' | 'all'
 
@@ -59,6 +61,9 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_SERVICE', kind: 'string', default: '', scope: 'sidecar', doc: 'Service name (required when a registry other than `memory` is set).' },
   { env: 'DOORMAN_CLUSTER', kind: 'string', default: 'default', scope: 'sidecar', doc: 'Cluster (placement group) within the service.' },
   { env: 'DOORMAN_ZONE', kind: 'string', default: '', scope: 'sidecar', doc: 'Zone within the service.' },
+  { env: 'DOORMAN_ORG', kind: 'label', default: '', scope: 'sidecar', doc: "The instance's organisation: a scope of `doorman checker`'s mode switch and canary (`org:NAME`)." },
+  { env: 'DOORMAN_ENV', kind: 'label', default: '', scope: 'sidecar', doc: "The instance's environment: a scope of `doorman checker`'s mode switch (`env:NAME`)." },
+  { env: 'DOORMAN_CHECK', kind: 'check', default: '', scope: 'sidecar', doc: "The check `doorman checker` runs on this instance instead of the lane's `/readyz`: `http:8080/health`, `https:8443/health`, `tcp:8080` or `grpc:9090/pay.v1.Pay` (grpc.health.v1 Check)." },
   // Limits
   { env: 'DOORMAN_MAX_CONCURRENCY', kind: 'int', default: '100', scope: 'sidecar', doc: 'Most business requests in flight to the app at once.' },
   { env: 'DOORMAN_LIMIT_MODE', kind: 'enum', values: ['static', 'adaptive'], default: 'static', scope: 'sidecar', doc: "`static` (the limit is `DOORMAN_MAX_CONCURRENCY`) or `adaptive` (the limit follows the app's latency between `DOORMAN_LIMIT_MIN` and `DOORMAN_MAX_CONCURRENCY`)." },
@@ -148,8 +153,9 @@ export const SETTINGS: readonly Setting[] = Object.freeze([
   { env: 'DOORMAN_CHECK_CONCURRENCY', kind: 'int', default: '200', scope: 'checker', annotatable: false, doc: '`doorman checker`: most probes in flight at once.' },
   { env: 'DOORMAN_CHECK_REPLICA_ID', kind: 'string', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: this replica\'s name in the shard ring (default: host name and process id).' },
   { env: 'DOORMAN_CHECK_GROUP', kind: 'enum', values: ['main', 'canary'], default: 'main', scope: 'checker', annotatable: false, doc: '`doorman checker`: `main` checks every service but the canary ones; `canary` checks only the services in `DOORMAN_CHECK_CANARY`.' },
-  { env: 'DOORMAN_CHECK_CANARY', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs (`orders`, `pay-*`) owned by the canary group; give both groups the same list.' },
+  { env: 'DOORMAN_CHECK_CANARY', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs (`orders`, `pay-*`) or organisations (`org:finance`, `org:pay-*`) owned by the canary group; give both groups the same list.' },
   { env: 'DOORMAN_CHECK_EXCLUDE', kind: 'globs', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: comma-separated service globs never checked.' },
+  { env: 'DOORMAN_CHECK_TARGETS', kind: 'path', default: '', scope: 'checker', annotatable: false, doc: '`doorman checker`: a YAML file of targets outside the registry (machines, VMs, services without a sidecar; shape in docs/checker.md), watched and reloaded; the checker publishes their state into the registry (`source: static`). A bad file is refused and the last good one kept.' },
 ] satisfies Setting[])
 
 /** Whether a pod may set a setting by annotation (and so the injector's DOORMAN_SIDECAR_ENV may default it). */

@@ -18,7 +18,11 @@ export function instanceJson (i: Instance): Record<string, unknown> {
     warmup: { progress: i.warmup.progress, window: i.warmup.window, aggression: i.warmup.aggression, minWeight: i.warmup.minWeight },
     adminPort: i.adminPort,
     registeredAt: new Date(i.registeredAt).toISOString(),
-    updatedAt: new Date(i.updatedAt).toISOString()
+    updatedAt: new Date(i.updatedAt).toISOString(),
+    ...(i.source !== undefined ? { source: i.source } : {}),
+    ...(i.org !== undefined ? { org: i.org } : {}),
+    ...(i.env !== undefined ? { env: i.env } : {}),
+    ...(i.check !== undefined ? { check: i.check } : {})
   }
 }
 
@@ -31,9 +35,9 @@ function age (ms: number): string {
 
 /** A plain-text table of instances. */
 export function instanceTable (list: Instance[], now = Date.now()): string {
-  const rows = [['ID', 'ADDRESS', 'ZONE', 'CLUSTER', 'STATE', 'WEIGHT', 'WARMUP', 'AGE']]
+  const rows = [['ID', 'ADDRESS', 'ZONE', 'CLUSTER', 'STATE', 'WEIGHT', 'WARMUP', 'AGE', 'CHECK']]
   for (const i of list) {
-    rows.push([i.id, i.address, i.zone === '' ? '-' : i.zone, i.cluster, i.state, `${Math.round(i.weight)}%`, i.warmup.window === 0 ? 'off' : `${Math.round(i.warmup.progress * 100)}%`, age(now - i.registeredAt)])
+    rows.push([i.id, i.address, i.zone === '' ? '-' : i.zone, i.cluster, i.state, `${Math.round(i.weight)}%`, i.warmup.window === 0 ? 'off' : `${Math.round(i.warmup.progress * 100)}%`, age(now - i.registeredAt), (i.check?.type ?? (i.adminPort > 0 ? 'lane' : 'connect')) + (i.source === 'static' ? ' (static)' : '')])
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)))
   return rows.map((r) => r.map((v, c) => v.padEnd(widths[c])).join('  ').trimEnd()).join('\n') + '\n'

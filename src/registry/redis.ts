@@ -21,6 +21,7 @@ import { STATES, backoff, byId, checkService, effectiveState } from './types.js'
 import { factor, interpolate } from '../warmup/index.js'
 import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
+import { checkFromObject } from '../checker/spec.js'
 
 // Every script names each key it touches in KEYS (all in the service's slot: the `{service}` hash tag), so each
 // call is one slot on a Cluster. Writes bump the service's version (`:ver`, a hash: `n` counts, `e` is the epoch,
@@ -256,8 +257,31 @@ export function toFields (inst: Instance): string[] {
     'livenessFailing', inst.livenessFailing === true ? '1' : '0',
     'updatedAt', String(inst.updatedAt),
     'identity', inst.identity ?? '',
-    'mtls', inst.mtls === true ? '1' : '0'
+    'mtls', inst.mtls === true ? '1' : '0',
+    ...checkerFields(inst)
   ]
+}
+
+/** The central checker's fields of a record, only those set (a sidecar without them writes none). */
+function checkerFields (inst: Instance): string[] {
+  const out: string[] = []
+  if (inst.source !== undefined) out.push('source', inst.source)
+  if (inst.org !== undefined && inst.org !== '') out.push('org', inst.org)
+  if (inst.env !== undefined && inst.env !== '') out.push('env', inst.env)
+  if (inst.check !== undefined) out.push('check', JSON.stringify(inst.check))
+  return out
+}
+
+/** The checker's fields back from a hash; a check that does not parse is left out (the default check applies). */
+function readCheckerFields (h: Record<string, string>): Pick<Instance, 'source' | 'org' | 'env' | 'check'> {
+  const out: Pick<Instance, 'source' | 'org' | 'env' | 'check'> = {}
+  if (h.source === 'static') out.source = 'static'
+  if (h.org !== undefined && h.org !== '') out.org = h.org
+  if (h.env !== undefined && h.env !== '') out.env = h.env
+  if (h.check !== undefined && h.check !== '') {
+    try { out.check = checkFromObject(JSON.parse(h.check)) } catch {}
+  }
+  return out
 }
 
 function patchFields (patch: InstancePatch): string[] {
@@ -297,7 +321,8 @@ export function fromFields (flat: string[]): Instance | undefined {
     updatedAt: num('updatedAt'),
     rev: num('rev'),
     ...(h.identity !== undefined && h.identity !== '' ? { identity: h.identity } : {}),
-    ...(h.mtls === '1' ? { mtls: true } : {})
+    ...(h.mtls === '1' ? { mtls: true } : {}),
+    ...readCheckerFields(h)
   }
 }
 
@@ -475,7 +500,13 @@ export class RedisRegistry implements Registry {
     this.#deadlines.delete(`${s}\n${inst.id}`)
     await this.#scripts.dmRegister(this.#instKey(s, inst.id), this.#idsKey(s), this.#verKey(s), this.#expKey(s), String(ms), inst.id, this.#channel(s), String(Date.now() + ms), ...toFields(inst))
     await this.client.sadd(this.#servicesKey(), s)
+    // The service's org and env, for the checker's selectors by org (a canary group by org): one hash of every
+    // labelled service, read once a round, written at registration only (not by heartbeats).
+    if ((inst.org ?? '') !== '' || (inst.env ?? '') !== '') await this.client.hset(this.labelsKey(), s, JSON.stringify({ org: inst.org ?? '', env: inst.env ?? '' }))
   }
+
+  /** `<prefix>:labels`: service → {"org","env"} of its labelled instances' last registration. */
+  labelsKey (): string { return `${this.#prefix}:labels` }
 
   async #update (service: string, id: string, ttl: number | null, fields: string[]): Promise<boolean> {
     const deadline = ttl === null ? '' : String(Date.now() + ttl)

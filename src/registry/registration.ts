@@ -9,6 +9,7 @@ import type { Logger } from '../core/log.js'
 import { backoff, type Instance, type InstancePatch, type OwnState, type Registry } from './types.js'
 import { progress as warmupProgress, factor, warming, type WarmupSettings } from '../warmup/index.js'
 import { hostname } from 'node:os'
+import type { CheckSpec } from '../checker/spec.js'
 import { randomBytes } from 'node:crypto'
 
 /** A new instance id: the host name (the pod's name in Kubernetes) and a random suffix, unique per process run. */
@@ -24,6 +25,10 @@ export interface RegistrationOptions {
   service: string
   cluster: string
   zone: string
+  /** The central checker's scopes and check for this instance (DOORMAN_ORG, DOORMAN_ENV, DOORMAN_CHECK). */
+  org?: string
+  env?: string
+  check?: CheckSpec | null
   /** `host:port` of the inbound listener and the admin port; set by setEndpoint() once they are bound. */
   address?: string
   adminPort?: number
@@ -211,7 +216,10 @@ export class Registration {
       livenessFailing: this.#livenessFailing,
       updatedAt: now,
       rev: 0,
-      ...mtlsFields(o.identity?.())
+      ...mtlsFields(o.identity?.()),
+      ...(o.org !== undefined && o.org !== '' ? { org: o.org } : {}),
+      ...(o.env !== undefined && o.env !== '' ? { env: o.env } : {}),
+      ...(o.check !== undefined && o.check !== null ? { check: o.check } : {})
     }
   }
 

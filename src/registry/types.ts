@@ -1,5 +1,6 @@
 // The registry's data model and its one interface. Two implementations: memory (one process) and Redis.
 // The registry is never on the request path: consumers keep a local view fed by watch().
+import type { CheckSpec } from '../checker/spec.js'
 
 /**
  * `starting`: registered but the app is not ready (not routable); `warming`: routable, ramping its weight;
@@ -57,7 +58,19 @@ export interface Instance {
   mtls?: boolean
   /** Revision: grows with every write (the store's clock), so a watcher keeps the newest of two reports. */
   rev: number
+
+  // --- Central checker: where the record comes from, its scopes and its check (absent = not set) ---
+  /** `static`: written by `doorman checker` for a target of DOORMAN_CHECK_TARGETS; absent: a sidecar's own record. */
+  source?: 'static'
+  /** Organisation and environment (DOORMAN_ORG / DOORMAN_ENV): scopes of the checker's mode switch and canary. */
+  org?: string
+  env?: string
+  /** The check the central checker runs (absent: the lane's /readyz, or a TCP connect without a lane). */
+  check?: CheckSpec
 }
+
+/** Organisation and environment labels: like service names. */
+export const LABEL = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/
 
 /** The fields an instance (or a checker) may change after registering. */
 export interface InstancePatch {
