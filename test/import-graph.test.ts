@@ -1,5 +1,6 @@
 // The arrows between doorman's modules: no import cycle anywhere in src/ (between files, or between modules such as
-// config and inject), and nothing the sidecar's data path loads reaches the checker, the injector or the demo. The
+// config and inject), nothing the sidecar's data path loads reaches the checker or the injector, and nothing in src/
+// imports the demo or the docs generator (tools/, a workspace of their own outside the package). The
 // same checks run first on a small tree written here with a cycle and a forbidden arrow in it, so a check that
 // stopped seeing them would fail too.
 import t from 'tap'
@@ -11,8 +12,8 @@ import { importGraph, moduleGraph, cyclicGroups, forbiddenPaths } from './helper
 
 /** The sidecar's data path: what `doorman run` loads for every request and probe. */
 const DATA_PATH = ['src/proxy', 'src/inbound', 'src/outbound', 'src/lane', 'src/limiter', 'src/warmup', 'src/drain', 'src/sidecar.ts']
-/** Programs of their own that the data path must never load. */
-const OTHER_PROGRAMS = ['src/checker', 'src/demo', 'src/inject']
+/** Programs of their own, in the same package, that the data path must never load. */
+const OTHER_PROGRAMS = ['src/checker', 'src/inject']
 
 const show = (chains: string[][]): string => chains.map((c) => c.join(' → ')).join('\n')
 
@@ -31,6 +32,8 @@ t.test('the checks see a cycle and a forbidden arrow in a tree made to have them
   file('src/proxy/core.ts', "import { helper } from '../shared/util.js'\nexport const core = helper\n")
   file('src/shared/util.ts', "import { budget } from '../checker/policy.js'\nexport const helper = budget\n")
   file('src/checker/policy.ts', 'export const budget = 1\n')
+  file('src/cli.ts', "export const demo = async () => await import('../tools/demo.js')\n")
+  file('tools/demo.ts', 'export const command = 1\n')
 
   const g = await importGraph(dir, 'src', path.join(dir, 'tsconfig.json'))
   t.same(g.cycles.map((c) => [...c].sort()).sort(), [['src/a/one.ts', 'src/a/two.ts'], ['src/b/index.ts', 'src/c/index.ts']],
@@ -38,6 +41,7 @@ t.test('the checks see a cycle and a forbidden arrow in a tree made to have them
   t.same(cyclicGroups(moduleGraph(g, 'src')), [['src/b', 'src/c']], 'modules that import each other, one of them lazily')
   t.same(forbiddenPaths(g, 'src', ['src/proxy'], ['src/checker']),
     [['src/proxy/core.ts', 'src/shared/util.ts', 'src/checker/policy.ts']], 'an arrow through a module in between is found')
+  t.same(g.outside, [['src/cli.ts', 'tools/demo.ts']], 'an arrow out of the tree is found')
 })
 
 t.test('src/', async (t) => {
@@ -48,5 +52,6 @@ t.test('src/', async (t) => {
   const groups = cyclicGroups(moduleGraph(g, 'src'))
   t.same(groups, [], `no cycle between modules:\n${groups.map((m) => m.join(' ⇄ ')).join('\n')}`)
   const bad = forbiddenPaths(g, 'src', DATA_PATH, OTHER_PROGRAMS)
-  t.same(bad, [], `the data path loads no checker, injector or demo code:\n${show(bad)}`)
+  t.same(bad, [], `the data path loads no checker or injector code:\n${show(bad)}`)
+  t.same(g.outside, [], `src/ imports nothing of the repository outside it (tools/, test/, bench/):\n${show(g.outside)}`)
 })

@@ -7,6 +7,8 @@ import { parseDependencyTree, parseCircular } from 'dpdm'
 export interface ImportGraph {
   /** Every file of the tree (relative to `root`, `/`-separated) and the files of the tree it imports. */
   files: Map<string, Set<string>>
+  /** Arrows from a file of the tree to a file of the repository outside it (not a package): `[from, to]`. */
+  outside: Array<[string, string]>
   /** File-level cycles, as dpdm reports them (each a list of files, the last importing the first). */
   cycles: string[][]
 }
@@ -23,6 +25,7 @@ export async function importGraph (root: string, dir: string, tsconfig: string):
   })
   const rel = (id: string): string => path.relative(root, path.resolve(root, id)).split(path.sep).join('/')
   const files = new Map<string, Set<string>>()
+  const outside: Array<[string, string]> = []
   for (const [id, deps] of Object.entries(tree)) {
     const from = rel(id)
     if (!from.startsWith(`${dir}/`)) continue
@@ -31,11 +34,12 @@ export async function importGraph (root: string, dir: string, tsconfig: string):
       if (d.id === null) continue
       const target = rel(d.id)
       if (target.startsWith(`${dir}/`)) to.add(target)
+      else if (target.includes('/') && !target.startsWith('..') && !target.split('/').includes('node_modules')) outside.push([from, target])
     }
     files.set(from, to)
   }
   const cycles = parseCircular(tree, false).map((c) => c.map(rel))
-  return { files, cycles }
+  return { files, outside, cycles }
 }
 
 /** The module a file belongs to: its first folder under `dir` (`src/proxy`), or the file itself (`src/cli.ts`). */
