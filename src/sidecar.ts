@@ -1,4 +1,4 @@
-// Wires the sidecar's modules together: limiter → inbound, the lane and its heartbeat, and the drain.
+// Wires the sidecar's modules together: limiter → inbound, the probe lane and its heartbeat, and the drain.
 // It never exits the process: run() resolves with the exit code once the sidecar has stopped.
 import type { Config } from './config/index.js'
 import { describeConfig } from './config/index.js'
@@ -7,8 +7,8 @@ import { Limiter, FixedLimit } from './limiter/index.js'
 import { GradientLimit } from './limiter/gradient.js'
 import { Metrics } from './metrics/index.js'
 import { Inbound } from './inbound/index.js'
-import { Lane, S, T, setPhase } from './lane/index.js'
-import type { SharedState } from './lane/shared.js'
+import { ProbeLane, S, T, setPhase } from './probe-lane/index.js'
+import type { SharedState } from './probe-lane/shared.js'
 import { Drainer, CLOSED, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
 import { openRegistry, checkPeriod } from './registry/open.js'
@@ -22,7 +22,7 @@ export class Sidecar {
   readonly metrics: Metrics
   readonly limiter: Limiter
   readonly inbound: Inbound
-  readonly lane: Lane
+  readonly probeLane: ProbeLane
   readonly drainer: Drainer
   readonly registry: Registry
   readonly registration: Registration
@@ -94,7 +94,7 @@ export class Sidecar {
       lowPaths: cfg.lowPaths,
       trustedHops: cfg.trustedHops
     })
-    this.lane = new Lane({
+    this.probeLane = new ProbeLane({
       settings: {
         adminPort: cfg.adminPort,
         bindHost: cfg.bindHost,
@@ -137,8 +137,8 @@ export class Sidecar {
       deregister: async () => { await this.registration.drain() },
       onPhase: (phase) => {
         if (ramp) limiter.setScale(1)
-        setPhase(this.lane.state, phase)
-        this.lane.flush()
+        setPhase(this.probeLane.state, phase)
+        this.probeLane.flush()
       }
     })
     const m = this.metrics
@@ -159,7 +159,7 @@ export class Sidecar {
     m.readings.registryUp = () => registration.registryUp
     m.readings.registryConnections = () => this.registry.connections?.()
     m.readings.registryEvents = () => registration.events
-    this.lane.publish((st) => {
+    this.probeLane.publish((st) => {
       st.set(S.INFLIGHT, limiter.inflight)
       st.set(S.QUEUED, limiter.queued)
       st.set(S.LIMIT, limiter.limit)
@@ -190,7 +190,7 @@ export class Sidecar {
       st.set(S.WARMUP_PROGRESS, Math.round(registration.progress(now) * 10000))
       if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)
     })
-    registration.onChange = () => { this.lane.flush() }
+    registration.onChange = () => { this.probeLane.flush() }
     this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
   }
 
@@ -215,18 +215,18 @@ export class Sidecar {
     st.set(S.FLEET_OTHERS_FAILING, failing)
   }
 
-  /** Starts the lane, then the business listeners. Resolves with the bound ports. */
+  /** Starts the probe lane, then the business listeners. Resolves with the bound ports. */
   async start (): Promise<{ inbound: number, admin: number }> {
     const cfg = this.cfg
     this.log.info({ version, config: describeConfig(cfg) }, 'doorman starting')
-    const admin = await this.lane.start()
+    const admin = await this.probeLane.start()
     const inbound = await this.inbound.listen()
     const outbound = this.outbound === null ? 0 : await this.outbound.listen()
     const host = cfg.advertiseHost.includes(':') ? `[${cfg.advertiseHost}]` : cfg.advertiseHost
     this.registration.setEndpoint(`${host}:${inbound}`, admin)
-    this.lane.state.set(S.LISTENING, 1)
-    this.lane.state.set(S.REGISTRY_REQUIRED, 1)
-    this.lane.flush()
+    this.probeLane.state.set(S.LISTENING, 1)
+    this.probeLane.state.set(S.REGISTRY_REQUIRED, 1)
+    this.probeLane.flush()
     this.log.info({ inbound, admin, outbound: outbound === 0 ? 'off' : outbound, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
     return { inbound, admin }
   }
@@ -249,7 +249,7 @@ export class Sidecar {
     await this.inbound.close().catch((err: unknown) => { this.log.warn({ err }, 'inbound close failed') })
     await this.outbound?.close().catch((err: unknown) => { this.log.warn({ err }, 'outbound close failed') })
     await this.registry.close().catch((err: unknown) => { this.log.warn({ err }, 'registry close failed') })
-    await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
+    await this.probeLane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
     this.log.info({ code }, 'doorman stopped')
     this.#resolveStopped(code)
   }

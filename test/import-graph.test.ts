@@ -11,7 +11,7 @@ import { ROOT } from './helpers/index.js'
 import { importGraph, moduleGraph, cyclicGroups, forbiddenPaths } from './helpers/import-graph.js'
 
 /** The sidecar's data path: what `doorman run` loads for every request and probe. */
-const DATA_PATH = ['src/proxy', 'src/inbound', 'src/outbound', 'src/lane', 'src/limiter', 'src/warmup', 'src/drain', 'src/sidecar.ts']
+const DATA_PATH = ['src/proxy', 'src/inbound', 'src/outbound', 'src/probe-lane', 'src/limiter', 'src/warmup', 'src/drain', 'src/sidecar.ts']
 /** Programs of their own, in the same package, that the data path must never load. */
 const OTHER_PROGRAMS = ['src/checker', 'src/inject']
 
