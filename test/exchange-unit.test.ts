@@ -539,7 +539,7 @@ t.test('peer reset', async (t) => {
     t.equal(policy.outcome.kind, 'ok')
   })
 
-  t.test('a reset after the head: an HTTP response is cut, a gRPC call ends UNAVAILABLE in its trailers', async (t) => {
+  t.test('a reset after the head: the client side fails after its head (its adapter cuts HTTP, ends gRPC UNAVAILABLE)', async (t) => {
     for (const grpc of [false, true]) {
       const route = new FakeRoute('a')
       const policy = new FakePolicy(route, new FakeRoute('b'))
