@@ -1,12 +1,16 @@
 # doorman: one image for the sidecar (`run`, the default), `webhook`, `checker`, `inject` and the rest.
 #   docker build -t doorman:0.1.0 .
-# Build stage: all dependencies, compile TypeScript (npm ci runs the `prepare` script), then drop the dev ones.
+# Build stage: all dependencies, compile TypeScript (npm ci runs the `prepare` script), then drop the dev ones. Only
+# the sidecar's sources come in: the demo and the docs generator (tools/, an npm workspace of their own) stay out, so
+# neither they nor what only they need (@grpc/grpc-js) reach the image; scripts/build.mjs skips them here.
 FROM node:26.10.0-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
+COPY scripts/build.mjs ./scripts/
 COPY src ./src
 RUN npm ci --no-audit --no-fund \
- && npm prune --omit=dev
+ && npm prune --omit=dev \
+ && find dist -name '*.d.ts' -delete
 
 # Runtime stage: production dependencies and the compiled code only, run as a non-root user.
 FROM node:26.10.0-bookworm-slim

@@ -9,7 +9,7 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   run: async () => await import('./main.js'),
   drain: async () => await import('./drain/cli.js'),
   instances: async () => await import('./registry/cli.js'),
-  demo: async () => await import('./demo/index.js'),
+  demo: async () => await loadDemo(),
   inject: async () => await import('./inject/cli.js'),
   webhook: async () => await import('./inject/webhook.js'),
   checker: async () => await import('./checker/cli.js')
@@ -30,6 +30,30 @@ commands:
 Settings come from DOORMAN_* environment variables; see docs/configuration.md.
 Exit codes: 0 clean stop, 78 bad configuration, 1 anything else.
 `
+
+/**
+ * The demo lives beside the sidecar in a clone (tools/, its own npm workspace), never in the package or the image:
+ * from a clone it is loaded from there; elsewhere the command says where to get it.
+ */
+async function loadDemo (): Promise<{ command: Command }> {
+  const url = new URL('../tools/dist/demo/index.js', import.meta.url)
+  try {
+    return await import(url.href) as { command: Command }
+  } catch (err) {
+    const e = err as { code?: string, url?: string, message?: string }
+    if (e.code !== 'ERR_MODULE_NOT_FOUND' || !(e.url === url.href || (e.message ?? '').includes(url.pathname))) throw err
+    return {
+      command: async () => {
+        process.stderr.write(`doorman demo: the demo is not installed here (it ships with the source, not with the package or the image).
+Run it from a clone of the repository:
+  npm ci && npm run demo
+(${url.pathname} not found)
+`)
+        return 1
+      }
+    }
+  }
+}
 
 async function main (argv: string[]): Promise<number> {
   const [first, ...rest] = argv

@@ -1,4 +1,4 @@
-// Wires the sidecar's modules together: limiter → inbound, the lane and its heartbeat, and the drain.
+// Wires the sidecar's modules together: limiter → inbound, the probe lane and its heartbeat, and the drain.
 // It never exits the process: run() resolves with the exit code once the sidecar has stopped.
 import type { Config } from './config/index.js'
 import { describeConfig, parseResourceAttributes, tracesEndpoint } from './config/index.js'
@@ -8,8 +8,8 @@ import { Limiter, FixedLimit } from './limiter/index.js'
 import { GradientLimit } from './limiter/gradient.js'
 import { Metrics } from './metrics/index.js'
 import { Inbound } from './inbound/index.js'
-import { Lane, S, T, setPhase } from './lane/index.js'
-import type { SharedState } from './lane/shared.js'
+import { ProbeLane, S, T, setPhase } from './probe-lane/index.js'
+import type { SharedState } from './probe-lane/shared.js'
 import { Drainer, CLOSED, type DrainResult } from './drain/index.js'
 import { version } from './core/version.js'
 import { openRegistry, checkPeriod } from './registry/open.js'
@@ -32,7 +32,7 @@ export class Sidecar {
   readonly observer: Observer | null
   readonly limiter: Limiter
   readonly inbound: Inbound
-  readonly lane: Lane
+  readonly probeLane: ProbeLane
   readonly drainer: Drainer
   readonly registry: Registry
   readonly registration: Registration
@@ -142,7 +142,7 @@ export class Sidecar {
       mtls: this.certs === null || cfg.mtls === 'off' ? undefined : { mode: cfg.mtls, store: this.certs, authorizer: Authorizer.parse(cfg.allow), stats: this.tlsStats },
       fairness: cfg.fairness === 'flow' ? { flowHeader: cfg.flowHeader } : undefined
     })
-    this.lane = new Lane({
+    this.probeLane = new ProbeLane({
       settings: {
         adminPort: cfg.adminPort,
         bindHost: cfg.bindHost,
@@ -186,8 +186,8 @@ export class Sidecar {
       offline: appRegistry === null ? undefined : async () => { await appRegistry.disable() },
       onPhase: (phase) => {
         if (ramp) limiter.setScale(1)
-        setPhase(this.lane.state, phase)
-        this.lane.flush()
+        setPhase(this.probeLane.state, phase)
+        this.probeLane.flush()
       }
     })
     const m = this.metrics
@@ -214,7 +214,7 @@ export class Sidecar {
     m.readings.registryConnections = () => this.registry.connections?.()
     m.readings.registryEvents = () => registration.events
     let flowBeats = 0
-    this.lane.publish((st) => {
+    this.probeLane.publish((st) => {
       st.set(S.INFLIGHT, limiter.inflight)
       st.set(S.QUEUED, limiter.queued)
       st.set(S.LIMIT, limiter.limit)
@@ -250,7 +250,7 @@ export class Sidecar {
       if (registration.registered) st.setTime(T.REGISTERED_AT, registration.registeredAt)
       st.set(S.TLS, tlsProblem === null ? 0 : TLS_PROBLEMS.indexOf(tlsProblem) + 1)
     })
-    registration.onChange = () => { this.lane.flush() }
+    registration.onChange = () => { this.probeLane.flush() }
     this.#stopped = new Promise((resolve) => { this.#resolveStopped = resolve })
   }
 
@@ -303,7 +303,7 @@ export class Sidecar {
     if (reg === null || gate === null) return
     const status = reg.status()
     const g = gate.state()
-    this.lane.appRegistry({
+    this.probeLane.appRegistry({
       kind: status.kind,
       services: this.cfg.appServices,
       waitingFor: g.waitingFor,
@@ -313,26 +313,26 @@ export class Sidecar {
     })
   }
 
-  /** Starts the lane, then the business listeners. Resolves with the bound ports. */
+  /** Starts the probe lane, then the business listeners. Resolves with the bound ports. */
   async start (): Promise<{ inbound: number, admin: number }> {
     const cfg = this.cfg
     this.log.info({ version, config: describeConfig(cfg) }, 'doorman starting')
-    const admin = await this.lane.start()
+    const admin = await this.probeLane.start()
     const inbound = await this.inbound.listen()
     const outbound = this.outbound === null ? 0 : await this.outbound.listen()
     const host = cfg.advertiseHost.includes(':') ? `[${cfg.advertiseHost}]` : cfg.advertiseHost
     this.registration.setEndpoint(`${host}:${inbound}`, admin)
-    this.lane.state.set(S.LISTENING, 1)
-    this.lane.state.set(S.REGISTRY_REQUIRED, 1)
+    this.probeLane.state.set(S.LISTENING, 1)
+    this.probeLane.state.set(S.REGISTRY_REQUIRED, 1)
     if (this.appRegistry !== null) {
-      this.lane.state.set(S.APP_REGISTRY_REQUIRED, 1)
+      this.probeLane.state.set(S.APP_REGISTRY_REQUIRED, 1)
       this.appRegistry.start(() => {
-        this.lane.flush()
+        this.probeLane.flush()
         this.#sendAppRegistry()
       })
       this.#sendAppRegistry()
     }
-    this.lane.flush()
+    this.probeLane.flush()
     this.log.info({ inbound, admin, outbound: outbound === 0 ? 'off' : outbound, app: `${cfg.appHost}:${cfg.appPort}` }, 'doorman listening')
     return { inbound, admin }
   }
@@ -358,7 +358,7 @@ export class Sidecar {
     // After a drain, the override stays until the app's own entries have left the registry (the app stops after
     // doorman's drain), at most DOORMAN_DRAIN_TIMEOUT; then it goes with doorman's session.
     await this.appRegistry?.close(code === 0 ? this.cfg.drainTimeout : 0).catch((err: unknown) => { this.log.warn({ err }, 'app registry close failed') })
-    await this.lane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
+    await this.probeLane.close().catch((err: unknown) => { this.log.warn({ err }, 'lane close failed') })
     await this.observer?.close()
     this.certs?.close()
     this.log.info({ code }, 'doorman stopped')

@@ -14,7 +14,7 @@ import { schemaErrors } from './helpers/k8s.js'
 import { checkControlPlane, envOf, find, kubectlMissing, kustomize, parseObjects, type Any, type Rendering } from './helpers/deploy.js'
 import { CHART, helm, helmMissing, helmTemplate } from './helpers/helm.js'
 import { SETTINGS, loadConfig } from '../src/config/index.js'
-import { renderChartSchema } from '../src/config/doc.js'
+import { renderChartSchema } from '../tools/src/config-doc.js'
 import { injectObject } from '../src/inject/workload.js'
 
 const read = (p: string): string => readFileSync(path.join(ROOT, p), 'utf8')

@@ -1,8 +1,8 @@
 // The demo's gRPC verdict is computed from what happened: a run that lost a call, or whose calls were pinned to one
 // provider (as one HTTP/2 connection through a Kubernetes Service would be), fails it.
 import t from 'tap'
-import { GRPC_SHORT } from '../src/demo/grpc-rollout.js'
-import { grpcChecks, type RolloutRun, type RolloutSample } from '../src/demo/results.js'
+import { GRPC_SHORT } from '../tools/src/demo/grpc-rollout.js'
+import { grpcChecks, type RolloutRun, type RolloutSample } from '../tools/src/demo/results.js'
 
 function run (byInstance: Array<Record<string, number>>, failed = 0): RolloutRun {
   const timeline: RolloutSample[] = byInstance.map((b, i) => {

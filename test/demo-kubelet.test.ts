@@ -1,11 +1,11 @@
-// The kubelet stand-in (src/demo/kubelet.ts) that the demo and other tests use: thresholds, timeouts, and real
+// The kubelet stand-in (tools/src/demo/kubelet.ts) that the demo and other tests use: thresholds, timeouts, and real
 // restarts of a real process when its liveness probe fails.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import http from 'node:http'
 import { freePort, startServer, waitFor } from './helpers/index.js'
-import { Container, Pod, Prober, probeOnce, type ProbeRecord } from '../src/demo/kubelet.js'
+import { Container, Pod, Prober, probeOnce, type ProbeRecord } from '../tools/src/demo/kubelet.js'
 
 t.test('probeOnce: status, timeout, refused', async (t) => {
   let delay = 0

@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { CLI, spawnNode } from './helpers/index.js'
 import { launchBrowser } from './helpers/browser.js'
-import type { Results } from '../src/demo/results.js'
+import type { Results } from '../tools/src/demo/results.js'
 
 // The whole demo runs in this one file: its budget (below) and the report's check, not .taprc's two minutes per file,
 // bound it.

@@ -9,7 +9,7 @@ import t from 'tap'
 import http from 'node:http'
 import { request, startDoorman, startServer, waitFor, type Doorman } from './helpers/index.js'
 import { startRedis, type RedisServer } from './helpers/redis.js'
-import { restartBudget } from '../src/lane/probes.js'
+import { restartBudget } from '../src/probe-lane/probes.js'
 
 const STALL = '1s'
 const DEFAULT_MAX_FAILING = 25

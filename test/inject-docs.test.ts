@@ -1,6 +1,6 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { renderConfigDoc, DOC_PATH } from '../src/config/doc.js'
+import { renderConfigDoc, DOC_PATH } from '../tools/src/config-doc.js'
 import { SETTINGS, annotationFor } from '../src/config/table.js'
 import { INJECTOR_ANNOTATIONS, annotatableSettings } from '../src/inject/annotations.js'
 

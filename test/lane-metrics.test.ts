@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Registry, Histogram, Counter, Gauge } from 'prom-client'
-import { LaneMetrics, CONTENT_TYPE } from '../src/lane/metrics.js'
+import { ProbeLaneMetrics, CONTENT_TYPE } from '../src/probe-lane/metrics.js'
 
 // The lane writes its metrics by hand; a scrape must read exactly as prom-client would have written them.
 t.test('the lane writes what prom-client writes for the same metrics', async (t) => {
@@ -12,7 +12,7 @@ t.test('the lane writes what prom-client writes for the same metrics', async (t)
   // eslint-disable-next-line no-new
   new Gauge({ name: 'x_ready', help: "1 when it's \"ready\"; a back\\slash", registers: [registry], collect () { this.set(v) } })
 
-  const lane = new LaneMetrics()
+  const lane = new ProbeLaneMetrics()
   const observe = lane.histogram('x_duration_seconds', 'Time, by probe.', buckets)
   const fail = lane.counter('x_failures_total', 'Failures, by probe.')
   lane.gauge('x_ready', "1 when it's \"ready\"; a back\\slash", () => v)
@@ -32,7 +32,7 @@ t.test('the lane writes what prom-client writes for the same metrics', async (t)
 })
 
 t.test('gauges read their value at each scrape', async (t) => {
-  const lane = new LaneMetrics()
+  const lane = new ProbeLaneMetrics()
   let n = 1
   lane.gauge('g', 'A gauge.', () => n)
   t.match(lane.text(), /^g 1$/m)

@@ -3,7 +3,7 @@ import t from 'tap'
 import http from 'node:http'
 import path from 'node:path'
 import { startServer, startDoorman, startFixtureApp, request, waitFor, freePort, getJson, ROOT } from './helpers/index.js'
-import { probeOnce, type ProbeRecord } from '../src/demo/kubelet.js'
+import { probeOnce, type ProbeRecord } from '../tools/src/demo/kubelet.js'
 
 const BLOCKING = path.join(ROOT, 'test', 'fixtures', 'blocking-sidecar.mjs')
 

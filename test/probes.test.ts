@@ -1,7 +1,7 @@
 // Probe semantics as pure functions of the shared state and a clock.
 import t from 'tap'
-import { SharedState, S, T } from '../src/lane/shared.js'
-import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, LIVENESS_CONFIRM_MS, readinessTiming, ReadinessStreak } from '../src/lane/probes.js'
+import { SharedState, S, T } from '../src/probe-lane/shared.js'
+import { startupChecks, livenessChecks, readinessChecks, ProgressTracker, appLivenessChecks, applyRestartBudget, restartBudget, appProbeRoute, render, LIVENESS_CONFIRM_MS, readinessTiming, ReadinessStreak } from '../src/probe-lane/probes.js'
 
 const cfg = { livenessStall: 10_000, readinessStall: 1000, appStall: 5000, livenessMaxFailing: 25 }
 const ok = (checks: Array<{ ok: boolean }>): boolean => checks.every((c) => c.ok)

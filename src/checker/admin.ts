@@ -4,7 +4,7 @@ import http from 'node:http'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import type { Checker } from './index.js'
-import { render } from '../lane/probes.js'
+import { render } from '../probe-lane/probes.js'
 
 function send (res: http.ServerResponse, status: number, type: string, body: string): void {
   res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })

@@ -7,7 +7,8 @@
 import type { Instance, Registry } from '../registry/types.js'
 import { routable } from '../registry/types.js'
 import type { RedisRegistry } from '../registry/redis.js'
-import { ejectBudget, ModeTable, type Labels, type Mode } from './policy.js'
+import { ejectBudget } from '../protection/index.js'
+import { ModeTable, type Labels, type Mode } from './policy.js'
 
 /**
  * `ejected`: done; `threshold`: the cluster is at its budget; `already`: another decision ejected it first;

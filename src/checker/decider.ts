@@ -10,7 +10,7 @@
 import type { Logger } from '../core/log.js'
 import type { Mode } from './policy.js'
 import type { Performer } from './performer.js'
-import type { ProbeResult, Target } from './prober.js'
+import { targetKey, type ProbeResult, type Target } from './prober.js'
 
 export interface Streak {
   /** Consecutive failures (0 after a success). */
@@ -106,7 +106,7 @@ export class Decider {
     this.#queues = Array.from({ length: n }, () => new SerialQueue(async (batch) => { await this.#decide(batch) }, opts.log))
   }
 
-  static key (service: string, id: string): string { return `${service}\0${id}` }
+  static key (service: string, id: string): string { return targetKey(service, id) }
 
   /** The queue a cluster's failures go to. */
   queueOf (service: string, cluster: string): number {

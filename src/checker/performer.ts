@@ -6,8 +6,7 @@
 import type { Logger } from '../core/log.js'
 import type { Coordinator, EjectResult } from './coordinator.js'
 import type { CheckerMetrics, BlockReason } from './metrics.js'
-import type { Target } from './prober.js'
-import { Decider } from './decider.js'
+import { targetKey, type Target } from './prober.js'
 
 export interface CheckerEvent {
   /** Epoch milliseconds. */
@@ -70,7 +69,7 @@ export class Performer {
       const { target: t, failures } = targets[i]
       const base = { service: t.service, cluster: t.cluster, id: t.id, address: t.address, ejected: r.ejected, total: r.total, budget: r.budget }
       if (r.outcome === 'ejected') {
-        this.#quiet.delete(Decider.key(t.service, t.id))
+        this.#quiet.delete(targetKey(t.service, t.id))
         metrics.ejections++
         this.#record({ at: Date.now(), action: 'eject', ...base })
         log.warn({ ...base, failures }, 'instance ejected')
@@ -89,7 +88,7 @@ export class Performer {
   #block (t: Target, reason: BlockReason, base: Omit<CheckerEvent, 'at' | 'action'>): void {
     const { metrics, log } = this.#o
     metrics.count(metrics.blocked, reason)
-    const key = Decider.key(t.service, t.id)
+    const key = targetKey(t.service, t.id)
     if (this.#quiet.has(key)) return
     this.#quiet.add(key)
     this.#record({ at: Date.now(), action: 'blocked', reason, ...base })
@@ -105,7 +104,7 @@ export class Performer {
 
   /** The instance answers again: its blocked ejection may be logged again the next time. */
   healthy (t: Target): void {
-    this.#quiet.delete(Decider.key(t.service, t.id))
+    this.#quiet.delete(targetKey(t.service, t.id))
   }
 
   /** Releases an ejection. Resolves true when released, false when gone or the call failed. */

@@ -114,17 +114,8 @@ export function globMatcher (globs: readonly string[]): (name: string) => boolea
   return (name) => re.test(name)
 }
 
-/**
- * The protection threshold: how many of a cluster's `total` instances may be ejected at once with `maxPercent`:
- * the whole number of instances nearest to the share (a half rounds down), and never the whole cluster below 100%.
- * At 33%: 1 → 0, 2 → 1, 3 → 1, 4 → 1, 5 → 2, 6 → 2 (seed 002: "at most one third; a cluster of 3 → at most 1").
- * Why 1 → 0 and 2 → 1 is in docs/checker.md. The Redis coordinator's Lua script computes the same.
- */
-export function ejectBudget (total: number, maxPercent: number): number {
-  if (total <= 0) return 0
-  const nearest = Math.max(0, Math.ceil(total * maxPercent / 100 - 0.5 - 1e-9))
-  return maxPercent < 100 ? Math.min(nearest, total - 1) : nearest
-}
+/** The protection threshold's budget, shared with the data path: src/protection. */
+export { ejectBudget } from '../protection/index.js'
 
 /** A replica's weight for a service in rendezvous hashing: 48 bits of SHA-1 over both names. */
 export function weight (replica: string, service: string): number {

@@ -34,6 +34,9 @@ export function probeKind (t: Pick<Target, 'check' | 'adminPort'>): ProbeKind {
   return t.check?.type ?? (t.adminPort > 0 ? 'lane' : 'connect')
 }
 
+/** The key of an instance in the Decider's and the Performer's maps. */
+export function targetKey (service: string, id: string): string { return `${service}\0${id}` }
+
 /** `ok`; `timeout`: no answer in time; `refused`: connection refused; `status`: a non-2xx answer; `error`: anything else. */
 export type ProbeOutcome = 'ok' | 'timeout' | 'refused' | 'status' | 'error'
 export const OUTCOMES: readonly ProbeOutcome[] = ['ok', 'timeout', 'refused', 'status', 'error']

@@ -2,7 +2,7 @@
 // table, and returns one frozen Config. A bad value throws ConfigError naming the variable.
 import { SETTINGS, QUANTITY, keyFor, podSettable, type Setting } from './table.js'
 import { ConfigError } from '../core/errors.js'
-import { SERVICE_NAME } from '../registry/types.js'
+import { SERVICE_NAME } from './table.js'
 import { isIPv6 } from 'node:net'
 import { parseZooKeeperUrl } from '../app-registry/url.js'
 import { parseAllow, AllowError } from '../authz/index.js'

@@ -1,6 +1,9 @@
 // The one table of doorman's settings. The config schema (src/config/index.ts), the injector's annotation
 // mapping and docs/configuration.md are all derived from it, so a setting exists in exactly one place.
 
+/** Service names: what a Host header can carry (lower-case letters, digits, `-`, `.`, `_`), 1..253 characters. */
+export const SERVICE_NAME = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/
+
 export type Kind =
   | 'port' // 0..65535
   | 'int' // positive integer (>= 1)

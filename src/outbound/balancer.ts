@@ -6,21 +6,36 @@
 // but an endpoint can only win when it was drawn, so a cold instance's share stays below about twice its weight's.
 //
 // Panic mode (Envoy's healthy_panic_threshold): when fewer than `panicThreshold` percent of the service's registered
-// instances that are not draining take traffic (tier 0), the balancer uses all of them — ejected and `starting`
+// instances that are not draining take traffic (Tier.USE), the balancer uses all of them — ejected and `starting`
 // ones too — rather than a few overloaded ones or none: when most of a service looks unhealthy at once, the verdict
 // is more likely wrong (a readiness blip everywhere, a checker gone astray) than the whole service dead.
 //
-// Endpoints come in tiers: 0 takes traffic; 1 is ejected (by this lane's outlier detection or a checker), used
-// only when no tier-0 endpoint is left (a panic mode, as Envoy's); 2 is draining, still serving for its drain delay,
-// used only when nothing else is left; -1 is never used (its app is not ready). Weights and tiers are read when
+// Endpoints come in tiers (Tier): USE takes traffic; EJECTED (by the outbound lane's outlier detection or a checker)
+// is used only when no USE endpoint is left (a panic mode, as Envoy's); DRAINING, still serving for its drain delay,
+// only when nothing else is left; NEVER is never used (its app is not ready). Weights and tiers are read when
 // the balancer rebuilds: when told to (invalidate), at a pending ejection's expiry, and every `refreshMs` while
 // some endpoint's weight is still changing (warming).
+
+/** An endpoint's tier: which picks it takes part in. The lowest tier present is used; NEVER takes none. */
+export const Tier = {
+  /** Takes traffic. */
+  USE: 0,
+  /** Ejected: used only when no endpoint to USE is left. */
+  EJECTED: 1,
+  /** Draining, still serving for its drain delay: used only when nothing else is left. */
+  DRAINING: 2,
+  /** Never used (its app is not ready). */
+  NEVER: -1
+} as const
+export type Tier = typeof Tier[keyof typeof Tier]
+/** Above every tier: none found yet. */
+const NO_TIER = 3
 
 export interface Balanceable {
   /** Requests in flight to this endpoint now. */
   readonly inflight: number
-  /** The tier now: 0 use, 1 ejected, 2 draining, -1 never. */
-  tier: (now: number) => number
+  /** The tier now. */
+  tier: (now: number) => Tier
   /** Relative weight now (> 0). */
   weight: (now: number) => number
   /** True while the weight still changes with time. */
@@ -40,7 +55,7 @@ export class Balancer<E extends Balanceable> {
   #weighted = false
   #dirty = true
   #rebuildAt = Infinity
-  #tier = -1
+  #tier: Tier = Tier.NEVER
   #panic = false
   readonly #random: () => number
   readonly #refreshMs: number
@@ -78,8 +93,8 @@ export class Balancer<E extends Balanceable> {
     if (this.#panic) this.#refresh(now ?? performance.now())
   }
 
-  /** The tier picks come from now (-1 when none is usable). */
-  tier (now: number): number {
+  /** The tier picks come from now (NEVER when none is usable). */
+  tier (now: number): Tier {
     this.#refresh(now)
     return this.#tier
   }
@@ -87,12 +102,12 @@ export class Balancer<E extends Balanceable> {
   #refresh (now: number): void {
     if (!this.#dirty && now < this.#rebuildAt) return
     this.#dirty = false
-    let best = 3
+    let best: Tier | typeof NO_TIER = NO_TIER
     let until = Infinity
     let changing = false
     const tiers = this.#all.map((e) => {
       const tier = e.tier(now)
-      if (tier >= 0 && tier < best) best = tier
+      if (tier !== Tier.NEVER && tier < best) best = tier
       const at = e.tierChangesAt(now)
       if (at < until) until = at
       return tier
@@ -100,12 +115,12 @@ export class Balancer<E extends Balanceable> {
     const live: E[] = []
     let routable = 0
     let total = 0
-    for (const tier of tiers) { if (tier === 0) routable++; if (tier !== 2) total++ }
+    for (const tier of tiers) { if (tier === Tier.USE) routable++; if (tier !== Tier.DRAINING) total++ }
     const panic = total > 0 && routable * 100 < this.#panicThreshold * total
     if (panic) {
-      this.#all.forEach((e, i) => { if (tiers[i] !== 2) live.push(e) })
-      best = 0
-    } else if (best < 3) this.#all.forEach((e, i) => { if (tiers[i] === best) live.push(e) })
+      this.#all.forEach((e, i) => { if (tiers[i] !== Tier.DRAINING) live.push(e) })
+      best = Tier.USE
+    } else if (best !== NO_TIER) this.#all.forEach((e, i) => { if (tiers[i] === best) live.push(e) })
     if (panic !== this.#panic) { this.#panic = panic; this.#onPanic?.(panic, routable, total) }
     const weights = live.map((e) => { if (e.changing(now)) changing = true; return Math.max(1e-6, e.weight(now)) })
     let equal = true
@@ -114,7 +129,7 @@ export class Balancer<E extends Balanceable> {
     this.#weights = weights
     this.#weighted = !equal
     if (!equal) this.#buildAlias(weights)
-    this.#tier = best < 3 ? best : -1
+    this.#tier = best !== NO_TIER ? best : Tier.NEVER
     this.#rebuildAt = Math.min(until, changing ? now + this.#refreshMs : Infinity)
   }
 

@@ -4,7 +4,7 @@ import { Pool } from '../core/undici.js'
 import { H2Upstream } from '../proxy/upstream-h2.js'
 import type { Instance } from '../registry/index.js'
 import { factor, interpolate } from '../warmup/index.js'
-import type { Balanceable } from './balancer.js'
+import { Tier, type Balanceable } from './balancer.js'
 import type { OutboundTls } from '../tls/outbound.js'
 
 export interface PoolSettings {
@@ -123,12 +123,12 @@ export class Endpoint implements Balanceable {
     return this.inst.state === 'warming' ? interpolate(w.progress, this.receivedAt, now, w.window) : 1
   }
 
-  tier (now: number): number {
+  tier (now: number): Tier {
     const s = this.inst.state
-    if (s === 'draining' || now < this.drainingUntil) return 2
-    if (s === 'starting') return -1
-    if (s === 'ejected' || now < this.ejectedUntil) return 1
-    return 0
+    if (s === 'draining' || now < this.drainingUntil) return Tier.DRAINING
+    if (s === 'starting') return Tier.NEVER
+    if (s === 'ejected' || now < this.ejectedUntil) return Tier.EJECTED
+    return Tier.USE
   }
 
   weight (now: number): number {

@@ -1,14 +1,15 @@
-// The app's keep-alive connections: one undici Client per connection, one request at a time on each, the most
-// recently freed handed out first. undici's Pool finds a free client by scanning all of them on every request (twice
-// when the first pick is busy), a cost that grows with the requests in flight; here a request takes the top of a
-// stack of free connections and gives it back when its exchange ends.
+// The app's keep-alive connections: one undici client per connection (`UndiciClient`, named so to keep it apart from
+// the core's `Client`, the downstream side of an exchange), one request at a time on each, the most recently freed
+// handed out first. undici's Pool finds a free client by scanning all of them on every request (twice when the first
+// pick is busy), a cost that grows with the requests in flight; here a request takes the top of a stack of free
+// connections and gives it back when its exchange ends.
 import type { Dispatcher } from 'undici'
-import { Client } from '../core/undici.js'
+import { Client as UndiciClient } from '../core/undici.js'
 
 /** One connection to the app. */
 export class Conn {
   idle = false
-  constructor (readonly client: Client) {}
+  constructor (readonly undici: UndiciClient) {}
 }
 
 /** A request's handler, told which connection carries it. */
@@ -18,7 +19,7 @@ export interface UpstreamHandler extends Dispatcher.DispatchHandler {
 
 export class Upstream {
   readonly #origin: string
-  readonly #options: Client.Options
+  readonly #options: UndiciClient.Options
   readonly #max: number
   readonly #free: Conn[] = []
   readonly #all: Conn[] = []
@@ -27,7 +28,7 @@ export class Upstream {
   #emptied: (() => void) | null = null
 
   /** At most `max` connections to `origin`; `options` are undici Client options (pipelining is always 1). */
-  constructor (origin: string, max: number, options: Client.Options = {}) {
+  constructor (origin: string, max: number, options: UndiciClient.Options = {}) {
     this.#origin = origin
     this.#max = Math.max(1, max)
     this.#options = { ...options, pipelining: 1 }
@@ -45,12 +46,12 @@ export class Upstream {
     let conn = this.#free.pop()
     if (conn === undefined) {
       if (this.#all.length >= this.#max) { this.#waiting.push({ opts, handler }); return }
-      conn = new Conn(new Client(this.#origin, this.#options))
+      conn = new Conn(new UndiciClient(this.#origin, this.#options))
       this.#all.push(conn)
     }
     conn.idle = false
     handler.conn = conn
-    conn.client.dispatch(opts, handler)
+    conn.undici.dispatch(opts, handler)
   }
 
   /** Gives a connection back (idempotent): to the oldest waiting request, else to the free stack. */
@@ -60,7 +61,7 @@ export class Upstream {
     if (next !== undefined) {
       next.handler.conn = conn
       // undici reports a request it refuses through onResponseError, which frees the connection again.
-      conn.client.dispatch(next.opts, next.handler)
+      conn.undici.dispatch(next.opts, next.handler)
       return
     }
     conn.idle = true
@@ -73,6 +74,6 @@ export class Upstream {
     if (this.#free.length < this.#all.length) {
       await new Promise<void>((resolve) => { this.#emptied = resolve })
     }
-    await Promise.all(this.#all.map(async (c) => { await c.client.close() }))
+    await Promise.all(this.#all.map(async (c) => { await c.undici.close() }))
   }
 }

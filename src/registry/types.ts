@@ -1,6 +1,7 @@
 // The registry's data model and its one interface. Two implementations: memory (one process) and Redis.
 // The registry is never on the request path: consumers keep a local view fed by watch().
 import type { CheckSpec } from '../checker/spec.js'
+import { SERVICE_NAME } from '../config/table.js'
 
 /**
  * `starting`: registered but the app is not ready (not routable); `warming`: routable, ramping its weight;
@@ -158,8 +159,8 @@ export function routable (state: InstanceState): boolean {
   return state === 'up' || state === 'warming'
 }
 
-/** Service names: what a Host header can carry (lower-case letters, digits, `-`, `.`, `_`), 1..253 characters. */
-export const SERVICE_NAME = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/
+/** Service names: defined beside the settings that take one (DOORMAN_SERVICE), which sit below the registry. */
+export { SERVICE_NAME }
 
 export function checkService (service: string): void {
   if (!SERVICE_NAME.test(service)) throw new Error(`bad service name ${JSON.stringify(service)}: expected lower-case letters, digits, '.', '-' or '_'`)

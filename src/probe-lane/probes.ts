@@ -1,7 +1,7 @@
 // Probe logic over the shared state: pure functions of (state, settings, now), used by the lane thread.
 import { S, T, type SharedState } from './shared.js'
 import type { AppProbe } from '../config/index.js'
-import { ejectBudget } from '../checker/policy.js'
+import { ejectBudget } from '../protection/index.js'
 import { TLS_PROBLEMS } from '../tls/problems.js'
 
 export interface Check {

@@ -41,7 +41,7 @@ function workerUrl (): URL {
  */
 const LANE_HEAP = { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 64 }
 
-export class Lane {
+export class ProbeLane {
   readonly state = new SharedState()
   #worker: Worker | null = null
   #opts: LaneOptions

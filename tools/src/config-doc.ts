@@ -3,8 +3,9 @@
 // both, and a test fails when a committed file is stale.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { SETTINGS, annotationFor, podSettable, type Setting, type Scope } from './table.js'
-import { INJECTOR_ANNOTATIONS } from '../inject/annotations.js'
+// The sidecar's own modules, as built (`npm run build`): this generator is no part of the sidecar's package.
+import { SETTINGS, annotationFor, podSettable, type Setting, type Scope } from '../../dist/config/table.js'
+import { INJECTOR_ANNOTATIONS } from '../../dist/inject/annotations.js'
 
 export const DOC_PATH = fileURLToPath(new URL('../../docs/configuration.md', import.meta.url))
 export const CHART_SCHEMA_PATH = fileURLToPath(new URL('../../charts/doorman/values.schema.json', import.meta.url))

@@ -6,7 +6,7 @@
 //
 // Started by the demo with fork(): it reports its port and its pool's busy/max counts over the IPC channel every
 // `--stats-ms`. `/health/live` is a progress-style liveness check (down while requests are stuck for `--stall-ms`).
-// Run by hand: `node dist/demo/app.js --port 8080 --downstream http://127.0.0.1:9000`.
+// Run by hand: `node tools/dist/demo/app.js --port 8080 --downstream http://127.0.0.1:9000`.
 import http from 'node:http'
 import { parseArgs } from 'node:util'
 import { pathToFileURL } from 'node:url'
@@ -200,7 +200,7 @@ export async function main (argv: string[]): Promise<void> {
   if (process.send === undefined) process.stdout.write(`demo app ${o.name} listening on ${o.host}:${port}\n`)
 }
 
-// Entry point when run as a process (fork or node dist/demo/app.js).
+// Entry point when run as a process (fork or node tools/dist/demo/app.js).
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main(process.argv.slice(2)).catch((err: Error) => {
     process.stderr.write(`demo app: ${err.message}\n`)

@@ -19,7 +19,7 @@ function head (name: string, help: string, type: string): string {
 
 interface Family { render: () => string }
 
-export class LaneMetrics {
+export class ProbeLaneMetrics {
   readonly #families: Family[] = []
 
   /** A histogram by probe name. */

@@ -13,7 +13,7 @@ import type { LaneData, ToLane, FromLane } from './messages.js'
 import { statusPage } from './status-page.js'
 import { setLanePriority } from './priority.js'
 import { http } from '../core/http.js'
-import { LaneMetrics, CONTENT_TYPE } from './metrics.js'
+import { ProbeLaneMetrics, CONTENT_TYPE } from './metrics.js'
 
 const data = workerData as LaneData
 const port = parentPort as NonNullable<typeof parentPort>
@@ -25,7 +25,7 @@ const send = (m: FromLane): void => { port.postMessage(m) }
 const priority = setLanePriority(cfg.laneNice)
 
 // --- metrics owned by the lane ---
-const metrics = new LaneMetrics()
+const metrics = new ProbeLaneMetrics()
 const observeProbe = metrics.histogram('doorman_probe_duration_seconds', 'Time the lane took to answer a probe, by probe.',
   [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1])
 const probeFailed = metrics.counter('doorman_probe_failures_total', 'Probes answered with a failure, by probe.')

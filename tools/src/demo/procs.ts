@@ -9,10 +9,12 @@ import type { AppStats } from './app.js'
 import { Container, Pod, type HttpProbe } from './kubelet.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-/** The package root, from dist/demo or src/demo alike. */
+/** The demo's package root (tools/), from dist/demo or src/demo alike. */
 export const ROOT = path.resolve(here, '../..')
-/** Child processes always run the built JavaScript. */
+/** Child processes always run the built JavaScript: the demo's own (tools/dist). */
 export const DIST = path.join(ROOT, 'dist')
+/** The sidecar's command line, as the repository's root builds it. */
+export const DOORMAN_CLI = path.resolve(ROOT, '..', 'dist', 'cli.js')
 
 /** Ports handed out in this run: the kernel may give the same free port to two asks in a row. */
 const handedOut = new Set<number>()
@@ -95,7 +97,7 @@ export interface DoormanSettings {
 /** Spawns `doorman run` with its settings in its environment (and nothing else from the demo's). */
 export function startDoorman (s: DoormanSettings): ChildProcess {
   const fd = logFd(s.logDir, s.name)
-  const child = spawn(process.execPath, [path.join(DIST, 'cli.js'), 'run'], {
+  const child = spawn(process.execPath, [DOORMAN_CLI, 'run'], {
     stdio: ['ignore', fd, fd],
     env: {
       DOORMAN_BIND_HOST: '127.0.0.1',

@@ -3,7 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { version } from '../core/version.js'
+import { version } from '../../../dist/core/version.js'
 import { HANG_FULL, HANG_SHORT, INCIDENT_FULL, INCIDENT_SHORT, runIncident } from './incident.js'
 import { GRPC_FULL, GRPC_SHORT, runGrpcRollout } from './grpc-rollout.js'
 import { ROLLOUT_FULL, ROLLOUT_SHORT, runRollout } from './rollout.js'
