@@ -4,7 +4,7 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs'
+import { cpSync, readdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { CLI, ROOT, spawnNode } from './helpers/index.js'
@@ -32,7 +32,15 @@ t.test('the image builds the sidecar alone', async (t) => {
   t.ok(sources.includes('src'), 'the sidecar\'s sources are copied in')
   t.same(sources.filter((s) => /^(tools|test|bench)(\/|$)|(^|\/)demo(\/|$)/.test(s)), [], 'nothing of tools/, the demo, tests or bench is')
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>, workspaces: string[] }
-  t.notOk('@grpc/grpc-js' in pkg.dependencies, "the demo's gRPC library is no dependency of the sidecar (the image prunes to these)")
+  // @grpc/grpc-js is in the image for `doorman checker`'s grpc check alone: loaded by it, lazily, and by nothing else.
+  const loaders = readdirRecursive(path.join(ROOT, 'src')).filter((f) => f.endsWith('.ts')).flatMap((f) => {
+    const text = readFileSync(f, 'utf8')
+    const stat = /^import (?!type )[^\n]*from '@grpc\/grpc-js'/m.test(text)
+    const lazy = /import\('@grpc\/grpc-js'\)/.test(text)
+    return stat || lazy ? [{ file: path.relative(ROOT, f), stat }] : []
+  })
+  t.ok('@grpc/grpc-js' in pkg.dependencies, "the gRPC library is a dependency of the image for the checker's grpc check")
+  t.same(loaders.filter((l) => l.stat || !l.file.startsWith('src/checker/')), [], 'only the checker loads it, and lazily: the sidecar never does')
   t.same(pkg.workspaces, ['tools'], 'the demo is a workspace of its own')
   const tools = JSON.parse(readFileSync(path.join(ROOT, 'tools', 'package.json'), 'utf8')) as { private: boolean, dependencies: Record<string, string> }
   t.equal(tools.private, true, 'never published')
@@ -64,3 +72,7 @@ t.test('doorman demo where the demo is not installed says what to do', async (t)
   const v = spawnNode(t, [path.join(dir, 'dist', 'cli.js'), '--version'])
   t.equal((await v.exited).code, 0, 'the rest of the CLI works there')
 })
+
+function readdirRecursive (dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => e.isDirectory() ? readdirRecursive(path.join(dir, e.name)) : [path.join(dir, e.name)])
+}

@@ -37,9 +37,8 @@ export function probeKind (t: Pick<Target, 'check' | 'adminPort'>): ProbeKind {
 /** The key of an instance in the Decider's and the Performer's maps. */
 export function targetKey (service: string, id: string): string { return `${service}\0${id}` }
 
-/** `ok`; `timeout`: no answer in time; `refused`: connection refused; `status`: a non-2xx answer; `error`: anything else. */
-export type ProbeOutcome = 'ok' | 'timeout' | 'refused' | 'status' | 'error'
-export const OUTCOMES: readonly ProbeOutcome[] = ['ok', 'timeout', 'refused', 'status', 'error']
+import type { ProbeOutcome } from './checks/types.js'
+export { OUTCOMES, type ProbeOutcome } from './checks/types.js'
 
 export interface ProbeResult {
   target: Target

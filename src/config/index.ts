@@ -6,8 +6,8 @@ import { SERVICE_NAME } from './table.js'
 import { isIPv6 } from 'node:net'
 import { parseZooKeeperUrl } from '../app-registry/url.js'
 import { parseAllow, AllowError } from '../authz/index.js'
-import { parseCheck, type CheckSpec } from '../checker/spec.js'
-import { LABEL } from '../registry/types.js'
+import { parseCheck, type CheckSpec } from '../check/spec.js'
+import { LABEL } from './table.js'
 
 export { SETTINGS, annotationFor, keyFor } from './table.js'
 

@@ -3,6 +3,8 @@
 
 /** Service names: what a Host header can carry (lower-case letters, digits, `-`, `.`, `_`), 1..253 characters. */
 export const SERVICE_NAME = /^[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?$/
+/** Organisation and environment labels (DOORMAN_ORG, DOORMAN_ENV, the checker's scopes): like service names, shorter. */
+export const LABEL = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/
 
 export type Kind =
   | 'port' // 0..65535

@@ -21,7 +21,7 @@ import { STATES, backoff, byId, checkService, effectiveState } from './types.js'
 import { factor, interpolate } from '../warmup/index.js'
 import type { RedisTarget } from './url.js'
 import { ServiceView } from './view.js'
-import { checkFromObject } from '../checker/spec.js'
+import { checkFromObject } from '../check/spec.js'
 
 // Every script names each key it touches in KEYS (all in the service's slot: the `{service}` hash tag), so each
 // call is one slot on a Cluster. Writes bump the service's version (`:ver`, a hash: `n` counts, `e` is the epoch,

@@ -9,7 +9,7 @@ import type { Logger } from '../core/log.js'
 import { backoff, type Instance, type InstancePatch, type OwnState, type Registry } from './types.js'
 import { progress as warmupProgress, factor, warming, type WarmupSettings } from '../warmup/index.js'
 import { hostname } from 'node:os'
-import type { CheckSpec } from '../checker/spec.js'
+import type { CheckSpec } from '../check/spec.js'
 import { randomBytes } from 'node:crypto'
 
 /** A new instance id: the host name (the pod's name in Kubernetes) and a random suffix, unique per process run. */

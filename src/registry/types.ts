@@ -1,6 +1,6 @@
 // The registry's data model and its one interface. Two implementations: memory (one process) and Redis.
 // The registry is never on the request path: consumers keep a local view fed by watch().
-import type { CheckSpec } from '../checker/spec.js'
+import type { CheckSpec } from '../check/spec.js'
 import { SERVICE_NAME } from '../config/table.js'
 
 /**
@@ -70,8 +70,7 @@ export interface Instance {
   check?: CheckSpec
 }
 
-/** Organisation and environment labels: like service names. */
-export const LABEL = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/
+export { LABEL } from '../config/table.js'
 
 /** The fields an instance (or a checker) may change after registering. */
 export interface InstancePatch {

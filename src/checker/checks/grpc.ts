@@ -7,8 +7,8 @@
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import type * as Grpc from '@grpc/grpc-js'
-import type { GrpcCheck } from '../spec.js'
-import type { CheckCall, CheckModule, CheckOutcome } from './index.js'
+import type { GrpcCheck } from '../../check/spec.js'
+import type { CheckCall, CheckModule, CheckOutcome } from './types.js'
 
 // grpc/health/v1/health.proto (the Check method), as protobufjs JSON: what proto-loader reads from a .proto file.
 export const HEALTH_PROTO = {

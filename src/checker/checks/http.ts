@@ -3,9 +3,9 @@
 // per probe); a kept connection to a frozen process fails as a new one would: no answer before the timeout.
 import { readFileSync } from 'node:fs'
 import { Agent } from 'undici'
-import type { HttpCheck } from '../spec.js'
+import type { HttpCheck } from '../../check/spec.js'
 import { version } from '../../core/version.js'
-import { errorCode, type CheckCall, type CheckModule, type CheckOutcome } from './index.js'
+import { errorCode, type CheckCall, type CheckModule, type CheckOutcome } from './types.js'
 
 export class HttpCheckModule implements CheckModule<HttpCheck> {
   readonly type = 'http' as const

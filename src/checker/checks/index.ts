@@ -3,25 +3,13 @@
 //
 // Adding a type (say `thrift`) is: its definition in spec.ts (type name, fields, short form), one module here that
 // implements CheckModule, and one line in checkModules() below. Nothing else in the checker knows the types.
-import type { CheckSpec, CheckType } from '../spec.js'
-import type { ProbeOutcome } from '../prober.js'
+import type { CheckType } from '../spec.js'
 import { HttpCheckModule } from './http.js'
 import { TcpCheckModule } from './tcp.js'
 import { GrpcCheckModule } from './grpc.js'
+import type { CheckModule } from './types.js'
 
-/** One probe's verdict: `ok`, or why not (`timeout`, `refused`, `status`: the check answered unhealthy, `error`). */
-export interface CheckOutcome { outcome: ProbeOutcome, detail: string }
-
-/** Where to probe, and for how long at most (connect included). */
-export interface CheckCall { host: string, port: number, timeout: number }
-
-export interface CheckModule<S extends CheckSpec = CheckSpec> {
-  readonly type: S['type']
-  /** One probe; never throws. */
-  probe: (spec: S, call: CheckCall) => Promise<CheckOutcome>
-  /** Closes connections kept between rounds. */
-  close: () => Promise<void>
-}
+export { errorCode, OUTCOMES, type CheckCall, type CheckModule, type CheckOutcome, type ProbeOutcome } from './types.js'
 
 export interface CheckModulesOptions {
   /** How long an idle connection is kept for the next round, ms. */
@@ -39,8 +27,3 @@ export function checkModules (opts: CheckModulesOptions): Map<CheckType, CheckMo
   return new Map(mods.map((m) => [m.type, m]))
 }
 
-/** An error's code (undici wraps the socket's in `cause`). */
-export function errorCode (err: unknown): string {
-  const e = err as { code?: string, cause?: { code?: string }, name?: string }
-  return e?.cause?.code ?? e?.code ?? e?.name ?? 'error'
-}

@@ -1,8 +1,8 @@
 // `tcp`: a connect to the port, closed at once. Says only that something accepts connections (a stopped process's
 // socket still does: prefer http or grpc where the target speaks them).
 import net from 'node:net'
-import type { TcpCheck } from '../spec.js'
-import { errorCode, type CheckCall, type CheckModule, type CheckOutcome } from './index.js'
+import type { TcpCheck } from '../../check/spec.js'
+import { errorCode, type CheckCall, type CheckModule, type CheckOutcome } from './types.js'
 
 /** A TCP connect to host:port within `timeout`; used by the `tcp` check and by the default check without a lane. */
 export async function tcpConnect (host: string, port: number, timeout: number): Promise<CheckOutcome> {
