@@ -60,8 +60,11 @@ export class Upstream {
     const next = this.#waiting.shift()
     if (next !== undefined) {
       next.handler.conn = conn
-      // undici reports a request it refuses through onResponseError, which frees the connection again.
-      conn.undici.dispatch(next.opts, next.handler)
+      // Handed over once the current call stack has unwound: free() runs inside undici's callbacks, and when undici
+      // is failing the requests of a connection that broke (a refused connect fails each in turn) a dispatch in the
+      // middle breaks its queue's invariants (an assertion thrown out of the process). undici reports a request it
+      // refuses through onResponseError, which frees the connection again.
+      queueMicrotask(() => { conn.undici.dispatch(next.opts, next.handler) })
       return
     }
     conn.idle = true
