@@ -10,8 +10,8 @@
 /** What the resolver reads of a request. */
 export interface FlowInput {
   /**
-   * The caller's verified identity (the peer certificate's SPIFFE ID) when the request came over mTLS. Nothing sets
-   * it yet: the inbound lane's mTLS termination passes it here, and it then takes precedence over the rest.
+   * The caller's verified identity (the peer certificate's SPIFFE ID) when the request came over mTLS; it takes
+   * precedence over the rest.
    */
   identity?: string
   /** The request's headers, flat name/value pairs (HTTP/2: without pseudo-headers). */

@@ -130,8 +130,8 @@ export class InboundPolicy implements Policy {
   flowOf (ex: Exchange): string {
     if (this.#flow === null) return ''
     const c = ex.client
-    // identity: the mTLS termination passes the verified peer's SPIFFE ID here once it lands.
-    return this.#flow({ rawHeaders: c.rawHeaders(), remoteAddress: c.forwardInfo(this.trusted).remoteAddress, trusted: this.trusted })
+    // A caller that came over mTLS is its verified SPIFFE ID, whichever address or pod it calls from.
+    return this.#flow({ identity: peerOf(c.connection())?.id, rawHeaders: c.rawHeaders(), remoteAddress: c.forwardInfo(this.trusted).remoteAddress, trusted: this.trusted })
   }
 
   /**
