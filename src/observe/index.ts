@@ -49,13 +49,27 @@ export interface Subject {
   target?: (ex: Exchange) => { address: string, weight: number } | null
 }
 
-const getter: TextMapGetter<string[]> = {
-  keys: (raw) => { const k: string[] = []; for (let i = 0; i < raw.length; i += 2) k.push(raw[i].toLowerCase()); return k },
-  get: (raw, key) => {
-    for (let i = 0; i < raw.length; i += 2) if (raw[i].length === key.length && raw[i].toLowerCase() === key) return raw[i + 1]
-    return undefined
-  }
+const getter: TextMapGetter<Record<string, string>> = {
+  keys: (c) => Object.keys(c),
+  get: (c, key) => c[key]
 }
+
+/**
+ * The request's trace headers (traceparent, tracestate, b3, x-b3-*), lower-cased, in one pass over its headers; null
+ * when it carries none (then there is nothing to extract, and the propagators are not asked).
+ */
+function traceHeaders (raw: string[]): Record<string, string> | null {
+  let c: Record<string, string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]
+    const first = n.charCodeAt(0) | 0x20
+    if (first !== 116 /* t */ && first !== 98 /* b */ && first !== 120 /* x */) continue
+    const l = n.toLowerCase()
+    if (l === 'traceparent' || l === 'tracestate' || l === 'b3' || l.startsWith('x-b3-')) (c ??= {})[l] = raw[i + 1]
+  }
+  return c
+}
+
 const setter: TextMapSetter<Record<string, string>> = { set: (c, k, v) => { c[k] = v } }
 /** Input: W3C, then B3 single-header (meshes that still send it). Output: W3C only. */
 const INPUT = new CompositePropagator({ propagators: [new B3Propagator({ injectEncoding: B3InjectEncoding.SINGLE_HEADER }), new W3CTraceContextPropagator()] })
@@ -179,21 +193,24 @@ class Observation implements ExchangeTrace {
     this.#sampleLog = access !== null && (sample >= 1 || Math.random() < sample)
     this.#started = Date.now()
     if (tracer === null) { this.#span = null; this.#ctx = ROOT_CONTEXT; return }
-    const parent = INPUT.extract(ROOT_CONTEXT, ex.client.rawHeaders(), getter)
+    const carrier = traceHeaders(ex.client.rawHeaders())
+    const parent = carrier === null ? ROOT_CONTEXT : INPUT.extract(ROOT_CONTEXT, carrier, getter)
     const inbound = subject.lane === 'inbound'
     const name = inbound ? ex.client.method : `${ex.client.method} ${subject.service ?? ''}`
-    this.#span = tracer.startSpan(name, {
-      kind: inbound ? SpanKind.SERVER : SpanKind.CLIENT,
-      attributes: {
+    const span = tracer.startSpan(name, { kind: inbound ? SpanKind.SERVER : SpanKind.CLIENT }, parent)
+    // Attributes only on a span that is recorded: an unsampled request pays for its context, not for its details.
+    if (span.isRecording()) {
+      span.setAttributes({
         'http.request.method': ex.client.method,
         'url.path': pathOnly(ex.client.path),
         'network.protocol.version': ex.client.h2 ? '2' : '1.1',
-        'doorman.lane': subject.lane,
-        ...(ex.client.grpc ? { 'rpc.system': 'grpc' } : {}),
-        ...(subject.service !== undefined ? { 'doorman.service': subject.service } : {})
-      }
-    }, parent)
-    this.#ctx = trace.setSpan(parent, this.#span)
+        'doorman.lane': subject.lane
+      })
+      if (ex.client.grpc) span.setAttribute('rpc.system', 'grpc')
+      if (subject.service !== undefined) span.setAttribute('doorman.service', subject.service)
+    }
+    this.#span = span
+    this.#ctx = trace.setSpan(parent, span)
   }
 
   get traceId (): string {
@@ -238,7 +255,9 @@ class Observation implements ExchangeTrace {
   end (ex: Exchange, o: Outcome): void {
     const now = performance.now()
     const span = this.#span
-    if (span !== null) {
+    if (span !== null && !span.isRecording()) {
+      this.#attempt?.end()
+    } else if (span !== null) {
       const attempt = this.#attempt
       if (attempt !== null) {
         if (o.status >= 500 || o.err !== null) attempt.setStatus({ code: SpanStatusCode.ERROR })
