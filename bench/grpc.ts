@@ -11,7 +11,7 @@ import path from 'node:path'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { startDoorman, cpuMicros, machineMicros, freePort, until, median, rotation, table, fmt } from './lib.js'
+import { startDoorman, cpuMicros, machineMicros, freePort, until, median, rotation, table, fmt, nginxHead } from './lib.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 
@@ -63,19 +63,7 @@ async function startNginx (bin: string, appPort: number, dir: string): Promise<{
   const port = await freePort()
   const conf = path.join(dir, 'nginx.conf')
   writeFileSync(conf, `
-worker_processes 1;
-daemon off;
-master_process off;
-pid ${dir}/nginx.pid;
-error_log stderr error;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${nginxHead(dir)}
   upstream app {
     server 127.0.0.1:${appPort};
     keepalive 512;

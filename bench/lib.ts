@@ -369,3 +369,23 @@ export class Cell {
   get rps (): number { return this.requests / this.seconds }
   get cpuPerRequest (): number { return this.cpu / this.requests }
 }
+
+/**
+ * The start of an nginx.conf for the bench's nginx anchors: one process in the foreground (no master, one worker's
+ * work), its pid and temp paths under `dir`, errors only, and the `http {` block opened for the caller's servers.
+ */
+export function nginxHead (dir: string): string {
+  return `worker_processes 1;
+daemon off;
+master_process off;
+pid ${dir}/nginx.pid;
+error_log stderr error;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;`
+}

@@ -16,7 +16,7 @@ import path from 'node:path'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { Options, Section, Check } from './run.js'
-import { startApp, startDoorman, Load, cpuMicros, freePort, until, rotation, table, fmt, type Doorman } from './lib.js'
+import { startApp, startDoorman, Load, cpuMicros, freePort, until, rotation, table, fmt, nginxHead, type Doorman } from './lib.js'
 import type { TlsLoadRequest, TlsLoadResult } from './tls-load.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
@@ -63,19 +63,7 @@ async function startNginx (bin: string, appPort: number, dir: string, certs: Ret
   const conf = path.join(dir, 'nginx.conf')
   const pass = 'proxy_http_version 1.1; proxy_set_header Connection "";'
   writeFileSync(conf, `
-worker_processes 1;
-daemon off;
-master_process off;
-pid ${dir}/nginx.pid;
-error_log stderr error;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${nginxHead(dir)}
   keepalive_requests 1000000;
   upstream app { server 127.0.0.1:${appPort}; keepalive 128; keepalive_requests 1000000; }
   upstream back_plain { server 127.0.0.1:${p.bp}; keepalive 128; keepalive_requests 1000000; }
