@@ -164,7 +164,14 @@ export async function startDoorman (t: Teardown, env: Record<string, string | un
   }
   const child = spawnNode(t, opts.args ?? [CLI, 'run'], Object.fromEntries(Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined)), { wrap: opts.wrap })
   let exitedEarly = false
-  void child.exited.then(() => { exitedEarly = true })
+  void child.exited.then(({ code, signal }) => {
+    exitedEarly = true
+    // A crash (an uncaught error exits 1; an abort or a fault is a signal no test sends) is told with what doorman
+    // printed, so a run that fails on it says why rather than only that connections were refused afterwards.
+    if (code === 1 || (signal !== null && !['SIGKILL', 'SIGTERM', 'SIGINT', 'SIGQUIT'].includes(signal))) {
+      process.stderr.write(`doorman (pid ${String(child.proc.pid)}) exited ${code !== null ? `with code ${code}` : `on ${String(signal)}`}; its output:\n${child.output().slice(-8000)}\n`)
+    }
+  })
   await waitFor('doorman /startupz', async () => {
     if (exitedEarly) throw new Error(`doorman exited: ${child.output()}`)
     return (await request(admin, { path: '/startupz', timeout: 1000 })).status === 200
