@@ -2,13 +2,16 @@
 // an app that takes 50 ms (capacity 200 requests/s). Caller A floods from 127.0.0.2 at 10× the app's capacity, caller
 // B sends at 20 % of it from 127.0.0.3. With DOORMAN_FAIRNESS=flow (the default) B is served (≥ 99 %) within 2× its
 // unloaded latency plus one service time, and what is shed is A's; with DOORMAN_FAIRNESS=off the same load sheds B.
-// Over HTTP/1.1 and over HTTP/2 (A's streams all on one connection: one flow), and with the flows named by a trusted
-// proxy's DOORMAN_FLOW_HEADER on one client address.
+// Over HTTP/1.1 and over HTTP/2 (A's streams all on one connection: one flow), with the flows named by a trusted
+// proxy's DOORMAN_FLOW_HEADER on one client address, and with both callers on one address over mutual TLS (strict),
+// each its own verified SPIFFE ID and so its own flow.
 import t from 'tap'
 import http2 from 'node:http2'
 import { Pool } from 'undici'
 import path from 'node:path'
+import fs from 'node:fs'
 import { startDoorman, startFixtureApp, getJson, spawnNode, waitFor, request, ROOT } from './helpers/index.js'
+import { Pki } from './helpers/pki.js'
 
 const SERVICE_MS = 50
 const LIMIT = 10
@@ -58,8 +61,10 @@ function p99 (xs: number[]): number {
 const shedTotal = (t: Tally): number => [...t.shed.values()].reduce((a, b) => a + b, 0)
 
 /** A caller over HTTP/1.1 from `localAddress` (keep-alive connections, as many as it needs). */
-function h1Caller (t: Tap.Test, port: number, localAddress: string, headers: Record<string, string> = {}): Send {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 50, localAddress, headersTimeout: 10_000, bodyTimeout: 10_000 })
+function h1Caller (t: Tap.Test, port: number, localAddress: string, headers: Record<string, string> = {}, tls?: { cert: string, key: string, ca: string }): Send {
+  // Over mutual TLS with `tls`: the server's certificate is checked against the CA; it names a SPIFFE ID, no host.
+  const connect = tls === undefined ? undefined : { ...tls, checkServerIdentity: () => undefined }
+  const pool = new Pool(`${tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`, { connections: 50, localAddress, headersTimeout: 10_000, bodyTimeout: 10_000, connect })
   t.teardown(async () => { await pool.destroy() })
   return async () => {
     const r = await pool.request({ path: '/work', method: 'GET', headers })
@@ -86,15 +91,33 @@ async function h2Caller (t: Tap.Test, port: number, localAddress: string): Promi
   })
 }
 
-interface Scenario { fairness: 'flow' | 'off', protocol: 'http1' | 'h2' | 'header' }
+interface Scenario { fairness: 'flow' | 'off', protocol: 'http1' | 'h2' | 'header' | 'mtls' }
+
+const FLOOD_ID = 'spiffe://cluster.local/ns/batch/sa/report-job'
+const LIGHT_ID = 'spiffe://cluster.local/ns/shop/sa/web'
+
+/** A CA, the provider's workload directory and the two callers' pairs (A's also as files, for the flood process). */
+function identities (t: Tap.Test): { dir: string, a: { cert: string, key: string, ca: string }, b: { cert: string, key: string, ca: string }, aFiles: Record<string, string> } {
+  const pki = new Pki(t)
+  const ca = pki.ca('fairness-ca')
+  const dir = pki.workload('provider', pki.leaf(ca, { id: 'spiffe://cluster.local/ns/shop/sa/orders' }), ca.cert)
+  const a = { ...pki.leaf(ca, { id: FLOOD_ID }), ca: ca.cert }
+  const b = { ...pki.leaf(ca, { id: LIGHT_ID }), ca: ca.cert }
+  const aFiles = { TLS_CERT: path.join(pki.dir, 'flood.crt'), TLS_KEY: path.join(pki.dir, 'flood.key'), TLS_CA: ca.certFile }
+  fs.writeFileSync(aFiles.TLS_CERT, a.cert)
+  fs.writeFileSync(aFiles.TLS_KEY, a.key, { mode: 0o600 })
+  return { dir, a, b, aFiles }
+}
 
 async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, unloadedP99: number, state: { flows?: Array<{ flow: string, inflight: number, queued: number, shed: number }> }, metrics: string }> {
   const app = await startFixtureApp(t, 'executor-app.mjs', { SLOTS: String(LIMIT), WORK_MS: String(SERVICE_MS), JITTER: '0' })
+  const ids = sc.protocol === 'mtls' ? identities(t) : null
   const dm = await startDoorman(t, {
     DOORMAN_APP_PORT: String(app.port),
     DOORMAN_MAX_CONCURRENCY: String(LIMIT),
     DOORMAN_FAIRNESS: sc.fairness,
-    ...(sc.protocol === 'header' ? { DOORMAN_FLOW_HEADER: 'x-tenant', DOORMAN_TRUSTED_HOPS: '1' } : {})
+    ...(sc.protocol === 'header' ? { DOORMAN_FLOW_HEADER: 'x-tenant', DOORMAN_TRUSTED_HOPS: '1' } : {}),
+    ...(ids !== null ? { DOORMAN_MTLS: 'strict', DOORMAN_TLS_DIR: ids.dir } : {})
   })
   // A in a process of its own (its event loop busy with 2,000 requests/s would delay B's measured answers).
   const floodEnv: Record<string, string> = { PORT: String(dm.inbound), RATE: String(A_RATE), MS: String(LOAD_MS), LOCAL: '127.0.0.2', PROTOCOL: sc.protocol === 'h2' ? 'h2' : 'http1' }
@@ -106,6 +129,11 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
     floodEnv.LOCAL = '127.0.0.4'
     floodEnv.HEADER = 'x-tenant:batch-job'
     b = h1Caller(t, dm.inbound, '127.0.0.4', { 'x-tenant': 'shop' })
+  } else if (ids !== null) {
+    // Two sidecars' callers from one address (a node's SNAT, or one proxy): only their certificates tell them apart.
+    floodEnv.LOCAL = '127.0.0.4'
+    Object.assign(floodEnv, ids.aFiles)
+    b = h1Caller(t, dm.inbound, '127.0.0.4', {}, ids.b)
   } else {
     b = h1Caller(t, dm.inbound, '127.0.0.3')
   }
@@ -131,7 +159,7 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
 
 const describeTally = (x: Tally): string => `sent ${x.sent}, ok ${x.ok}, shed ${JSON.stringify(Object.fromEntries(x.shed))}, other ${x.other}${x.latencies.length > 0 ? `, p99 ${Math.round(p99(x.latencies))} ms` : ''}`
 
-for (const protocol of ['http1', 'h2', 'header'] as const) {
+for (const protocol of ['http1', 'h2', 'header', 'mtls'] as const) {
   t.test(`${protocol}: with fairness the light caller is served and the flood is shed`, async (t) => {
     const { a, b, unloadedP99, state, metrics } = await run(t, { fairness: 'flow', protocol })
     t.comment(`A: ${describeTally(a)}`)
@@ -142,9 +170,10 @@ for (const protocol of ['http1', 'h2', 'header'] as const) {
     t.notMatch(metrics, /"(?:ip|h|id):/, 'flows never become metric labels')
     t.ok(b.ok >= b.sent * 0.99, `≥ 99 % of B served (${b.ok}/${b.sent})`)
     t.equal(b.other, 0, 'B saw no failure')
-    const heavy = protocol === 'header' ? 'h:batch-job' : 'ip:127.0.0.2'
+    const heavy = protocol === 'header' ? 'h:batch-job' : protocol === 'mtls' ? `id:${FLOOD_ID}` : 'ip:127.0.0.2'
     t.equal(state.flows?.[0]?.flow, heavy, '/state lists the flooding caller as the heaviest flow')
     t.ok((state.flows?.[0]?.queued ?? 0) > 0 && (state.flows?.[0]?.shed ?? 0) > 0, 'with its queued and shed counts')
+    if (protocol === 'mtls') t.ok(state.flows?.some((f) => f.flow === `id:${LIGHT_ID}`), 'the light caller is its own flow by its SPIFFE ID, on the same address')
     // The issue's bound is 2 × B's unloaded p99 + one service time. Over HTTP/2 it holds on a quiet machine; over
     // HTTP/1.1 B's p99 comes out at 300–450 ms there (inside doorman B's requests wait one or two service times; the
     // rest is not yet explained: docs/limits.md). Asserted here: B never waits anywhere near the queue timeout (1 s),
