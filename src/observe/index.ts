@@ -38,15 +38,15 @@ export interface ObserveSettings {
   accessLogSample: number
 }
 
-/** What a lane tells the observer about an exchange. */
-export interface Subject {
+/** What a lane tells the observer about an exchange (`T`: the lane policy's target, as on the exchange). */
+export interface Subject<T = unknown> {
   lane: 'inbound' | 'outbound'
   /** The destination service (outbound). */
   service?: string
   /** Attributes of the lane's decisions, read at the end (the limit in force, the flow). */
-  decisions?: (ex: Exchange) => Record<string, string | number | boolean>
+  decisions? (ex: Exchange<T>): Record<string, string | number | boolean>
   /** The attempt's target: its address and warmup weight (outbound). */
-  target?: (ex: Exchange) => { address: string, weight: number } | null
+  target? (ex: Exchange<T>): { address: string, weight: number } | null
 }
 
 const getter: TextMapGetter<Record<string, string>> = {
@@ -171,14 +171,14 @@ export class Observer {
   }
 
   /** The exchange's observation, started now (its arrival). */
-  start (ex: Exchange, subject: Subject): ExchangeTrace {
+  start<T> (ex: Exchange<T>, subject: Subject<T>): ExchangeTrace {
     return new Observation(this.#tracer, this.#access, this.#sample, ex, subject)
   }
 }
 
-class Observation implements ExchangeTrace {
+class Observation<T> implements ExchangeTrace {
   readonly #access: pino.Logger | null
-  readonly #subject: Subject
+  readonly #subject: Subject<T>
   readonly #tracer: ReturnType<TracerProvider['getTracer']> | null
   readonly #span: Span | null
   readonly #ctx: Context
@@ -186,7 +186,7 @@ class Observation implements ExchangeTrace {
   #sampleLog: boolean
   #started: number
 
-  constructor (tracer: ReturnType<TracerProvider['getTracer']> | null, access: pino.Logger | null, sample: number, ex: Exchange, subject: Subject) {
+  constructor (tracer: ReturnType<TracerProvider['getTracer']> | null, access: pino.Logger | null, sample: number, ex: Exchange<T>, subject: Subject<T>) {
     this.#tracer = tracer
     this.#access = access
     this.#subject = subject
@@ -221,7 +221,7 @@ class Observation implements ExchangeTrace {
 
   queued (): void { this.#span?.addEvent('doorman.queued') }
 
-  attempt (ex: Exchange, headers: string[], retry: string | null): string[] {
+  attempt (ex: Exchange<T>, headers: string[], retry: string | null): string[] {
     const tracer = this.#tracer
     if (tracer === null || this.#span === null) return headers
     let ctx = this.#ctx
@@ -252,7 +252,7 @@ class Observation implements ExchangeTrace {
     return out
   }
 
-  end (ex: Exchange, o: Outcome): void {
+  end (ex: Exchange<T>, o: Outcome): void {
     const now = performance.now()
     const span = this.#span
     if (span !== null && !span.isRecording()) {

@@ -88,7 +88,7 @@ const IDLE_MS = 60_000
  * to it: every attempt picks an instance (weighted, warmup, ejection, drain flag, panic mode), a provider's shed
  * answer or a refused connection goes once more elsewhere, and what each instance did counts toward its ejection.
  */
-export class Upstream implements Policy {
+export class Upstream implements Policy<Endpoint> {
   readonly service: string
   readonly balancer: Balancer<Endpoint>
   readonly endpoints = new Map<string, Endpoint>()
@@ -97,9 +97,9 @@ export class Upstream implements Policy {
   readonly budget: RetryBudget
   lastUsed = performance.now()
   #out: Outbound
-  readonly #subject: Subject
+  readonly #subject: Subject<Endpoint>
   /** Calls whose retry the budget already granted (asked once when the shed answer arrives, again at its end). */
-  readonly #granted = new WeakSet<Exchange>()
+  readonly #granted = new WeakSet<Exchange<Endpoint>>()
 
   constructor (out: Outbound, service: string) {
     this.#out = out
@@ -108,7 +108,7 @@ export class Upstream implements Policy {
       lane: 'outbound',
       service,
       target: (ex) => {
-        const ep = ex.target as Endpoint | null
+        const ep = ex.target
         return ep === null ? null : { address: ep.address, weight: ep.weight(performance.now()) }
       }
     }
@@ -194,7 +194,7 @@ export class Upstream implements Policy {
   readonly trusted = true
   /** A provider's x-doorman-* signals reach the app (it may be a doorman-aware client); the lane reads them too. */
   readonly stripOwn = false
-  observe (ex: Exchange): ExchangeTrace | null {
+  observe (ex: Exchange<Endpoint>): ExchangeTrace | null {
     const o = this.#out.observer
     return o === null ? null : o.start(ex, this.#subject)
   }
@@ -205,8 +205,8 @@ export class Upstream implements Policy {
   admit (): true { return true }
   cancel (_w: Waiter): void {}
 
-  route (ex: Exchange, retry: boolean): Route | null {
-    const prev = ex.target as Endpoint | null
+  route (ex: Exchange<Endpoint>, retry: boolean): Route | null {
+    const prev = ex.target
     const ep = this.balancer.pick(performance.now(), retry && prev !== null ? prev : undefined)
     if (ep === undefined) return null
     if (prev === null) {
@@ -227,8 +227,8 @@ export class Upstream implements Policy {
    * Another instance to try, and the retry budget allows it. A call the budget refuses gets the provider's own answer
    * (its 503, or gRPC's 14, with x-doorman-shed), or doorman's error for a refused or reset connection.
    */
-  canRetry (ex: Exchange): boolean {
-    if (this.balancer.pick(performance.now(), (ex.target as Endpoint | null) ?? undefined) === undefined) return false
+  canRetry (ex: Exchange<Endpoint>): boolean {
+    if (this.balancer.pick(performance.now(), ex.target ?? undefined) === undefined) return false
     if (this.#granted.has(ex)) return true
     if (!this.budget.tryRetry()) {
       Metrics.inc(this.#out.metrics.outboundRetryExhausted, this.service)
@@ -239,12 +239,14 @@ export class Upstream implements Policy {
   }
 
   /** A shed answer is sent elsewhere at once (the app there never saw it); a refused or reset connection after a jittered backoff. */
-  retryDelay (_ex: Exchange, reason: string): number {
+  retryDelay (_ex: Exchange<Endpoint>, reason: string): number {
     return reason === 'shed' ? 0 : RETRY_BACKOFF_MS * (0.5 + Math.random())
   }
 
-  inspect (ex: Exchange, status: number, raw: Buffer[]): 'pass' | 'retry' {
-    const ep = ex.target as Endpoint
+  inspect (ex: Exchange<Endpoint>, status: number, raw: Buffer[]): 'pass' | 'retry' {
+    // An attempt's response comes from the instance route() set as the target.
+    const ep = ex.target
+    if (ep === null) return 'pass'
     let shed = false
     let doormanError = false
     let grpcStatus = ''
@@ -265,13 +267,14 @@ export class Upstream implements Policy {
     return 'pass'
   }
 
-  attemptEnded (ex: Exchange, failed: boolean | undefined): void {
-    const ep = ex.target as Endpoint
+  attemptEnded (ex: Exchange<Endpoint>, failed: boolean | undefined): void {
+    const ep = ex.target
+    if (ep === null) return
     if (failed !== undefined) this.outcome(ep, failed)
     this.release(ep)
   }
 
-  retrying (_ex: Exchange, reason: string): void {
+  retrying (_ex: Exchange<Endpoint>, reason: string): void {
     Metrics.inc(this.#out.metrics.outboundRetries, `${this.service}\t${reason}`)
   }
 
@@ -280,7 +283,7 @@ export class Upstream implements Policy {
    * (`502`–`504`, other `5xx`, or `incomplete`: the response never finished, e.g. the app gave up waiting) — counted
    * only for requests that went to an instance, so the labels stay bounded by the registry.
    */
-  settle (ex: Exchange, o: Outcome): void {
+  settle (ex: Exchange<Endpoint>, o: Outcome): void {
     const m = this.#out.metrics
     const service = this.service
     const err = o.err

@@ -19,7 +19,6 @@ import { BadRequestError, DoormanError, UpstreamProtocolError, UpstreamTimeoutEr
 import { GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, MAX_TIMER_MS, encodeGrpcTimeout, grpcStatusOf, grpcTimeoutMs } from '../core/grpc.js'
 import type { ShedReason, Waiter } from '../limiter/index.js'
 import { requestHeaders, responseHeaders, type ForwardInfo } from './headers.js'
-import type { Conn } from './upstream-h1.js'
 import { ReplayBody } from './replay.js'
 
 /** doorman's own answer (a shed, an error): the HTTP form, and the gRPC form for a gRPC call. */
@@ -74,11 +73,14 @@ export interface Client {
   reset: () => void
 }
 
-/** Where an attempt goes: an undici dispatcher, the app's connection stack, or an h2c session pool. */
+/**
+ * Where an attempt goes: an undici dispatcher, the app's connection stack, or an h2c session pool. A route that lends
+ * the attempt a connection of its own sets `handler.conn` (opaque to the core) and gets it back through free() once
+ * the attempt is over.
+ */
 export interface Route {
-  dispatch: (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler & { conn: Conn | null }) => unknown
-  /** Gives back the connection a request held (the app's HTTP/1.1 connection stack only). */
-  free?: (conn: Conn) => void
+  dispatch (opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler & { conn: object | null }): unknown
+  free? (conn: object): void
 }
 
 export type OutcomeKind =
@@ -124,17 +126,20 @@ export interface ExchangeTrace {
   /** The trace id of a sampled (recorded) span; '' otherwise. */
   readonly traceId: string
   /** The request waits for a slot. */
-  queued: () => void
+  queued (): void
   /** An attempt is sent: returns the headers to send (with the trace context for the peer). */
-  attempt: (ex: Exchange, headers: string[], retry: string | null) => string[]
+  attempt (ex: Exchange, headers: string[], retry: string | null): string[]
   /** The exchange is over (before the policy's settle). */
-  end: (ex: Exchange, outcome: Outcome) => void
+  end (ex: Exchange, outcome: Outcome): void
 }
 
-/** A lane's policy: what the core asks of the lane at each step. */
-export interface Policy {
+/**
+ * A lane's policy: what the core asks of the lane at each step. `T` is what the policy keeps on an exchange as its
+ * target (the outbound lane: the instance of the attempt in flight).
+ */
+export interface Policy<T = unknown> {
   /** The exchange's observation, or null when nothing observes it (tracing and the access log off). */
-  observe?: (ex: Exchange) => ExchangeTrace | null
+  observe? (ex: Exchange<T>): ExchangeTrace | null
   /** Whether the client's x-forwarded-proto/-host/-port are kept (a trusted hop). */
   readonly trusted: boolean
   /** Whether x-doorman-* is stripped from the peer's response (inbound: always; outbound: the provider's are kept). */
@@ -144,31 +149,31 @@ export interface Policy {
   /** Request bodies up to this size are kept so that a second attempt can send them again (0: no retries). */
   readonly maxRetryBody: number
   /** Headers every response carries now (the drain flag), for this client's protocol. */
-  extra: (h2: boolean) => readonly string[] | null
+  extra (h2: boolean): readonly string[] | null
   /**
    * Whether the caller may make this request, asked before admission: null, or doorman's refusal (answered at once,
    * never admitted), with headers saying why.
    */
-  authorize?: (ex: Exchange) => { err: DoormanError, headers: string[] } | null
+  authorize? (ex: Exchange<T>): { err: DoormanError, headers: string[] } | null
   /** A slot for the exchange: true (granted), a reason to shed it, or a Waiter whose grant calls ex.onGrant. */
-  admit: (ex: Exchange) => true | ShedReason | Waiter
-  cancel: (w: Waiter) => void
+  admit (ex: Exchange<T>): true | ShedReason | Waiter
+  cancel (w: Waiter): void
   /** Where an attempt goes; null: nowhere (no instance, or none left for a retry). Counts the attempt as started. */
-  route: (ex: Exchange, retry: boolean) => Route | null
+  route (ex: Exchange<T>, retry: boolean): Route | null
   /** What the client is told when the first attempt has nowhere to go. */
-  noRoute: (ex: Exchange) => DoormanError
+  noRoute (ex: Exchange<T>): DoormanError
   /** Whether another attempt could go elsewhere (asked before a shed answer is dropped). */
-  canRetry: (ex: Exchange) => boolean
+  canRetry (ex: Exchange<T>): boolean
   /** The attempt's response head: pass it on, or drop it to retry elsewhere (only asked to pass it when not). */
-  inspect: (ex: Exchange, status: number, raw: Buffer[]) => 'pass' | 'retry'
+  inspect (ex: Exchange<T>, status: number, raw: Buffer[]): 'pass' | 'retry'
   /** The attempt is over; `failed`: the peer failed it (true), answered (false), or nothing to say (undefined). */
-  attemptEnded: (ex: Exchange, failed: boolean | undefined) => void
+  attemptEnded (ex: Exchange<T>, failed: boolean | undefined): void
   /** A second attempt starts, and why (`shed`, `connect`, `reset`). */
-  retrying: (ex: Exchange, reason: string) => void
+  retrying (ex: Exchange<T>, reason: string): void
   /** Milliseconds to wait before a second attempt is sent (a backoff); absent or 0: at once. */
-  retryDelay?: (ex: Exchange, reason: string) => number
+  retryDelay? (ex: Exchange<T>, reason: string): number
   /** The exchange is over: release its slot, record it. Called exactly once for every exchange that started. */
-  settle: (ex: Exchange, outcome: Outcome) => void
+  settle (ex: Exchange<T>, outcome: Outcome): void
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
@@ -193,14 +198,14 @@ export interface ExchangeOptions {
 
 const NO_OPTIONS: ExchangeOptions = Object.freeze({})
 
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange<T = unknown> implements Dispatcher.DispatchHandler {
   readonly client: Client
-  readonly policy: Policy
+  readonly policy: Policy<T>
   readonly arrivedAt: number
-  /** The connection carrying the attempt, set by the app's HTTP/1.1 connection stack. */
-  conn: Conn | null = null
+  /** The connection the route lent the attempt (the app's HTTP/1.1 connection stack), given back when it is over. */
+  conn: object | null = null
   /** The policy's own per-exchange state: the instance of the attempt in flight. */
-  target: unknown = null
+  target: T | null = null
   /** The policy's in-flight count when the request was sent (for the adaptive limit). */
   sentInflight = 0
   /** Attempts started, minus one. */
@@ -226,7 +231,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   #stall: NodeJS.Timeout | null = null
   #attemptOpen = false
 
-  constructor (client: Client, policy: Policy, arrivedAt: number, opts: ExchangeOptions = NO_OPTIONS) {
+  constructor (client: Client, policy: Policy<T>, arrivedAt: number, opts: ExchangeOptions = NO_OPTIONS) {
     this.client = client
     this.policy = policy
     this.arrivedAt = arrivedAt
