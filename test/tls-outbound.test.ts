@@ -1,5 +1,6 @@
 // The outbound lane's TLS side on its own: a provider that is who the registry says is accepted, another identity is
-// an impostor (refused, counted), and HTTP/2 connections to an instance resume the last TLS session with it.
+// an impostor (refused, counted), HTTP/2 connections to an instance resume the last TLS session with it, and the
+// HTTP/1.1 pool's connections stay HTTP/1.1 (undici offers h2 unless told not to).
 import t from 'tap'
 import tls from 'node:tls'
 import { once } from 'node:events'
@@ -9,6 +10,7 @@ import { OutboundTls, IMPOSTOR } from '../src/tls/outbound.js'
 import { TlsStats } from '../src/tls/metrics.js'
 import { silentLogger } from '../src/core/log.js'
 import { Pki } from './helpers/pki.js'
+import { waitFor } from './helpers/index.js'
 
 const ORDERS = 'spiffe://cluster.local/ns/shop/sa/orders'
 const CART = 'spiffe://cluster.local/ns/shop/sa/cart'
@@ -50,4 +52,31 @@ t.test('identity check and session resumption', async (t) => {
   const impostor = await connect(CART)
   t.equal(impostor.err?.code, IMPOSTOR, 'another identity than the registry lists: an impostor')
   t.same([...stats.outboundFailures], [['orders\timpostor', 1]], 'counted, by service and reason')
+})
+
+t.test('the HTTP/1.1 pool\'s connector offers http/1.1 alone, to a provider that prefers h2', async (t) => {
+  const pki = new Pki(t)
+  const ca = pki.ca('ca')
+  const orders = pki.leaf(ca, { id: ORDERS })
+  const store = new CertStore({ dir: pki.workload('cart', pki.leaf(ca, { id: CART }), ca.cert), log: silentLogger() })
+  store.start()
+  t.teardown(() => { store.close() })
+  // As a provider's doorman answers: h2 first, then http/1.1.
+  const chosen: Array<string | false> = []
+  const server = tls.createServer({ cert: orders.cert, key: orders.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2', 'http/1.1'] }, (s) => { chosen.push(s.alpnProtocol); s.end() })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.close() })
+  const port = (server.address() as AddressInfo).port
+  const out = new OutboundTls({ mode: 'strict', store, stats: new TlsStats(), log: silentLogger() })
+  const connect = out.connector('orders', ORDERS, 5000)
+  const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+    connect({ hostname: '127.0.0.1', host: `127.0.0.1:${port}`, protocol: 'https:', port: String(port), servername: null, localAddress: null, httpSocket: undefined }, (err, s) => {
+      if (err !== null) reject(err); else resolve(s as tls.TLSSocket)
+    })
+  })
+  t.teardown(() => { socket.destroy() })
+  t.equal(socket.alpnProtocol, 'http/1.1', 'the connection is HTTP/1.1, as the pool speaks it')
+  await waitFor('the server side of the connection', () => chosen.length > 0)
+  t.same(chosen, ['http/1.1'], 'the provider chose http/1.1: h2 was not offered')
 })

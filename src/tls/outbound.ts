@@ -130,7 +130,9 @@ export class OutboundTls {
       if (pair instanceof Error) { this.failed(service, 'no-certificate', {}); cb(pair, null); return }
       if (base === null || gen !== pair.generation) {
         gen = pair.generation
-        base = buildConnector({ ...this.options(pair, service, identity, ['http/1.1']), timeout, maxCachedSessions: 16 })
+        // allowH2 off: undici's connector otherwise offers h2 beside http/1.1 whatever ALPNProtocols says, and a
+        // provider's doorman (which offers h2 first) would take this HTTP/1.1 pool's connections as HTTP/2.
+        base = buildConnector({ ...this.options(pair, service, identity, ['http/1.1']), allowH2: false, timeout, maxCachedSessions: 16 })
       }
       base(opts, (...args) => {
         const err = args[0]
