@@ -31,7 +31,7 @@ function order (i: number): Target[] { return rotation(TARGETS, i) }
 /** doorman's limit here: above the largest stream count, so nothing queues or sheds. */
 const LIMIT = 512
 
-function which (cmd: string): string | null {
+export function which (cmd: string): string | null {
   try { return execFileSync('sh', ['-c', `command -v ${cmd}`]).toString().trim() || null } catch { return null }
 }
 
@@ -48,7 +48,7 @@ const children = new Set<ChildProcess>()
 function stopAll (): void { for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL') }
 process.on('exit', stopAll)
 
-async function startGrpcApp (script = 'grpc-app.js', env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number }> {
+export async function startGrpcApp (script = 'grpc-app.js', env: Record<string, string> = {}): Promise<{ proc: ChildProcess, port: number }> {
   const proc = fork(path.join(HERE, script), [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   children.add(proc)
   const [msg] = await once(proc, 'message') as [{ port: number }]
@@ -86,10 +86,10 @@ ${nginxHead(dir)}
   return { proc, port }
 }
 
-interface H2Result { calls: number, seconds: number, failed: number, non2xx: number, meanMs: number }
+export interface H2Result { calls: number, seconds: number, failed: number, non2xx: number, meanMs: number }
 
 /** One h2load run: unary calls (a POST of `body`) for `seconds`, from `CLIENTS` connections. */
-async function h2load (bin: string, url: string, streams: number, body: string, seconds: number): Promise<H2Result> {
+export async function h2load (bin: string, url: string, streams: number, body: string, seconds: number): Promise<H2Result> {
   const args = ['-c', String(CLIENTS), '-m', String(Math.max(1, Math.round(streams / CLIENTS))), '-t', '1',
     '-D', String(seconds), '-d', body,
     '-H', 'content-type: application/grpc', '-H', 'te: trailers', url]

@@ -124,12 +124,13 @@ export interface Doorman { proc: ChildProcess, port: number, admin: number, stop
 
 /**
  * Starts `doorman run` (the built CLI) in front of the app and waits for /readyz. `nodeArgs` go to node (e.g.
- * `--cpu-prof`); `stop()` sends SIGTERM and waits for the exit, so profiles get written.
+ * `--cpu-prof`); `stop()` sends SIGTERM and waits for the exit, so profiles get written. `cli`: another build's
+ * dist/cli.js (the A/B section's baseline).
  */
-export async function startDoorman (appPort: number, env: Record<string, string>, nodeArgs: string[] = [], cgroup?: MemoryCgroup): Promise<Doorman> {
+export async function startDoorman (appPort: number, env: Record<string, string>, nodeArgs: string[] = [], cgroup?: MemoryCgroup, cli = CLI): Promise<Doorman> {
   const port = await freePort()
   const admin = await freePort()
-  const argv = [process.execPath, ...nodeArgs, CLI, 'run']
+  const argv = [process.execPath, ...nodeArgs, cli, 'run']
   const [cmd, ...args] = cgroup?.wrap(argv) ?? argv
   const proc = track(spawn(cmd, args, {
     env: {

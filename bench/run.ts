@@ -1,5 +1,5 @@
 // `npm run bench`: runs the benchmark sections in order and prints their tables, then every target checked.
-// Usage: npm run bench -- [--only proxy,lane,memory,grpc,h2soak] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR]
+// Usage: npm run bench -- [--only proxy,lane,memory,grpc,h2soak] [--scenario fast/50,20ms/200] [--rounds N] [--duration S] [--warmup S] [--lane-seconds S] [--profile DIR] [--baseline REF]
 import { parseArgs } from 'node:util'
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
@@ -16,6 +16,7 @@ import { h2SoakSection } from './h2-soak.js'
 import { tracingSection } from './tracing.js'
 import { mtlsSection } from './mtls.js'
 import { fairnessSection } from './fairness.js'
+import { abSection } from './ab.js'
 import { machine, fmt, killAll } from './lib.js'
 
 export interface Options {
@@ -31,6 +32,8 @@ export interface Options {
   scenarios: string[] | null
   /** Where doorman writes a V8 CPU profile (--cpu-prof), or null for none. */
   profileDir: string | null
+  /** The git commit (or branch, tag) the A/B section builds and compares this checkout's build with. */
+  baseline: string
 }
 
 /** A target a section checks: `value` against `ok`, printed PASS/FAIL at the end. */
@@ -58,6 +61,8 @@ const SECTIONS: Section[] = [
   mtlsSection,
   fairnessSection
 ]
+/** Sections run only when named with --only (the A/B comparison builds another commit). */
+const ON_REQUEST: Section[] = [abSection]
 
 function list (s: string): string[] { return s.split(',').map((x) => x.trim()).filter((x) => x !== '') }
 
@@ -70,7 +75,8 @@ async function main (): Promise<number> {
       warmup: { type: 'string', default: '1' },
       'lane-seconds': { type: 'string', default: '8' },
       scenario: { type: 'string' },
-      profile: { type: 'string' }
+      profile: { type: 'string' },
+      baseline: { type: 'string', default: 'HEAD' }
     }
   })
   const opts: Options = {
@@ -79,16 +85,18 @@ async function main (): Promise<number> {
     warmup: Number(values.warmup),
     laneSeconds: Number(values['lane-seconds']),
     scenarios: values.scenario === undefined ? null : list(values.scenario),
-    profileDir: values.profile === undefined ? null : path.resolve(values.profile)
+    profileDir: values.profile === undefined ? null : path.resolve(values.profile),
+    baseline: values.baseline
   }
   for (const [k, v] of Object.entries(opts)) {
     if (typeof v === 'number' && !(v > 0)) throw new Error(`--${k} must be a positive number`)
   }
   if (opts.profileDir !== null) mkdirSync(opts.profileDir, { recursive: true })
   const only = values.only === undefined ? undefined : list(values.only)
-  const unknown = only?.filter((n) => !SECTIONS.some((s) => s.name === n)) ?? []
-  if (unknown.length > 0) throw new Error(`unknown section ${unknown.join(', ')}; sections: ${SECTIONS.map((s) => s.name).join(', ')}`)
-  const sections = only === undefined ? SECTIONS : SECTIONS.filter((s) => only.includes(s.name))
+  const all = [...SECTIONS, ...ON_REQUEST]
+  const unknown = only?.filter((n) => !all.some((s) => s.name === n)) ?? []
+  if (unknown.length > 0) throw new Error(`unknown section ${unknown.join(', ')}; sections: ${all.map((s) => s.name).join(', ')}`)
+  const sections = only === undefined ? SECTIONS : all.filter((s) => only.includes(s.name))
 
   console.log(`doorman bench — ${machine()}`)
   console.log(`reproduce: npm run bench -- ${process.argv.slice(2).join(' ')}`.trimEnd())
