@@ -15,18 +15,28 @@ import { waitFor } from './helpers/index.js'
 const ORDERS = 'spiffe://cluster.local/ns/shop/sa/orders'
 const CART = 'spiffe://cluster.local/ns/shop/sa/cart'
 
-t.test('identity check and session resumption', async (t) => {
+/**
+ * The consumer's certificate store (CART) and a provider (ORDERS) requiring a client certificate, offering `alpn`;
+ * `chosen` gets the protocol of each connection the provider accepts.
+ */
+async function provider (t: Tap.Test, alpn: string[]): Promise<{ store: CertStore, port: number, chosen: Array<string | false> }> {
   const pki = new Pki(t)
   const ca = pki.ca('ca')
   const orders = pki.leaf(ca, { id: ORDERS })
   const store = new CertStore({ dir: pki.workload('cart', pki.leaf(ca, { id: CART }), ca.cert), log: silentLogger() })
   store.start()
   t.teardown(() => { store.close() })
-  const server = tls.createServer({ cert: orders.cert, key: orders.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2'] }, (s) => { s.end() })
+  const chosen: Array<string | false> = []
+  const server = tls.createServer({ cert: orders.cert, key: orders.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true, ALPNProtocols: alpn }, (s) => { chosen.push(s.alpnProtocol); s.end() })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   t.teardown(() => { server.close() })
-  const url = new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  return { store, port: (server.address() as AddressInfo).port, chosen }
+}
+
+t.test('identity check and session resumption', async (t) => {
+  const { store, port } = await provider(t, ['h2'])
+  const url = new URL(`https://127.0.0.1:${port}`)
   const stats = new TlsStats()
   const out = new OutboundTls({ mode: 'strict', store, stats, log: silentLogger() })
 
@@ -55,19 +65,8 @@ t.test('identity check and session resumption', async (t) => {
 })
 
 t.test('the HTTP/1.1 pool\'s connector offers http/1.1 alone, to a provider that prefers h2', async (t) => {
-  const pki = new Pki(t)
-  const ca = pki.ca('ca')
-  const orders = pki.leaf(ca, { id: ORDERS })
-  const store = new CertStore({ dir: pki.workload('cart', pki.leaf(ca, { id: CART }), ca.cert), log: silentLogger() })
-  store.start()
-  t.teardown(() => { store.close() })
   // As a provider's doorman answers: h2 first, then http/1.1.
-  const chosen: Array<string | false> = []
-  const server = tls.createServer({ cert: orders.cert, key: orders.key, ca: ca.cert, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2', 'http/1.1'] }, (s) => { chosen.push(s.alpnProtocol); s.end() })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => { server.close() })
-  const port = (server.address() as AddressInfo).port
+  const { store, port, chosen } = await provider(t, ['h2', 'http/1.1'])
   const out = new OutboundTls({ mode: 'strict', store, stats: new TlsStats(), log: silentLogger() })
   const connect = out.connector('orders', ORDERS, 5000)
   const socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
