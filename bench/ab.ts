@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { startApp, startDoorman, Load, cpuMicros, rotation, table, fmt, ROOT, type Doorman } from './lib.js'
 import { startGrpcApp, h2load, which } from './grpc.js'
 

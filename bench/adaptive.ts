@@ -12,7 +12,7 @@ import { once } from 'node:events'
 import { spawn } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { startDoorman, get, sleep, percentile, median, table, fmt, machine, killAll, ROOT } from './lib.js'
 import { SimClock, simulate, settled, seeded, type AppModel, type SimLimiter, type Timers } from './adaptive-model.js'
 

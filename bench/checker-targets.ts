@@ -11,7 +11,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { ROOT, cpuMicros, fmt, median, othersShare, sleep, table } from './lib.js'
 import { startChecker, startLanes, startRedis, state, type Checker, type Round } from './checker.js'
 

@@ -15,7 +15,7 @@ import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { CLI, ROOT, cpuMicros, fmt, freePort, get, median, othersShare, sleep, table, until } from './lib.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))

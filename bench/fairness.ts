@@ -7,7 +7,7 @@
 //     each of three batches of 100,000 flows, beside the same requests through doorman with one FIFO, with V8's used
 //     heap (from /metrics) beside it: RSS keeps what V8 grew its heap to, the used heap says what is still held.
 import { Pool, request } from 'undici'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { Cell, Load, startApp, startDoorman, cpuMicros, procMemory, table, fmt, type Doorman } from './lib.js'
 
 const FLOWS = 100_000

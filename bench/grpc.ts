@@ -10,7 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { startDoorman, cpuMicros, machineMicros, freePort, until, median, rotation, table, fmt, nginxHead } from './lib.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))

@@ -12,7 +12,7 @@ import http2 from 'node:http2'
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { MemoryCgroup, startApp, startDoorman, procMemory, sleep, table, fmt, percentile, median } from './lib.js'
 
 const LIMIT_MIB = 256

@@ -2,7 +2,7 @@
 // them) while doorman's data path is saturated far above its limit (the limit and queue full, every other request
 // shed at once, the main thread as busy as the load makes it), against the same probes on an idle doorman, and
 // against a bare Node http server in a process of its own probed alongside (the machine's own floor).
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { Load, Prober, startApp, startDoorman, sleep, cpuMicros, othersShare, percentile, table, fmt, type Sample } from './lib.js'
 
 const LIMIT = 8

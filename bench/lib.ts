@@ -9,7 +9,6 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { LoadRequest, LoadResult } from './load.js'
-import type { ProbeRequest, ProbeSamples } from './prober.js'
 
 export type { LoadResult } from './load.js'
 
@@ -69,6 +68,11 @@ export async function freePort (): Promise<number> {
 }
 
 export interface Sample { status: number, ms: number }
+
+/** What the prober process (prober.ts) is asked over IPC, and what it answers: every sample by target label. */
+export interface ProbeTarget { label: string, port: number, path: string }
+export interface ProbeRequest { targets: ProbeTarget[], everyMs: number, seconds?: number, count?: number }
+export type ProbeSamples = Record<string, Sample[]>
 
 /** One GET on a fresh connection (as kubelet probes), timed from before connect to the end of the body. */
 export async function get (port: number, urlPath: string, timeoutMs = 5000): Promise<Sample> {

@@ -5,7 +5,7 @@ import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { Load, MemoryCgroup, ROOT, startApp, startFloor, startDoorman, freePort, procMemory, cpuMicros, sleep, table, fmt, type ProcMemory } from './lib.js'
 
 /** The sidecar container's memory limit the injector sets by default (doorman.io/sidecar-memory-limit). */

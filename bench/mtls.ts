@@ -16,7 +16,7 @@ import os from 'node:os'
 import path from 'node:path'
 import net from 'node:net'
 import { fileURLToPath } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { startApp, startDoorman, Load, cpuMicros, freePort, until, rotation, table, fmt, nginxHead, type Doorman } from './lib.js'
 import type { TlsLoadRequest, TlsLoadResult } from './tls-load.js'
 

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { Cell, Load, ROOT, startApp, startHttpProxy, startDoorman, freePort, until, cpuMicros, median, table, fmt } from './lib.js'
 
 const CONNECTIONS = 50

@@ -1,10 +1,6 @@
 // The prober's process: stands for kubelet. Asked over IPC, it probes the given targets in turn (a new connection
 // each, as kubelet does) every `everyMs` for `seconds` or `count` probes, and answers with every sample by label.
-import { probe, sleep, type Sample } from './lib.js'
-
-export interface ProbeTarget { label: string, port: number, path: string }
-export interface ProbeRequest { targets: ProbeTarget[], everyMs: number, seconds?: number, count?: number }
-export type ProbeSamples = Record<string, Sample[]>
+import { probe, sleep, type ProbeRequest, type ProbeSamples } from './lib.js'
 
 process.on('message', (msg: ProbeRequest) => {
   void (async () => {

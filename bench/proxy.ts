@@ -1,7 +1,7 @@
 // The proxy section: direct to the app, through http-proxy and through doorman, in alternation, at 50 and 200
 // connections on a fast route and a 20 ms route. Requests/s, p50/p99 and the proxy process's CPU per request. A byte
 // relay with no HTTP (`tcp relay`) runs alongside as the floor: no proxy in Node does less per request.
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { Cell, Load, startApp, startHttpProxy, startTcpRelay, startDoorman, cpuMicros, othersShare, median, rotation, table, fmt, type LoadResult } from './lib.js'
 
 interface Scenario { id: string, route: string, path: string, connections: number }

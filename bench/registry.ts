@@ -22,7 +22,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { ROOT, fmt, freePort, sleep, table, until } from './lib.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))

@@ -3,7 +3,7 @@
 // (OTLP/HTTP, protobuf, discarded). The spread of the "off" rounds is the run's noise.
 import http from 'node:http'
 import { once } from 'node:events'
-import type { Options, Section, Check } from './run.js'
+import type { Options, Section, Check } from './section.js'
 import { Load, Cell, startApp, startDoorman, cpuMicros, rotation, table, fmt, median } from './lib.js'
 
 const CONNECTIONS = 50

@@ -7,45 +7,12 @@ import type { ChildProcess } from 'node:child_process'
 import { Downstream } from './downstream.js'
 import { LoadGenerator, type Bucket } from './load.js'
 import { freePort, laneState, startDoorman } from './procs.js'
-import type { Check, Progress, Totals } from './results.js'
+import type { NoisyPlan, NoisyRun, NoisySample, Progress } from './results.js'
 import { sleep, waitUntil } from './time.js'
 import { chart } from './charts.js'
 
-export interface NoisyPlan {
-  /** doorman's limit, and the app's time per request: capacity = limit × 1000 / serviceMs per second. */
-  limit: number
-  serviceMs: number
-  maxQueue: number
-  /** The shop's rate, and the batch job's while it floods (requests/s). */
-  shopRate: number
-  batchRate: number
-  /** The flood runs from floodFromMs to floodToMs of a run of totalMs. */
-  floodFromMs: number
-  floodToMs: number
-  totalMs: number
-  sampleMs: number
-}
-
 export const NOISY_FULL: NoisyPlan = { limit: 4, serviceMs: 50, maxQueue: 20, shopRate: 16, batchRate: 400, floodFromMs: 5000, floodToMs: 25_000, totalMs: 30_000, sampleMs: 1000 }
 export const NOISY_SHORT: NoisyPlan = { ...NOISY_FULL, floodFromMs: 2000, floodToMs: 8000, totalMs: 10_000 }
-
-export interface NoisySample {
-  /** Seconds since the run's traffic started. */
-  t: number
-  shop: Pick<Bucket, 'sent' | 'ok' | 'shed' | 'failed' | 'p99'>
-  batch: Pick<Bucket, 'sent' | 'ok' | 'shed' | 'failed' | 'p99'>
-}
-
-export interface NoisyRun {
-  fairness: 'flow' | 'off'
-  samples: NoisySample[]
-  shop: Totals
-  batch: Totals
-  /** The shop's totals while the batch job floods. */
-  shopDuringFlood: { sent: number, ok: number, shed: number, failed: number }
-  /** The heaviest flows doorman's /state listed at the height of the flood. */
-  flows: Array<{ flow: string, inflight: number, queued: number, shed: number }>
-}
 
 export interface NoisyOptions {
   plan: NoisyPlan
@@ -114,16 +81,6 @@ export async function runNoisy (o: NoisyOptions): Promise<NoisyRun> {
     dm?.kill('SIGKILL')
     await app.close()
   }
-}
-
-/** The verdict's checks: with fairness the shop is served through the flood; without it, it is shed with the batch job. */
-export function noisyChecks (without: NoisyRun, withF: NoisyRun): Check[] {
-  const share = (d: NoisyRun['shopDuringFlood']): string => `${d.ok} of ${d.sent} served, ${d.shed} shed`
-  return [
-    { name: 'noisy neighbour: the light caller shed without fairness', pass: without.shopDuringFlood.shed > 0, detail: `DOORMAN_FAIRNESS=off: ${share(without.shopDuringFlood)} while the batch job floods` },
-    // 95 %, not the end-to-end test's 99 %: the demo's own process carries the flood's load generator and the app.
-    { name: 'noisy neighbour: the light caller served with fairness', pass: withF.shopDuringFlood.sent > 0 && withF.shopDuringFlood.ok >= withF.shopDuringFlood.sent * 0.95, detail: `DOORMAN_FAIRNESS=flow: ${share(withF.shopDuringFlood)}; the batch job ${withF.batch.shed} shed` }
-  ]
 }
 
 /** The report's section: the shop's and the batch job's answers per second, without fairness (left) and with it. */
