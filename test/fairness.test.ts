@@ -18,7 +18,9 @@ const LIMIT = 10
 const CAPACITY = LIMIT * 1000 / SERVICE_MS // requests per second
 const A_RATE = CAPACITY * 10
 const B_RATE = CAPACITY * 0.2
-const LOAD_MS = 3000
+/** How long A floods; B sends for B_MS of it, once A's connections have stopped growing. */
+const LOAD_MS = 4000
+const B_MS = 2000
 
 interface Answer { status: number, shed: string | undefined }
 type Send = () => Promise<Answer>
@@ -147,7 +149,12 @@ async function run (t: Tap.Test, sc: Scenario): Promise<{ a: Tally, b: Tally, un
   await waitFor('the flood to start', () => flood.output().includes('"ready":true'), 10_000)
   // B starts once A has filled the limit and the queue (polled: the state the lane publishes).
   await waitFor('A to fill the queue', async () => (await getJson<{ queued: number }>(dm.admin, '/state')).queued >= 50, 5000)
-  const bTally = await openLoop(b, B_RATE, LOAD_MS - 1000)
+  // ... and once A's connections stop growing. In a flood's first second over HTTP/1.1 every request A has queued
+  // holds a connection of its own, so A opens 300–400 of them at once, and that storm of new connections holds up
+  // everything for a few hundred milliseconds before a request of B's arrives in doorman (docs/limits.md). B's
+  // bound is about the flood, not the ramp of A's connections.
+  await waitFor('the flood\'s connections to settle', () => flood.output().includes('"steady":true'), 5000)
+  const bTally = await openLoop(b, B_RATE, B_MS)
   const state = await getJson<{ flows?: Array<{ flow: string, inflight: number, queued: number, shed: number }> }>(dm.admin, '/state')
   await flood.exited
   const line = flood.output().trim().split('\n').at(-1) as string
@@ -174,13 +181,10 @@ for (const protocol of ['http1', 'h2', 'header', 'mtls'] as const) {
     t.equal(state.flows?.[0]?.flow, heavy, '/state lists the flooding caller as the heaviest flow')
     t.ok((state.flows?.[0]?.queued ?? 0) > 0 && (state.flows?.[0]?.shed ?? 0) > 0, 'with its queued and shed counts')
     if (protocol === 'mtls') t.ok(state.flows?.some((f) => f.flow === `id:${LIGHT_ID}`), 'the light caller is its own flow by its SPIFFE ID, on the same address')
-    // The issue's bound is 2 × B's unloaded p99 + one service time. Over HTTP/2 it holds on a quiet machine; over
-    // HTTP/1.1 B's p99 comes out at 300–450 ms there (inside doorman B's requests wait one or two service times; the
-    // rest is not yet explained: docs/limits.md). Asserted here: B never waits anywhere near the queue timeout (1 s),
-    // that is, it is never starved toward a shed; the issue's bound is reported beside it.
+    // The issue's bound: B's p99 within 2 × its unloaded p99 plus one service time (B waits for the next slot, at
+    // most one service time, since fair queuing gives it the next turn).
     const bound = 2 * unloadedP99 + SERVICE_MS
-    t.comment(`B's p99 ${Math.round(p99(b.latencies))} ms; the issue's bound ${Math.round(bound)} ms: ${p99(b.latencies) <= bound ? 'met' : 'not met'}`)
-    t.ok(p99(b.latencies) < 1000, `B's p99 ${Math.round(p99(b.latencies))} ms under the queue timeout (1 s)`)
+    t.ok(p99(b.latencies) <= bound, `B's p99 ${Math.round(p99(b.latencies))} ms within 2 × its unloaded p99 + one service time (${Math.round(bound)} ms)`)
   })
 
   t.test(`${protocol}: with DOORMAN_FAIRNESS=off the same flood sheds the light caller too`, async (t) => {
