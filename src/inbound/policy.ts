@@ -48,14 +48,15 @@ export interface InboundPolicyOptions {
 /** One of the heaviest flows, as /state and the status page show it. */
 export interface FlowReport { flow: string, inflight: number, queued: number, shed: number }
 
-export class InboundPolicy implements Policy {
+/** The inbound policy keeps an exchange's flow as its target: resolved once, at admission. */
+export class InboundPolicy implements Policy<string> {
   readonly stats: InboundStats = { arrived: 0, completed: 0, failed: 0, cut: 0, lastArrival: 0 }
   readonly trusted: boolean
   readonly stripOwn = true
   readonly writeTimeout: number
   readonly maxRetryBody = 0
   /** Exchanges holding a slot (a drain timeout cuts them). */
-  readonly exchanges = new Set<Exchange>()
+  readonly exchanges = new Set<Exchange<string>>()
   readonly #limiter: Limiter
   readonly #metrics: Metrics
   readonly #log: Logger
@@ -94,7 +95,7 @@ export class InboundPolicy implements Policy {
         return reason
       }
       const denied = this.denied
-      this.authorize = (ex: Exchange) => {
+      this.authorize = (ex: Exchange<string>) => {
         const reason = denied(ex.client.connection(), ex.client.path)
         return reason === null ? null : { err: new DeniedError(reason), headers: ['x-doorman-denied', reason] }
       }
@@ -103,12 +104,12 @@ export class InboundPolicy implements Policy {
     this.#subject = { lane: 'inbound', decisions: () => ({ 'doorman.limit': this.#limiter.limit, 'doorman.draining': this.#draining }) }
   }
 
-  observe (ex: Exchange): ExchangeTrace | null {
+  observe (ex: Exchange<string>): ExchangeTrace | null {
     return this.#observer === null ? null : this.#observer.start(ex, this.#subject)
   }
 
   /** DOORMAN_ALLOW, before admission: a denied request never reaches the limiter or the app. */
-  readonly authorize?: (ex: Exchange) => { err: DoormanError, headers: string[] } | null
+  readonly authorize?: (ex: Exchange<string>) => { err: DoormanError, headers: string[] } | null
   /** The same decision for a request on `connection` to `path` (upgrades too): null, or why it is denied. */
   readonly denied?: (connection: object | undefined, path: string) => DenyReason | null
 
@@ -120,14 +121,16 @@ export class InboundPolicy implements Policy {
     return this.#draining ? (h2 ? DRAIN_H2 : DRAIN_H1) : null
   }
 
-  admit (ex: Exchange): true | ShedReason | Waiter {
+  admit (ex: Exchange<string>): true | ShedReason | Waiter {
     const priority = this.#classify(ex.client.path)
     if (this.#flow === null) return this.#limiter.acquire(priority, ex.onGrant)
-    return this.#limiter.acquire(priority, ex.onGrant, this.flowOf(ex))
+    const flow = this.flowOf(ex)
+    ex.target = flow
+    return this.#limiter.acquire(priority, ex.onGrant, flow)
   }
 
   /** The flow an exchange belongs to ('' when fairness is off). */
-  flowOf (ex: Exchange): string {
+  flowOf (ex: Exchange<string>): string {
     if (this.#flow === null) return ''
     const c = ex.client
     // A caller that came over mTLS is its verified SPIFFE ID, whichever address or pod it calls from.
@@ -141,7 +144,8 @@ export class InboundPolicy implements Policy {
   topFlows (n = 10): FlowReport[] {
     if (this.#flow === null) return []
     const inflight = new Map<string, number>()
-    for (const ex of this.exchanges) { const f = this.flowOf(ex); inflight.set(f, (inflight.get(f) ?? 0) + 1) }
+    // The flow each was admitted as (the connection may be gone by now: its socket is not asked again).
+    for (const ex of this.exchanges) { const f = ex.target ?? ''; inflight.set(f, (inflight.get(f) ?? 0) + 1) }
     const out: FlowReport[] = this.#limiter.topFlows(n).map((f) => ({ flow: f.flow, inflight: inflight.get(f.flow) ?? 0, queued: f.queued, shed: f.shed }))
     if (out.length < n) {
       const listed = new Set(out.map((f) => f.flow))
@@ -153,7 +157,7 @@ export class InboundPolicy implements Policy {
 
   cancel (w: Waiter): void { this.#limiter.cancel(w) }
 
-  route (ex: Exchange, retry: boolean): Route | null {
+  route (ex: Exchange<string>, retry: boolean): Route | null {
     if (retry) return null
     this.exchanges.add(ex)
     ex.sentInflight = this.#limiter.inflight
@@ -166,7 +170,7 @@ export class InboundPolicy implements Policy {
   attemptEnded (): void {}
   retrying (): void {}
 
-  settle (ex: Exchange, o: Outcome): void {
+  settle (ex: Exchange<string>, o: Outcome): void {
     const m = this.#metrics
     const h2 = ex.client.h2
     switch (o.kind) {

@@ -16,7 +16,9 @@ const { NGHTTP2_CANCEL } = http2.constants
 
 /** What the header policy needs to know of an HTTP/1.1 request's connection (requests and upgrades alike). */
 export function h1ForwardInfo (req: IncomingMessage, trusted: boolean): ForwardInfo {
-  const socket = req.socket
+  // Node sets req.socket to null once the connection is closed, before the exchange hears of it.
+  const socket = req.socket as IncomingMessage['socket'] | null
+  if (socket === null) return { remoteAddress: '', proto: 'http', port: 0, trusted }
   return { remoteAddress: socket.remoteAddress ?? '', proto: 'encrypted' in socket ? 'https' : 'http', port: socket.localPort ?? 0, trusted, clientCert: peerOf(socket)?.xfcc }
 }
 
