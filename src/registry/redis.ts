@@ -120,6 +120,8 @@ return out`
 const CLOCK_SLACK_MS = 1000
 /** How long a check that saw the version ahead of the pushed messages waits for them before listing in full. */
 const PUSH_GRACE_MS = 250
+/** How long after a node ended sharded subscriptions (a slot moved) they are renewed and the services checked. */
+const MOVE_SETTLE_MS = 1000
 
 /** Ids past their deadline that one heartbeat's probe or one watch check fetches (and sweeps) at most. */
 const PROBE_LIMIT = 16
@@ -386,6 +388,8 @@ export class RedisRegistry implements Registry {
   #shardedSubscribers = 0
   /** Sharded subscriber connections already watched for a slot's migration (see #watchSubscribers). */
   #hooked = new WeakSet<object>()
+  /** A subscription check pending after a slot moved (see #afterMove). */
+  #moveTimer: NodeJS.Timeout | null = null
   /** The deadline last written to the expiry set for each instance this client heartbeats. */
   #deadlines = new Map<string, number>()
   /** What this client asked of Redis, for the bench and tests: full listings, version checks, sweeps. */
@@ -443,8 +447,28 @@ export class RedisRegistry implements Registry {
         if (this.#closed || !(err instanceof Error) || !/Last reply: sunsubscribe,/.test(err.message)) return
         this.#log?.debug({ err }, 'a sharded subscription was ended by its node (a slot moved): refreshing the slot map')
         c.subscriberGroupEmitter?.emit('moved')
+        this.#afterMove()
       })
     }
+  }
+
+  /**
+   * A moment after a node ended sharded subscriptions: each watched service subscribes again (to the slot's owner by
+   * then; a channel already subscribed stays as it is) and is checked. The refreshed slot map alone can lag a
+   * migration still going on — a map read from a node not yet told of the new owner sends the subscription back to
+   * the old one, which refuses it — and nothing else would notice until the next periodic check.
+   */
+  #afterMove (): void {
+    if (this.#moveTimer !== null) return
+    this.#moveTimer = setTimeout(() => {
+      this.#moveTimer = null
+      if (this.#closed) return
+      for (const w of this.#watched.values()) {
+        (this.client as Cluster).ssubscribe(this.#channel(w.service)).catch(() => {})
+        this.#scheduleCheck(w, between(0, MOVE_SETTLE_MS))
+      }
+    }, MOVE_SETTLE_MS)
+    this.#moveTimer.unref()
   }
 
   /**
@@ -826,6 +850,7 @@ export class RedisRegistry implements Registry {
 
   async close (): Promise<void> {
     if (this.#closed) return
+    if (this.#moveTimer !== null) { clearTimeout(this.#moveTimer); this.#moveTimer = null }
     for (const w of this.#watched.values()) {
       if (w.timer !== null) clearTimeout(w.timer)
       if (w.graceTimer !== null) clearTimeout(w.graceTimer)
