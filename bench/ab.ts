@@ -5,12 +5,12 @@
 // in alternation: HTTP/1.1 keep-alive (autocannon, 50 connections, the bench app) and unary gRPC (h2load, 50
 // streams over 5 connections, an h2c app). Reported as proxy CPU per request and after/before ratios, per round.
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs'
+import { mkdtempSync, rmSync, symlinkSync, existsSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { Options, Section, Check } from './section.js'
 import { startApp, startDoorman, Load, cpuMicros, rotation, table, fmt, ROOT, type Doorman } from './lib.js'
-import { startGrpcApp, h2load, which } from './grpc.js'
+import { startGrpcApp, h2load, which, writeGrpcCall } from './grpc.js'
 
 const SIDES = ['before', 'after'] as const
 type Side = typeof SIDES[number]
@@ -64,9 +64,7 @@ export const abSection: Section = {
     const dirty = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no']).toString().trim() !== ''
     console.log(`  before: ${base.commit} (${opts.baseline}); after: this checkout's build (${head}${dirty ? ' with uncommitted changes' : ''})`)
     const dir = mkdtempSync(path.join(os.tmpdir(), 'doorman-bench-ab-'))
-    const msg = Buffer.concat([Buffer.from([0x0a, 16]), Buffer.from('bench call 00001')])
-    const body = path.join(dir, 'call.bin')
-    writeFileSync(body, Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]))
+    const body = writeGrpcCall(dir)
     const app = await startApp()
     const grpcApp = await startGrpcApp()
     const env = { DOORMAN_MAX_CONCURRENCY: String(LIMIT), DOORMAN_MAX_QUEUE: String(LIMIT) }

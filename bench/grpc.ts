@@ -86,6 +86,17 @@ ${nginxHead(dir)}
   return { proc, port }
 }
 
+/**
+ * Writes the unary call's request body into `dir` for h2load's `-d`: one length-prefixed protobuf message (field 1, a
+ * 16-byte string). Returns its path.
+ */
+export function writeGrpcCall (dir: string): string {
+  const msg = Buffer.concat([Buffer.from([0x0a, 16]), Buffer.from('bench call 00001')])
+  const body = path.join(dir, 'call.bin')
+  writeFileSync(body, Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]))
+  return body
+}
+
 export interface H2Result { calls: number, seconds: number, failed: number, non2xx: number, meanMs: number }
 
 /** One h2load run: unary calls (a POST of `body`) for `seconds`, from `CLIENTS` connections. */
@@ -140,10 +151,7 @@ export const grpcSection: Section = {
       throw new Error(`the grpc section needs h2load and nginx on PATH (missing: ${[h2 === null ? 'h2load' : '', ngx === null ? 'nginx' : ''].filter(Boolean).join(', ')}); on Debian: apt-get install nghttp2-client nginx-light`)
     }
     const dir = mkdtempSync(path.join(os.tmpdir(), 'doorman-bench-grpc-'))
-    // The call's request: one length-prefixed protobuf message (field 1, a 16-byte string).
-    const msg = Buffer.concat([Buffer.from([0x0a, 16]), Buffer.from('bench call 00001')])
-    const body = path.join(dir, 'call.bin')
-    writeFileSync(body, Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]))
+    const body = writeGrpcCall(dir)
 
     const app = await startGrpcApp()
     const nginx = await startNginx(ngx, app.port, dir)

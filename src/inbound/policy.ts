@@ -122,19 +122,15 @@ export class InboundPolicy implements Policy<string> {
   }
 
   admit (ex: Exchange<string>): true | ShedReason | Waiter {
-    const priority = this.#classify(ex.client.path)
-    if (this.#flow === null) return this.#limiter.acquire(priority, ex.onGrant)
-    const flow = this.flowOf(ex)
+    const c = ex.client
+    const priority = this.#classify(c.path)
+    const resolve = this.#flow
+    if (resolve === null) return this.#limiter.acquire(priority, ex.onGrant)
+    // The flow is resolved once, here, and kept as the exchange's target. A caller that came over mTLS is its verified
+    // SPIFFE ID, whichever address or pod it calls from.
+    const flow = resolve({ identity: peerOf(c.connection())?.id, rawHeaders: c.rawHeaders(), remoteAddress: c.forwardInfo(this.trusted).remoteAddress, trusted: this.trusted })
     ex.target = flow
     return this.#limiter.acquire(priority, ex.onGrant, flow)
-  }
-
-  /** The flow an exchange belongs to ('' when fairness is off). */
-  flowOf (ex: Exchange<string>): string {
-    if (this.#flow === null) return ''
-    const c = ex.client
-    // A caller that came over mTLS is its verified SPIFFE ID, whichever address or pod it calls from.
-    return this.#flow({ identity: peerOf(c.connection())?.id, rawHeaders: c.rawHeaders(), remoteAddress: c.forwardInfo(this.trusted).remoteAddress, trusted: this.trusted })
   }
 
   /**

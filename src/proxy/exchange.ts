@@ -135,7 +135,7 @@ export interface ExchangeTrace {
 
 /**
  * A lane's policy: what the core asks of the lane at each step. `T` is what the policy keeps on an exchange as its
- * target (the outbound lane: the instance of the attempt in flight).
+ * target (the outbound lane: the instance of the attempt in flight; the inbound lane: the flow it admitted it as).
  */
 export interface Policy<T = unknown> {
   /** The exchange's observation, or null when nothing observes it (tracing and the access log off). */
@@ -204,7 +204,7 @@ export class Exchange<T = unknown> implements Dispatcher.DispatchHandler {
   readonly arrivedAt: number
   /** The connection the route lent the attempt (the app's HTTP/1.1 connection stack), given back when it is over. */
   conn: object | null = null
-  /** The policy's own per-exchange state: the instance of the attempt in flight. */
+  /** The policy's own per-exchange state (outbound: the instance of the attempt in flight; inbound: the flow). */
   target: T | null = null
   /** The policy's in-flight count when the request was sent (for the adaptive limit). */
   sentInflight = 0
