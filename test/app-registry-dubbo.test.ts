@@ -3,11 +3,33 @@
 // (test/helpers/dubbo-provider.mjs), doormans in front of it with DOORMAN_APP_REGISTRY.
 import t from 'tap'
 import { request, getJson, waitFor } from './helpers/index.js'
-import { haveZooKeeper, startZooKeeper } from './helpers/zookeeper.js'
+import { haveZooKeeper, startZooKeeper, gateZooKeeper, OP_EXISTS } from './helpers/zookeeper.js'
 import { IFACE, startProvider, startSidecar } from './helpers/dubbo.js'
 import { SETTLE_MS } from '../src/app-registry/gate.js'
 
 const status = async (port: number, p: string): Promise<number> => (await request(port, { path: p, timeout: 2000 })).status
+
+t.test('a path created between a failed listing and the watch set for it is still followed', { skip: !haveZooKeeper() && 'zookeeper not installed' }, async (t) => {
+  // A registration creates the whole path at once (mkdirp, then the provider znode). A sidecar whose listing found no
+  // node asks to be told when it appears (exists); the node may appear before the server reads that request, and the
+  // watch then set fires on the node's data, never on its children. Each gate holds one sidecar's first `exists` on
+  // the path it waits for while the provider registers, as a busy server or network would.
+  const zk = await startZooKeeper(t)
+  const provider = await startProvider(t, zk, { DELAY: 'signal' })
+  const rootGate = await gateZooKeeper(t, zk, OP_EXISTS, '/dubbo')
+  const providersGate = await gateZooKeeper(t, zk, OP_EXISTS, `/dubbo/${IFACE}/providers`)
+  const undeclared = await startSidecar(t, { ...zk, url: rootGate.url }, provider, { DOORMAN_APP_SERVICES: '' }, false)
+  const declared = await startSidecar(t, { ...zk, url: providersGate.url }, provider, {}, false)
+  await waitFor('both sidecars to ask whether their path exists', () => rootGate.holding && providersGate.holding, 10_000)
+  provider.kill('SIGUSR2')
+  await waitFor('the provider to register', () => provider.registered() !== null, 10_000)
+  rootGate.release()
+  providersGate.release()
+  await waitFor('/readyz of the sidecar declaring the interface', async () => (await status(declared.admin, '/readyz')) === 200, 10_000, 50)
+  t.pass('the sidecar waiting on the providers path saw the registration')
+  await waitFor('/readyz of the sidecar watching the whole root', async () => (await status(undeclared.admin, '/readyz')) === 200, SETTLE_MS + 10_000, 50)
+  t.pass('the sidecar waiting on the root saw the registration')
+})
 
 t.test('readiness waits for the provider znodes: false before, true after, the registration delay seen', { skip: !haveZooKeeper() && 'zookeeper not installed' }, async (t) => {
   const zk = await startZooKeeper(t)

@@ -149,8 +149,9 @@ export class ZooKeeperAppRegistry implements AppRegistry {
     this.#call((c, done) => { c.getChildren(root, this.#watcher(root, () => { this.#scan(false) }), done) }, (children: string[]) => {
       for (const s of children) if (full || !this.#entries.has(s)) this.#list(s)
     }, () => {
-      // No root yet: learn when it appears.
-      this.#call((c, done) => { c.exists(root, this.#watcher(root + '#exists', () => { this.#scan() }), done) }, () => {})
+      // No root yet: learn when it appears. It may have appeared since the listing failed (a registration creates
+      // the whole path at once): then the watch set is not the one wanted, so list again.
+      this.#call((c, done) => { c.exists(root, this.#watcher(root + '#exists', () => { this.#scan() }), done) }, (stat) => { if (stat != null) this.#scan() })
     })
   }
 
@@ -163,7 +164,8 @@ export class ZooKeeperAppRegistry implements AppRegistry {
       this.#set(service, ownEntries(service, children, this.#o.host, this.#port))
     }, () => {
       this.#set(service, [])
-      this.#call((c, done) => { c.exists(path, this.#watcher(path + '#exists', () => { this.#list(service) }), done) }, () => {})
+      // As for the root: created in between, its children are listed (and watched) now.
+      this.#call((c, done) => { c.exists(path, this.#watcher(path + '#exists', () => { this.#list(service) }), done) }, (stat) => { if (stat != null) this.#list(service) })
     })
   }
 

@@ -89,3 +89,66 @@ export async function startZooKeeper (t: Teardown): Promise<ZooKeeperServer> {
     start: async () => { await kill(); await launch('zookeeper (restarted)') }
   }
 }
+
+/** ZooKeeper's `exists` request (OpCode.exists in its wire protocol). */
+export const OP_EXISTS = 3
+
+export interface ZooKeeperGate {
+  /** DOORMAN_APP_REGISTRY through the gate, for Dubbo's root. */
+  url: string
+  /** True once the request waited for has arrived and is held. */
+  readonly holding: boolean
+  /** Sends what was held, and lets everything through from then on. */
+  release: () => void
+}
+
+/**
+ * A TCP relay in front of `zk` that holds, once, the first client request of type `op` for `znode` (and everything
+ * the client sends after it, in order) until release(): a test can then change the tree between a client's request
+ * and the server's reading of it. ZooKeeper's framing: a 4-byte length, then (after the session's connect request)
+ * xid, type, and for path requests the path as a length-prefixed string.
+ */
+export async function gateZooKeeper (t: Teardown, zk: ZooKeeperServer, op: number, znode: string): Promise<ZooKeeperGate> {
+  let holding = false
+  let released = false
+  const flushes: Array<() => void> = []
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(zk.port, '127.0.0.1')
+    sockets.add(client)
+    sockets.add(upstream)
+    client.on('error', () => { upstream.destroy() })
+    upstream.on('error', () => { client.destroy() })
+    client.on('close', () => { upstream.destroy() })
+    upstream.on('close', () => { client.destroy() })
+    upstream.pipe(client)
+    let buf = Buffer.alloc(0)
+    let first = true
+    const held: Buffer[] = []
+    let mine = false
+    flushes.push(() => { if (mine) { mine = false; for (const f of held.splice(0)) upstream.write(f) } })
+    client.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk])
+      while (buf.length >= 4 && buf.length >= 4 + buf.readInt32BE(0)) {
+        const frame = buf.subarray(0, 4 + buf.readInt32BE(0))
+        buf = buf.subarray(frame.length)
+        if (!first && !holding && !released && frame.length >= 16 && frame.readInt32BE(8) === op &&
+          frame.toString('utf8', 16, 16 + frame.readInt32BE(12)) === znode) {
+          holding = true
+          mine = true
+        }
+        first = false
+        if (mine) held.push(Buffer.from(frame))
+        else upstream.write(frame)
+      }
+    })
+  })
+  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
+  t.teardown(() => { for (const s of sockets) s.destroy(); server.close() })
+  const port = (server.address() as net.AddressInfo).port
+  return {
+    url: `zookeeper://127.0.0.1:${port}/dubbo`,
+    get holding () { return holding },
+    release: () => { released = true; holding = false; for (const f of flushes) f() }
+  }
+}
