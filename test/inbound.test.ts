@@ -398,3 +398,22 @@ t.test('upgrades: h2c is ignored and answered over HTTP/1.1 (curl --http2), othe
   t.match(both, /^HTTP\/1\.1 400/, 'h2c offered beside an unknown protocol: 400 too')
   t.equal(app.seen.length, before, 'neither reached the app')
 })
+
+t.test('HTTP/1.1 keep-alive connections stay open for DOORMAN_IDLE_TIMEOUT, as HTTP/2 ones do, and say so', async (t) => {
+  const app = await startServer(t, (_req, res) => { res.end('ok') })
+  const byDefault = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port) })
+  const agent = new http.Agent({ keepAlive: true })
+  t.teardown(() => { agent.destroy() })
+  const head = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    http.get({ port: byDefault.inbound, host: '127.0.0.1', path: '/', agent }, (r) => { r.resume(); r.on('end', () => { resolve(r) }) }).on('error', reject)
+  })
+  t.equal(head.headers['keep-alive'], 'timeout=60', 'by default a minute, told to the client (a consumer\'s pool keeps its connection as long)')
+  const short = await startDoorman(t, { DOORMAN_APP_PORT: String(app.port), DOORMAN_IDLE_TIMEOUT: '2s' })
+  const t0 = Date.now()
+  // rawRequest resolves when the server ends the connection: here, once it has been idle for the timeout.
+  const raw = await rawRequest(short.inbound, 'GET / HTTP/1.1\r\nHost: example.test\r\n\r\n', 15_000)
+  const open = Date.now() - t0
+  t.match(raw, /^HTTP\/1\.1 200/)
+  t.match(raw, /\r\nkeep-alive: timeout=2\r\n/i, 'the timeout given')
+  t.ok(open >= 1900 && open < 10_000, `the idle connection was closed after the timeout (${open} ms)`)
+})

@@ -130,7 +130,9 @@ export class Inbound {
       maxHeaderSize: opts.maxHeaderSize,
       headersTimeout: opts.headersTimeout,
       requestTimeout: 0,
-      keepAliveTimeout: 5_000,
+      // The same idle timeout as HTTP/2 (DOORMAN_IDLE_TIMEOUT): a consumer's sidecar keeps its connections (and their
+      // TLS sessions) through pauses in traffic, and a load balancer whose own idle timeout is shorter closes first.
+      keepAliveTimeout: opts.idleTimeout ?? 60_000,
       connectionsCheckingInterval: Math.min(1_000, opts.headersTimeout),
       requireHostHeader: true,
       insecureHTTPParser: false,

@@ -339,7 +339,7 @@ export class Outbound {
     this.observer = opts.observer ?? null
     this.retryBudget = opts.retryBudget ?? { percent: 20, minPerSecond: 10 }
     this.#port = opts.port
-    this.server = http.createServer({ keepAliveTimeout: 5_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
+    this.server = http.createServer({ keepAliveTimeout: opts.idleTimeout ?? 60_000, requestTimeout: 0, headersTimeout: 10_000, requireHostHeader: false })
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => { this.#handle(req, res) })
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => { res.writeContinue(); this.#handle(req, res) })
     this.server.on('clientError', (_err: Error, socket) => { socket.destroy() })

@@ -67,12 +67,21 @@ export class OutboundTls {
     }
   }
 
+  /** The secure context of the pair in use: made once per pair, not per connection (parsing the PEMs and loading the
+   * trust bundle costs about as much as a handshake's own signature). */
+  #context: { generation: number, context: tls.SecureContext } | null = null
+
+  #contextOf (pair: KeyPair): tls.SecureContext {
+    if (this.#context?.generation !== pair.generation) {
+      this.#context = { generation: pair.generation, context: tls.createSecureContext({ cert: pair.pem.cert, key: pair.pem.key, ca: pair.pem.ca, minVersion: MIN_TLS_VERSION }) }
+    }
+    return this.#context.context
+  }
+
   /** The TLS options of a connection to an instance of `service` registered as `identity`, with the pair in use. */
   options (pair: KeyPair, service: string, identity: string, alpn: string[]): tls.ConnectionOptions {
     return {
-      cert: pair.pem.cert,
-      key: pair.pem.key,
-      ca: pair.pem.ca,
+      secureContext: this.#contextOf(pair),
       minVersion: MIN_TLS_VERSION,
       // The server name is the service's: workload certificates name no host, and an IP may not be sent as SNI.
       servername: service,
