@@ -6,6 +6,11 @@ export interface LoadRequest {
   url: string
   connections: number
   duration: number
+  /**
+   * Send exactly this many requests, then end once every one is answered (duration then only bounds the run): a run
+   * cut by the clock abandons the requests in flight, and a proxy closes each connection whose request was abandoned.
+   */
+  amount?: number
   /** Requests per second across all connections (open-ended when absent). */
   rate?: number
   /** Extra request headers (the outbound section names the service with Host). */
@@ -23,7 +28,7 @@ export interface LoadResult {
 
 process.on('message', (msg: LoadRequest) => {
   const started = process.hrtime.bigint()
-  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, pipelining: 1, timeout: 10, overallRate: msg.rate, headers: msg.headers }, (err, r) => {
+  autocannon({ url: msg.url, connections: msg.connections, duration: msg.duration, amount: msg.amount, pipelining: 1, timeout: 10, overallRate: msg.rate, headers: msg.headers }, (err, r) => {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9
     if (err !== null && err !== undefined) { process.send?.({ error: String(err) }); return }
     const out: LoadResult = {
