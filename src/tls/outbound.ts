@@ -67,8 +67,10 @@ export class OutboundTls {
     }
   }
 
-  /** The secure context of the pair in use: made once per pair, not per connection (parsing the PEMs and loading the
-   * trust bundle costs about as much as a handshake's own signature). */
+  /**
+   * The secure context of the pair in use, made once per pair: given PEMs, every tls.connect would parse the key pair
+   * and load the trust bundle again.
+   */
   #context: { generation: number, context: tls.SecureContext } | null = null
 
   #contextOf (pair: KeyPair): tls.SecureContext {
