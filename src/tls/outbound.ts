@@ -83,8 +83,8 @@ export class OutboundTls {
   /** The TLS options of a connection to an instance of `service` registered as `identity`, with the pair in use. */
   options (pair: KeyPair, service: string, identity: string, alpn: string[]): tls.ConnectionOptions {
     return {
+      // The context carries the pair, the bundle and the minimum version (options beside it would be ignored).
       secureContext: this.#contextOf(pair),
-      minVersion: MIN_TLS_VERSION,
       // The server name is the service's: workload certificates name no host, and an IP may not be sent as SNI.
       servername: service,
       ALPNProtocols: alpn,
